@@ -1,0 +1,136 @@
+"""Inference backends behind one interface, and the choice of the best one on this machine.
+
+Backends are imported lazily: a robot that has only onnxruntime never imports torch, OpenVINO
+or TensorRT.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sage_ros.backends.base import (
+    BackendError,
+    BackendOutput,
+    BackendUnavailable,
+    FusionBackend,
+)
+
+__all__ = [
+    "BACKEND_NAMES",
+    "BackendConfig",
+    "BackendError",
+    "BackendOutput",
+    "BackendUnavailable",
+    "FusionBackend",
+    "auto_order",
+    "create_backend",
+]
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "tensorrt", "openvino", "onnxruntime", "torch")
+
+
+@dataclass
+class BackendConfig:
+    """What a backend needs; each backend reads the fields that concern it."""
+
+    name: str = "auto"
+    onnx_path: Path | None = None  # exported model (onnxruntime, openvino, tensorrt)
+    weights_path: Path | None = None  # PyTorch checkpoint (torch backend)
+    precision: str = "fp32"  # fp32 | bf16 (openvino) | fp16 | int8 (tensorrt, torch cuda fp16)
+    threads: int | None = None  # CPU threads; None lets the runtime decide
+    device: str = "cpu"  # torch device
+    engine_path: Path | None = None  # tensorrt: an explicit engine file
+    engine_dir: Path | None = None  # tensorrt: engine cache folder
+    extra: dict = field(default_factory=dict)
+
+
+def _module_present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_device_present() -> bool:
+    # Cheap check without importing torch or pycuda: the NVIDIA driver exposes device nodes.
+    return Path("/dev/nvidia0").exists() or Path("/dev/nvhost-ctrl-gpu").exists()
+
+
+def auto_order() -> list[str]:
+    """Backends `auto` tries, best first, with the reason others are skipped logged."""
+    order: list[str] = []
+    if _module_present("tensorrt") and _module_present("pycuda") and _cuda_device_present():
+        order.append("tensorrt")
+    else:
+        log.info(
+            "backend auto: TensorRT not used (tensorrt importable: %s, pycuda importable: %s, "
+            "CUDA device: %s)",
+            _module_present("tensorrt"),
+            _module_present("pycuda"),
+            _cuda_device_present(),
+        )
+    if _module_present("openvino"):
+        order.append("openvino")
+    if _module_present("onnxruntime"):
+        order.append("onnxruntime")
+    if _module_present("torch"):
+        order.append("torch")
+    return order
+
+
+def _create_one(name: str, config: BackendConfig) -> FusionBackend:
+    if name == "onnxruntime":
+        from sage_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(_need_onnx(config), threads=config.threads)
+    if name == "openvino":
+        from sage_ros.backends.openvino_backend import OpenVinoBackend
+
+        precision = config.precision if config.precision in ("fp32", "bf16") else "fp32"
+        return OpenVinoBackend(_need_onnx(config), precision=precision, threads=config.threads)
+    if name == "torch":
+        from sage_ros.backends.torch_backend import TorchBackend
+
+        return TorchBackend(config)
+    if name == "tensorrt":
+        from sage_ros.backends.tensorrt_backend import TensorRtBackend
+
+        return TensorRtBackend(config)
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+
+
+def _need_onnx(config: BackendConfig) -> Path:
+    if config.onnx_path is None:
+        raise BackendError("this backend needs an ONNX model: run `sage-ros export` or pass --model")
+    path = Path(config.onnx_path)
+    if not path.is_file():
+        raise BackendError(f"ONNX model {path} does not exist: run `sage-ros export` first")
+    return path
+
+
+def create_backend(config: BackendConfig) -> FusionBackend:
+    """Create the named backend, or for `auto` the first one that starts on this machine."""
+    if config.name != "auto":
+        return _create_one(config.name, config)
+    errors = []
+    for name in auto_order():
+        if name != "torch" and config.onnx_path is None:
+            errors.append(f"{name}: no ONNX model given")
+            continue
+        if name == "torch" and config.weights_path is None:
+            errors.append("torch: no weights given")
+            continue
+        try:
+            backend = _create_one(name, config)
+        except BackendError as exc:
+            log.warning("backend auto: %s failed to start (%s); trying the next one", name, exc)
+            errors.append(f"{name}: {exc}")
+            continue
+        log.info("backend auto: using %s", backend.description)
+        return backend
+    raise BackendUnavailable("no backend could start: " + "; ".join(errors or ["none installed"]))

@@ -1,0 +1,54 @@
+"""ONNX Runtime backend (the default on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sage_ros.backends.base import (
+    CLASS_OUTPUT,
+    FUSED_OUTPUT,
+    BackendError,
+    BackendOutput,
+    BackendUnavailable,
+    FusionBackend,
+    squeeze_outputs,
+)
+
+
+class OnnxRuntimeBackend(FusionBackend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailable("onnxruntime is not installed: pip install onnxruntime") from exc
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(
+                str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendError(f"onnxruntime could not load {onnx_path}: {exc}") from exc
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        if FUSED_OUTPUT not in self._outputs:
+            raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {self._outputs})")
+        self._wanted = [FUSED_OUTPUT] + ([CLASS_OUTPUT] if CLASS_OUTPUT in self._outputs else [])
+        self._path = Path(onnx_path)
+
+    @property
+    def description(self) -> str:
+        return f"onnxruntime {self._path.name} (CPU fp32)"
+
+    @property
+    def has_segmentation(self) -> bool:
+        return CLASS_OUTPUT in self._wanted
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        results = self._session.run(self._wanted, {"vis_y": vis_y, "ir": ir})
+        return squeeze_outputs(results[0], results[1] if len(results) > 1 else None)

@@ -1,0 +1,51 @@
+"""PyTorch backend (development, and the fp32 reference the other backends are checked against)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sage_ros.backends.base import BackendError, BackendOutput, BackendUnavailable, FusionBackend
+
+
+class TorchBackend(FusionBackend):
+    name = "torch"
+
+    def __init__(self, config) -> None:  # BackendConfig; untyped to keep this import light
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendUnavailable("PyTorch is not installed: pip install 'sage_ros[torch]'") from exc
+        from sage_ros.model.checkpoint import WeightsError, load_student
+
+        if config.weights_path is None:
+            raise BackendError("the torch backend needs --weights (a SAGE student checkpoint)")
+        try:
+            model = load_student(config.weights_path)
+        except WeightsError as exc:
+            raise BackendError(str(exc)) from exc
+        device = torch.device(config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable("torch backend: CUDA requested but no CUDA device is available")
+        self._half = config.precision == "fp16" and device.type == "cuda"
+        self._model = model.to(device).half() if self._half else model.to(device)
+        self._device = device
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        self._torch = torch
+
+    @property
+    def description(self) -> str:
+        return f"torch eager ({self._device}, {'fp16' if self._half else 'fp32'})"
+
+    @property
+    def has_segmentation(self) -> bool:
+        return False
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        torch = self._torch
+        dtype = torch.float16 if self._half else torch.float32
+        with torch.inference_mode():
+            y = torch.from_numpy(vis_y).to(self._device, dtype)
+            i = torch.from_numpy(ir).to(self._device, dtype)
+            fused = self._model(y, i)[0]
+            return BackendOutput(fused[0, 0].float().cpu().numpy())

@@ -1,0 +1,37 @@
+"""Where sage_ros keeps downloaded weights, sample pairs and exported models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "SAGE_ROS_HOME"
+MIRROR_ENV = "SAGE_ROS_MIRROR"
+
+
+def cache_dir() -> Path:
+    """Root of the user cache: $SAGE_ROS_HOME, else $XDG_CACHE_HOME/sage_ros, else ~/.cache/sage_ros."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "sage_ros"
+
+
+def official_dir() -> Path:
+    """The released checkpoint and sample pairs, in the same layout as upstream's test data."""
+    return cache_dir() / "sage_official"
+
+
+def default_checkpoint() -> Path:
+    return official_dir() / "checkpoints.pt"
+
+
+def models_dir() -> Path:
+    """Exported ONNX models (and their metadata) live here unless a path is given."""
+    return cache_dir() / "models"
+
+
+def default_onnx() -> Path:
+    return models_dir() / "sage_student.onnx"
