@@ -30,7 +30,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     for child in module.modules():
         if isinstance(child, nn.Sequential):
             items = list(child._modules.items())
-            for (_, first), (name_b, second) in zip(items, items[1:]):
+            for (_, first), (name_b, second) in zip(items, items[1:], strict=False):
                 if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
                     fused = fuse_conv_bn_eval(first, second)
                     first.weight = fused.weight
