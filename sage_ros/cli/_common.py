@@ -1,0 +1,58 @@
+"""Options shared by the subcommands that run the model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from sage_ros.backends import BACKEND_NAMES, BackendConfig, FusionBackend, create_backend
+from sage_ros.paths import default_checkpoint, default_onnx
+
+log = logging.getLogger(__name__)
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and backend")
+    group.add_argument(
+        "--backend", choices=BACKEND_NAMES, default="auto",
+        help="inference backend (default: auto = best available: tensorrt > openvino > onnxruntime > torch)",
+    )
+    group.add_argument(
+        "--weights", type=Path, default=None,
+        help=f"student checkpoint (.pt) (default: {default_checkpoint()})",
+    )
+    group.add_argument(
+        "--model", type=Path, default=None,
+        help=f"exported ONNX model; exported from --weights when missing (default: {default_onnx()})",
+    )
+    group.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
+        help="bf16: OpenVINO on CPUs with AMX/AVX512-BF16; fp16/int8: TensorRT, torch on CUDA",
+    )
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    group.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    group.add_argument("--engine-dir", type=Path, default=None, help="TensorRT engine cache folder")
+
+
+def backend_from_args(args: argparse.Namespace) -> FusionBackend:
+    """Create the backend the options ask for, exporting the ONNX model first if needed."""
+    from sage_ros.model_files import ensure_onnx
+
+    weights = args.weights or default_checkpoint()
+    onnx_path = args.model
+    if args.backend != "torch":
+        if onnx_path is None or not Path(onnx_path).is_file():
+            onnx_path = ensure_onnx(onnx_path, weights)
+    config = BackendConfig(
+        name=args.backend,
+        onnx_path=onnx_path,
+        weights_path=weights if Path(weights).is_file() else None,
+        precision=args.precision,
+        threads=args.threads,
+        device=args.device,
+        engine_dir=args.engine_dir,
+    )
+    backend = create_backend(config)
+    log.info("backend: %s", backend.description)
+    return backend

@@ -1,0 +1,61 @@
+"""`sage-ros weights fetch`: the released student and sample pairs, sha256-checked."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from sage_ros.paths import MIRROR_ENV, default_onnx, official_dir
+from sage_ros.weights import CHECKPOINT, MANIFEST, UPSTREAM_COMMIT, UPSTREAM_REPO, FetchError, fetch
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="download the released SAGE student (and sample pairs)",
+        description=f"Released weights from {UPSTREAM_REPO} @ {UPSTREAM_COMMIT[:12]} (MIT), sha256-pinned.",
+    )
+    actions = parser.add_subparsers(dest="weights_command", metavar="ACTION")
+    fetch_parser = actions.add_parser("fetch", help="download (or copy from a mirror) and verify")
+    fetch_parser.add_argument("--dest", type=Path, default=None, help=f"target folder (default {official_dir()})")
+    fetch_parser.add_argument(
+        "--mirror", type=Path, default=None,
+        help=f"take the files from this local folder instead of the network (env {MIRROR_ENV})",
+    )
+    fetch_parser.add_argument("--base-url", default=None, help="alternative base URL (upstream layout)")
+    fetch_parser.add_argument("--no-samples", action="store_true", help="only the checkpoint")
+    fetch_parser.add_argument(
+        "--no-export", action="store_true", help="do not export the ONNX model after fetching"
+    )
+    fetch_parser.set_defaults(func=run_fetch)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    items = [CHECKPOINT] if args.no_samples else MANIFEST
+    count = {"n": 0}
+
+    def progress(item) -> None:
+        count["n"] += 1
+        print(f"  [{count['n']:2d}/{len(items)}] {item.local}  sha256 ok", flush=True)
+
+    try:
+        dest = fetch(args.dest, mirror=args.mirror, base_url=args.base_url,
+                     include_samples=not args.no_samples, progress=progress)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"weights and samples in {dest}")
+    if args.no_export:
+        return 0
+    if importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed: skipping ONNX export (run `sage-ros export` where torch is).")
+        return 0
+    from sage_ros.model_files import ensure_onnx
+
+    onnx_path = ensure_onnx(None if args.dest is None else Path(args.dest) / "sage_student.onnx",
+                            dest / CHECKPOINT.local)
+    print(f"ONNX model: {onnx_path}" + ("" if args.dest else f" (the node's default: {default_onnx()})"))
+    return 0

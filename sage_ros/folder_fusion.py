@@ -1,0 +1,120 @@
+"""Fuse folders of registered IR/visible pairs: pairing by file name, robust to bad files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sage_ros.imaging import ImageInputError
+from sage_ros.pipeline import FusionPipeline, FusionResult
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class FolderReport:
+    fused: list[str] = field(default_factory=list)
+    only_ir: list[str] = field(default_factory=list)
+    only_vis: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+    inference_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.only_ir and not self.only_vis
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    return {
+        p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
+
+
+def pair_folders(ir_dir: Path, vis_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Match files by name (stem); returns (pairs, names only in IR, names only in visible)."""
+    for label, folder in (("IR", ir_dir), ("visible", vis_dir)):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{label} folder {folder} does not exist")
+    ir_files = _images_by_stem(Path(ir_dir))
+    vis_files = _images_by_stem(Path(vis_dir))
+    names = sorted(set(ir_files) & set(vis_files))
+    pairs = [(n, ir_files[n], vis_files[n]) for n in names]
+    return pairs, sorted(set(ir_files) - set(vis_files)), sorted(set(vis_files) - set(ir_files))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an 8-bit image as OpenCV does (BGR or grey); a clear error when it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageInputError(f"{path}: not a readable image (missing, truncated or not an image)")
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16:
+            raise ImageInputError(
+                f"{path}: 16-bit image; folder fusion expects 8-bit (the node handles raw mono16)"
+            )
+        raise ImageInputError(f"{path}: unsupported pixel type {image.dtype}")
+    return image
+
+
+def write_rgb(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
+        raise OSError(f"could not write {path}")
+
+
+def fuse_pairs(
+    pipeline: FusionPipeline, pairs: list[tuple[str, Path, Path]]
+) -> Iterator[tuple[str, FusionResult | None, str | None]]:
+    """Yield (name, result, error) for each pair; errors are reported, never raised."""
+    for name, ir_path, vis_path in pairs:
+        try:
+            ir = read_image(ir_path)
+            vis = read_image(vis_path)
+            yield name, pipeline.fuse(ir, vis), None
+        except ImageInputError as exc:
+            yield name, None, str(exc)
+
+
+def fuse_folder(
+    pipeline: FusionPipeline,
+    ir_dir: Path,
+    vis_dir: Path,
+    out_dir: Path,
+    on_pair: Callable[[str], None] | None = None,
+) -> FolderReport:
+    """Fuse every same-named pair and write `out_dir/<IR file name>`; returns what happened."""
+    pairs, only_ir, only_vis = pair_folders(ir_dir, vis_dir)
+    report = FolderReport(only_ir=only_ir, only_vis=only_vis)
+    out_dir = Path(out_dir)
+    names = {n: ir_path.name for n, ir_path, _ in pairs}
+    for name, result, error in fuse_pairs(pipeline, pairs):
+        if error is not None:
+            report.failed[name] = error
+            log.warning("skipped %s: %s", name, error)
+        else:
+            # Same file name out as in; PNG keeps the exact pixels whatever the input format was.
+            out_name = names[name] if names[name].lower().endswith(".png") else f"{name}.png"
+            write_rgb(out_dir / out_name, result.fused_rgb)
+            report.fused.append(name)
+            report.inference_ms[name] = result.inference_ms
+        if on_pair is not None:
+            on_pair(name)
+    return report
+
+
+def side_by_side(ir: np.ndarray, vis_bgr: np.ndarray, fused_rgb: np.ndarray, height: int = 240) -> np.ndarray:
+    """One BGR row IR | visible | fused, each scaled to `height` (for contact sheets)."""
+    def fit(img: np.ndarray) -> np.ndarray:
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        scale = height / img.shape[0]
+        return cv2.resize(img, (round(img.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+
+    return np.hstack([fit(ir), fit(vis_bgr), fit(np.ascontiguousarray(fused_rgb[..., ::-1]))])
