@@ -1,0 +1,62 @@
+"""Known answers for the pure image math (no model, no ROS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sage_ros.imaging import (
+    ImageInputError,
+    check_pair_sizes,
+    fused_to_rgb8,
+    infrared_to_grey,
+    unit_to_uint8,
+    visible_to_ycrcb,
+)
+
+
+def test_grey_visible_has_neutral_chroma_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    level = rng.integers(0, 256, size=(8, 9), dtype=np.uint8)
+    bgr = np.repeat(level[..., None], 3, axis=2)
+    vis = visible_to_ycrcb(bgr)
+    np.testing.assert_allclose(vis.y, level / 255.0, atol=1e-6)
+    np.testing.assert_allclose(vis.cr, 128 / 255.0, atol=1e-6)
+    rgb = fused_to_rgb8(vis.y, vis)
+    # Neutral chroma is 128/255, a hair above 0.5: at most one grey level of tint.
+    assert np.abs(rgb.astype(int) - level[..., None]).max() <= 1
+
+
+def test_colour_reconstruction_follows_spec_coefficients() -> None:
+    bgr = np.array([[[30, 60, 200]]], dtype=np.uint8)  # a reddish pixel
+    vis = visible_to_ycrcb(bgr)
+    y, cr, cb = float(vis.y[0, 0]), float(vis.cr[0, 0]), float(vis.cb[0, 0])
+    expected = [y + 1.403 * (cr - 0.5), y - 0.714 * (cr - 0.5) - 0.344 * (cb - 0.5), y + 1.773 * (cb - 0.5)]
+    rgb = fused_to_rgb8(vis.y, vis)[0, 0]
+    assert list(rgb) == [int(np.floor(np.clip(v, 0, 1) * 255 + 0.5)) for v in expected]
+    # And it is close to the original colour (RGB order out).
+    assert np.abs(rgb.astype(int) - np.array([200, 60, 30])).max() <= 3
+
+
+def test_unit_to_uint8_rounds_half_up_and_clamps() -> None:
+    x = np.array([-0.5, 0.0, 0.5 / 255, 1.5 / 255, 1.0, 2.0, 254.6 / 255])
+    assert unit_to_uint8(x).tolist() == [0, 0, 1, 2, 255, 255, 255]
+
+
+def test_infrared_inputs() -> None:
+    grey = np.full((4, 5), 51, np.uint8)
+    np.testing.assert_allclose(infrared_to_grey(grey), 0.2, atol=1e-7)
+    three = np.repeat(grey[..., None], 3, axis=2)
+    np.testing.assert_allclose(infrared_to_grey(three), 0.2, atol=1e-7)
+    with pytest.raises(ImageInputError, match="NaN"):
+        infrared_to_grey(np.array([[0.1, np.nan]], np.float32))
+    with pytest.raises(ImageInputError, match="16-bit|uint8 or float"):
+        infrared_to_grey(np.zeros((3, 3), np.uint16))
+    with pytest.raises(ImageInputError, match="shape"):
+        infrared_to_grey(np.zeros((0, 3), np.uint8))
+
+
+def test_size_mismatch_is_a_clear_error() -> None:
+    vis = visible_to_ycrcb(np.zeros((10, 12, 3), np.uint8))
+    with pytest.raises(ImageInputError, match="differ in size"):
+        check_pair_sizes(np.zeros((10, 13), np.float32), vis)
