@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv with the CPU runtime + PyTorch (for the one-time ONNX export) and runs the demo
+#   make test   creates .venv with everything CPU-side (ROS 2 from PyPI, OpenVINO, training, eval) and runs the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Developers keep the released files beside the repository; users download them (pinned + sha256).
+SHARED_OFFICIAL := $(wildcard ../shared/sage_official)
+ifneq ($(SHARED_OFFICIAL),)
+export SAGE_ROS_MIRROR ?= $(abspath $(SHARED_OFFICIAL))
+endif
+
+.PHONY: demo demo-live test lint bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: $(BIN)/activate setup.py
+	$(BIN)/pip install --quiet -e '.[torch,openvino]'
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/activate setup.py
+	$(BIN)/pip install --quiet -e '.[all-cpu]'
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/sage-ros demo --out demo_out
+
+demo-live: $(VENV)/.test-installed
+	$(BIN)/sage-ros demo --out demo_out --live
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest test -q -rs --durations=15
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python benchmarks/backends.py
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info
