@@ -1,0 +1,161 @@
+"""TensorRT backend: a cached engine built from the exported ONNX, run through pycuda.
+
+tensorrt and pycuda are imported inside the constructor, so importing this module is free and a
+machine without them gets `BackendUnavailable` with what to install.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from sage_ros.backends.base import (
+    CLASS_OUTPUT,
+    FUSED_OUTPUT,
+    BackendError,
+    BackendOutput,
+    BackendUnavailable,
+    FusionBackend,
+    squeeze_outputs,
+)
+from sage_ros.paths import cache_dir
+from sage_ros.tensorrt.engine_cache import PRECISIONS, EngineCache, EngineCacheError, EngineSpec
+from sage_ros.tensorrt.shapes import DEFAULT_PROFILE, ShapeError, ShapeProfile, profile_from_args
+
+log = logging.getLogger(__name__)
+
+
+def default_engine_dir() -> Path:
+    """Engines live beside the exported models in the user cache unless engine_dir is given."""
+    return cache_dir() / "engines"
+
+
+def import_tensorrt():
+    """(tensorrt, pycuda.driver), or BackendUnavailable saying which one is missing and how to get it."""
+    missing = []
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        missing.append(f"tensorrt ({exc})")
+        trt = None
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        missing.append(f"pycuda ({exc})")
+        cuda = None
+    if missing:
+        raise BackendUnavailable(
+            "the tensorrt backend needs TensorRT's Python bindings and pycuda, missing: " + "; ".join(missing)
+            + ". On a Jetson they come with JetPack (python3-libnvinfer) plus `pip install pycuda`; on a "
+            "desktop `pip install 'sage_ros[tensorrt]'`. See docs/jetson.md"
+        )
+    return trt, cuda
+
+
+def profile_from_config(extra: dict) -> ShapeProfile:
+    """The engine profile from BackendConfig.extra: 'profile' (ShapeProfile or dict) or 'min/opt/max_hw'."""
+    given = extra.get("profile")
+    if isinstance(given, ShapeProfile):
+        return given
+    if isinstance(given, dict):
+        return ShapeProfile.from_json(given)
+    return profile_from_args(extra.get("min_hw"), extra.get("opt_hw"), extra.get("max_hw"), DEFAULT_PROFILE)
+
+
+class TensorRtBackend(FusionBackend):
+    name = "tensorrt"
+
+    def __init__(self, config) -> None:  # BackendConfig; untyped to avoid an import cycle
+        trt, _ = import_tensorrt()
+        from sage_ros.tensorrt.builder import BuildOptions, build_engine
+        from sage_ros.tensorrt.runtime import CudaContext, TrtRunner, device_index, profile_problem
+
+        self._profile_problem = profile_problem
+        precision = config.precision
+        if precision not in PRECISIONS:
+            log.warning("tensorrt backend: precision %r not available, using fp32", precision)
+            precision = "fp32"
+        extra = dict(config.extra or {})
+        try:
+            profile = profile_from_config(extra)
+        except ShapeError as exc:
+            raise BackendError(f"tensorrt backend: bad engine profile: {exc}") from exc
+        dla_core = extra.get("dla_core")
+        if config.onnx_path is None and config.engine_path is None:
+            raise BackendError("the tensorrt backend needs an ONNX model (onnx_path) or an engine (engine_path)")
+        try:
+            if config.onnx_path is not None:
+                spec = EngineSpec.from_onnx(config.onnx_path, precision, profile, dla_core)
+            else:
+                stem = Path(config.engine_path).stem.split("-")[0] or "model"
+                spec = EngineSpec(stem, None, None, precision, profile, dla_core)
+        except EngineCacheError as exc:
+            raise BackendError(str(exc)) from exc
+
+        try:
+            self._cuda_ctx = CudaContext(device_index(config.device))
+        except Exception as exc:  # pycuda raises LogicError/RuntimeError without a driver or device
+            raise BackendUnavailable(f"tensorrt backend: no usable CUDA device ({exc})") from exc
+        machine = self._cuda_ctx.machine_info(trt.__version__)
+        logger = trt.Logger(trt.Logger.WARNING)
+        options = BuildOptions(
+            workspace_mb=int(extra.get("workspace_mb", 1024)),
+            calib_dir=Path(extra["calib_dir"]) if extra.get("calib_dir") else None,
+            calib_cache=Path(extra["calib_cache"]) if extra.get("calib_cache") else None,
+        )
+        try:
+            with self._cuda_ctx.current():
+                runtime = trt.Runtime(logger)
+                cache = EngineCache(
+                    config.engine_dir or default_engine_dir(),
+                    machine,
+                    build_fn=lambda s: build_engine(s, options, logger),
+                    deserialize_fn=runtime.deserialize_cuda_engine,
+                )
+                result = cache.load_or_build(spec, engine_path=config.engine_path)
+            self._runner = TrtRunner(result.engine, machine.tensorrt_version, self._cuda_ctx)
+        except (EngineCacheError, RuntimeError) as exc:
+            self._cuda_ctx.close()
+            raise BackendError(f"tensorrt backend: {exc}") from exc
+        self._runtime = runtime  # the engine must not outlive its runtime
+        shapes = result.sidecar.get("shapes")
+        self._engine_profile = ShapeProfile.from_json(shapes) if shapes else None
+        if FUSED_OUTPUT not in self._runner.outputs:
+            self.close()
+            raise BackendError(f"engine {result.path} has no {FUSED_OUTPUT!r} output ({self._runner.outputs})")
+        self._path = result.path
+        self._precision = result.sidecar.get("precision", precision)
+        self._machine = machine
+
+    @property
+    def description(self) -> str:
+        return (
+            f"tensorrt {self._machine.tensorrt_version} {self._path.name} ({self._machine.gpu_name}, "
+            f"{self._precision}, {self._runner.api})"
+        )
+
+    @property
+    def has_segmentation(self) -> bool:
+        return CLASS_OUTPUT in self._runner.outputs
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        problem = self._profile_problem(vis_y.shape[-2:], self._engine_profile)
+        if problem:
+            raise BackendError(problem)
+        try:
+            out = self._runner.run({"vis_y": vis_y, "ir": ir})
+        except Exception as exc:  # CUDA errors come as pycuda types; the caller keeps running
+            raise BackendError(f"tensorrt inference failed: {exc}") from exc
+        return squeeze_outputs(out[FUSED_OUTPUT], out.get(CLASS_OUTPUT))
+
+    def close(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close()
+            self._runner = None
+        ctx = getattr(self, "_cuda_ctx", None)
+        if ctx is not None:
+            ctx.close()
+            self._cuda_ctx = None
