@@ -1,0 +1,26 @@
+"""ROS 2 bags (sqlite3 and MCAP) read and written with `rosbags`, no ROS installation needed.
+
+`open_bag` reads a bag folder or a single .mcap / .db3 file; when `rosbags` cannot open it
+(a recorder killed before writing the MCAP summary, a truncated file), it falls back to a
+record-by-record scan that keeps every complete message and reports what was lost.
+`BagWriter` writes sensor_msgs/Image streams.
+"""
+
+from sage_ros.bags.messages import IMAGE_TYPE, TYPESTORE, image_message, stamp_of, stamp_to_ns
+from sage_ros.bags.reader import BagMessage, BagProblem, BagReadError, BagSource, open_bag
+from sage_ros.bags.writer import STORAGES, BagWriter
+
+__all__ = [
+    "IMAGE_TYPE",
+    "STORAGES",
+    "TYPESTORE",
+    "BagMessage",
+    "BagProblem",
+    "BagReadError",
+    "BagSource",
+    "BagWriter",
+    "image_message",
+    "open_bag",
+    "stamp_of",
+    "stamp_to_ns",
+]
