@@ -1,0 +1,87 @@
+"""The SAGE teacher ("main network", training only; SAGE_SPEC section 3).
+
+Inputs: visible Y and IR (N, 1, H, W), and the two 4-channel mask images (source image zeroed
+outside each of the top-4 SAM masks). One shared SPA block runs at five stages (H, H/2, H/4, H/2, H);
+each stage output also gives a 32-channel tap that pairs with the student's x1..x5.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sage_ros.training.spa import SPABlock
+
+NEGATIVE_SLOPE = 0.01
+FEAT = 64  # width of the image and mask features entering SPA
+SPA_OUT = 4 * FEAT  # SPA output: concat(img, img_in, img_mid, mask)
+TAP = 32  # the student's width
+NUM_MASKS = 4
+
+
+def conv_act(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
+    """Conv (same padding) -> LeakyReLU; the teacher's conv paths have no normalisation."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2),
+                         nn.LeakyReLU(NEGATIVE_SLOPE))
+
+
+def chain(*widths: int) -> nn.Sequential:
+    return nn.Sequential(*(conv_act(a, b) for a, b in zip(widths, widths[1:], strict=False)))
+
+
+def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    if x.shape[-2:] == ref.shape[-2:]:
+        return x
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def mask_images(source: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) image and (N, K, H, W) masks -> (N, K, H, W): the image kept inside each mask."""
+    return source * masks
+
+
+class SageTeacher(nn.Module):
+    """forward(y, ir, vis_masks, ir_masks) -> (fused (N, 1, H, W) in (-1, 1), five 32-channel taps)."""
+
+    def __init__(self, num_masks: int = NUM_MASKS) -> None:
+        super().__init__()
+        self.image_stem = chain(2, 16, 32)  # its output is the img0 skip
+        self.image_proj = conv_act(32, FEAT)
+        self.vis_mask_encoder = chain(num_masks, 16, 32, FEAT)
+        self.ir_mask_encoder = chain(num_masks, 16, 32, FEAT)
+        self.spa = SPABlock(FEAT)  # one set of weights, reused at every stage
+        self.down1 = conv_act(SPA_OUT, FEAT)
+        self.down2 = conv_act(SPA_OUT, FEAT)
+        self.up1 = conv_act(SPA_OUT, FEAT)
+        self.up2 = conv_act(SPA_OUT, FEAT)
+        self.taps = nn.ModuleList(nn.Conv2d(SPA_OUT, TAP, 1) for _ in range(5))
+        # 320 = SPA output (256) + the 64-channel image feature; 96 = 64 + img0 (32).
+        self.decoder_a = chain(SPA_OUT + FEAT, 256, 128, 64)
+        self.decoder_b = chain(64 + 32, 64, 32, 16)
+        self.head = nn.Sequential(nn.Conv2d(16, 1, 3, padding=1), nn.Tanh())
+
+    def forward(
+        self, y: torch.Tensor, ir: torch.Tensor, vis_masks: torch.Tensor, ir_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        img0 = self.image_stem(torch.cat([y, ir], 1))
+        img = self.image_proj(img0)
+        vis = self.vis_mask_encoder(mask_images(y, vis_masks))
+        irm = self.ir_mask_encoder(mask_images(ir, ir_masks))
+        half = [F.max_pool2d(t, 2) for t in (vis, irm)]
+        quarter = [F.max_pool2d(t, 2) for t in half]
+
+        s1 = self.spa(img, vis, irm)
+        d1 = F.max_pool2d(self.down1(s1), 2)
+        s2 = self.spa(d1, *half)
+        d2 = F.max_pool2d(self.down2(s2), 2)
+        s3 = self.spa(d2, *quarter)
+        u1 = self.up1(resize_to(s3, s2) + s2)
+        s4 = self.spa(u1, *half)
+        u2 = self.up2(resize_to(s4, s1) + s1)
+        s5 = self.spa(u2, vis, irm)
+
+        taps = tuple(conv(s) for conv, s in zip(self.taps, (s1, s2, s3, s4, s5), strict=True))
+        x = self.decoder_a(torch.cat([s5, img], 1))
+        x = self.decoder_b(torch.cat([x, img0], 1))
+        return self.head(x), taps
