@@ -26,6 +26,7 @@ __all__ = [
     "InvalidPixelsError",
     "MalformedImageError",
     "UnsupportedEncodingError",
+    "check_fields",
     "THERMAL_ENCODINGS",
     "VISIBLE_ENCODINGS",
     "decode_image",
@@ -100,6 +101,32 @@ def _as_bytes_array(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
+def check_fields(encoding: str, height: int, width: int, step: int, data_len: int) -> int:
+    """Validate the fields of an image message without decoding it; returns the bytes of one row.
+
+    Cheap (no copy): the node runs it in the subscription callback so bad messages never reach the
+    synchroniser. Raises UnsupportedEncodingError or MalformedImageError.
+    """
+    layout = _layout(encoding)
+    height, width, step = int(height), int(width), int(step)
+    if height <= 0 or width <= 0:
+        raise MalformedImageError(f"{encoding} image has an empty size {width}x{height}")
+    row_bytes = width * layout.channels * np.dtype(layout.dtype).itemsize
+    if step < row_bytes:
+        raise MalformedImageError(
+            f"{encoding} {width}x{height}: step {step} is smaller than one row ({row_bytes} bytes)"
+        )
+    if encoding in _YUV_CODES and width % 2:
+        raise MalformedImageError(f"{encoding} needs an even width (pixel pairs), got {width}")
+    needed = step * (height - 1) + row_bytes
+    if data_len < needed:
+        raise MalformedImageError(
+            f"{encoding} {width}x{height} step {step}: data holds {data_len} bytes, needs at least "
+            f"{needed} (truncated message?)"
+        )
+    return row_bytes
+
+
 def decode_image(
     encoding: str,
     height: int,
@@ -116,23 +143,9 @@ def decode_image(
     """
     layout = _layout(encoding)
     height, width, step = int(height), int(width), int(step)
-    if height <= 0 or width <= 0:
-        raise MalformedImageError(f"{encoding} image has an empty size {width}x{height}")
-    sample = np.dtype(layout.dtype)
-    row_bytes = width * layout.channels * sample.itemsize
-    if step < row_bytes:
-        raise MalformedImageError(
-            f"{encoding} {width}x{height}: step {step} is smaller than one row ({row_bytes} bytes)"
-        )
-    if encoding in _YUV_CODES and width % 2:
-        raise MalformedImageError(f"{encoding} needs an even width (pixel pairs), got {width}")
     buf = _as_bytes_array(data)
-    needed = step * (height - 1) + row_bytes
-    if buf.size < needed:
-        raise MalformedImageError(
-            f"{encoding} {width}x{height} step {step}: data holds {buf.size} bytes, needs at least "
-            f"{needed} (truncated message?)"
-        )
+    row_bytes = check_fields(encoding, height, width, step, buf.size)
+    sample = np.dtype(layout.dtype)
     if buf.size >= step * height:
         rows = buf[: step * height].reshape(height, step)[:, :row_bytes]
     else:

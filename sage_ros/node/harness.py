@@ -1,0 +1,278 @@
+"""Drive the fusion node from outside over real DDS: used by the live demo, the tests and the benchmark.
+
+`NodeProcess` runs `python -m sage_ros.node.fusion_node` in a child process on its own ROS domain;
+`Probe` is an rclpy node in the calling process (its own Context) that publishes thermal/RGB frames
+and records everything the fusion node publishes, with receive times. Nothing here is mocked: the
+two processes talk through Fast DDS exactly as a robot's camera drivers and consumers would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sage_ros.encodings import ImageFields, encode_image
+
+TOPIC_TYPES = {
+    "thermal/image_raw": "Image",
+    "rgb/image_raw": "Image",
+    "rgb/camera_info": "CameraInfo",
+    "fused/image_raw": "Image",
+    "fused/camera_info": "CameraInfo",
+    "segmentation/mask": "Image",
+    "segmentation/overlay": "Image",
+}
+OUTPUT_TOPICS = ("fused/image_raw", "fused/camera_info", "segmentation/mask", "segmentation/overlay")
+
+
+def pick_domain_id(salt: int = 0) -> int:
+    """A ROS domain id derived from the pid, so parallel runs of different people never cross-talk."""
+    return (os.getpid() + salt) % 100 + 100
+
+
+def _param_arg(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
+    return str(value)
+
+
+class NodeProcess:
+    """The fusion node in a child process; stdout+stderr go to `log_path`."""
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        domain_id: int,
+        log_path: Path,
+        remaps: dict[str, str] | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        self.params = params
+        self.domain_id = domain_id
+        self.log_path = Path(log_path)
+        self.remaps = remaps or {}
+        self.namespace = namespace
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "sage_ros.node.fusion_node", "--ros-args"]
+        for name, value in self.params.items():
+            cmd += ["-p", f"{name}:={_param_arg(value)}"]
+        for src, dst in self.remaps.items():
+            cmd += ["-r", f"{src}:={dst}"]
+        if self.namespace:
+            cmd += ["-r", f"__ns:={self.namespace}"]
+        return cmd
+
+    def start(self) -> NodeProcess:
+        env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id), PYTHONUNBUFFERED="1")
+        env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.command(), env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return True
+            if not self.alive():
+                return text in self.log_text()
+            time.sleep(0.05)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGINT (clean lifecycle shutdown), then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return self.proc.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Probe:
+    """Publishes inputs to and records outputs of a fusion node (in its own rclpy Context)."""
+
+    def __init__(
+        self,
+        domain_id: int,
+        input_reliability: str = "reliable",
+        output_topics: Iterable[str] = ("fused/image_raw",),
+        namespace: str = "",
+        diagnostics: bool = True,
+    ) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from sage_ros.node.fusion_node import qos_profile
+
+        self._rclpy = rclpy
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("sage_probe", context=self.context, namespace=namespace or None)
+        self._lock = threading.Lock()
+        self.received: dict[str, list[tuple[int, Any]]] = {}
+        self.diagnostics: list[tuple[int, Any]] = []
+        types = self._types()
+        in_qos = qos_profile(input_reliability, 10)
+        self.pubs = {
+            t: self.node.create_publisher(types[TOPIC_TYPES[t]], t, in_qos)
+            for t in ("thermal/image_raw", "rgb/image_raw", "rgb/camera_info")
+        }
+        self.subs = []
+        out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        for topic in output_topics:
+            self.received[topic] = []
+            self.subs.append(
+                self.node.create_subscription(
+                    types[TOPIC_TYPES[topic]], topic, lambda m, t=topic: self._record(t, m), out_qos
+                )
+            )
+        if diagnostics:
+            self.subs.append(
+                self.node.create_subscription(types["DiagnosticArray"], "/diagnostics", self._on_diag, 10)
+            )
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
+        self._running = True
+        self._spin.start()
+
+    @staticmethod
+    def _types() -> dict[str, Any]:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import CameraInfo, Image
+
+        return {"Image": Image, "CameraInfo": CameraInfo, "DiagnosticArray": DiagnosticArray}
+
+    def _spin_loop(self) -> None:
+        while self._running and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                if not self._running:
+                    return
+                raise
+
+    def _record(self, topic: str, msg: Any) -> None:
+        with self._lock:
+            self.received[topic].append((time.time_ns(), msg))
+
+    def _on_diag(self, msg: Any) -> None:
+        with self._lock:
+            self.diagnostics.append((time.time_ns(), msg))
+
+    # --- publishing ----------------------------------------------------------------------------
+    def wait_for_node(self, timeout: float = 20.0) -> bool:
+        """True once the fusion node subscribes to both image topics and publishes `fused/image_raw`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = all(self.pubs[t].get_subscription_count() > 0 for t in ("thermal/image_raw", "rgb/image_raw"))
+            outputs_ready = all(s.get_publisher_count() > 0 for s in self.subs[: len(self.received)])
+            if ready and outputs_ready:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def publish(self, topic: str, fields: ImageFields, stamp_ns: int, frame_id: str = "") -> None:
+        from sage_ros.encodings import fill_msg
+
+        msg = self._types()["Image"]()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        msg.header.frame_id = frame_id
+        self.pubs[topic].publish(fill_msg(msg, fields))
+
+    def publish_array(self, topic: str, array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "") -> None:
+        self.publish(topic, encode_image(array, encoding), stamp_ns, frame_id)
+
+    def publish_info(self, width: int, height: int, stamp_ns: int, frame_id: str = "") -> None:
+        msg = self._types()["CameraInfo"]()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        msg.header.frame_id = frame_id
+        msg.width, msg.height = width, height
+        msg.k = [float(width), 0.0, width / 2.0, 0.0, float(width), height / 2.0, 0.0, 0.0, 1.0]
+        self.pubs["rgb/camera_info"].publish(msg)
+
+    # --- reading -------------------------------------------------------------------------------
+    def messages(self, topic: str) -> list[tuple[int, Any]]:
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return predicate()
+
+    def latest_status(self, name_part: str = "sage_fusion") -> dict[str, str] | None:
+        """Key/values (plus `_level`, `_message`) of the newest diagnostics status naming `name_part`."""
+        with self._lock:
+            diags = list(self.diagnostics)
+        for _, array in reversed(diags):
+            for status in array.status:
+                if name_part in status.name:
+                    level = status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
+                    values = {kv.key: kv.value for kv in status.values}
+                    values["_level"] = str(level)
+                    values["_message"] = status.message
+                    return values
+        return None
+
+    def wait_for_status(self, predicate: Callable[[dict[str, str]], bool], timeout: float) -> dict[str, str] | None:
+        ok = self.wait_until(lambda: (s := self.latest_status()) is not None and predicate(s), timeout)
+        return self.latest_status() if ok else None
+
+    def close(self) -> None:
+        self._running = False
+        self._spin.join(timeout=5)
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""One synchronised pair of image messages in, the fused frame (and class ids, overlay) out. No ROS import.
+
+Works on any objects with sensor_msgs/Image fields, so the node, bag tools and tests share it.
+Order matters: thermal is normalised at its native resolution (percentiles are not skewed by the
+zero border a homography warp adds), then registered onto the RGB grid, then fused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sage_ros.classes import ClassTable, overlay
+from sage_ros.encodings import (
+    THERMAL_ENCODINGS,
+    UnsupportedEncodingError,
+    decode_msg,
+    to_bgr8,
+)
+from sage_ros.pipeline import FusionPipeline
+from sage_ros.registration import Registration, RegistrationError
+from sage_ros.thermal import ThermalNormalizer
+
+# Drop causes, as counted in diagnostics; also the keys `classify_error` returns.
+CAUSE_ENCODING = "unsupported_encoding"
+CAUSE_MALFORMED = "malformed"
+CAUSE_INVALID_PIXELS = "invalid_pixels"
+CAUSE_SIZE_MISMATCH = "size_mismatch"
+CAUSE_BAD_INPUT = "bad_input"
+
+
+def classify_error(exc: Exception) -> str:
+    """Map an input exception to a diagnostics drop cause."""
+    from sage_ros.encodings import InvalidPixelsError, MalformedImageError
+
+    if isinstance(exc, UnsupportedEncodingError):
+        return CAUSE_ENCODING
+    if isinstance(exc, MalformedImageError):
+        return CAUSE_MALFORMED
+    if isinstance(exc, InvalidPixelsError):
+        return CAUSE_INVALID_PIXELS
+    if isinstance(exc, RegistrationError):
+        return CAUSE_SIZE_MISMATCH
+    return CAUSE_BAD_INPUT
+
+
+@dataclass
+class PairOutput:
+    fused_rgb: np.ndarray  # HxWx3 uint8 RGB, at the RGB frame's size
+    class_ids: np.ndarray | None  # HxW uint8
+    inference_ms: float
+    thermal_bounds: tuple[float, float] | None  # normalisation window used (input units)
+
+
+class PairProcessor:
+    """Decode, normalise, register and fuse; raises ImageInputError subclasses on bad input."""
+
+    def __init__(
+        self,
+        pipeline: FusionPipeline,
+        normalizer: ThermalNormalizer | None = None,
+        registration: Registration | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.normalizer = normalizer or ThermalNormalizer()
+        self.registration = registration or Registration()
+
+    def thermal_unit(self, msg: Any) -> np.ndarray:
+        """Thermal message -> HxW float32 in [0, 1] at the thermal camera's resolution."""
+        if msg.encoding not in THERMAL_ENCODINGS:
+            raise UnsupportedEncodingError(
+                f"thermal encoding {msg.encoding!r} not supported; use one of {', '.join(THERMAL_ENCODINGS)}"
+            )
+        return self.normalizer.normalize(decode_msg(msg))
+
+    def visible_bgr(self, msg: Any) -> np.ndarray:
+        return to_bgr8(decode_msg(msg), msg.encoding)
+
+    def process(self, thermal_msg: Any, rgb_msg: Any) -> PairOutput:
+        vis = self.visible_bgr(rgb_msg)
+        self.registration.check((int(thermal_msg.height), int(thermal_msg.width)), vis.shape[:2])
+        ir = self.thermal_unit(thermal_msg)
+        ir = self.registration.to_rgb_grid(ir, vis.shape[:2])
+        result = self.pipeline.fuse(ir, vis)
+        return PairOutput(result.fused_rgb, result.class_ids, result.inference_ms, self.normalizer.bounds)
+
+
+def make_overlay(fused_rgb: np.ndarray, class_ids: np.ndarray, table: ClassTable, alpha: float) -> np.ndarray:
+    """Colour overlay of class ids on the fused image (thin wrapper so the node imports one place)."""
+    return overlay(fused_rgb, class_ids, table, alpha)

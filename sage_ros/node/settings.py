@@ -1,0 +1,151 @@
+"""Every parameter of the `sage_fusion` node: name, default, meaning, and the checked settings object.
+
+One table drives the node's `declare_parameter` calls, the validation, `config/sage_fusion.yaml` (a
+test checks they agree) and docs/node.md. No ROS import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_ros.backends import BACKEND_NAMES, BackendConfig
+from sage_ros.paths import default_onnx
+from sage_ros.registration import parse_homography
+from sage_ros.thermal import MODES, NormalizerConfig
+
+RELIABILITIES = ("best_effort", "reliable")
+# Marker for a double-array parameter without a default (ROS cannot infer a type from []).
+DOUBLE_ARRAY = "double_array"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", True, "configure and activate at start (false: wait for lifecycle commands)"),
+    ParamSpec("backend", "auto", f"inference backend: {' | '.join(BACKEND_NAMES)}"),
+    ParamSpec("model_path", "", "exported ONNX model; empty = the default export in the sage_ros cache"),
+    ParamSpec("weights_path", "", "PyTorch checkpoint (torch backend only)"),
+    ParamSpec("precision", "fp32", "fp32 | bf16 (openvino) | fp16 | int8 (tensorrt)"),
+    ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
+    ParamSpec("device", "cpu", "torch device (torch backend only)"),
+    ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
+    ParamSpec("engine_dir", "", "TensorRT: engine cache folder"),
+    ParamSpec("frame_id", "", "output frame_id override; empty keeps the RGB header's frame_id"),
+    ParamSpec("sync.slop", 0.03, "max stamp difference (s) for a thermal/RGB pair"),
+    ParamSpec("sync.queue_size", 10, "messages kept per input while waiting for a partner"),
+    ParamSpec("sync.thermal_offset", 0.0, "seconds added to thermal stamps before pairing (late driver: <0)"),
+    ParamSpec("sync.use_message_filters", True, "use message_filters when importable (false: always ours)"),
+    ParamSpec("max_pair_age", 0.0, "drop pairs whose RGB stamp is older than this (s) at inference; 0 = off"),
+    ParamSpec("qos.reliability", "best_effort", "input QoS: best_effort (REP-2003 sensor data) | reliable"),
+    ParamSpec("qos.depth", 5, "input QoS history depth"),
+    ParamSpec("output_qos.reliability", "reliable", "output QoS: reliable | best_effort"),
+    ParamSpec("output_qos.depth", 5, "output QoS history depth"),
+    ParamSpec("thermal.mode", "percentile", f"mono16/32FC1 to [0,1]: {' | '.join(MODES)} (mono8 passes through)"),
+    ParamSpec("thermal.low_percentile", 1.0, "percentile mode: lower bound percentile"),
+    ParamSpec("thermal.high_percentile", 99.0, "percentile mode: upper bound percentile"),
+    ParamSpec("thermal.ema_alpha", 0.1, "percentile mode: weight of the newest frame's bounds (1 = no smoothing)"),
+    ParamSpec("thermal.fixed_min", 0.0, "fixed mode: window low end (counts, or degrees C for 32FC1)"),
+    ParamSpec("thermal.fixed_max", 16383.0, "fixed mode: window high end (counts, or degrees C for 32FC1)"),
+    ParamSpec("thermal.min_span", 1.0, "smallest window span (input units), avoids amplifying noise"),
+    ParamSpec("registration.homography", DOUBLE_ARRAY, "9 numbers, row-major 3x3, thermal px -> RGB px"),
+    ParamSpec("registration.aspect_tolerance", 0.02, "relative aspect difference allowed without homography"),
+    ParamSpec("overlay.alpha", 0.5, "segmentation overlay opacity"),
+    ParamSpec("diagnostics.period", 1.0, "seconds between /diagnostics messages"),
+    ParamSpec("diagnostics.stale_timeout", 2.0, "an input silent this long (s) raises a WARN"),
+    ParamSpec("diagnostics.latency_window", 200, "latency percentiles over the last N outputs"),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"parameter {name}={value!r} is invalid; choose one of {', '.join(choices)}")
+    return value
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"parameter {name}={value} must be {'>= 0' if allow_zero else '> 0'}")
+    return value
+
+
+@dataclass
+class NodeSettings:
+    """The node's parameters after validation (raises ValueError with the parameter's name)."""
+
+    values: dict[str, Any]
+    backend: BackendConfig = field(init=False)
+    thermal: NormalizerConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        v = self.values
+        missing = [n for n in PARAM_NAMES if n not in v]
+        if missing:
+            raise ValueError(f"missing parameters: {missing}")
+        _choice("backend", v["backend"], BACKEND_NAMES)
+        _choice("qos.reliability", v["qos.reliability"], RELIABILITIES)
+        _choice("output_qos.reliability", v["output_qos.reliability"], RELIABILITIES)
+        _positive("sync.slop", v["sync.slop"])
+        for name in ("sync.queue_size", "qos.depth", "output_qos.depth", "diagnostics.latency_window"):
+            if int(v[name]) < 1:
+                raise ValueError(f"parameter {name}={v[name]} must be >= 1")
+        for name in ("diagnostics.period", "diagnostics.stale_timeout"):
+            _positive(name, v[name])
+        _positive("max_pair_age", v["max_pair_age"], allow_zero=True)
+        _positive("threads", v["threads"], allow_zero=True)
+        if not 0.0 <= v["overlay.alpha"] <= 1.0:
+            raise ValueError(f"parameter overlay.alpha={v['overlay.alpha']} must be in [0, 1]")
+        try:
+            parse_homography(v["registration.homography"])
+        except ValueError as exc:
+            raise ValueError(f"parameter registration.homography: {exc}") from exc
+        self.thermal = NormalizerConfig(
+            mode=v["thermal.mode"],
+            low_percentile=float(v["thermal.low_percentile"]),
+            high_percentile=float(v["thermal.high_percentile"]),
+            ema_alpha=float(v["thermal.ema_alpha"]),
+            fixed_min=float(v["thermal.fixed_min"]),
+            fixed_max=float(v["thermal.fixed_max"]),
+            min_span=float(v["thermal.min_span"]),
+        )
+        self.thermal.validate()
+        self.backend = BackendConfig(
+            name=v["backend"],
+            onnx_path=self.model_path,
+            weights_path=Path(v["weights_path"]) if v["weights_path"] else None,
+            precision=v["precision"],
+            threads=int(v["threads"]) or None,
+            device=v["device"],
+            engine_path=Path(v["engine_path"]) if v["engine_path"] else None,
+            engine_dir=Path(v["engine_dir"]) if v["engine_dir"] else None,
+        )
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.values["model_path"]).expanduser() if self.values["model_path"] else default_onnx()
+
+    def model_missing_reason(self) -> str | None:
+        """A user-facing explanation when the configured model file is absent, else None."""
+        b = self.backend
+        if b.name == "torch":
+            if b.weights_path is not None and not b.weights_path.is_file():
+                return f"weights file {b.weights_path} does not exist: run `sage-ros weights fetch`"
+            return None
+        if b.name == "tensorrt" and b.engine_path is not None and b.engine_path.is_file():
+            return None
+        if not self.model_path.is_file():
+            return (
+                f"model file {self.model_path} does not exist: run `sage-ros weights fetch && sage-ros export` "
+                "(or set the model_path parameter), then configure the node again"
+            )
+        return None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
