@@ -64,16 +64,19 @@ def _cuda_device_present() -> bool:
 def auto_order() -> list[str]:
     """Backends `auto` tries, best first, with the reason others are skipped logged."""
     order: list[str] = []
-    if _module_present("tensorrt") and _module_present("pycuda") and _cuda_device_present():
+    missing = [
+        what
+        for what, present in (
+            ("the tensorrt module is not importable", _module_present("tensorrt")),
+            ("the pycuda module is not importable", _module_present("pycuda")),
+            ("no CUDA device (/dev/nvidia0 or a Jetson GPU)", _cuda_device_present()),
+        )
+        if not present
+    ]
+    if not missing:
         order.append("tensorrt")
     else:
-        log.info(
-            "backend auto: TensorRT not used (tensorrt importable: %s, pycuda importable: %s, "
-            "CUDA device: %s)",
-            _module_present("tensorrt"),
-            _module_present("pycuda"),
-            _cuda_device_present(),
-        )
+        log.info("backend auto: TensorRT skipped: %s (docs/jetson.md says how to install it)", "; ".join(missing))
     if _module_present("openvino"):
         order.append("openvino")
     if _module_present("onnxruntime"):

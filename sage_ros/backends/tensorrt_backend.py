@@ -126,6 +126,8 @@ class TensorRtBackend(FusionBackend):
             self.close()
             raise BackendError(f"engine {result.path} has no {FUSED_OUTPUT!r} output ({self._runner.outputs})")
         self._path = result.path
+        self.engine_path = result.path  # for diagnostics: which cached engine runs
+        self.engine_built = result.built  # True when this start had to build it
         self._precision = result.sidecar.get("precision", precision)
         self._machine = machine
 

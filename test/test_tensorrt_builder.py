@@ -1,0 +1,149 @@
+"""Build planning per TensorRT version, profile parsing, the runtime's pure parts, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from sage_ros.tensorrt.builder import BuildError, parse_trt_version, plan_build
+from sage_ros.tensorrt.runtime import device_index, execution_api, profile_problem
+from sage_ros.tensorrt.shapes import DEFAULT_PROFILE, ShapeError, ShapeProfile, parse_hw, profile_from_args
+
+# Flag names as each release's Python bindings expose them (trt.BuilderFlag / NetworkDefinitionCreationFlag).
+TRT86 = ("8.6.2", {"FP16", "INT8", "GPU_FALLBACK", "TF32"}, {"EXPLICIT_BATCH", "EXPLICIT_PRECISION"})
+TRT10 = ("10.3.0", {"FP16", "INT8", "GPU_FALLBACK", "TF32"}, {"EXPLICIT_BATCH", "STRONGLY_TYPED"})
+TRT11 = ("11.4.0", {"GPU_FALLBACK", "TF32"}, {"STRONGLY_TYPED"})
+
+
+def test_parse_trt_version() -> None:
+    assert parse_trt_version("8.6.2") == (8, 6, 2)
+    assert parse_trt_version("10.3.0.26") == (10, 3, 0)
+    assert parse_trt_version("11") == (11, 0, 0)
+    with pytest.raises(ValueError):
+        parse_trt_version("unknown")
+
+
+def test_trt86_uses_explicit_batch_and_builder_flags() -> None:
+    plan = plan_build(*TRT86[:1], "fp32", TRT86[1], TRT86[2])
+    assert plan.network_flags == ("EXPLICIT_BATCH",) and plan.builder_flags == ()
+    plan = plan_build(TRT86[0], "fp16", TRT86[1], TRT86[2])
+    assert plan.builder_flags == ("FP16",) and not plan.convert_onnx_fp16
+    plan = plan_build(TRT86[0], "int8", TRT86[1], TRT86[2])
+    assert plan.builder_flags == ("INT8", "FP16") and plan.use_calibrator
+
+
+def test_trt10_drops_explicit_batch_keeps_weak_typing_flags() -> None:
+    plan = plan_build(TRT10[0], "fp16", TRT10[1], TRT10[2])
+    assert plan.network_flags == () and plan.builder_flags == ("FP16",)
+    plan = plan_build(TRT10[0], "int8", TRT10[1], TRT10[2])
+    assert plan.use_calibrator and "INT8" in plan.builder_flags
+
+
+def test_trt11_fp16_goes_strongly_typed_and_int8_needs_qdq() -> None:
+    plan = plan_build(TRT11[0], "fp16", TRT11[1], TRT11[2])
+    assert plan.network_flags == ("STRONGLY_TYPED",) and plan.builder_flags == ()
+    assert plan.convert_onnx_fp16 and plan.notes
+    with pytest.raises(BuildError, match="QuantizeLinear/DequantizeLinear"):
+        plan_build(TRT11[0], "int8", TRT11[1], TRT11[2])
+    plan = plan_build(TRT11[0], "int8", TRT11[1], TRT11[2], onnx_has_qdq=True)
+    assert plan.network_flags == ("STRONGLY_TYPED",) and not plan.use_calibrator
+
+
+def test_dla_needs_reduced_precision_and_gets_gpu_fallback() -> None:
+    with pytest.raises(BuildError, match="DLA runs FP16 or INT8"):
+        plan_build(TRT86[0], "fp32", TRT86[1], TRT86[2], dla_core=0)
+    plan = plan_build(TRT86[0], "fp16", TRT86[1], TRT86[2], dla_core=1)
+    assert "GPU_FALLBACK" in plan.builder_flags
+
+
+def test_bad_precision_and_too_old_tensorrt() -> None:
+    with pytest.raises(BuildError, match="precision must be one of"):
+        plan_build(TRT86[0], "bf16", TRT86[1], TRT86[2])
+    with pytest.raises(BuildError, match="8.5 or newer"):
+        plan_build("7.1.3", "fp16", {"FP16"}, set())
+
+
+def test_execution_api_by_version() -> None:
+    assert execution_api("8.6.2") == "v2"
+    assert execution_api("8.5.2.2") == "v2"
+    assert execution_api("10.3.0") == "v3"
+    assert execution_api("11.4.0") == "v3"
+    assert device_index("cuda:1") == 1 and device_index("cuda") == 0 and device_index(None) == 0
+
+
+def test_shapes_parse_and_profiles() -> None:
+    assert parse_hw("480x640") == (480, 640) and parse_hw(" 768X1024 ") == (768, 1024)
+    for bad in ("640", "480x", "axb", "2x640"):
+        with pytest.raises(ShapeError):
+            parse_hw(bad)
+    assert profile_from_args(None, None, None) == DEFAULT_PROFILE
+    assert profile_from_args(None, "512x640", None) == ShapeProfile.fixed((512, 640))
+    two = profile_from_args("240x320", None, "768x1024")
+    assert two == ShapeProfile((240, 320), (768, 1024), (768, 1024))
+    three = profile_from_args("240x320", "480x640", "768x1024")
+    assert three.opt == (480, 640) and three.contains((600, 800)) and not three.contains((800, 1100))
+    with pytest.raises(ShapeError, match="min <= opt <= max"):
+        profile_from_args("480x640", "240x320", "768x1024")
+    assert ShapeProfile.from_json(three.to_json()) == three
+    assert three.input_shapes()["ir"] == ((1, 1, 240, 320), (1, 1, 480, 640), (1, 1, 768, 1024))
+
+
+def test_profile_problem_message() -> None:
+    profile = ShapeProfile((64, 64), (480, 640), (768, 1024))
+    assert profile_problem((480, 640), profile) is None
+    assert profile_problem((1080, 1920), None) is None  # unknown profile: let TensorRT decide
+    msg = profile_problem((1080, 1920), profile)
+    assert "1080x1920" in msg and "--max" in msg
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    from sage_ros.cli import build_parser
+
+    return build_parser().parse_args(["build-engine", *argv])
+
+
+def test_cli_parses_options() -> None:
+    args = _cli("m.onnx", "--precision", "int8", "--calib", "data", "--min", "240x320", "--opt", "480x640",
+                "--max", "768x1024", "--engine-dir", "engines", "--dla-core", "0")
+    assert args.precision == "int8" and args.calib == Path("data") and args.dla_core == 0
+    assert (args.min_hw, args.opt_hw, args.max_hw) == ("240x320", "480x640", "768x1024")
+    assert args.engine_dir == Path("engines")
+
+
+def test_cli_check_only_on_real_student(student_onnx: Path, capsys) -> None:
+    pytest.importorskip("onnx")
+    args = _cli(str(student_onnx), "--check-only")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "opset 17" in out and "Conv x18" in out and "ERROR" not in out
+
+
+def test_cli_reports_missing_tensorrt_clearly(student_onnx: Path, capsys) -> None:
+    pytest.importorskip("onnx")
+    try:
+        import pycuda  # noqa: F401
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT and pycuda are installed here: the GPU tests cover the build")
+    args = _cli(str(student_onnx), "--precision", "fp16", "--max", "768x1024")
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "tensorrt" in err and "pycuda" in err and "docs/jetson.md" in err
+
+
+def test_cli_input_errors(tmp_path: Path, capsys) -> None:
+    args = _cli(str(tmp_path / "missing.onnx"))
+    assert args.func(args) == 1 and "does not exist" in capsys.readouterr().err
+    model = tmp_path / "not_onnx.onnx"
+    model.write_bytes(b"\x00garbage")
+    args = _cli(str(model), "--min", "2x2")
+    assert args.func(args) == 2 and "too small" in capsys.readouterr().err
+    args = _cli(str(model), "--dla-core", "0", "--precision", "fp32")
+    assert args.func(args) == 2 and "DLA" in capsys.readouterr().err
+    pytest.importorskip("onnx")
+    args = _cli(str(model), "--check-only")
+    assert args.func(args) == 1 and "could not be read as ONNX" in capsys.readouterr().out
