@@ -276,3 +276,32 @@ class Probe:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def exported_student(checkpoint: Path, out_dir: Path, with_head_classes: int = 0) -> Path:
+    """Export the released student (optionally + an untrained segmentation head) once into out_dir.
+
+    For tests, demos and benchmarks: reuses an earlier export in the same folder. Imports torch, so
+    never call it from the runtime path.
+    """
+    name = f"sage_student_seg{with_head_classes}.onnx" if with_head_classes else "sage_student.onnx"
+    out = Path(out_dir) / name
+    if out.is_file() and out.with_suffix(".json").is_file():
+        return out
+    import torch
+
+    from sage_ros.classes import class_table
+    from sage_ros.model.checkpoint import load_student
+    from sage_ros.model.export import export_onnx, export_student, fold_batchnorm
+
+    torch.set_num_threads(1)
+    student = load_student(checkpoint)
+    if not with_head_classes:
+        return export_student(student, out)
+    from sage_ros.model.seg_head import SegHead, StudentWithHead
+
+    torch.manual_seed(0)
+    head = SegHead(num_classes=with_head_classes).eval()
+    model = StudentWithHead(fold_batchnorm(student), fold_batchnorm(head)).eval()
+    classes = class_table("msrs").to_json()[:with_head_classes]
+    return export_onnx(model, out, ["fused_y", "class_ids"], metadata={"model": "test_seg", "classes": classes})
