@@ -147,20 +147,22 @@ def _filter_valid(image: np.ndarray, kernel_1d: np.ndarray) -> np.ndarray:
     return out[r : out.shape[0] - r, r : out.shape[1] - r]
 
 
-def vif_pixel(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
-    """VIFp(ref, dist): the pixel-domain, 4-scale VIF of Sheikh & Bovik (IEEE TIP 2006).
+@dataclass
+class _VifScale:
+    window: np.ndarray  # 1-D Gaussian taps of this scale
+    ref: np.ndarray  # reference at this scale (filtered and decimated from scale 2 on)
+    mu: np.ndarray  # local mean of the reference ('valid' part)
+    var: np.ndarray  # local variance of the reference, clamped like the authors' code
+    flat: np.ndarray  # where the reference carries no information (variance < 1e-10)
+    den: float  # this scale's share of the denominator
 
-    Follows the authors' pixel-domain version (vifp_mscale): at scale s (1..4) a Gaussian window of N = 2^(5-s)+1
-    taps and sigma N/5; from scale 2 on, both images are filtered ('valid') and decimated by 2
-    first. Local statistics use the 'valid' part only; the gain g and distortion variance sv^2 are
-    clamped as in the authors' code (g >= 0, sv^2 >= 1e-10, flat reference regions carry no
-    information). Result = sum of log10(1 + g^2 s1^2 / (sv^2 + sn^2)) / sum of log10(1 + s1^2/sn^2).
-    VIFp(A, A) = 1 up to the 1e-10 clamp.
-    """
-    ref, dist = _grey("reference", ref), _grey("distorted", dist)
-    _same_shape(ref, dist)
-    eps = 1e-10
-    num = den = 0.0
+
+_VIF_EPS = 1e-10
+
+
+def _vif_reference(ref: np.ndarray, sigma_nsq: float) -> list[_VifScale]:
+    """Everything VIFp needs from the reference alone (shared when one source scores many images)."""
+    scales = []
     for scale in range(1, 5):
         n = 2 ** (4 - scale + 1) + 1
         win = _gaussian_window(n, n / 5.0)
@@ -168,32 +170,55 @@ def vif_pixel(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> floa
             if min(ref.shape) < n:
                 break
             ref = _filter_valid(ref, win)[::2, ::2]
-            dist = _filter_valid(dist, win)[::2, ::2]
         if min(ref.shape) < n:
             break
-        mu1 = _filter_valid(ref, win)
+        mu = _filter_valid(ref, win)
+        var = np.maximum(_filter_valid(ref * ref, win) - mu * mu, 0.0)
+        flat = var < _VIF_EPS
+        var[flat] = 0.0
+        den = float(np.log10(1.0 + var / sigma_nsq).sum())
+        scales.append(_VifScale(win, ref, mu, var, flat, den))
+    return scales
+
+
+def _vif_against(scales: list[_VifScale], dist: np.ndarray, sigma_nsq: float) -> float:
+    num = den = 0.0
+    for i, sc in enumerate(scales):
+        win = sc.window
+        if i > 0:
+            dist = _filter_valid(dist, win)[::2, ::2]
         mu2 = _filter_valid(dist, win)
-        s1 = _filter_valid(ref * ref, win) - mu1 * mu1
-        s2 = _filter_valid(dist * dist, win) - mu2 * mu2
-        s12 = _filter_valid(ref * dist, win) - mu1 * mu2
-        s1 = np.maximum(s1, 0.0)
-        s2 = np.maximum(s2, 0.0)
-        g = s12 / (s1 + eps)
+        s2 = np.maximum(_filter_valid(dist * dist, win) - mu2 * mu2, 0.0)
+        s12 = _filter_valid(sc.ref * dist, win) - sc.mu * mu2
+        g = s12 / (sc.var + _VIF_EPS)
         sv = s2 - g * s12
-        flat_ref = s1 < eps
-        g[flat_ref] = 0.0
-        sv[flat_ref] = s2[flat_ref]
-        s1[flat_ref] = 0.0
-        flat_dist = s2 < eps
+        g[sc.flat] = 0.0
+        sv[sc.flat] = s2[sc.flat]
+        flat_dist = s2 < _VIF_EPS
         g[flat_dist] = 0.0
         sv[flat_dist] = 0.0
         negative = g < 0
         sv[negative] = s2[negative]
         g[negative] = 0.0
-        sv = np.maximum(sv, eps)
-        num += float(np.log10(1.0 + g * g * s1 / (sv + sigma_nsq)).sum())
-        den += float(np.log10(1.0 + s1 / sigma_nsq).sum())
+        sv = np.maximum(sv, _VIF_EPS)
+        num += float(np.log10(1.0 + g * g * sc.var / (sv + sigma_nsq)).sum())
+        den += sc.den
     return num / den if den > 0 else 0.0
+
+
+def vif_pixel(ref: np.ndarray, dist: np.ndarray, sigma_nsq: float = 2.0) -> float:
+    """VIFp(ref, dist): the pixel-domain, 4-scale VIF of Sheikh & Bovik (IEEE TIP 2006).
+
+    Follows the authors' pixel-domain version (vifp_mscale): at scale s (1..4) a Gaussian window
+    of N = 2^(5-s)+1 taps and sigma N/5; from scale 2 on, both images are filtered ('valid') and
+    decimated by 2 first. Local statistics use the 'valid' part only; the gain g and distortion
+    variance sv^2 are clamped as in the authors' code (g >= 0, sv^2 >= 1e-10, flat reference regions
+    carry no information). Result = sum of log10(1 + g^2 s1^2 / (sv^2 + sn^2)) over
+    sum of log10(1 + s1^2 / sn^2), sn^2 = 2. VIFp(A, A) = 1 up to the 1e-10 clamp.
+    """
+    ref, dist = _grey("reference", ref), _grey("distorted", dist)
+    _same_shape(ref, dist)
+    return _vif_against(_vif_reference(ref, sigma_nsq), dist, sigma_nsq)
 
 
 def vif(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
@@ -225,6 +250,16 @@ def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_
     return q_g * q_a
 
 
+def _qabf_from(src_a: tuple[np.ndarray, np.ndarray], src_b: tuple[np.ndarray, np.ndarray], f: np.ndarray) -> float:
+    g_a, al_a = src_a
+    g_b, al_b = src_b
+    g_f, al_f = _sobel_strength_orientation(f)
+    q_af = _edge_preservation(g_a, al_a, g_f, al_f)
+    q_bf = _edge_preservation(g_b, al_b, g_f, al_f)
+    weight = (g_a + g_b).sum()
+    return float((q_af * g_a + q_bf * g_b).sum() / weight) if weight > 0 else 0.0
+
+
 def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """Qabf, the Xydeas-Petrovic edge-preservation metric (Electronics Letters 36(4), 2000).
 
@@ -237,13 +272,7 @@ def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """
     a, b, f = _grey("A", a), _grey("B", b), _grey("F", f)
     _same_shape(a, b, f)
-    g_a, al_a = _sobel_strength_orientation(a)
-    g_b, al_b = _sobel_strength_orientation(b)
-    g_f, al_f = _sobel_strength_orientation(f)
-    q_af = _edge_preservation(g_a, al_a, g_f, al_f)
-    q_bf = _edge_preservation(g_b, al_b, g_f, al_f)
-    weight = (g_a + g_b).sum()
-    return float((q_af * g_a + q_bf * g_b).sum() / weight) if weight > 0 else 0.0
+    return _qabf_from(_sobel_strength_orientation(a), _sobel_strength_orientation(b), f)
 
 
 def ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
@@ -272,21 +301,44 @@ def ssim(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
 # --------------------------------------------------------------------------- all at once
 
 
+class FusionScorer:
+    """Scores any number of fused images of one source pair A (IR), B (VIS Y).
+
+    What depends on the sources alone (their histograms, Sobel maps, VIF reference statistics) is
+    computed once here, so scoring SAGE and several baselines on one pair costs far less than
+    calling `fusion_metrics` for each. Results equal the standalone functions exactly.
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, sigma_nsq: float = 2.0) -> None:
+        self.a, self.b = _grey("A (infrared)", a), _grey("B (visible Y)", b)
+        _same_shape(self.a, self.b)
+        self._sigma_nsq = sigma_nsq
+        self._sobel_a = _sobel_strength_orientation(self.a)
+        self._sobel_b = _sobel_strength_orientation(self.b)
+        self._vif_a = _vif_reference(self.a, sigma_nsq)
+        self._vif_b = _vif_reference(self.b, sigma_nsq)
+
+    def score(self, f: np.ndarray) -> dict[str, float]:
+        """Every metric of FUSION_METRICS for the fused image F."""
+        f = _grey("F (fused)", f)
+        _same_shape(self.a, f)
+        a, b = self.a, self.b
+        return {
+            "EN": entropy(f),
+            "SD": standard_deviation(f),
+            "SF": spatial_frequency(f),
+            "AG": average_gradient(f),
+            "MI": mutual_information(a, b, f),
+            "SCD": scd(a, b, f),
+            "VIF": _vif_against(self._vif_a, f, self._sigma_nsq) + _vif_against(self._vif_b, f, self._sigma_nsq),
+            "Qabf": _qabf_from(self._sobel_a, self._sobel_b, f),
+            "SSIM": ssim(a, b, f),
+        }
+
+
 def fusion_metrics(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> dict[str, float]:
     """Every metric of FUSION_METRICS for one fused image F of sources A (IR) and B (VIS Y)."""
-    a, b, f = _grey("A (infrared)", a), _grey("B (visible Y)", b), _grey("F (fused)", f)
-    _same_shape(a, b, f)
-    return {
-        "EN": entropy(f),
-        "SD": standard_deviation(f),
-        "SF": spatial_frequency(f),
-        "AG": average_gradient(f),
-        "MI": mutual_information(a, b, f),
-        "SCD": scd(a, b, f),
-        "VIF": vif(a, b, f),
-        "Qabf": qabf(a, b, f),
-        "SSIM": ssim(a, b, f),
-    }
+    return FusionScorer(a, b).score(f)
 
 
 # --------------------------------------------------------------------------- segmentation

@@ -1,0 +1,125 @@
+"""`sage-ros eval-bag`: replay a bag through the node's pairing and fusion, write a report and an output bag."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sage_ros.backends import BackendError
+from sage_ros.bags import BagReadError
+from sage_ros.classes import load_class_table
+from sage_ros.cli._common import add_backend_arguments, backend_from_args
+from sage_ros.evaluation import EvalOptions, evaluate_bag
+from sage_ros.evaluation.plots import write_plots
+from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown, write_json
+from sage_ros.metrics import FUSION_METRICS
+from sage_ros.paths import default_onnx
+from sage_ros.pipeline import FusionPipeline
+from sage_ros.thermal import MODES, NormalizerConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-bag",
+        help="replay a ROS 2 bag through the fusion node's pipeline and report metrics",
+        description="Reads the bag (MCAP or sqlite3, damaged ones by scanning), pairs thermal and RGB "
+        "frames with the node's synchroniser, fuses them, and writes report.json, report.md, PNG plots "
+        "and an output bag with the inputs plus /fused/image_raw (and masks for models with a "
+        "segmentation head). Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated.",
+    )
+    parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap / .db3 file")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the report, plots and bag")
+    parser.add_argument("--thermal-topic", default="/thermal/image_raw")
+    parser.add_argument("--rgb-topic", default="/rgb/image_raw")
+    parser.add_argument("--gt-topic", default="/segmentation/ground_truth", help="mono8 class-id labels (optional)")
+    parser.add_argument("--slop", type=float, default=0.05, help="pairing tolerance in seconds (node default)")
+    parser.add_argument("--queue-size", type=int, default=10, help="synchroniser queue per input")
+    parser.add_argument("--thermal-offset-ms", type=float, default=0.0, help="added to thermal stamps before pairing")
+    parser.add_argument("--thermal-mode", choices=MODES, default="percentile", help="mono16/32FC1 normalisation")
+    parser.add_argument("--thermal-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="fixed thermal window (counts or deg C); implies --thermal-mode fixed")
+    parser.add_argument("--out-storage", choices=["mcap", "sqlite3"], default=None,
+                        help="output bag storage (default: the input's)")
+    parser.add_argument("--no-output-bag", action="store_true", help="report only")
+    parser.add_argument("--no-metrics", action="store_true", help="skip fusion metrics (pairing, latency, bag only)")
+    parser.add_argument("--rank-metric", choices=FUSION_METRICS, default="Qabf", help="contact sheet ranking")
+    parser.add_argument("--max-pairs", type=int, default=None, help="stop after N pairs")
+    parser.add_argument("--force", action="store_true", help="replace an existing output bag in --out")
+    add_backend_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bag_out = None if args.no_output_bag else out_dir / "fused_bag"
+    if bag_out is not None and bag_out.exists():
+        if not args.force:
+            print(f"error: {bag_out} exists; pass --force to replace it", file=sys.stderr)
+            return 2
+        shutil.rmtree(bag_out)
+    thermal = NormalizerConfig()
+    if args.thermal_range is not None:
+        thermal = NormalizerConfig(mode="fixed", fixed_min=args.thermal_range[0], fixed_max=args.thermal_range[1])
+    elif args.thermal_mode == "fixed":
+        thermal = NormalizerConfig(mode="fixed")
+    options = EvalOptions(
+        thermal_topic=args.thermal_topic,
+        rgb_topic=args.rgb_topic,
+        gt_topic=args.gt_topic,
+        slop_s=args.slop,
+        queue_size=args.queue_size,
+        thermal_offset_ms=args.thermal_offset_ms,
+        thermal=thermal,
+        compute_metrics=not args.no_metrics,
+        output_bag=bag_out,
+        output_storage=args.out_storage,
+        max_pairs=args.max_pairs,
+    )
+    try:
+        thermal.validate()
+        backend = backend_from_args(args)
+    except (ValueError, BackendError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    model_path = args.model or default_onnx()
+    try:
+        result = evaluate_bag(
+            args.bag,
+            FusionPipeline(backend),
+            options,
+            class_table=load_class_table(model_path),
+            progress=lambda total: tqdm(total=total, unit="msg", desc="replaying", file=sys.stderr),
+        )
+    except BagReadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        backend.close()
+    plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
+    files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}
+    files.update({f"plot_{k}": str(v) for k, v in plots.items()})
+    if bag_out is not None:
+        files["output_bag"] = str(bag_out)
+    report = build_report(result, str(model_path) if args.backend != "torch" else None, files)
+    write_json(report, out_dir / "report.json")
+    (out_dir / "report.md").write_text(render_markdown(report, {k: v.name for k, v in plots.items()}))
+
+    problems = report["problems"]
+    if problems["total"]:
+        counts = ", ".join(f"{k}: {v}" for k, v in problems["counts"].items())
+        print(f"problems ({problems['total']}): {counts} (details in report.json)", file=sys.stderr)
+    n = len(result.pairs)
+    print(f"evaluated {n} pairs from {args.bag} with {result.backend}")
+    mean = report["mean"]
+    if mean:
+        print("mean " + ", ".join(f"{k} {mean['SAGE'][k]:.3f}" for k in FUSION_METRICS) + " (SAGE)")
+    for name, path in files.items():
+        print(f"{name}: {path}")
+    if n == 0:
+        return 2
+    return 1 if problems["total"] else 0

@@ -1,0 +1,226 @@
+"""report.json and report.md from an evaluation result."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sage_ros.evaluation.baselines import METHODS
+from sage_ros.evaluation.runner import EvalResult
+from sage_ros.metrics import FUSION_METRICS
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_summary(values: list[float]) -> dict[str, float] | None:
+    """mean, p50/p90/p95/p99 and max in ms (linear-interpolated percentiles, numpy's default)."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    out = {"mean": float(arr.mean())}
+    out.update({f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES})
+    out["max"] = float(arr.max())
+    return out
+
+
+def mean_metrics(result: EvalResult) -> dict[str, dict[str, float]]:
+    """Per method, the mean of each metric over the pairs that were scored."""
+    scored = [p.metrics for p in result.pairs if p.metrics]
+    if not scored:
+        return {}
+    return {
+        method: {k: float(np.mean([s[method][k] for s in scored])) for k in FUSION_METRICS}
+        for method in METHODS
+    }
+
+
+def pairing_summary(result: EvalResult) -> dict[str, Any]:
+    deltas = [abs(p.rgb_stamp_ns - p.thermal_stamp_ns) / 1e6 for p in result.pairs]
+    stats = dict(result.sync_stats)
+    return {
+        "inputs": ["thermal", "rgb"],
+        "sync": stats,
+        "evaluated_pairs": len(result.pairs),
+        "stamp_gap_ms": {
+            "mean": float(np.mean(deltas)) if deltas else None,
+            "max": float(np.max(deltas)) if deltas else None,
+        },
+        "ground_truth_frames": result.gt_frames,
+    }
+
+
+def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -> dict[str, Any]:
+    opts = result.options
+    pairs = []
+    for p in result.pairs:
+        entry: dict[str, Any] = {
+            "index": p.index,
+            "rgb_stamp_ns": p.rgb_stamp_ns,
+            "thermal_stamp_ns": p.thermal_stamp_ns,
+            "stamp_gap_ms": (p.thermal_stamp_ns - p.rgb_stamp_ns) / 1e6,
+            "size": list(p.size),
+            "pipeline_ms": p.pipeline_ms,
+            "inference_ms": p.inference_ms,
+        }
+        if p.metrics:
+            entry["metrics"] = p.metrics
+        if p.miou is not None:
+            entry["miou"] = p.miou
+        pairs.append(entry)
+    return {
+        "tool": "sage-ros eval-bag",
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "bag": {
+            "path": str(result.bag),
+            "storage": result.storage,
+            "recovered_by_scan": result.recovered,
+            "topics": result.topics,
+        },
+        "model": model,
+        "backend": result.backend,
+        "settings": {
+            "thermal_topic": opts.thermal_topic,
+            "rgb_topic": opts.rgb_topic,
+            "gt_topic": opts.gt_topic,
+            "slop_s": opts.slop_s,
+            "queue_size": opts.queue_size,
+            "thermal_offset_ms": opts.thermal_offset_ms,
+            "thermal_normalisation": opts.thermal.mode,
+        },
+        "metric_definitions": "sage_ros.metrics (SAGE_SPEC section 7): F = Y of the fused RGB, "
+        "A = infrared grey, B = visible Y; two-source metrics are sums over A and B",
+        "methods": list(METHODS),
+        "mean": mean_metrics(result),
+        "segmentation": result.segmentation
+        if result.segmentation
+        else {"note": _segmentation_note(result)},
+        "pairing": pairing_summary(result),
+        "latency_ms": {
+            "pipeline": latency_summary([p.pipeline_ms for p in result.pairs]),
+            "inference": latency_summary([p.inference_ms for p in result.pairs]),
+        },
+        "problems": {
+            "total": int(sum(result.problem_counts.values())),
+            "counts": dict(sorted(result.problem_counts.items())),
+            "details": result.problem_details,
+        },
+        "wall_s": result.wall_s,
+        "files": files,
+        "pairs": pairs,
+    }
+
+
+def _segmentation_note(result: EvalResult) -> str:
+    if not result.gt_frames:
+        return "no ground-truth topic in the bag: mIoU not computed"
+    if not result.has_segmentation:
+        return "ground truth present but the model has no segmentation head: mIoU not computed"
+    return "no pair had a matching ground-truth label"
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """A human-readable report; plot paths are relative to the report's folder."""
+    lines = [
+        "# sage-ros eval-bag report",
+        "",
+        f"- bag: `{report['bag']['path']}` ({report['bag']['storage']}"
+        + (", recovered by scanning" if report["bag"]["recovered_by_scan"] else "")
+        + ")",
+        f"- model: `{report['model']}`; backend: {report['backend']}",
+        f"- pairs evaluated: {report['pairing']['evaluated_pairs']}; problems: {report['problems']['total']}",
+        "",
+    ]
+    mean = report["mean"]
+    if mean:
+        lines += ["## Mean fusion metrics (higher is better for all)", ""]
+        lines.append("| method | " + " | ".join(FUSION_METRICS) + " |")
+        lines.append("|---" * (len(FUSION_METRICS) + 1) + "|")
+        best = {k: max(mean[m][k] for m in mean) for k in FUSION_METRICS}
+        for method, values in mean.items():
+            cells = [
+                f"**{_fmt(values[k])}**" if np.isclose(values[k], best[k]) else _fmt(values[k])
+                for k in FUSION_METRICS
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Baselines use the same pairs: `average` = (IR + VIS Y)/2, `max` = per-pixel maximum, "
+            "`visible` = VIS Y alone. Metric definitions: `sage_ros/metrics.py`.",
+            "",
+        ]
+    seg = report["segmentation"]
+    lines += ["## Segmentation", ""]
+    if "miou" in seg:
+        lines.append(f"mIoU {100 * seg['miou']:.2f} over {seg['pairs']} pairs "
+                     f"(pixel accuracy {100 * seg['pixel_accuracy']:.2f}).")
+        lines += ["", "| class | IoU |", "|---|---|"] + [f"| {c} | {100 * v:.2f} |" for c, v in seg["iou"].items()]
+    else:
+        lines.append(seg["note"] + ".")
+    lines.append("")
+    pairing = report["pairing"]
+    sync = pairing["sync"]
+    lines += [
+        "## Pairing (the node's ApproximateTimeSync)",
+        "",
+        f"slop {report['settings']['slop_s']} s, queue {report['settings']['queue_size']}, "
+        f"thermal offset {report['settings']['thermal_offset_ms']} ms.",
+        "",
+        "| | thermal | rgb |",
+        "|---|---|---|",
+    ]
+    for key in ("received", "duplicate", "evicted", "flushed", "rejected"):
+        if key in sync:
+            lines.append(f"| {key} | {sync[key][0]} | {sync[key][1]} |")
+    gap = pairing["stamp_gap_ms"]
+    lines += [
+        "",
+        f"Pairs emitted: {sync.get('pairs', 0)}; evaluated: {pairing['evaluated_pairs']}; "
+        f"|stamp gap| mean {_fmt(gap['mean'], 2)} ms, max {_fmt(gap['max'], 2)} ms.",
+        "",
+        "## Latency (ms)",
+        "",
+        "| | mean | p50 | p90 | p95 | p99 | max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, summary in report["latency_ms"].items():
+        if summary:
+            cells = [_fmt(summary[k], 1) for k in ("mean", "p50", "p90", "p95", "p99", "max")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "`pipeline` = colour conversion + inference + colour back; `inference` = backend call only.", ""]
+    problems = report["problems"]
+    lines += ["## Problems", ""]
+    if problems["total"]:
+        lines += ["| kind | count |", "|---|---|"] + [f"| {k} | {v} |" for k, v in problems["counts"].items()]
+        lines.append("")
+        lines += [f"- {d['kind']}: {d['detail']}" for d in problems["details"][:20]]
+    else:
+        lines.append("None.")
+    lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{name}]({rel})" for name, rel in plots.items()] + [""]
+    pairs = report["pairs"]
+    if pairs and "metrics" in pairs[0]:
+        cols = ("EN", "MI", "VIF", "Qabf", "SSIM")
+        lines += ["## Per pair (SAGE)", "", "| # | stamp (s) | gap (ms) | " + " | ".join(cols) + " | ms |"]
+        lines.append("|---" * (len(cols) + 4) + "|")
+        for p in pairs:
+            sage = p["metrics"]["SAGE"]
+            lines.append(
+                f"| {p['index']} | {p['rgb_stamp_ns'] / 1e9:.3f} | {p['stamp_gap_ms']:.1f} | "
+                + " | ".join(_fmt(sage[c]) for c in cols)
+                + f" | {p['pipeline_ms']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
