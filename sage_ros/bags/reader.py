@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import struct
+import tempfile
 from collections.abc import Collection, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,20 +119,47 @@ class _McapScanSource(BagSource):
 
 
 class _SqliteScanSource(BagSource):
+    """Reads what SQLite can still reach in a damaged .db3, in row (= write = time) order.
+
+    A file cut short keeps a header that announces more pages than exist, and SQLite then refuses
+    even the schema. Reading a temporary copy whose header states the real page count lets it reach
+    every table page that survived.
+    """
+
     def __init__(self, path: Path, files: list[Path]) -> None:
         super().__init__(path, "sqlite3", recovered=True)
-        self._files = files
-        for file in files:
+        self._tmp = tempfile.TemporaryDirectory(prefix="sage_ros_db3_")
+        self._files = [self._readable_copy(f, Path(self._tmp.name)) for f in files]
+        for file in self._files:
             try:
-                with self._connect(file) as db:
-                    for name, typ, count in db.execute(
-                        "SELECT t.name, t.type, COUNT(m.id) FROM topics t LEFT JOIN messages m "
-                        "ON m.topic_id = t.id GROUP BY t.id"
-                    ):
+                with closing(self._connect(file)) as db:
+                    for name, typ in db.execute("SELECT name, type FROM topics"):
                         self.topics[name] = typ
-                        self.counts[name] = self.counts.get(name, 0) + count
+                        self.counts.setdefault(name, 0)
+                    # Counting rows may hit a lost page; counts are for progress display only.
+                    for name, count in db.execute(
+                        "SELECT t.name, COUNT(m.id) FROM topics t JOIN messages m ON m.topic_id = t.id GROUP BY t.id"
+                    ):
+                        self.counts[name] = count
             except sqlite3.DatabaseError as exc:
-                self.problems.append(BagProblem("read", f"{file.name}: cannot count messages ({exc})"))
+                # Reported by messages() when it meets the same damage; here it only costs the counts.
+                log.debug("%s: counting messages failed (%s)", file, exc)
+
+    @staticmethod
+    def _readable_copy(file: Path, folder: Path) -> Path:
+        data = bytearray(file.read_bytes())
+        if len(data) < 100 or not data.startswith(b"SQLite format 3\x00"):
+            return file
+        page_size = struct.unpack(">H", data[16:18])[0]
+        page_size = 65536 if page_size == 1 else page_size
+        pages = len(data) // page_size
+        if pages == 0 or struct.unpack(">I", data[28:32])[0] == pages:
+            return file
+        copy = folder / file.name
+        del data[pages * page_size :]
+        data[28:32] = struct.pack(">I", pages)
+        copy.write_bytes(bytes(data))
+        return copy
 
     @staticmethod
     def _connect(file: Path) -> sqlite3.Connection:
@@ -142,19 +172,19 @@ class _SqliteScanSource(BagSource):
         marks = ",".join("?" * len(wanted))
         for file in self._files:
             try:
-                db = self._connect(file)
-                try:
+                with closing(self._connect(file)) as db:
                     rows = db.execute(
                         f"SELECT t.name, t.type, m.timestamp, m.data FROM messages m JOIN topics t "
-                        f"ON m.topic_id = t.id WHERE t.name IN ({marks}) ORDER BY m.timestamp",
+                        f"ON m.topic_id = t.id WHERE t.name IN ({marks})",
                         wanted,
                     )
                     for name, typ, t, data in rows:
                         yield BagMessage(name, typ, int(t), bytes(data))
-                finally:
-                    db.close()
             except sqlite3.DatabaseError as exc:
                 self.problems.append(BagProblem("read", f"{file.name}: reading stopped early ({exc})"))
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 def _storage_files(path: Path) -> list[Path]:
