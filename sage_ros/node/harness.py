@@ -57,8 +57,10 @@ class NodeProcess:
         log_path: Path,
         remaps: dict[str, str] | None = None,
         namespace: str | None = None,
+        params_file: Path | None = None,
     ) -> None:
         self.params = params
+        self.params_file = params_file
         self.domain_id = domain_id
         self.log_path = Path(log_path)
         self.remaps = remaps or {}
@@ -68,6 +70,8 @@ class NodeProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "sage_ros.node.fusion_node", "--ros-args"]
+        if self.params_file is not None:
+            cmd += ["--params-file", str(self.params_file)]  # the -p overrides after it win
         for name, value in self.params.items():
             cmd += ["-p", f"{name}:={_param_arg(value)}"]
         for src, dst in self.remaps.items():

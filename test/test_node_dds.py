@@ -1,0 +1,282 @@
+"""The fusion node in its own process, driven over real DDS (Fast DDS on loopback) from this process.
+
+One node serves the traffic and bad-input tests (module scope, they run in file order); lifecycle
+and segmentation tests start their own. Frames are small (160x128 thermal, 320x256 RGB) so the
+released model runs quickly on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+
+from sage_ros.encodings import encode_image  # noqa: E402
+from sage_ros.node.harness import NodeProcess, Probe, exported_student  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
+DOMAIN = os.getpid() % 100 + 100  # this module's own ROS domain: no cross-talk with parallel runs
+MS = 1_000_000
+TH, TW = 128, 160
+RH, RW = 256, 320
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+
+
+def _params(model, **over):
+    params = {
+        "model_path": str(model),
+        "backend": "onnxruntime",
+        "threads": 1,
+        # Same-host test traffic: RELIABLE so no UDP fragment loss makes a pair disappear.
+        "qos.reliability": "reliable",
+        "sync.slop": 0.02,
+        "diagnostics.period": 0.3,
+        "diagnostics.stale_timeout": 1.5,
+    }
+    params.update(over)
+    return params
+
+
+@pytest.fixture(scope="module")
+def running(onnx_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    proc = NodeProcess(_params(onnx_model), DOMAIN, log).start()
+    probe = Probe(DOMAIN, output_topics=("fused/image_raw", "fused/camera_info"))
+    try:
+        if not probe.wait_for_node(60.0):
+            pytest.fail(f"fusion node did not come up:\n{proc.log_text()}")
+        yield proc, probe
+    finally:
+        probe.close()
+        proc.stop()
+
+
+def _thermal(rng):
+    base = np.linspace(2000, 6000, TW, dtype=np.float32)[None, :].repeat(TH, 0)
+    return (base + rng.normal(0, 30, (TH, TW))).astype(np.uint16)
+
+
+def _rgb(rng):
+    return rng.integers(0, 255, (RH, RW, 3), dtype=np.uint8)
+
+
+def _stamp(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(running):
+    proc, probe = running
+    rng = np.random.default_rng(0)
+    order = random.Random(0)
+    base = time.time_ns()
+    true_stamps, lonely_stamps = [], []
+    probe.publish_info(RW, RH, base, "rgb_optical")
+    time.sleep(0.2)
+    for k in range(12):
+        rgb_stamp = base + k * 200 * MS
+        lonely = k in (3, 7, 10)
+        # True pairs: thermal within +-12 ms (slop 20 ms). Lonely: thermal 45 ms late, beyond the slop.
+        th_stamp = rgb_stamp + (45 * MS if lonely else order.randint(-12, 12) * MS)
+        big = bool(k % 2)  # alternate byte order, as two different drivers would
+        sends = [
+            ("thermal/image_raw", encode_image(_thermal(rng), "mono16", is_bigendian=big), th_stamp, "thermal"),
+            ("rgb/image_raw", encode_image(_rgb(rng), "bgr8", row_padding=8), rgb_stamp, "rgb_optical"),
+        ]
+        order.shuffle(sends)  # either camera may arrive first
+        for topic, fields, stamp, frame in sends:
+            probe.publish(topic, fields, stamp, frame)
+        (lonely_stamps if lonely else true_stamps).append(rgb_stamp)
+        if lonely:
+            time.sleep(0.3)
+        else:
+            # Pace on the output: the node fuses only the newest pair, by design.
+            assert probe.wait_until(
+                lambda s=rgb_stamp: any(_stamp(m) == s for _, m in probe.messages("fused/image_raw")), 30.0
+            ), f"pair {k} never came back\n{proc.log_text()}"
+    time.sleep(1.0)  # anything late or duplicated would show up now
+    fused = [m for _, m in probe.messages("fused/image_raw")]
+    stamps = [_stamp(m) for m in fused]
+    assert sorted(stamps) == sorted(true_stamps)  # every true pair exactly once, no lonely one
+    assert not set(stamps) & set(lonely_stamps)
+    for m in fused:
+        assert m.header.frame_id == "rgb_optical"
+        assert (m.encoding, m.height, m.width, m.step) == ("rgb8", RH, RW, RW * 3)
+    infos = [m for _, m in probe.messages("fused/camera_info")]
+    assert infos and {_stamp(m) for m in infos} <= set(true_stamps)
+    assert all(m.header.frame_id == "rgb_optical" and m.width == RW for m in infos)
+    status = probe.wait_for_status(lambda s: int(s["outputs"]) >= 12 - 3, 5.0)
+    assert status is not None and status["_level"] != "2", status  # WARN is fine: inputs went quiet
+    assert status["pairs"] == "9" and status["outputs"] == "9"
+    assert status["backend"].startswith("onnxruntime")
+    assert float(status["latency_p50_ms"]) > float(status["inference_p50_ms"]) > 0
+    assert "with QoS RELIABLE depth 5" in proc.log_text()
+
+
+def _drop(status, key):
+    return int(status.get(f"drop_{key}", "0"))
+
+
+def _good_pair(probe, rng, stamp):
+    probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp, "thermal")
+    probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp, "rgb_optical")
+
+
+def test_bad_inputs_are_logged_counted_and_survived(running):
+    proc, probe = running
+    rng = np.random.default_rng(1)
+    before = len(probe.messages("fused/image_raw"))
+    t = time.time_ns()
+    # 1. unsupported thermal encoding (rejected on arrival)
+    probe.publish_array("thermal/image_raw", _rgb(rng)[:TH, :TW], "bgr8", t, "thermal")
+    # 2. truncated RGB data
+    f = encode_image(_rgb(rng), "bgr8")
+    probe.publish("rgb/image_raw", type(f)(f.encoding, f.height, f.width, f.step, False, f.data[:1000]), t, "x")
+    # 3. size mismatch: square thermal, 5:4 RGB, no homography (pairs, then fails in the worker)
+    t3 = t + 300 * MS
+    probe.publish_array("thermal/image_raw", np.full((128, 128), 3000, np.uint16), "mono16", t3, "thermal")
+    probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", t3, "rgb_optical")
+    time.sleep(0.5)
+    # 4. NaN in a radiometric 32FC1 frame
+    t4 = t + 600 * MS
+    temps = np.full((TH, TW), 24.5, np.float32)
+    temps[10:12, 20:30] = np.nan
+    probe.publish_array("thermal/image_raw", temps, "32FC1", t4, "thermal")
+    probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", t4, "rgb_optical")
+    time.sleep(0.5)
+    # The node is still alive and fuses the next good pair.
+    t5 = t + 900 * MS
+    _good_pair(probe, rng, t5)
+    assert probe.wait_until(lambda: any(_stamp(m) == t5 for _, m in probe.messages("fused/image_raw")), 30.0)
+    assert len(probe.messages("fused/image_raw")) == before + 1
+    status = probe.wait_for_status(lambda s: _drop(s, "failed_invalid_pixels") >= 1, 5.0)
+    assert status is not None, probe.latest_status()
+    assert _drop(status, "thermal_unsupported_encoding") == 1
+    assert _drop(status, "rgb_malformed") == 1
+    assert _drop(status, "failed_size_mismatch") == 1
+    assert _drop(status, "failed_invalid_pixels") == 1
+    log = proc.log_text()
+    assert "encoding 'bgr8' is not supported for thermal" in log
+    assert "truncated message?" in log
+    assert "differ in aspect ratio and no homography is set" in log
+    assert "NaN/inf pixels" in log
+    assert proc.alive()
+
+
+def test_silent_input_raises_a_warning_and_recovers(running):
+    proc, probe = running
+    rng = np.random.default_rng(2)
+    start = time.monotonic()
+    k = 0
+    # RGB keeps streaming at 5 Hz, thermal goes silent.
+    while time.monotonic() - start < 2.6:
+        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", time.time_ns(), "rgb_optical")
+        k += 1
+        time.sleep(0.2)
+    status = probe.wait_for_status(lambda s: s["_level"] == "1", 3.0)
+    assert status is not None, probe.latest_status()
+    assert "thermal silent for" in status["_message"] and "rgb" not in status["_message"]
+    assert float(status["rgb_rate_hz"]) > 2.0
+    assert "thermal silent for" in proc.log_text()
+    # Thermal back: the warning clears.
+    stamp = time.time_ns()
+    _good_pair(probe, rng, stamp)
+    assert probe.wait_for_status(lambda s: s["_level"] == "0", 5.0) is not None
+    assert proc.alive()
+
+
+def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    repo = Path(__file__).resolve().parents[1]
+    domain = DOMAIN + 1
+    missing = tmp_path / "no_such_model.onnx"
+    params = _params(onnx_model, model_path=str(missing))
+    # Also proves the shipped params file parses (the -p overrides given after it win).
+    proc = NodeProcess(params, domain, tmp_path / "node.log", params_file=repo / "config" / "sage_fusion.yaml")
+    probe = None
+    try:
+        proc.start()
+        assert proc.wait_for_log("configure failed", 30.0), proc.log_text()
+        assert "sage-ros weights fetch && sage-ros export" in proc.log_text()
+        probe = Probe(domain)
+        node = probe.node
+
+        def call(srv_type, name, request):
+            client = node.create_client(srv_type, name)
+            assert client.wait_for_service(timeout_sec=20.0), f"{name} not available\n{proc.log_text()}"
+            future = client.call_async(request)
+            assert probe.wait_until(future.done, 30.0), f"{name} timed out"
+            return future.result()
+
+        assert call(GetState, "/sage_fusion/get_state", GetState.Request()).current_state.label == "unconfigured"
+        assert proc.alive()
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(onnx_model))
+        result = call(SetParameters, "/sage_fusion/set_parameters",
+                      SetParameters.Request(parameters=[Parameter(name="model_path", value=value)]))
+        assert result.results[0].successful
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            req = ChangeState.Request()
+            req.transition.id = transition
+            assert call(ChangeState, "/sage_fusion/change_state", req).success, proc.log_text()
+        assert probe.wait_for_node(20.0)
+        rng = np.random.default_rng(3)
+        stamp = time.time_ns()
+        _good_pair(probe, rng, stamp)
+        assert probe.wait_until(lambda: len(probe.messages("fused/image_raw")) == 1, 30.0), proc.log_text()
+        req = ChangeState.Request()
+        req.transition.id = Transition.TRANSITION_DEACTIVATE
+        assert call(ChangeState, "/sage_fusion/change_state", req).success
+        assert probe.wait_until(lambda: probe.pubs["rgb/image_raw"].get_subscription_count() == 0, 10.0)
+        assert call(GetState, "/sage_fusion/get_state", GetState.Request()).current_state.label == "inactive"
+        log = proc.log_text()
+        assert "QoS RELIABLE depth 5" in log and "deactivated" in log
+    finally:
+        if probe is not None:
+            probe.close()
+        assert proc.stop() is not None
+    assert proc.proc.returncode == 0, proc.log_text()
+
+
+def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"released checkpoint not found at {CHECKPOINT}")
+    pytest.importorskip("sage_ros.model.seg_head", reason="segmentation head module not available")
+    model = exported_student(CHECKPOINT, tmp_path, with_head_classes=4)
+    domain = DOMAIN + 2
+    params = _params(model, **{"qos.reliability": "best_effort", "frame_id": "fused_frame"})
+    topics = ("fused/image_raw", "segmentation/mask", "segmentation/overlay")
+    with NodeProcess(params, domain, tmp_path / "node.log") as proc, Probe(domain, output_topics=topics) as probe:
+        assert probe.wait_for_node(60.0), proc.log_text()
+        rng = np.random.default_rng(4)
+        # Best effort may lose a frame to a fragment drop: resend a few pairs until one comes back.
+        stamps = []
+        for _ in range(5):
+            stamps.append(time.time_ns())
+            _good_pair(probe, rng, stamps[-1])
+            if probe.wait_until(lambda: all(probe.messages(t) for t in topics), 8.0):
+                break
+        assert all(probe.messages(t) for t in topics), proc.log_text()
+        (_, fused), (_, mask), (_, over) = (probe.messages(t)[0] for t in topics)
+        assert _stamp(fused) == _stamp(mask) == _stamp(over) and _stamp(fused) in stamps
+        assert fused.header.frame_id == mask.header.frame_id == "fused_frame"
+        assert mask.encoding == "mono8" and (mask.height, mask.width) == (RH, RW)
+        assert max(mask.data) < 4
+        assert over.encoding == "rgb8" and (over.height, over.width) == (RH, RW)
+        assert "segmentation yes (4 classes)" in proc.log_text()
+        assert "BEST_EFFORT depth 5 (sensor-data profile" in proc.log_text()
