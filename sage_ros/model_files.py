@@ -49,3 +49,17 @@ def ensure_onnx(onnx_path: Path | None = None, checkpoint: Path | None = None) -
         return onnx_path
     log.info("exporting %s -> %s", checkpoint, onnx_path)
     return export_checkpoint(checkpoint, onnx_path)
+
+
+def ensure_int8(onnx_path: Path, calibration_dir: Path | None = None) -> Path:
+    """The int8 QDQ sibling `<name>_int8.onnx` of an fp32 model, calibrated once on real pairs."""
+    from sage_ros.paths import official_dir
+    from sage_ros.quantize import quantize_int8
+
+    onnx_path = Path(onnx_path)
+    int8_path = onnx_path.with_name(onnx_path.stem + "_int8.onnx")
+    if int8_path.is_file() and int8_path.stat().st_mtime >= onnx_path.stat().st_mtime:
+        return int8_path
+    calibration_dir = Path(calibration_dir) if calibration_dir else official_dir()
+    log.info("quantising %s to int8 with calibration pairs from %s", onnx_path, calibration_dir)
+    return quantize_int8(onnx_path, int8_path, calibration_dir)

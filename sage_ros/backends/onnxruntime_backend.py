@@ -17,6 +17,14 @@ from sage_ros.backends.base import (
 )
 
 
+def _graph_nodes(path: Path) -> list:
+    try:
+        import onnx
+    except ImportError:  # onnx is optional at run time; precision then reads as fp32
+        return []
+    return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
 class OnnxRuntimeBackend(FusionBackend):
     name = "onnxruntime"
 
@@ -40,10 +48,13 @@ class OnnxRuntimeBackend(FusionBackend):
             raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {self._outputs})")
         self._wanted = [FUSED_OUTPUT] + ([CLASS_OUTPUT] if CLASS_OUTPUT in self._outputs else [])
         self._path = Path(onnx_path)
+        # A QDQ graph (sage_ros.quantize) runs int8 kernels; say so in logs and diagnostics.
+        graph_ops = {n.op_type for n in _graph_nodes(self._path)}
+        self._precision = "int8 QDQ" if "QuantizeLinear" in graph_ops else "fp32"
 
     @property
     def description(self) -> str:
-        return f"onnxruntime {self._path.name} (CPU fp32)"
+        return f"onnxruntime {self._path.name} (CPU {self._precision})"
 
     @property
     def has_segmentation(self) -> bool:

@@ -28,7 +28,12 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
-        help="bf16: OpenVINO on CPUs with AMX/AVX512-BF16; fp16/int8: TensorRT, torch on CUDA",
+        help="bf16: OpenVINO on CPUs with AMX/AVX512-BF16; int8: QDQ model on CPU backends, calibrated engine "
+        "on TensorRT; fp16: TensorRT, torch on CUDA",
+    )
+    group.add_argument(
+        "--calib", type=Path, default=None,
+        help="folder of real pairs (Ir/ + Vis/) for int8 calibration (default: the sample pairs)",
     )
     group.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     group.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -44,6 +49,11 @@ def backend_from_args(args: argparse.Namespace) -> FusionBackend:
     if args.backend != "torch":
         if onnx_path is None or not Path(onnx_path).is_file():
             onnx_path = ensure_onnx(onnx_path, weights)
+    if args.precision == "int8" and args.backend in ("onnxruntime", "openvino"):
+        # CPU int8 runs a QDQ copy of the model; TensorRT calibrates int8 itself from the fp32 graph.
+        from sage_ros.model_files import ensure_int8
+
+        onnx_path = ensure_int8(onnx_path, getattr(args, "calib", None))
     config = BackendConfig(
         name=args.backend,
         onnx_path=onnx_path,

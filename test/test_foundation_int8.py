@@ -1,0 +1,31 @@
+"""The CPU int8 route: QDQ model calibrated on the sample pairs, checked on held-out MSRS pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sage_ros.backends import BackendConfig, create_backend
+from sage_ros.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb
+
+pytest.importorskip("onnxruntime.quantization")
+
+
+def test_int8_model_stays_above_40_db_on_held_out_pairs(student_onnx: Path, official_dir: Path, msrs_dir: Path):
+    from sage_ros.model_files import ensure_int8
+
+    int8 = ensure_int8(student_onnx, official_dir)
+    fp32_backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=student_onnx))
+    int8_backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=int8))
+    assert "int8" in int8_backend.description
+    for name in ("00004N", "00008N"):  # night scenes: the hard case for activation ranges
+        vis = cv2.imread(str(msrs_dir / "vi" / f"{name}.png"))[::2, ::2]
+        ir = cv2.imread(str(msrs_dir / "ir" / f"{name}.png"))[::2, ::2]
+        y, g = visible_to_ycrcb(vis).y, infrared_to_grey(ir)
+        a = unit_to_uint8(fp32_backend.infer(y, g).fused_y).astype(float)
+        b = unit_to_uint8(int8_backend.infer(y, g).fused_y).astype(float)
+        psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
+        assert psnr >= 40.0, f"{name}: int8 PSNR {psnr:.1f} dB against fp32"
