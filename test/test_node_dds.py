@@ -207,6 +207,8 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
     domain = DOMAIN + 1
     missing = tmp_path / "no_such_model.onnx"
     params = _params(onnx_model, model_path=str(missing))
+    # A per-topic QoS override, as a user would put in a params file.
+    params["qos_overrides./rgb/camera_info.subscription.reliability"] = "best_effort"
     # Also proves the shipped params file parses (the -p overrides given after it win).
     proc = NodeProcess(params, domain, tmp_path / "node.log", params_file=repo / "config" / "sage_fusion.yaml")
     probe = None
@@ -245,7 +247,8 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
         assert probe.wait_until(lambda: probe.pubs["rgb/image_raw"].get_subscription_count() == 0, 10.0)
         assert call(GetState, "/sage_fusion/get_state", GetState.Request()).current_state.label == "inactive"
         log = proc.log_text()
-        assert "QoS RELIABLE depth 5" in log and "deactivated" in log
+        assert "subscribed /rgb/image_raw with QoS RELIABLE depth 5" in log and "deactivated" in log
+        assert "subscribed /rgb/camera_info with QoS BEST_EFFORT depth 5" in log
     finally:
         if probe is not None:
             probe.close()

@@ -30,6 +30,7 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
 from sage_ros.backends import BackendError, create_backend
@@ -211,27 +212,37 @@ class FusionNode(LifecycleNode):
             f"sync: {which}, slop {s['sync.slop']} s, queue_size {s['sync.queue_size']}, "
             f"thermal offset {s['sync.thermal_offset']} s"
         )
-        in_qos = qos_profile(s["qos.reliability"], s["qos.depth"])
-        out_qos = qos_profile(s["output_qos.reliability"], s["output_qos.depth"])
         self._slot.reopen()
         self._stop.clear()
         self._camera_info = None
+        # Every entity gets its own profile: `qos_overrides.<topic>...` parameters (in a params file)
+        # may change it, and the log then reports what was really used.
+        overrides = QoSOverridingOptions.with_default_policies()
         for index, name in enumerate(INPUTS):
             sub = self.create_subscription(
-                Image, TOPICS[name], lambda msg, i=index: self._on_image(i, msg), in_qos
+                Image, TOPICS[name], lambda msg, i=index: self._on_image(i, msg),
+                qos_profile(s["qos.reliability"], s["qos.depth"]), qos_overriding_options=overrides,
             )
             self._subs.append(sub)
-        self._subs.append(self.create_subscription(CameraInfo, TOPICS["rgb_info"], self._on_info, in_qos))
+        self._subs.append(self.create_subscription(
+            CameraInfo, TOPICS["rgb_info"], self._on_info, qos_profile(s["qos.reliability"], s["qos.depth"]),
+            qos_overriding_options=overrides,
+        ))
         for sub in self._subs:
-            note = " (sensor-data profile, REP-2003: matches RELIABLE and BEST_EFFORT publishers)" if (
-                in_qos.reliability == ReliabilityPolicy.BEST_EFFORT
-            ) else " (a BEST_EFFORT publisher will deliver nothing to it)"
-            log.info(f"subscribed {sub.topic_name} with QoS {describe_qos(in_qos)}{note}")
+            best_effort = sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+            note = (
+                " (sensor-data profile, REP-2003: matches RELIABLE and BEST_EFFORT publishers)" if best_effort
+                else " (a BEST_EFFORT publisher will deliver nothing to it)"
+            )
+            log.info(f"subscribed {sub.topic_name} with QoS {describe_qos(sub.qos_profile)}{note}")
         names = ["fused", "fused_info"] + (["mask", "overlay"] if self.class_table is not None else [])
         for name in names:
             msg_type = CameraInfo if name == "fused_info" else Image
-            self._pubs[name] = self.create_publisher(msg_type, TOPICS[name], out_qos)
-            log.info(f"publishing {self._pubs[name].topic_name} with QoS {describe_qos(out_qos)}")
+            self._pubs[name] = self.create_publisher(
+                msg_type, TOPICS[name], qos_profile(s["output_qos.reliability"], s["output_qos.depth"]),
+                qos_overriding_options=overrides,
+            )
+            log.info(f"publishing {self._pubs[name].topic_name} with QoS {describe_qos(self._pubs[name].qos_profile)}")
         self.stats.activated(time.monotonic())
         self._worker = threading.Thread(target=self._work, name="sage_fusion_worker", daemon=True)
         self._worker.start()
