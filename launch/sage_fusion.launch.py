@@ -1,0 +1,78 @@
+"""Launch the sage_fusion node (and optionally rviz2 showing fused, overlay, thermal and RGB images).
+
+    ros2 launch sage_ros sage_fusion.launch.py \
+        thermal_topic:=/boson/image_raw rgb_topic:=/camera/color/image_raw \
+        rgb_info_topic:=/camera/color/camera_info backend:=auto rviz:=true
+
+The params file holds every parameter (see config/sage_fusion.yaml); `backend` and `model_path`
+given here override it when not empty. The node is a lifecycle node that configures and activates
+itself (`autostart`); set autostart to false in the params file to drive it with `ros2 lifecycle`.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+ARGUMENTS = [
+    ("params_file", None, "YAML parameters file for the node (default: the package's config/sage_fusion.yaml)"),
+    ("namespace", "", "namespace for the node and its relative topics"),
+    ("thermal_topic", "thermal/image_raw", "thermal image input (mono8, mono16, 16UC1, 32FC1)"),
+    ("rgb_topic", "rgb/image_raw", "RGB image input (rgb8, bgr8, rgba8, bgra8, mono8, yuv422)"),
+    ("rgb_info_topic", "rgb/camera_info", "RGB camera_info, re-stamped on fused/camera_info"),
+    ("fused_topic", "fused/image_raw", "fused rgb8 output"),
+    ("backend", "", "override the params file: auto | tensorrt | openvino | onnxruntime | torch"),
+    ("model_path", "", "override the params file: exported ONNX model"),
+    ("use_sim_time", "false", "use /clock (bag replay)"),
+    ("rviz", "false", "start rviz2 with the sage_fusion view"),
+    ("log_level", "info", "node log level"),
+]
+
+
+def _nodes(context, *args, **kwargs):
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
+    for name in ("backend", "model_path"):
+        if arg(name):
+            overrides[name] = arg(name)
+    fusion = Node(
+        package="sage_ros",
+        executable="fusion_node",
+        name="sage_fusion",
+        namespace=arg("namespace"),
+        parameters=[arg("params_file"), overrides],
+        remappings=[
+            ("thermal/image_raw", arg("thermal_topic")),
+            ("rgb/image_raw", arg("rgb_topic")),
+            ("rgb/camera_info", arg("rgb_info_topic")),
+            ("fused/image_raw", arg("fused_topic")),
+        ],
+        arguments=["--ros-args", "--log-level", arg("log_level")],
+        output="screen",
+        emulate_tty=True,
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="sage_fusion_rviz",
+        namespace=arg("namespace"),
+        arguments=["-d", PathJoinSubstitution([FindPackageShare("sage_ros"), "rviz", "sage_fusion.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return [fusion, rviz]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = PathJoinSubstitution([FindPackageShare("sage_ros"), "config", "sage_fusion.yaml"])
+    declared = [
+        DeclareLaunchArgument(name, default_value=default_params if default is None else default, description=doc)
+        for name, default, doc in ARGUMENTS
+    ]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
