@@ -374,16 +374,22 @@ class FusionNode(LifecycleNode):
         if "fused" not in pubs:
             return  # deactivated meanwhile
         pubs["fused"].publish(image_msg(header, out.fused_rgb, "rgb8"))
+        published = ["fused"]
+        # Extra outputs cost conversion (and the overlay a blend): only when someone listens.
         info = self._camera_info
         if info is not None and pubs["fused_info"].get_subscription_count() > 0:
             info.header = header
             pubs["fused_info"].publish(info)
+            published.append("fused_info")
         if out.class_ids is not None and "mask" in pubs:
             if pubs["mask"].get_subscription_count() > 0:
                 pubs["mask"].publish(image_msg(header, out.class_ids, "mono8"))
+                published.append("mask")
             if pubs["overlay"].get_subscription_count() > 0:
                 blended = make_overlay(out.fused_rgb, out.class_ids, self.class_table, s["overlay.alpha"])
                 pubs["overlay"].publish(image_msg(header, blended, "rgb8"))
+                published.append("overlay")
+        self.stats.published(published)
         now = time.monotonic()
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
         self.stats.output_published(now, latency_ms, (now - received) * 1000.0, out.inference_ms)

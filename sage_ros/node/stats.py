@@ -76,6 +76,7 @@ class NodeStats:
         self.model_error: str | None = None
         self.model_error_at: float | None = None
         self.last_error: str | None = None
+        self.published_by_output: Counter[str] = Counter()
 
     # --- writers -------------------------------------------------------------------------------
     def activated(self, now: float) -> None:
@@ -118,6 +119,10 @@ class NodeStats:
             self.processing_ms.append(processing_ms)
             self.inference_ms.append(inference_ms)
 
+    def published(self, outputs: list[str]) -> None:
+        with self._lock:
+            self.published_by_output.update(outputs)
+
     # --- readers -------------------------------------------------------------------------------
     def health(self, now: float) -> Health:
         with self._lock:
@@ -152,6 +157,8 @@ class NodeStats:
             ):
                 for stat, value in percentiles_ms(list(series)).items():
                     out[f"{key}_{stat}_ms"] = f"{value:.1f}"
+            for name in sorted(self.published_by_output):
+                out[f"published_{name}"] = str(self.published_by_output[name])
             out["drops_total"] = str(sum(self.drops.values()))
             for cause in sorted(self.drops):
                 out[f"drop_{cause}"] = str(self.drops[cause])
