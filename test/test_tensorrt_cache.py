@@ -249,6 +249,10 @@ def test_explicit_engine_path(tmp_path: Path, onnx_file: Path, trt) -> None:
     # Without the ONNX the engine is still usable when it matches ...
     no_onnx = replace(spec, onnx_path=None, onnx_sha256=None)
     assert not make_cache(tmp_path, trt).load_or_build(no_onnx, engine_path=explicit).built
+    # (its precision and profile are the built ones: nothing could be rebuilt to match a wish)
+    other_settings = replace(no_onnx, precision="fp32", profile=ShapeProfile.fixed((480, 640)))
+    loaded = make_cache(tmp_path, trt).load_or_build(other_settings, engine_path=explicit)
+    assert not loaded.built and loaded.sidecar["precision"] == "fp16"
     # ... and a stale one is an error that says what to do, not a crash or a silent wrong engine.
     other_gpu = MachineInfo("8.6.2", "Xavier", "7.2")
     with pytest.raises(EngineCacheError, match="compute_capability.*no ONNX model was given"):

@@ -83,11 +83,16 @@ class TensorRtBackend(FusionBackend):
         except ShapeError as exc:
             raise BackendError(f"tensorrt backend: bad engine profile: {exc}") from exc
         dla_core = extra.get("dla_core")
-        if config.onnx_path is None and config.engine_path is None:
+        onnx_path = Path(config.onnx_path) if config.onnx_path is not None else None
+        if onnx_path is not None and not onnx_path.is_file() and config.engine_path is not None:
+            # A robot given only an engine (the node always passes its default model path).
+            log.info("tensorrt backend: %s absent, using engine %s as given", onnx_path, config.engine_path)
+            onnx_path = None
+        if onnx_path is None and config.engine_path is None:
             raise BackendError("the tensorrt backend needs an ONNX model (onnx_path) or an engine (engine_path)")
         try:
-            if config.onnx_path is not None:
-                spec = EngineSpec.from_onnx(config.onnx_path, precision, profile, dla_core)
+            if onnx_path is not None:
+                spec = EngineSpec.from_onnx(onnx_path, precision, profile, dla_core)
             else:
                 stem = Path(config.engine_path).stem.split("-")[0] or "model"
                 spec = EngineSpec(stem, None, None, precision, profile, dla_core)

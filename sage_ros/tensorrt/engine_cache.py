@@ -165,21 +165,27 @@ def read_sidecar(path: str | Path) -> dict:
 
 
 def stale_reasons(sidecar: dict, spec: EngineSpec, machine: MachineInfo) -> list[str]:
-    """Every field where the engine described by `sidecar` differs from what this run needs."""
+    """Every field where the engine described by `sidecar` differs from what this run needs.
+
+    Without the ONNX (spec.onnx_sha256 None: an explicit engine deployed alone) nothing could be
+    rebuilt, so only what decides whether the plan runs here is checked; its precision and profile
+    are then whatever it was built with.
+    """
     expected: dict[str, object] = {
         "format": SIDECAR_FORMAT,
         "tensorrt_version": machine.tensorrt_version,
         "compute_capability": machine.compute_capability,
         # TensorRT tunes for the exact GPU model, not only its architecture.
         "gpu_name": machine.gpu_name,
-        "precision": spec.precision,
-        "dla_core": spec.dla_core,
     }
-    if spec.onnx_sha256 is not None:
-        expected["onnx_sha256"] = spec.onnx_sha256
+    engine_only = spec.onnx_sha256 is None
+    if not engine_only:
+        expected.update(precision=spec.precision, dla_core=spec.dla_core, onnx_sha256=spec.onnx_sha256)
     reasons = [
         f"{key} {sidecar.get(key)!r} != {want!r}" for key, want in expected.items() if sidecar.get(key) != want
     ]
+    if engine_only:
+        return reasons
     try:
         built_profile = ShapeProfile.from_json(sidecar.get("shapes") or {})
     except ShapeError:
