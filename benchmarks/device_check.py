@@ -105,6 +105,7 @@ def torch_variants(torch, student, device, args) -> list[tuple[str, object, dict
     fp16_ok = device.type == "cuda" or args.fp16_on_cpu
     variants = [
         ("torch fp32 eager", student, {"dtype": torch.float32}),
+        ("torch tf32 eager", student, {"dtype": torch.float32, "tf32": True}),
         ("torch fp32 channels_last", channels_last(student), {"dtype": torch.float32, "channels_last": True}),
     ]
     if fp16_ok:
@@ -154,12 +155,18 @@ def run_torch(torch, label, module, opts, device, y, ir, timer, args, notes) -> 
                 b = b.contiguous(memory_format=fmt)
             return fn_module(a, b).float().cpu().numpy()
 
+    if opts.get("tf32") and device.type != "cuda":
+        return None  # TF32 is a CUDA (Ampere+) mode
+    tf32_before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = bool(opts.get("tf32"))
     try:
         ms, p90, _ = timer.median_ms(model_only, args.warmup, args.runs)
         e2e_ms, _, out = timer.median_ms(end_to_end, max(1, args.warmup // 2), args.runs)
     except Exception as exc:  # e.g. fp16 kernels missing on this CPU build
         notes.append(f"{label}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
         return None
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32_before
     row = {"variant": label, "ms": ms, "p90_ms": p90, "e2e_ms": e2e_ms, "out": out[0, 0]}
     if compile_s is not None:
         row["compile_s"] = compile_s
@@ -242,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed sizes per stream: let cuDNN pick its fastest kernels
+        # PyTorch runs fp32 convolutions as TF32 by default on Ampere+: the fp32 reference must be fp32.
+        # The "tf32" row shows what that default buys.
+        torch.backends.cudnn.allow_tf32 = False
     weights = args.weights or args.official / "checkpoints.pt"
     if not weights.is_file():
         weights = default_checkpoint()
@@ -283,15 +293,21 @@ def main(argv: list[str] | None = None) -> int:
                               y, ir, 1, args.cpu_runs)
             rows.append(row)
         _report(w, h, source, rows, results)
+        if args.json:  # after every size, so a run cut short by the timeout still leaves its numbers
+            _write_json(args.json, results)
     if notes:
         print("\nnotes:\n  " + "\n  ".join(notes))
     print(f"\ntotal {elapsed():.1f} s")
     results["total_s"] = elapsed()
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        _write_json(args.json, results)
         print(f"results written to {args.json}")
     return 0
+
+
+def _write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _export(weights: Path, tmp: Path, args) -> Path | None:

@@ -28,6 +28,7 @@ def test_parse_trt_version() -> None:
 def test_trt86_uses_explicit_batch_and_builder_flags() -> None:
     plan = plan_build(*TRT86[:1], "fp32", TRT86[1], TRT86[2])
     assert plan.network_flags == ("EXPLICIT_BATCH",) and plan.builder_flags == ()
+    assert plan.clear_flags == ("TF32",), "fp32 must not silently run TF32 convolutions"
     plan = plan_build(TRT86[0], "fp16", TRT86[1], TRT86[2])
     assert plan.builder_flags == ("FP16",) and not plan.convert_onnx_fp16
     plan = plan_build(TRT86[0], "int8", TRT86[1], TRT86[2])
@@ -36,7 +37,7 @@ def test_trt86_uses_explicit_batch_and_builder_flags() -> None:
 
 def test_trt10_drops_explicit_batch_keeps_weak_typing_flags() -> None:
     plan = plan_build(TRT10[0], "fp16", TRT10[1], TRT10[2])
-    assert plan.network_flags == () and plan.builder_flags == ("FP16",)
+    assert plan.network_flags == () and plan.builder_flags == ("FP16",) and plan.clear_flags == ()
     plan = plan_build(TRT10[0], "int8", TRT10[1], TRT10[2])
     assert plan.use_calibrator and "INT8" in plan.builder_flags
 

@@ -53,10 +53,11 @@ class BuildPlan:
     """What to set on TensorRT objects, by member name, for one precision on one version."""
 
     network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag members
-    builder_flags: tuple[str, ...]  # BuilderFlag members
+    builder_flags: tuple[str, ...]  # BuilderFlag members to set
     convert_onnx_fp16: bool  # strongly typed FP16: feed a float16 copy of the ONNX
     use_calibrator: bool  # implicit INT8 quantisation with the entropy calibrator
     notes: tuple[str, ...] = ()
+    clear_flags: tuple[str, ...] = ()  # BuilderFlag members on by default to switch off
 
 
 def plan_build(
@@ -120,7 +121,10 @@ def plan_build(
             raise BuildError("the DLA runs FP16 or INT8 only: use --precision fp16 or int8 with --dla-core")
         if "GPU_FALLBACK" in builder_flags:
             flags.append("GPU_FALLBACK")  # Resize/Tanh variants the DLA lacks run on the GPU
-    return BuildPlan(tuple(net), tuple(flags), convert, calibrate, tuple(notes))
+    # TensorRT enables TF32 on Ampere and newer by default; "fp32" here means full fp32 so that the
+    # engine reproduces the reference (use fp16 for speed).
+    clear = ("TF32",) if precision == "fp32" and "TF32" in builder_flags else ()
+    return BuildPlan(tuple(net), tuple(flags), convert, calibrate, tuple(notes), clear)
 
 
 def _flag_names(enum_type) -> set[str]:
@@ -197,6 +201,8 @@ def build_engine(spec: EngineSpec, options: BuildOptions, logger=None) -> bytes:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in spec.profile.input_shapes().items():
         profile.set_shape(name, lo, opt, hi)
