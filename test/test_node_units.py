@@ -246,3 +246,9 @@ def test_processor_rejects_bad_pairs_with_causes(processor):
     with pytest.raises(Exception) as info:
         processor.process(_msg(vis, "bgr8"), _msg(vis, "bgr8"))
     assert classify_error(info.value) == CAUSE_ENCODING
+
+
+def test_docs_name_every_parameter():
+    text = (REPO / "docs" / "node.md").read_text()
+    missing = [p.name for p in PARAMS if f"`{p.name}`" not in text]
+    assert not missing, f"docs/node.md does not mention {missing}"
