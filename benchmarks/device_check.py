@@ -67,6 +67,14 @@ def load_pair(official: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray, s
     return y.astype(np.float32), ir.astype(np.float32), "synthetic pair (../shared absent)"
 
 
+def _default_official() -> Path:
+    # ../shared beside the repository (development machines), or shared/ inside a copied work tree.
+    for root in (REPO.parent / "shared", REPO / "shared"):
+        if (root / "sage_official").is_dir():
+            return root / "sage_official"
+    return REPO.parent / "shared" / "sage_official"
+
+
 def p90(times: list[float]) -> float:
     ordered = sorted(times)
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
@@ -215,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 10 on CUDA, 1 on CPU)")
     parser.add_argument("--cpu-runs", type=int, default=5, help="timed runs of the ONNX Runtime CPU baseline")
     parser.add_argument("--weights", type=Path, default=None)
-    parser.add_argument("--official", type=Path, default=REPO.parent / "shared" / "sage_official")
+    parser.add_argument("--official", type=Path, default=_default_official(),
+                        help="released weights + Ir/ Vis/ pairs (default ../shared/sage_official)")
     parser.add_argument("--compile", dest="compile", action="store_true", default=None,
                         help="time torch.compile variants (default: on for CUDA)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")

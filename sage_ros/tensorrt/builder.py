@@ -221,7 +221,7 @@ def build_engine(spec: EngineSpec, options: BuildOptions, logger=None) -> bytes:
     start = time.monotonic()
     with _Heartbeat(what):
         serialized = builder.build_serialized_network(network, config)
-    del calibrator  # keeps the calibrator's device buffers alive until the build is over
+    del calibrator  # held until here so its device buffers outlive the build; freed now
     if serialized is None:
         raise BuildError(f"TensorRT failed to build {what}; its log above says why")
     log.info("build: %s done in %.1f s", what, time.monotonic() - start)

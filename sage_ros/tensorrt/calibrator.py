@@ -158,6 +158,10 @@ def make_entropy_calibrator(batches: Iterable[dict[str, np.ndarray]], cache_path
             return data
 
         def write_calibration_cache(self, cache) -> None:
-            write_cache(cache_path, bytes(cache))
+            try:
+                write_cache(cache_path, bytes(cache))
+            except OSError as exc:  # a read-only model folder must not fail a finished calibration
+                log.warning("calibration: could not write cache %s (%s); next INT8 build calibrates again",
+                            cache_path, exc)
 
     return EntropyCalibrator()
