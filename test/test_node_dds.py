@@ -209,6 +209,8 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
     params = _params(onnx_model, model_path=str(missing))
     # A per-topic QoS override, as a user would put in a params file.
     params["qos_overrides./rgb/camera_info.subscription.reliability"] = "best_effort"
+    # This thermal "driver" stamps 50 ms late; the offset pairs it with the RGB frame anyway.
+    params["sync.thermal_offset"] = -0.05
     # Also proves the shipped params file parses (the -p overrides given after it win).
     proc = NodeProcess(params, domain, tmp_path / "node.log", params_file=repo / "config" / "sage_fusion.yaml")
     probe = None
@@ -239,13 +241,17 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
         assert probe.wait_for_node(20.0)
         rng = np.random.default_rng(3)
         stamp = time.time_ns()
-        _good_pair(probe, rng, stamp)
+        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp + 50 * MS, "thermal")
+        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp, "rgb_optical")
         assert probe.wait_until(lambda: len(probe.messages("fused/image_raw")) == 1, 30.0), proc.log_text()
+        assert _stamp(probe.messages("fused/image_raw")[0][1]) == stamp  # the RGB stamp, not the thermal one
         req = ChangeState.Request()
         req.transition.id = Transition.TRANSITION_DEACTIVATE
         assert call(ChangeState, "/sage_fusion/change_state", req).success
         assert probe.wait_until(lambda: probe.pubs["rgb/image_raw"].get_subscription_count() == 0, 10.0)
         assert call(GetState, "/sage_fusion/get_state", GetState.Request()).current_state.label == "inactive"
+        status = probe.wait_for_status(lambda s: s["state"] == "inactive", 5.0)
+        assert status is not None and status["_level"] == "0" and status["_message"] == "configured, inactive"
         log = proc.log_text()
         assert "subscribed /rgb/image_raw with QoS RELIABLE depth 5" in log and "deactivated" in log
         assert "subscribed /rgb/camera_info with QoS BEST_EFFORT depth 5" in log

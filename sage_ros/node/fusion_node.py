@@ -41,7 +41,7 @@ from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
 from sage_ros.node.processing import PairProcessor, classify_error, make_overlay
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
-from sage_ros.node.stats import ERROR, INPUTS, WARN, NodeStats
+from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, NodeStats
 from sage_ros.pipeline import FusionPipeline
 from sage_ros.registration import Registration
 from sage_ros.sync import ApproximateTimeSync, seconds_to_ns
@@ -408,7 +408,8 @@ class FusionNode(LifecycleNode):
             self._mirror_sync_stats()
         health = self.stats.health(now)
         if not self._active and health.level != ERROR:
-            health.message = "configured, inactive"
+            # Silence is expected while inactive: not a warning.
+            health.level, health.message = OK, "configured, inactive"
         if health.level == WARN and self._active:
             self._problem(
                 "stale_input",
