@@ -231,22 +231,28 @@ _SOBEL_Y = _SOBEL_X.T.copy()
 
 
 def _sobel_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # float32 maps: Qabf's sigmoids are smooth and bounded, and float32 exp/arctan run several
+    # times faster (SIMD); the final weighted sums are accumulated in float64.
+    image = np.asarray(image, dtype=np.float32)
     # Zero padding ('same' correlation), as the widely used MATLAB implementation (filter2) does.
-    gx = cv2.filter2D(image, cv2.CV_64F, _SOBEL_X, borderType=cv2.BORDER_CONSTANT)
-    gy = cv2.filter2D(image, cv2.CV_64F, _SOBEL_Y, borderType=cv2.BORDER_CONSTANT)
-    strength = np.sqrt(gx * gx + gy * gy)
+    gx = cv2.filter2D(image, cv2.CV_32F, _SOBEL_X, borderType=cv2.BORDER_CONSTANT)
+    gy = cv2.filter2D(image, cv2.CV_32F, _SOBEL_Y, borderType=cv2.BORDER_CONSTANT)
+    strength = cv2.magnitude(gx, gy)
     with np.errstate(divide="ignore", invalid="ignore"):
-        orientation = np.where(gx == 0, np.pi / 2, np.arctan(gy / np.where(gx == 0, 1.0, gx)))
+        orientation = np.where(gx == 0, np.float32(np.pi / 2), np.arctan(gy / gx)).astype(np.float32)
     return strength, orientation
+
+
+_F32 = np.float32
 
 
 def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_f: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(g_src > g_f, g_f / g_src, g_src / g_f)
-    ratio = np.where((g_src == 0) | (g_f == 0), 0.0, ratio)
-    angle = 1.0 - np.abs(a_src - a_f) / (np.pi / 2)
-    q_g = QABF_TG / (1.0 + np.exp(QABF_KG * (ratio - QABF_DG)))
-    q_a = QABF_TA / (1.0 + np.exp(QABF_KA * (angle - QABF_DA)))
+    ratio = np.where((g_src == 0) | (g_f == 0), _F32(0.0), ratio)
+    angle = _F32(1.0) - np.abs(a_src - a_f) * _F32(2.0 / np.pi)
+    q_g = _F32(QABF_TG) / (_F32(1.0) + np.exp(_F32(QABF_KG) * (ratio - _F32(QABF_DG))))
+    q_a = _F32(QABF_TA) / (_F32(1.0) + np.exp(_F32(QABF_KA) * (angle - _F32(QABF_DA))))
     return q_g * q_a
 
 
@@ -256,14 +262,16 @@ def _qabf_from(src_a: tuple[np.ndarray, np.ndarray], src_b: tuple[np.ndarray, np
     g_f, al_f = _sobel_strength_orientation(f)
     q_af = _edge_preservation(g_a, al_a, g_f, al_f)
     q_bf = _edge_preservation(g_b, al_b, g_f, al_f)
-    weight = (g_a + g_b).sum()
-    return float((q_af * g_a + q_bf * g_b).sum() / weight) if weight > 0 else 0.0
+    weight = g_a.sum(dtype=np.float64) + g_b.sum(dtype=np.float64)
+    if weight <= 0:
+        return 0.0
+    return float(((q_af * g_a).sum(dtype=np.float64) + (q_bf * g_b).sum(dtype=np.float64)) / weight)
 
 
 def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """Qabf, the Xydeas-Petrovic edge-preservation metric (Electronics Letters 36(4), 2000).
 
-    Sobel 3x3 gradients (zero padding); strength g = |grad|, orientation alpha = atan(gy/gx)
+    Sobel 3x3 gradients (zero padding, float32 maps, float64 sums); strength g = |grad|, orientation alpha = atan(gy/gx)
     (pi/2 where gx = 0). Relative strength G = min(g_s, g_F)/max(g_s, g_F) (0 where either is 0),
     relative orientation 1 - |alpha_s - alpha_F|/(pi/2), each through the sigmoid
     T / (1 + exp(k (x - D))) with Tg=0.9994, kg=-15, Dg=0.5, Ta=0.9879, ka=-22, Da=0.8.
@@ -286,9 +294,12 @@ def ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
 
     x, y = _grey("X", x), _grey("Y", y)
     _same_shape(x, y)
+    # float32 input keeps skimage in float32: twice as fast, and on 0-255 images the score moves by
+    # ~1e-8 (measured on MSRS) against float64.
     return float(
         structural_similarity(
-            x, y, data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            x.astype(np.float32), y.astype(np.float32), data_range=255.0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False,
         )
     )
 

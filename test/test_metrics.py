@@ -128,7 +128,7 @@ def _qabf_best() -> float:
 
 
 def test_qabf_identity_reaches_the_sigmoid_ceiling(textured):
-    assert m.qabf(textured, textured, textured) == pytest.approx(_qabf_best(), rel=1e-12)
+    assert m.qabf(textured, textured, textured) == pytest.approx(_qabf_best(), rel=1e-6)
     # A flat fused image keeps no edge: only the sigmoid floor Tg/(1+exp(-kg Dg)) ~ 5.5e-4 remains.
     assert m.qabf(textured, textured, np.zeros_like(textured)) < 1e-3
 
@@ -173,7 +173,7 @@ def test_qabf_matches_per_pixel_definition(textured):
     a = textured[:12, :14]
     b = cv2.flip(textured, 1)[:12, :14]
     f = (a.astype(float) + b) / 2
-    assert m.qabf(a, b, f) == pytest.approx(_qabf_loops(a, b, f), rel=1e-9)
+    assert m.qabf(a, b, f) == pytest.approx(_qabf_loops(a, b, f), rel=1e-5)  # float32 maps
 
 
 def test_ssim_identity_and_sum(textured):
