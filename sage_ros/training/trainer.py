@@ -141,6 +141,8 @@ class Trainer:
         self.env = env or setup_distributed(cfg.train.device)
         if cfg.train.threads:
             torch.set_num_threads(int(cfg.train.threads))
+        if self.env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels once
         self.out_dir = Path(cfg.output.dir)
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
