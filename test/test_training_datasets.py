@@ -31,7 +31,9 @@ def _write_fmb(root: Path, n: int = 3, hw: tuple[int, int] = (20, 30)) -> None:
         (root / "train" / sub).mkdir(parents=True)
     for i in range(n):
         cv2.imwrite(str(root / "train/Infrared" / f"{i:03d}.png"), rng.integers(0, 256, hw, dtype=np.uint8))
-        cv2.imwrite(str(root / "train/Visible" / f"{i:03d}.png"), rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
+        cv2.imwrite(
+            str(root / "train/Visible" / f"{i:03d}.png"), rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        )
         label = np.zeros(hw, np.uint8)
         label[:, : hw[1] // 2] = 14  # a high FMB class id that a /255 scaling would wipe out
         cv2.imwrite(str(root / "train/Label" / f"{i:03d}.png"), label)
@@ -62,7 +64,9 @@ def test_crop_flip_is_identical_across_arrays() -> None:
 
 def test_crop_larger_than_image_pads_labels_with_ignore() -> None:
     arrays = {"img": np.ones((4, 4), np.uint8), "label": np.zeros((4, 4), np.int64)}
-    out = paired_crop_flip(arrays, (6, 5), False, np.random.default_rng(0), pad_values={"label": IGNORE_INDEX})
+    out = paired_crop_flip(
+        arrays, (6, 5), False, np.random.default_rng(0), pad_values={"label": IGNORE_INDEX}
+    )
     assert out["img"].shape == (6, 5)
     assert (out["label"][4:] == IGNORE_INDEX).all() and (out["label"][:4, :4] == 0).all()
 

@@ -43,15 +43,19 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         vis = cv2.imread(str(SAGE_DIR / "Vis" / f"{i:05d}.png"), cv2.IMREAD_COLOR)
         # A central crop keeps native detail (no resampling) at a size a CPU test can afford.
         top, left = (ir.shape[0] - CROP[0]) // 2, (ir.shape[1] - CROP[1]) // 2
-        ir = ir[top:top + CROP[0], left:left + CROP[1]]
-        vis = vis[top:top + CROP[0], left:left + CROP[1]]
+        ir = ir[top : top + CROP[0], left : left + CROP[1]]
+        vis = vis[top : top + CROP[0], left : left + CROP[1]]
         cv2.imwrite(str(pairs / "Ir" / f"{i:05d}.png"), ir)
         cv2.imwrite(str(pairs / "Vis" / f"{i:05d}.png"), vis)
         label = np.where(ir > np.percentile(ir, 75), 2, 0).astype(np.uint8)
         cv2.imwrite(str(pairs / "Label" / f"{i:05d}.png"), label)
     sam_path = save_tiny_sam(root / "tiny_sam.pt", img_size=64)
     report = build_mask_cache(
-        sage_records(pairs), sam_path, root / "masks", top_k=4, progress=False,
+        sage_records(pairs),
+        sam_path,
+        root / "masks",
+        top_k=4,
+        progress=False,
         generator_kwargs={"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
     )
     assert report.written == 6
@@ -60,11 +64,24 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(root: Path, steps: int) -> dict:
     return {
-        "data": {"layout": "sage", "root": str(root / "pairs"), "crop": [32, 48], "workers": 0,
-                 "mask_cache": str(root / "masks"), "top_k": 4},
+        "data": {
+            "layout": "sage",
+            "root": str(root / "pairs"),
+            "crop": [32, 48],
+            "workers": 0,
+            "mask_cache": str(root / "masks"),
+            "top_k": 4,
+        },
         "sam": {"checkpoint": str(root / "tiny_sam.pt"), "variant": None},
-        "train": {"max_steps": steps, "batch_size": 2, "device": "cpu", "threads": 1, "log_every": 1,
-                  "checkpoint_every": 1, "seed": 1},
+        "train": {
+            "max_steps": steps,
+            "batch_size": 2,
+            "device": "cpu",
+            "threads": 1,
+            "log_every": 1,
+            "checkpoint_every": 1,
+            "seed": 1,
+        },
         "output": {"dir": str(root / "run"), "classes": "msrs", "tensorboard": False},
     }
 
@@ -147,8 +164,20 @@ def test_resume_continues_from_the_checkpoint_and_exports(first_run, workspace: 
 
 
 def test_cli_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli_main(["train", "fit", "--set", f"data.root={tmp_path}", "--set", "data.layout=fmb", "--device", "cpu",
-                   "--out", str(tmp_path / "out")])
+    rc = cli_main(
+        [
+            "train",
+            "fit",
+            "--set",
+            f"data.root={tmp_path}",
+            "--set",
+            "data.layout=fmb",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 2 and "FMB layout expects" in capsys.readouterr().err
     rc = cli_main(["train", "fit", "--set", "train.learning_rate=1"])
     assert rc == 2 and "unknown keys ['learning_rate']" in capsys.readouterr().err

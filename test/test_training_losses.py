@@ -20,7 +20,9 @@ def test_sobel_matches_opencv_inside_the_border() -> None:
     img = torch.rand(1, 1, 12, 15, generator=torch.Generator().manual_seed(0))
     ours = losses.sobel_magnitude(img)[0, 0, 1:-1, 1:-1].numpy()
     arr = img[0, 0].numpy().astype(np.float64)
-    ref = np.abs(cv2.Sobel(arr, cv2.CV_64F, 1, 0, ksize=3)) + np.abs(cv2.Sobel(arr, cv2.CV_64F, 0, 1, ksize=3))
+    ref = np.abs(cv2.Sobel(arr, cv2.CV_64F, 1, 0, ksize=3)) + np.abs(
+        cv2.Sobel(arr, cv2.CV_64F, 0, 1, ksize=3)
+    )
     np.testing.assert_allclose(ours, ref[1:-1, 1:-1], atol=1e-5)
     # A horizontal ramp of step s has |Sobel_x| = 8 s and no vertical gradient inside.
     np.testing.assert_allclose(losses.sobel_magnitude(_ramp())[0, 0, 1:-1, 1:-1].numpy(), 0.4, atol=1e-6)
@@ -110,7 +112,9 @@ def test_teacher_task_loss_uses_integer_labels() -> None:
     assert wrong["seg"] == pytest.approx(20.0, rel=1e-3)
     with pytest.raises(TypeError, match="integer"):
         losses.teacher_task_loss(fused, fused, fused, logits, labels.float() / 255, weights)
-    total, ignored = losses.teacher_task_loss(fused, fused, fused, logits, torch.full_like(labels, 255), weights)
+    total, ignored = losses.teacher_task_loss(
+        fused, fused, fused, logits, torch.full_like(labels, 255), weights
+    )
     assert ignored["seg"] == 0.0 and torch.isfinite(total)
 
 
@@ -121,12 +125,14 @@ def test_distillation_loss_parts_and_devices() -> None:
         y, ir, ref = (torch.rand(1, 1, 8, 8, generator=g).to(device) for _ in range(3))
         taps = [torch.randn(1, 32, 8, 8, generator=g).to(device)]
         masks = torch.ones(1, 4, 8, 8, device=device)
-        total, parts = losses.distillation_loss(ref, ref, taps, taps, y, ir, masks, masks, _phi, LossWeights())
+        total, parts = losses.distillation_loss(
+            ref, ref, taps, taps, y, ir, masks, masks, _phi, LossWeights()
+        )
         assert total.device.type == device and total.ndim == 0
         assert parts["cs"] == pytest.approx(0.0, abs=1e-6) and parts["fea"] == pytest.approx(0.0, abs=1e-5)
-        expected = 3 * (3 * ((ref - y) ** 2).mean() + 2 * ((ref - ir) ** 2).mean()) + 3 * 9 * losses.gradient_term(
-            ref, y, ir
-        )
+        expected = 3 * (
+            3 * ((ref - y) ** 2).mean() + 2 * ((ref - ir) ** 2).mean()
+        ) + 3 * 9 * losses.gradient_term(ref, y, ir)
         assert total.item() == pytest.approx(expected.item(), rel=1e-5)
         _, no_phi = losses.distillation_loss(ref, ref, taps, taps, y, ir, None, None, None, LossWeights())
         assert no_phi["cs"] == 0.0

@@ -59,7 +59,9 @@ def test_tiny_sam_encoder_loads_every_key(tiny_sam: Path) -> None:
     raw = torch.load(tiny_sam, weights_only=True)
     loaded = encoder.state_dict()
     assert len(loaded) == sum(k.startswith("image_encoder.") for k in raw)
-    torch.testing.assert_close(loaded["blocks.0.attn.qkv.weight"], raw["image_encoder.blocks.0.attn.qkv.weight"])
+    torch.testing.assert_close(
+        loaded["blocks.0.attn.qkv.weight"], raw["image_encoder.blocks.0.attn.qkv.weight"]
+    )
     with pytest.raises(sam.SamCheckpointError, match="not the requested vit_b"):
         sam.load_image_encoder(tiny_sam, variant="vit_b")
 
@@ -76,7 +78,7 @@ def test_sam_checkpoint_errors(tiny_sam: Path, tmp_path: Path) -> None:
     with pytest.raises(sam.SamCheckpointError, match="no SAM image-encoder keys"):
         sam.load_image_encoder(tmp_path / "foreign.pt")
     # A bare encoder state dict (no prefix) is accepted as well.
-    bare = {k[len("image_encoder."):]: v for k, v in raw.items() if k.startswith("image_encoder.")}
+    bare = {k[len("image_encoder.") :]: v for k, v in raw.items() if k.startswith("image_encoder.")}
     torch.save(bare, tmp_path / "bare.pt")
     assert sam.load_image_encoder(tmp_path / "bare.pt")[1].depth == 3
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger("sage_ros.training")
 
@@ -18,13 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     fit = sub.add_parser("fit", help="train a teacher and a student (bi-level distillation)")
     fit.add_argument("--config", help="YAML config (see config/train_*.yaml); defaults if omitted")
-    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one config value, e.g. --set train.batch_size=2 (repeatable)")
+    fit.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set train.batch_size=2 (repeatable)",
+    )
     fit.add_argument("--steps", type=int, help="stop after this many iterations (train.max_steps)")
     fit.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     fit.add_argument("--out", help="output folder for checkpoints, logs and the ONNX (output.dir)")
-    fit.add_argument("--resume", nargs="?", const="auto", default=None,
-                     help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt")
+    fit.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt",
+    )
     fit.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
     fit.set_defaults(train_func=_fit)
 
@@ -81,22 +93,42 @@ def _masks(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if not cfg.data.mask_cache:
-        raise ValueError("data.mask_cache is not set: say where the masks go (e.g. --set data.mask_cache=cache/)")
+        raise ValueError(
+            "data.mask_cache is not set: say where the masks go (e.g. --set data.mask_cache=cache/)"
+        )
     if not cfg.sam.checkpoint:
         raise ValueError(
             "sam.checkpoint is not set: the mask cache needs a SAM checkpoint (official ViT-B: "
             "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth)"
         )
+    if not Path(cfg.sam.checkpoint).is_file():
+        from sage_ros.training.sam import SamCheckpointError, missing_checkpoint_message
+
+        raise SamCheckpointError(missing_checkpoint_message(Path(cfg.sam.checkpoint)))
     records = records_for(cfg.data.layout, cfg.data.root, cfg.data.split)
     if cfg.data.limit:
         records = records[: int(cfg.data.limit)]
-    kwargs = {"points_per_side": cfg.sam.points_per_side, "pred_iou_thresh": cfg.sam.pred_iou_thresh,
-              "stability_score_thresh": cfg.sam.stability_score_thresh}
-    report = build_mask_cache(records, cfg.sam.checkpoint, cfg.data.mask_cache, top_k=cfg.data.top_k,
-                              device=str(resolve_device(args.device)), generator_kwargs=kwargs,
-                              progress=not args.no_progress)
-    log.info("mask cache %s: %d written, %d already there, %d with no mask kept", cfg.data.mask_cache,
-             report.written, report.skipped, report.empty)
+    kwargs = {
+        "points_per_side": cfg.sam.points_per_side,
+        "pred_iou_thresh": cfg.sam.pred_iou_thresh,
+        "stability_score_thresh": cfg.sam.stability_score_thresh,
+    }
+    report = build_mask_cache(
+        records,
+        cfg.sam.checkpoint,
+        cfg.data.mask_cache,
+        top_k=cfg.data.top_k,
+        device=str(resolve_device(args.device)),
+        generator_kwargs=kwargs,
+        progress=not args.no_progress,
+    )
+    log.info(
+        "mask cache %s: %d written, %d already there, %d with no mask kept",
+        cfg.data.mask_cache,
+        report.written,
+        report.skipped,
+        report.empty,
+    )
     return 0
 
 
@@ -137,18 +169,28 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return int(func(args) or 0)
-    except (ConfigError, DatasetError, SamCheckpointError, TrainingError, WeightsError,
-            FileNotFoundError, ValueError) as exc:
+    except (
+        ConfigError,
+        DatasetError,
+        SamCheckpointError,
+        TrainingError,
+        WeightsError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"sage-ros train {args.train_command}: error: {exc}", file=sys.stderr)
         return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sage_ros.training",
-                                     description="Train SAGE students (teacher + SAM priors + distillation).")
+    parser = argparse.ArgumentParser(
+        prog="python -m sage_ros.training",
+        description="Train SAGE students (teacher + SAM priors + distillation).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="[%(levelname)s] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s"
+    )
     return run(args)

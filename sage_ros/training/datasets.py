@@ -67,7 +67,9 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
-def find_pairs(ir_dir: str | Path, vis_dir: str | Path, label_dir: str | Path | None = None) -> list[PairRecord]:
+def find_pairs(
+    ir_dir: str | Path, vis_dir: str | Path, label_dir: str | Path | None = None
+) -> list[PairRecord]:
     """Pair images of two folders by file stem; labels (if a folder is given) by the same stem."""
     ir_dir, vis_dir = Path(ir_dir), Path(vis_dir)
     for folder in (ir_dir, vis_dir):

@@ -74,7 +74,9 @@ def fill_masks(masks: np.ndarray | None, top_k: int, hw: tuple[int, int]) -> np.
     return out
 
 
-def load_or_fill(root: str | Path | None, modality: str, name: str, top_k: int, hw: tuple[int, int]) -> np.ndarray:
+def load_or_fill(
+    root: str | Path | None, modality: str, name: str, top_k: int, hw: tuple[int, int]
+) -> np.ndarray:
     """Cached masks of one image, padded with whole-image masks; all whole-image if not cached."""
     masks = None
     if root is not None:

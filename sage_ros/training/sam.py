@@ -53,11 +53,12 @@ class SamCheckpointError(RuntimeError):
     """A SAM checkpoint that is missing, unreadable or not a SAM image encoder."""
 
 
-def _missing_message(path: Path) -> str:
+def missing_checkpoint_message(path: Path) -> str:
     urls = "\n".join(f"  {name}: {url}" for name, url in SAM_URLS.items())
     return (
         f"SAM checkpoint {path} not found. Training never downloads weights: fetch one of the official "
-        f"checkpoints yourself (ViT-B is the default) and pass its path with --sam-checkpoint:\n{urls}"
+        "checkpoints yourself (ViT-B is the default) and set its path as sam.checkpoint in the config "
+        f"(or --set sam.checkpoint=PATH):\n{urls}"
     )
 
 
@@ -65,7 +66,7 @@ def load_sam_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a SAM checkpoint (full model or bare encoder) on the CPU with weights_only=True."""
     path = Path(path)
     if not path.is_file():
-        raise SamCheckpointError(_missing_message(path))
+        raise SamCheckpointError(missing_checkpoint_message(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -81,7 +82,7 @@ def load_sam_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The image-encoder tensors with the `image_encoder.` prefix stripped (bare encoders pass as is)."""
-    stripped = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+    stripped = {k[len(ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     if stripped:
         return stripped
     if "patch_embed.proj.weight" in state:
@@ -212,8 +213,9 @@ class TruncatedSamEncoder(nn.Module):
         if self.pos_embed is not None:
             pos = self.pos_embed
             if pos.shape[1:3] != x.shape[1:3]:
-                pos = F.interpolate(pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bilinear",
-                                    align_corners=False).permute(0, 2, 3, 1)
+                pos = F.interpolate(
+                    pos.permute(0, 3, 1, 2), size=x.shape[1:3], mode="bilinear", align_corners=False
+                ).permute(0, 2, 3, 1)
             x = x + pos
         outs = []
         for block in self.blocks:
@@ -241,12 +243,18 @@ def build_sam(path: str | Path, num_heads: int = 8) -> nn.Module:
     try:
         prompt_dim = state["prompt_encoder.no_mask_embed.weight"].shape[1]
         mask_in = state["prompt_encoder.mask_downscaling.3.weight"].shape[0]
-        depth = 1 + max(int(m.group(1)) for k in state
-                        if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k)))
+        depth = 1 + max(
+            int(m.group(1))
+            for k in state
+            if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
+        )
         mlp_dim = state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
         num_masks = state["mask_decoder.mask_tokens.weight"].shape[0] - 1
-        iou_depth = 1 + max(int(m.group(1)) for k in state
-                            if (m := re.match(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.", k)))
+        iou_depth = 1 + max(
+            int(m.group(1))
+            for k in state
+            if (m := re.match(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.", k))
+        )
         iou_hidden = state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]
     except (KeyError, ValueError) as exc:
         raise SamCheckpointError(
@@ -256,12 +264,17 @@ def build_sam(path: str | Path, num_heads: int = 8) -> nn.Module:
     grid = cfg.img_size // cfg.patch_size
     sam = Sam(
         image_encoder=build_image_encoder(cfg),
-        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(cfg.img_size, cfg.img_size), mask_in_chans=mask_in),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(cfg.img_size, cfg.img_size),
+            mask_in_chans=mask_in,
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=num_masks,
-            transformer=TwoWayTransformer(depth=depth, embedding_dim=prompt_dim, mlp_dim=mlp_dim,
-                                          num_heads=num_heads),
+            transformer=TwoWayTransformer(
+                depth=depth, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=num_heads
+            ),
             transformer_dim=prompt_dim,
             iou_head_depth=iou_depth,
             iou_head_hidden_dim=iou_hidden,
@@ -288,18 +301,34 @@ def save_tiny_sam(path: str | Path, img_size: int = 64, seed: int = 0) -> Path:
     patch, prompt_dim = 8, 16
     grid = img_size // patch
     encoder = ImageEncoderViT(
-        img_size=img_size, patch_size=patch, embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0,
-        out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True, rel_pos_zero_init=False, window_size=4, global_attn_indexes=(2,),
+        img_size=img_size,
+        patch_size=patch,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+        mlp_ratio=2.0,
+        out_chans=prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        rel_pos_zero_init=False,
+        window_size=4,
+        global_attn_indexes=(2,),
     )
     sam = Sam(
         image_encoder=encoder,
-        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(grid, grid),
-                                     input_image_size=(img_size, img_size), mask_in_chans=8),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=8,
+        ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=32, num_heads=8),
-            transformer_dim=prompt_dim, iou_head_depth=2, iou_head_hidden_dim=16,
+            transformer_dim=prompt_dim,
+            iou_head_depth=2,
+            iou_head_hidden_dim=16,
         ),
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),

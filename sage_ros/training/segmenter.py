@@ -52,7 +52,9 @@ def build_segmenter(factory: str, num_classes: int, weights: str | Path | None =
             raise ValueError(f"segmenter factory {factory!r} cannot be imported: {exc}") from exc
         module = fn(num_classes)
         if not isinstance(module, nn.Module):
-            raise TypeError(f"segmenter factory {factory!r} returned {type(module).__name__}, not an nn.Module")
+            raise TypeError(
+                f"segmenter factory {factory!r} returned {type(module).__name__}, not an nn.Module"
+            )
     if weights is not None:
         path = Path(weights)
         if not path.is_file():

@@ -22,8 +22,9 @@ NUM_MASKS = 4
 
 def conv_act(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
     """Conv (same padding) -> LeakyReLU; the teacher's conv paths have no normalisation."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2),
-                         nn.LeakyReLU(NEGATIVE_SLOPE))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2), nn.LeakyReLU(NEGATIVE_SLOPE)
+    )
 
 
 def chain(*widths: int) -> nn.Sequential:

@@ -44,8 +44,22 @@ CSV_NAME = "metrics.csv"
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before giving up
 
 CSV_FIELDS = [
-    "step", "epoch", "lr_teacher", "lr_student", "teacher_loss", "student_loss",
-    "t_int", "t_grad", "t_seg", "t_feedback", "t_fea", "s_mse", "s_grad", "s_cs", "s_fea", "step_ms",
+    "step",
+    "epoch",
+    "lr_teacher",
+    "lr_student",
+    "teacher_loss",
+    "student_loss",
+    "t_int",
+    "t_grad",
+    "t_seg",
+    "t_feedback",
+    "t_fea",
+    "s_mse",
+    "s_grad",
+    "s_cs",
+    "s_fea",
+    "step_ms",
 ]
 
 
@@ -162,19 +176,35 @@ class Trainer:
         if d.top_k <= 0:
             raise TrainingError("data.top_k must be >= 1: the teacher takes top-K mask images")
         self.dataset = PairDataset(
-            records, crop_hw=tuple(d.crop) if d.crop else None, flip=d.flip, labels=d.labels,
-            mask_root=d.mask_cache, top_k=d.top_k, seed=self.cfg.train.seed,
+            records,
+            crop_hw=tuple(d.crop) if d.crop else None,
+            flip=d.flip,
+            labels=d.labels,
+            mask_root=d.mask_cache,
+            top_k=d.top_k,
+            seed=self.cfg.train.seed,
         )
         if d.mask_cache:
-            missing = sum(not mask_path(d.mask_cache, m, r.name).is_file() for r in records for m in ("ir", "vis"))
+            missing = sum(
+                not mask_path(d.mask_cache, m, r.name).is_file() for r in records for m in ("ir", "vis")
+            )
             if missing and self.env.is_main:
-                log.warning("mask cache %s lacks %d of %d files: those images use whole-image masks "
-                            "(run `sage-ros train masks` first)", d.mask_cache, missing, 2 * len(records))
+                log.warning(
+                    "mask cache %s lacks %d of %d files: those images use whole-image masks "
+                    "(run `sage-ros train masks` first)",
+                    d.mask_cache,
+                    missing,
+                    2 * len(records),
+                )
         elif self.env.is_main:
             log.warning("no mask cache configured: every SAM mask is the whole image (no semantic prior)")
         self.sampler = DistributedSampler(
-            self.dataset, num_replicas=self.env.world_size, rank=self.env.rank, shuffle=True,
-            seed=self.cfg.train.seed, drop_last=True,
+            self.dataset,
+            num_replicas=self.env.world_size,
+            rank=self.env.rank,
+            shuffle=True,
+            seed=self.cfg.train.seed,
+            drop_last=True,
         )
         self.steps_per_epoch = len(self.sampler) // self.cfg.train.batch_size
         if self.steps_per_epoch == 0:
@@ -248,8 +278,12 @@ class Trainer:
             raise TrainingError(f"checkpoint {path} does not exist")
         state = torch.load(path, map_location=self.env.device, weights_only=True)
         if state.get("config_hash") != self.cfg.hash():
-            log.warning("resuming %s written with config %s under config %s: settings changed",
-                        path, state.get("config_hash"), self.cfg.hash())
+            log.warning(
+                "resuming %s written with config %s under config %s: settings changed",
+                path,
+                state.get("config_hash"),
+                self.cfg.hash(),
+            )
         _unwrap(self.teacher).load_state_dict(state["teacher"])
         _unwrap(self.student).load_state_dict(state["student"])
         self.opt_t.load_state_dict(state["opt_teacher"])
@@ -265,10 +299,14 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.dataset.set_epoch(epoch)
         bs = self.cfg.train.batch_size
-        indices = list(self.sampler)[skip * bs:]
+        indices = list(self.sampler)[skip * bs :]
         loader = DataLoader(
-            self.dataset, batch_size=bs, sampler=indices, drop_last=True,
-            num_workers=int(self.cfg.data.workers), pin_memory=self.env.device.type == "cuda",
+            self.dataset,
+            batch_size=bs,
+            sampler=indices,
+            drop_last=True,
+            num_workers=int(self.cfg.data.workers),
+            pin_memory=self.env.device.type == "cuda",
         )
         yield from loader
 
@@ -301,7 +339,9 @@ class Trainer:
         fea_t = feature_loss(taps_t, s_taps_ref)
         loss_t = task + w.teacher_feedback * feedback + w.teacher_fea * fea_t
         # Lower level: distil the (detached) teacher into the student.
-        loss_s, s_parts = distillation_loss(fused_s, t_ref, taps_s, t_taps_ref, y, ir, vis_m, ir_m, self.phi, w)
+        loss_s, s_parts = distillation_loss(
+            fused_s, t_ref, taps_s, t_taps_ref, y, ir, vis_m, ir_m, self.phi, w
+        )
 
         if not self._all_finite(loss_t, loss_s):
             self.opt_t.zero_grad(set_to_none=True)
@@ -316,10 +356,17 @@ class Trainer:
         self.sched_t.step()
         self.sched_s.step()
         return {
-            "teacher_loss": loss_t.item(), "student_loss": loss_s.item(),
-            "t_int": t_parts["int"], "t_grad": t_parts["grad"], "t_seg": t_parts["seg"],
-            "t_feedback": feedback.item(), "t_fea": fea_t.item(),
-            "s_mse": s_parts["mse"], "s_grad": s_parts["grad"], "s_cs": s_parts["cs"], "s_fea": s_parts["fea"],
+            "teacher_loss": loss_t.item(),
+            "student_loss": loss_s.item(),
+            "t_int": t_parts["int"],
+            "t_grad": t_parts["grad"],
+            "t_seg": t_parts["seg"],
+            "t_feedback": feedback.item(),
+            "t_fea": fea_t.item(),
+            "s_mse": s_parts["mse"],
+            "s_grad": s_parts["grad"],
+            "s_cs": s_parts["cs"],
+            "s_fea": s_parts["fea"],
         }
 
     def fit(self, resume: str | Path | None = None, export: bool | None = None) -> FitResult:
@@ -334,9 +381,15 @@ class Trainer:
         board = _tensorboard(self.out_dir / "tb") if main and self.cfg.output.tensorboard else None
         t = self.cfg.train
         if main:
-            log.info("training %d steps (%d per epoch, batch %d x %d process(es)) on %s; output %s",
-                     self.total_steps, self.steps_per_epoch, t.batch_size, self.env.world_size,
-                     self.env.device, self.out_dir)
+            log.info(
+                "training %d steps (%d per epoch, batch %d x %d process(es)) on %s; output %s",
+                self.total_steps,
+                self.steps_per_epoch,
+                t.batch_size,
+                self.env.world_size,
+                self.env.device,
+                self.out_dir,
+            )
         history: list[dict] = []
         bad = 0
         try:
@@ -355,9 +408,13 @@ class Trainer:
                         continue
                     bad = 0
                     self.step += 1
-                    metrics.update(step=self.step, epoch=epoch, step_ms=(time.perf_counter() - start) * 1e3,
-                                   lr_teacher=self.opt_t.param_groups[0]["lr"],
-                                   lr_student=self.opt_s.param_groups[0]["lr"])
+                    metrics.update(
+                        step=self.step,
+                        epoch=epoch,
+                        step_ms=(time.perf_counter() - start) * 1e3,
+                        lr_teacher=self.opt_t.param_groups[0]["lr"],
+                        lr_student=self.opt_s.param_groups[0]["lr"],
+                    )
                     history.append(metrics)
                     if main:
                         csv_log.write(metrics)
@@ -366,10 +423,20 @@ class Trainer:
                                 if key not in ("step", "epoch"):
                                     board.add_scalar(key, value, self.step)
                         if self.step % max(t.log_every, 1) == 0 or self.step == 1:
-                            log.info("step %d/%d epoch %d  teacher %.4f  student %.4f (mse %.4f grad %.4f cs %.4f "
-                                     "fea %.4f)  %.0f ms/step", self.step, self.total_steps, epoch,
-                                     metrics["teacher_loss"], metrics["student_loss"], metrics["s_mse"],
-                                     metrics["s_grad"], metrics["s_cs"], metrics["s_fea"], metrics["step_ms"])
+                            log.info(
+                                "step %d/%d epoch %d  teacher %.4f  student %.4f (mse %.4f grad %.4f cs %.4f "
+                                "fea %.4f)  %.0f ms/step",
+                                self.step,
+                                self.total_steps,
+                                epoch,
+                                metrics["teacher_loss"],
+                                metrics["student_loss"],
+                                metrics["s_mse"],
+                                metrics["s_grad"],
+                                metrics["s_cs"],
+                                metrics["s_fea"],
+                                metrics["step_ms"],
+                            )
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.step >= self.total_steps:
@@ -380,7 +447,9 @@ class Trainer:
             if main and (self.cfg.output.export if export is None else export):
                 from sage_ros.training.export import export_trained_student
 
-                onnx = export_trained_student(_unwrap(self.student), self.out_dir / ONNX_NAME, self.cfg, self.step)
+                onnx = export_trained_student(
+                    _unwrap(self.student), self.out_dir / ONNX_NAME, self.cfg, self.step
+                )
         finally:
             if csv_log is not None:
                 csv_log.close()
@@ -393,16 +462,21 @@ class Trainer:
         if not self.env.distributed:
             return
         total = sum(p.detach().double().sum() for p in _unwrap(self.student).parameters())
-        gathered = [torch.zeros((), dtype=torch.float64, device=self.env.device) for _ in range(self.env.world_size)]
+        gathered = [
+            torch.zeros((), dtype=torch.float64, device=self.env.device) for _ in range(self.env.world_size)
+        ]
         dist.all_gather(gathered, total.to(self.env.device))
         values = [float(g) for g in gathered]
         if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
             raise TrainingError(f"student weights differ across ranks: checksums {values}")
         if self.env.is_main:
-            log.info("DDP: student weights identical on all %d ranks (checksum %.6f)", self.env.world_size, values[0])
+            log.info(
+                "DDP: student weights identical on all %d ranks (checksum %.6f)",
+                self.env.world_size,
+                values[0],
+            )
 
 
 def teardown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-

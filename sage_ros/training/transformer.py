@@ -20,7 +20,9 @@ FF_MULT = 4
 class Attention(nn.Module):
     """Multi-head attention; keys and values come from `context` when given, else from `x`."""
 
-    def __init__(self, dim: int, context_dim: int | None = None, heads: int = HEADS, head_dim: int = HEAD_DIM):
+    def __init__(
+        self, dim: int, context_dim: int | None = None, heads: int = HEADS, head_dim: int = HEAD_DIM
+    ):
         super().__init__()
         inner = heads * head_dim
         context_dim = context_dim or dim
