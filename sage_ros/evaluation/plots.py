@@ -91,7 +91,7 @@ def contact_sheet(result: EvalResult, metric: str, path: Path, count: int = 3) -
         rows.append(np.hstack([c[:height] for c in cells]))
     width = max(r.shape[1] for r in rows)
     sheet = np.vstack([np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows])
-    cv2.imwrite(str(path), sheet)
+    cv2.imwrite(str(path), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return path
 
 

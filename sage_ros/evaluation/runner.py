@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FUSED_TOPIC = "/fused/image_raw"
 CLASS_TOPIC = "/segmentation/class_ids"
 OVERLAY_TOPIC = "/segmentation/overlay"
-THUMB_WIDTH = 240  # contact-sheet thumbnails
+THUMB_WIDTH = 160  # contact-sheet thumbnails (keeps a 6-row sheet around 0.5 MB)
 _MAX_DETAILS = 200  # problem descriptions kept verbatim; the counts keep going
 
 
@@ -279,7 +279,7 @@ def evaluate_bag(
             2, queue_size=options.queue_size, slop=options.slop_s, callback=replay.on_pair,
             offsets_ns=[seconds_to_ns(options.thermal_offset_ms / 1000.0), 0],
         )
-        bar = progress(source.message_count(topics)) if progress else None
+        bar = progress(source.message_count(topics) or None) if progress else None
         try:
             for m in source.messages(topics):
                 if bar is not None:
