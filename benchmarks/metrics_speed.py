@@ -29,7 +29,11 @@ def load_pair() -> tuple[np.ndarray, np.ndarray, str]:
         return ir, cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0], f"MSRS {ir_path.stem}"
     rng = np.random.default_rng(0)
     smooth = cv2.GaussianBlur(rng.uniform(0, 255, (480, 640)), (0, 0), 3)
-    return np.clip(smooth * 3 - 250, 0, 255).astype(np.uint8), rng.integers(0, 256, (480, 640), np.uint8), "synthetic"
+    return (
+        np.clip(smooth * 3 - 250, 0, 255).astype(np.uint8),
+        rng.integers(0, 256, (480, 640), np.uint8),
+        "synthetic",
+    )
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -54,12 +58,19 @@ def main() -> None:
     a, b, source = load_pair()
     f = (a.astype(np.float64) + b) / 2.0  # any fused image: cost does not depend on content
     m.fusion_metrics(a, b, f)  # warm-up (imports scikit-image)
-    print(f"pair: {source}, {a.shape[1]}x{a.shape[0]}, OpenCV threads {args.threads}, "
-          f"best CPU time of {args.repeat} runs")
+    print(
+        f"pair: {source}, {a.shape[1]}x{a.shape[0]}, OpenCV threads {args.threads}, "
+        f"best CPU time of {args.repeat} runs"
+    )
     single = {
-        "EN": lambda: m.entropy(f), "SD": lambda: m.standard_deviation(f), "SF": lambda: m.spatial_frequency(f),
-        "AG": lambda: m.average_gradient(f), "MI": lambda: m.mutual_information(a, b, f),
-        "SCD": lambda: m.scd(a, b, f), "VIF": lambda: m.vif(a, b, f), "Qabf": lambda: m.qabf(a, b, f),
+        "EN": lambda: m.entropy(f),
+        "SD": lambda: m.standard_deviation(f),
+        "SF": lambda: m.spatial_frequency(f),
+        "AG": lambda: m.average_gradient(f),
+        "MI": lambda: m.mutual_information(a, b, f),
+        "SCD": lambda: m.scd(a, b, f),
+        "VIF": lambda: m.vif(a, b, f),
+        "Qabf": lambda: m.qabf(a, b, f),
         "SSIM": lambda: m.ssim(a, b, f),
     }
     for name, fn in single.items():
@@ -69,8 +80,10 @@ def main() -> None:
     fused_images = [f] + [make(a, b) for make in BASELINES.values()]
     independent = best_ms(lambda: [m.fusion_metrics(a, b, x) for x in fused_images], args.repeat)
     shared = best_ms(lambda: score_methods(a, b, f), args.repeat)
-    print(f"eval-bag pair (SAGE + {len(BASELINES)} baselines): independent {independent:.1f} ms, "
-          f"shared-source scorer {shared:.1f} ms, ratio {independent / shared:.2f}x")
+    print(
+        f"eval-bag pair (SAGE + {len(BASELINES)} baselines): independent {independent:.1f} ms, "
+        f"shared-source scorer {shared:.1f} ms, ratio {independent / shared:.2f}x"
+    )
 
 
 if __name__ == "__main__":

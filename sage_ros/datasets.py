@@ -48,7 +48,9 @@ class FolderDataset:
 
     @property
     def layout(self) -> str:
-        return f"{self.ir_dir.name}/ {self.vis_dir.name}/" + (f" {self.label_dir.name}/" if self.label_dir else "")
+        return f"{self.ir_dir.name}/ {self.vis_dir.name}/" + (
+            f" {self.label_dir.name}/" if self.label_dir else ""
+        )
 
 
 def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -108,8 +110,13 @@ def discover(root: str | Path, split: str | None = None, limit: int | None = Non
         raise DatasetError(f"{root}: no pairs with matching names in {ir_dir.name}/ and {vis_dir.name}/")
     pairs = tuple(Pair(n, irs[n], viss[n], labels.get(n)) for n in names)
     return FolderDataset(
-        root, ir_dir, vis_dir, label_dir if labels else None, pairs,
-        tuple(sorted(set(irs) - set(viss))), tuple(sorted(set(viss) - set(irs))),
+        root,
+        ir_dir,
+        vis_dir,
+        label_dir if labels else None,
+        pairs,
+        tuple(sorted(set(irs) - set(viss))),
+        tuple(sorted(set(viss) - set(irs))),
     )
 
 
@@ -140,7 +147,9 @@ def read_label(path: str | Path) -> np.ndarray:
     """HxW uint8 class ids; a 3-channel file is accepted only when its channels are equal."""
     image = _read(Path(path), cv2.IMREAD_UNCHANGED)
     if image.ndim == 3:
-        if not (np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])):
+        if not (
+            np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+        ):
             raise DatasetError(f"{path}: colour label maps are not supported, expected class ids")
         image = image[..., 0]
     if image.dtype != np.uint8:

@@ -256,7 +256,9 @@ def _edge_preservation(g_src: np.ndarray, a_src: np.ndarray, g_f: np.ndarray, a_
     return q_g * q_a
 
 
-def _qabf_from(src_a: tuple[np.ndarray, np.ndarray], src_b: tuple[np.ndarray, np.ndarray], f: np.ndarray) -> float:
+def _qabf_from(
+    src_a: tuple[np.ndarray, np.ndarray], src_b: tuple[np.ndarray, np.ndarray], f: np.ndarray
+) -> float:
     g_a, al_a = src_a
     g_b, al_b = src_b
     g_f, al_f = _sobel_strength_orientation(f)
@@ -271,9 +273,10 @@ def _qabf_from(src_a: tuple[np.ndarray, np.ndarray], src_b: tuple[np.ndarray, np
 def qabf(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     """Qabf, the Xydeas-Petrovic edge-preservation metric (Electronics Letters 36(4), 2000).
 
-    Sobel 3x3 gradients (zero padding, float32 maps, float64 sums); strength g = |grad|, orientation alpha = atan(gy/gx)
-    (pi/2 where gx = 0). Relative strength G = min(g_s, g_F)/max(g_s, g_F) (0 where either is 0),
-    relative orientation 1 - |alpha_s - alpha_F|/(pi/2), each through the sigmoid
+    Sobel 3x3 gradients (zero padding, float32 maps, float64 sums); strength g = |grad|,
+    orientation alpha = atan(gy/gx) (pi/2 where gx = 0). Relative strength
+    G = min(g_s, g_F)/max(g_s, g_F) (0 where either is 0), relative orientation
+    1 - |alpha_s - alpha_F|/(pi/2), each through the sigmoid
     T / (1 + exp(k (x - D))) with Tg=0.9994, kg=-15, Dg=0.5, Ta=0.9879, ka=-22, Da=0.8.
     Qabf = sum(Q_AF w_A + Q_BF w_B) / sum(w_A + w_B) with weights w = g^1.
     The best possible value is Tg/(1+exp(kg(1-Dg))) * Ta/(1+exp(ka(1-Da))) ~= 0.9748.
@@ -298,7 +301,11 @@ def ssim_pair(x: np.ndarray, y: np.ndarray) -> float:
     # ~1e-8 (measured on MSRS) against float64.
     return float(
         structural_similarity(
-            x.astype(np.float32), y.astype(np.float32), data_range=255.0, gaussian_weights=True, sigma=1.5,
+            x.astype(np.float32),
+            y.astype(np.float32),
+            data_range=255.0,
+            gaussian_weights=True,
+            sigma=1.5,
             use_sample_covariance=False,
         )
     )
@@ -341,7 +348,8 @@ class FusionScorer:
             "AG": average_gradient(f),
             "MI": mutual_information(a, b, f),
             "SCD": scd(a, b, f),
-            "VIF": _vif_against(self._vif_a, f, self._sigma_nsq) + _vif_against(self._vif_b, f, self._sigma_nsq),
+            "VIF": _vif_against(self._vif_a, f, self._sigma_nsq)
+            + _vif_against(self._vif_b, f, self._sigma_nsq),
             "Qabf": _qabf_from(self._sobel_a, self._sobel_b, f),
             "SSIM": ssim(a, b, f),
         }

@@ -122,7 +122,12 @@ def test_mono16_and_rgb8_encodings(dataset, tmp_path):
 
 def test_make_bag_cli(dataset, tmp_path, capsys):
     root, _ = dataset
-    assert cli_main(["make-bag", str(root), "--out", str(tmp_path / "b"), "--storage", "sqlite3", "--limit", "2"]) == 0
+    assert (
+        cli_main(
+            ["make-bag", str(root), "--out", str(tmp_path / "b"), "--storage", "sqlite3", "--limit", "2"]
+        )
+        == 0
+    )
     assert "wrote 2 frames" in capsys.readouterr().out
     assert list((tmp_path / "b").glob("*.db3"))
     # An existing output is never overwritten.
@@ -185,7 +190,9 @@ def test_not_a_bag_gives_a_clear_error(tmp_path):
 def test_sqlite_row_with_garbage_data_is_still_listed(tmp_path):
     with BagWriter(tmp_path / "bag", storage="sqlite3") as writer:
         for i in range(3):
-            writer.write(RGB_TOPIC, 10 + i, image_message(np.zeros((4, 6, 3), np.uint8), "bgr8", 10 + i, "rgb"))
+            writer.write(
+                RGB_TOPIC, 10 + i, image_message(np.zeros((4, 6, 3), np.uint8), "bgr8", 10 + i, "rgb")
+            )
     db3 = next((tmp_path / "bag").glob("*.db3"))
     with sqlite3.connect(db3) as db:
         db.execute("UPDATE messages SET data = ? WHERE id = 2", (b"\x00\x01garbage",))

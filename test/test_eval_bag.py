@@ -82,8 +82,21 @@ def _eval(bag: Path, out: Path, model: Path, *extra: str) -> int:
 def fuse_reference(models, tmp_path_factory):
     """`sage-ros fuse` on the six pairs: the images eval-bag must reproduce exactly."""
     out = tmp_path_factory.mktemp("fuse_out")
-    code = cli_main(["fuse", "--ir", str(OFFICIAL / "Ir"), "--vis", str(OFFICIAL / "Vis"), "--out", str(out),
-                     "--model", str(models["plain"]), "--backend", "onnxruntime"])
+    code = cli_main(
+        [
+            "fuse",
+            "--ir",
+            str(OFFICIAL / "Ir"),
+            "--vis",
+            str(OFFICIAL / "Vis"),
+            "--out",
+            str(out),
+            "--model",
+            str(models["plain"]),
+            "--backend",
+            "onnxruntime",
+        ]
+    )
     assert code == 0
     return {n: cv2.cvtColor(cv2.imread(str(out / f"{n}.png")), cv2.COLOR_BGR2RGB) for n in NAMES}
 
@@ -91,8 +104,25 @@ def fuse_reference(models, tmp_path_factory):
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_round_trip_matches_sage_ros_fuse(models, fuse_reference, tmp_path, storage, capsys):
     bag = tmp_path / "in_bag"
-    assert cli_main(["make-bag", str(OFFICIAL), "--out", str(bag), "--storage", storage, "--jitter-ms", "5",
-                     "--thermal-offset-ms", "20", "--rgb-encoding", "rgb8" if storage == "sqlite3" else "bgr8"]) == 0
+    assert (
+        cli_main(
+            [
+                "make-bag",
+                str(OFFICIAL),
+                "--out",
+                str(bag),
+                "--storage",
+                storage,
+                "--jitter-ms",
+                "5",
+                "--thermal-offset-ms",
+                "20",
+                "--rgb-encoding",
+                "rgb8" if storage == "sqlite3" else "bgr8",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
     # Metrics cost ~4 s of CPU per 1024x768 pair: they are checked on small crops below, and
     # test_metrics checks the reference outputs at full size.
@@ -114,7 +144,9 @@ def test_round_trip_matches_sage_ros_fuse(models, fuse_reference, tmp_path, stor
         assert stamp_of(f_msg) == stamp_of(rgb_msg) and f_msg.header.frame_id == rgb_msg.header.frame_id
         assert np.array_equal(decode_msg(f_msg), fuse_reference[name]), name
     # Inputs are carried over byte for byte.
-    original = {m.log_time_ns: m.raw for m in open_bag(bag).messages(["/thermal/image_raw", "/rgb/image_raw"])}
+    original = {
+        m.log_time_ns: m.raw for m in open_bag(bag).messages(["/thermal/image_raw", "/rgb/image_raw"])
+    }
     copied = {m.log_time_ns: m.raw for m in source.messages(["/thermal/image_raw", "/rgb/image_raw"])}
     assert copied == original
     source.close()
@@ -139,7 +171,9 @@ def test_bad_messages_are_counted_and_good_pairs_evaluated(models, tmp_path, cap
             if i == 2:
                 thermal = _raw_image_msg(ir[:80], "mono8", t + 10_000_000, "thermal")  # 128x80 vs 128x96
             if i == 5:
-                thermal = _raw_image_msg(1000 + 50 * ir.astype(np.uint16), "mono16", t + 10_000_000, "thermal")
+                thermal = _raw_image_msg(
+                    1000 + 50 * ir.astype(np.uint16), "mono16", t + 10_000_000, "thermal"
+                )
             w.write("/thermal/image_raw", t + 10_000_000, thermal)
             if i == 3:
                 w.write_raw("/rgb/image_raw", t, b"\x00\x01\x00\x00garbage", "sensor_msgs/msg/Image")
@@ -214,7 +248,9 @@ def test_miou_against_ground_truth(models, tmp_path):
     with BagWriter(bag, storage="mcap") as w:
         for i, ((ir, vis), label) in enumerate(zip(crops, labels, strict=True)):
             t = T0 + i * 100_000_000
-            w.write("/thermal/image_raw", t + 5_000_000, _raw_image_msg(ir, "mono8", t + 5_000_000, "thermal"))
+            w.write(
+                "/thermal/image_raw", t + 5_000_000, _raw_image_msg(ir, "mono8", t + 5_000_000, "thermal")
+            )
             w.write("/rgb/image_raw", t, _raw_image_msg(vis, "bgr8", t, "rgb"))
             w.write("/segmentation/ground_truth", t, _raw_image_msg(label, "mono8", t, "rgb"))
     out = tmp_path / "eval"

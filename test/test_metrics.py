@@ -155,7 +155,10 @@ def _qabf_loops(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     num = den = 0.0
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
-            for gs, als, in ((ga[i, j], aa[i, j]), (gb[i, j], ab[i, j])):
+            for (
+                gs,
+                als,
+            ) in ((ga[i, j], aa[i, j]), (gb[i, j], ab[i, j])):
                 if gs == 0 or gf[i, j] == 0:
                     rel = 0.0
                 else:

@@ -118,7 +118,9 @@ def scan(path: str | Path, result: ScanResult) -> Iterator[tuple[Channel, int, b
             body = handle_file.read(length) if length < (1 << 40) else b""
             if len(body) < length:
                 result.complete = False
-                result.stop_reason = f"truncated record (op 0x{op:02x}) at byte {offset}: {len(body)} of {length} bytes"
+                result.stop_reason = (
+                    f"truncated record (op 0x{op:02x}) at byte {offset}: {len(body)} of {length} bytes"
+                )
                 return
             offset += 9 + length
             view = memoryview(body)

@@ -32,7 +32,12 @@ def image_message(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     msg = _Image(
         header=_Header(stamp=_Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
-        height=0, width=0, encoding="", is_bigendian=0, step=0, data=np.zeros(0, np.uint8),
+        height=0,
+        width=0,
+        encoding="",
+        is_bigendian=0,
+        step=0,
+        data=np.zeros(0, np.uint8),
     )
     return fill_msg(msg, encode_image(image, encoding))
 

@@ -138,7 +138,8 @@ class _SqliteScanSource(BagSource):
                         self.counts.setdefault(name, 0)
                     # Counting rows may hit a lost page; counts are for progress display only.
                     for name, count in db.execute(
-                        "SELECT t.name, COUNT(m.id) FROM topics t JOIN messages m ON m.topic_id = t.id GROUP BY t.id"
+                        "SELECT t.name, COUNT(m.id) FROM topics t JOIN messages m "
+                        "ON m.topic_id = t.id GROUP BY t.id"
                     ):
                         self.counts[name] = count
             except sqlite3.DatabaseError as exc:
@@ -209,9 +210,13 @@ def open_bag(path: str | Path) -> BagSource:
     dbs = [f for f in files if f.suffix == ".db3"]
     if not mcaps and not dbs:
         raise BagReadError(f"{path}: not a readable bag ({reason}) and no .mcap or .db3 file to recover from")
-    log.warning("%s: rosbags could not open it (%s); scanning the storage file record by record", path, reason)
+    log.warning(
+        "%s: rosbags could not open it (%s); scanning the storage file record by record", path, reason
+    )
     source: BagSource = _McapScanSource(path, mcaps) if mcaps else _SqliteScanSource(path, dbs)
-    source.problems.insert(0, BagProblem("open", f"rosbags could not open the bag ({reason}); recovered by scanning"))
+    source.problems.insert(
+        0, BagProblem("open", f"rosbags could not open the bag ({reason}); recovered by scanning")
+    )
     if not source.topics:
         raise BagReadError(f"{path}: not a readable bag ({reason}); scanning recovered no messages")
     return source

@@ -1,4 +1,4 @@
-"""`sage-ros eval-bag`: replay a bag through the node's pairing and fusion, write a report and an output bag."""
+"""`sage-ros eval-bag`: replay a bag through the node's pairing and fusion; write a report and a bag."""
 
 from __future__ import annotations
 
@@ -35,17 +35,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report, plots and bag")
     parser.add_argument("--thermal-topic", default="/thermal/image_raw")
     parser.add_argument("--rgb-topic", default="/rgb/image_raw")
-    parser.add_argument("--gt-topic", default="/segmentation/ground_truth", help="mono8 class-id labels (optional)")
-    parser.add_argument("--slop", type=float, default=0.05, help="pairing tolerance in seconds (node default)")
+    parser.add_argument(
+        "--gt-topic", default="/segmentation/ground_truth", help="mono8 class-id labels (optional)"
+    )
+    parser.add_argument(
+        "--slop", type=float, default=0.05, help="pairing tolerance in seconds (node default)"
+    )
     parser.add_argument("--queue-size", type=int, default=10, help="synchroniser queue per input")
-    parser.add_argument("--thermal-offset-ms", type=float, default=0.0, help="added to thermal stamps before pairing")
-    parser.add_argument("--thermal-mode", choices=MODES, default="percentile", help="mono16/32FC1 normalisation")
-    parser.add_argument("--thermal-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-                        help="fixed thermal window (counts or deg C); implies --thermal-mode fixed")
-    parser.add_argument("--out-storage", choices=["mcap", "sqlite3"], default=None,
-                        help="output bag storage (default: the input's)")
+    parser.add_argument(
+        "--thermal-offset-ms", type=float, default=0.0, help="added to thermal stamps before pairing"
+    )
+    parser.add_argument(
+        "--thermal-mode", choices=MODES, default="percentile", help="mono16/32FC1 normalisation"
+    )
+    parser.add_argument(
+        "--thermal-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=None,
+        help="fixed thermal window (counts or deg C); implies --thermal-mode fixed",
+    )
+    parser.add_argument(
+        "--out-storage",
+        choices=["mcap", "sqlite3"],
+        default=None,
+        help="output bag storage (default: the input's)",
+    )
     parser.add_argument("--no-output-bag", action="store_true", help="report only")
-    parser.add_argument("--no-metrics", action="store_true", help="skip fusion metrics (pairing, latency, bag only)")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="skip fusion metrics (pairing, latency, bag only)"
+    )
     parser.add_argument("--rank-metric", choices=FUSION_METRICS, default="Qabf", help="contact sheet ranking")
     parser.add_argument("--max-pairs", type=int, default=None, help="stop after N pairs")
     parser.add_argument("--force", action="store_true", help="replace an existing output bag in --out")
@@ -64,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(bag_out)
     thermal = NormalizerConfig()
     if args.thermal_range is not None:
-        thermal = NormalizerConfig(mode="fixed", fixed_min=args.thermal_range[0], fixed_max=args.thermal_range[1])
+        thermal = NormalizerConfig(
+            mode="fixed", fixed_min=args.thermal_range[0], fixed_max=args.thermal_range[1]
+        )
     elif args.thermal_mode == "fixed":
         thermal = NormalizerConfig(mode="fixed")
     options = EvalOptions(

@@ -22,18 +22,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")
-    parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
-    parser.add_argument("--split", default=None, help="split sub-folder or splits.csv split (e.g. test, eval)")
+    parser.add_argument(
+        "--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)"
+    )
+    parser.add_argument(
+        "--split", default=None, help="split sub-folder or splits.csv split (e.g. test, eval)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N pairs only")
     parser.add_argument("--rate", type=float, default=10.0, help="frame rate in Hz (default 10)")
-    parser.add_argument("--start", type=float, default=1_700_000_000.0, help="first stamp, seconds since epoch")
+    parser.add_argument(
+        "--start", type=float, default=1_700_000_000.0, help="first stamp, seconds since epoch"
+    )
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="uniform stamp jitter +- ms per message")
     parser.add_argument(
         "--thermal-offset-ms", type=float, default=0.0, help="thermal stamps this much later than RGB (ms)"
     )
     parser.add_argument("--thermal-encoding", choices=["mono8", "mono16"], default="mono8")
     parser.add_argument("--rgb-encoding", choices=["bgr8", "rgb8"], default="bgr8")
-    parser.add_argument("--mono16-offset", type=int, default=1000, help="mono16 counts = offset + gain * grey")
+    parser.add_argument(
+        "--mono16-offset", type=int, default=1000, help="mono16 counts = offset + gain * grey"
+    )
     parser.add_argument("--mono16-gain", type=int, default=60)
     parser.add_argument("--thermal-topic", default=THERMAL_TOPIC)
     parser.add_argument("--rgb-topic", default=RGB_TOPIC)
@@ -74,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
     for name, reason in summary.skipped.items():
         print(f"skipped: {name}: {reason}", file=sys.stderr)
     counts = ", ".join(f"{t}: {n}" for t, n in summary.counts.items())
-    print(f"layout {dataset.layout}: wrote {summary.frames} frames to {summary.path} ({options.storage}; {counts})")
+    where = f"{summary.path} ({options.storage}; {counts})"
+    print(f"layout {dataset.layout}: wrote {summary.frames} frames to {where}")
     return 1 if summary.skipped else 0

@@ -28,7 +28,9 @@ def luminance_of_bgr(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)[..., 0]
 
 
-def score_methods(ir_u8: np.ndarray, vis_y_u8: np.ndarray, fused_y_u8: np.ndarray) -> dict[str, dict[str, float]]:
+def score_methods(
+    ir_u8: np.ndarray, vis_y_u8: np.ndarray, fused_y_u8: np.ndarray
+) -> dict[str, dict[str, float]]:
     """Metrics of SAGE's fused luminance and of each baseline built from the same sources."""
     scorer = FusionScorer(ir_u8, vis_y_u8)  # source-only terms computed once for all four
     scores = {"SAGE": scorer.score(fused_y_u8)}

@@ -68,7 +68,8 @@ def markdown_table(means: dict[str, dict[str, float]]) -> str:
     best = {k: max(v[k] for v in means.values()) for k in FUSION_METRICS}
     for method, values in means.items():
         cells = [
-            f"**{values[k]:.3f}**" if np.isclose(values[k], best[k]) else f"{values[k]:.3f}" for k in FUSION_METRICS
+            f"**{values[k]:.3f}**" if np.isclose(values[k], best[k]) else f"{values[k]:.3f}"
+            for k in FUSION_METRICS
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -78,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ir", type=Path, required=True)
     parser.add_argument("--vis", type=Path, required=True)
-    parser.add_argument("--method", action="append", default=[], metavar="NAME=DIR", help="folder of fused images")
+    parser.add_argument(
+        "--method", action="append", default=[], metavar="NAME=DIR", help="folder of fused images"
+    )
     parser.add_argument("--model", type=Path, default=None, help="ONNX student: adds SAGE (onnxruntime)")
-    parser.add_argument("--out", type=Path, default=None, help="write the table (markdown) and a .json beside it")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the table (markdown) and a .json beside it"
+    )
     args = parser.parse_args(argv)
     methods = {}
     for item in args.method:

@@ -104,7 +104,9 @@ def write_plots(
         plots["metrics"] = metric_bars(mean, out_dir / "metrics.png")
     if result.pairs:
         plots["latency"] = latency_histogram(
-            [p.pipeline_ms for p in result.pairs], [p.inference_ms for p in result.pairs], out_dir / "latency.png"
+            [p.pipeline_ms for p in result.pairs],
+            [p.inference_ms for p in result.pairs],
+            out_dir / "latency.png",
         )
     sheet = contact_sheet(result, rank_metric, out_dir / "contact_sheet.png")
     if sheet is not None:

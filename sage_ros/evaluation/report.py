@@ -95,9 +95,7 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
         "A = infrared grey, B = visible Y; two-source metrics are sums over A and B",
         "methods": list(METHODS),
         "mean": mean_metrics(result),
-        "segmentation": result.segmentation
-        if result.segmentation
-        else {"note": _segmentation_note(result)},
+        "segmentation": result.segmentation if result.segmentation else {"note": _segmentation_note(result)},
         "pairing": pairing_summary(result),
         "latency_ms": {
             "pipeline": latency_summary([p.pipeline_ms for p in result.pairs]),
@@ -163,9 +161,13 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     seg = report["segmentation"]
     lines += ["## Segmentation", ""]
     if "miou" in seg:
-        lines.append(f"mIoU {100 * seg['miou']:.2f} over {seg['pairs']} pairs "
-                     f"(pixel accuracy {100 * seg['pixel_accuracy']:.2f}).")
-        lines += ["", "| class | IoU |", "|---|---|"] + [f"| {c} | {100 * v:.2f} |" for c, v in seg["iou"].items()]
+        lines.append(
+            f"mIoU {100 * seg['miou']:.2f} over {seg['pairs']} pairs "
+            f"(pixel accuracy {100 * seg['pixel_accuracy']:.2f})."
+        )
+        lines += ["", "| class | IoU |", "|---|---|"] + [
+            f"| {c} | {100 * v:.2f} |" for c, v in seg["iou"].items()
+        ]
     else:
         lines.append(seg["note"] + ".")
     lines.append("")
@@ -198,7 +200,11 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         if summary:
             cells = [_fmt(summary[k], 1) for k in ("mean", "p50", "p90", "p95", "p99", "max")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "`pipeline` = colour conversion + inference + colour back; `inference` = backend call only.", ""]
+    lines += [
+        "",
+        "`pipeline` = colour conversion + inference + colour back; `inference` = backend call only.",
+        "",
+    ]
     problems = report["problems"]
     lines += ["## Problems", ""]
     if problems["total"]:

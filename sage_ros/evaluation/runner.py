@@ -109,8 +109,14 @@ def _thumb(image: np.ndarray) -> np.ndarray:
 class _Replay:
     """State of one evaluation run; `on_pair` is the synchroniser's callback."""
 
-    def __init__(self, pipeline: FusionPipeline, result: EvalResult, class_table: ClassTable,
-                 labels: dict[int, np.ndarray], writer: BagWriter | None) -> None:
+    def __init__(
+        self,
+        pipeline: FusionPipeline,
+        result: EvalResult,
+        class_table: ClassTable,
+        labels: dict[int, np.ndarray],
+        writer: BagWriter | None,
+    ) -> None:
         self.pipeline = pipeline
         self.result = result
         self.table = class_table
@@ -154,7 +160,9 @@ class _Replay:
             res.problem("pipeline", f"{where}: {exc}")
             return
         pipeline_ms = (time.perf_counter() - start) * 1000.0
-        record = PairRecord(index, rgb_stamp, th_stamp, (ir.shape[1], ir.shape[0]), pipeline_ms, fused.inference_ms)
+        record = PairRecord(
+            index, rgb_stamp, th_stamp, (ir.shape[1], ir.shape[0]), pipeline_ms, fused.inference_ms
+        )
         ir_u8 = ir if ir.dtype == np.uint8 else unit_to_uint8(ir)
         vis_y = luminance_of_bgr(vis_bgr)
         fused_y = luminance_of_rgb(fused.fused_rgb)
@@ -175,7 +183,9 @@ class _Replay:
             self.result.problem("ground-truth", f"{where}: no ground-truth label with the RGB frame's stamp")
             return
         if truth.shape != class_ids.shape:
-            self.result.problem("ground-truth", f"{where}: label {truth.shape} and prediction {class_ids.shape} differ")
+            self.result.problem(
+                "ground-truth", f"{where}: label {truth.shape} and prediction {class_ids.shape} differ"
+            )
             return
         n = max(len(self.table.names), int(truth.max()) + 1, int(class_ids.max()) + 1)
         cm = confusion_matrix(truth, class_ids, n, ignore_index=255)
@@ -246,7 +256,9 @@ def evaluate_bag(
             bag=Path(bag),
             storage=source.storage,
             recovered=source.recovered,
-            topics={t: {"type": typ, "count": source.counts.get(t, 0)} for t, typ in sorted(source.topics.items())},
+            topics={
+                t: {"type": typ, "count": source.counts.get(t, 0)} for t, typ in sorted(source.topics.items())
+            },
             backend=pipeline.backend.description,
             has_segmentation=pipeline.backend.has_segmentation,
             options=options,
@@ -263,7 +275,9 @@ def evaluate_bag(
             raise BagReadError(f"{bag}: topic(s) {', '.join(missing)} not in the bag; it has: {available}")
         for topic in (thermal_topic, rgb_topic):
             if source.topics[topic] != IMAGE_TYPE:
-                raise BagReadError(f"{bag}: topic {topic} holds {source.topics[topic]}, expected {IMAGE_TYPE}")
+                raise BagReadError(
+                    f"{bag}: topic {topic} holds {source.topics[topic]}, expected {IMAGE_TYPE}"
+                )
         gt_topic = _resolve_topic(options.gt_topic, source.topics)
         labels: dict[int, np.ndarray] = {}
         if gt_topic is not None:
@@ -276,7 +290,10 @@ def evaluate_bag(
             writer.__enter__()
         replay = _Replay(pipeline, result, class_table, labels, writer)
         sync = ApproximateTimeSync(
-            2, queue_size=options.queue_size, slop=options.slop_s, callback=replay.on_pair,
+            2,
+            queue_size=options.queue_size,
+            slop=options.slop_s,
+            callback=replay.on_pair,
             offsets_ns=[seconds_to_ns(options.thermal_offset_ms / 1000.0), 0],
         )
         bar = progress(source.message_count(topics) or None) if progress else None
