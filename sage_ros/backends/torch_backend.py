@@ -23,6 +23,15 @@ class TorchBackend(FusionBackend):
             model = load_student(config.weights_path)
         except WeightsError as exc:
             raise BackendError(str(exc)) from exc
+        # Optional segmentation head (config.extra["head_path"], a .npz from `sage-ros seg train`).
+        self._has_seg = bool(config.extra.get("head_path"))
+        if self._has_seg:
+            from sage_ros.model.seg_head import HeadWeightsError, StudentWithHead, load_head
+
+            try:
+                model = StudentWithHead(model, load_head(config.extra["head_path"])).eval()
+            except HeadWeightsError as exc:
+                raise BackendError(str(exc)) from exc
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("torch backend: CUDA requested but no CUDA device is available")
@@ -39,7 +48,7 @@ class TorchBackend(FusionBackend):
 
     @property
     def has_segmentation(self) -> bool:
-        return False
+        return self._has_seg
 
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         torch = self._torch
@@ -47,5 +56,6 @@ class TorchBackend(FusionBackend):
         with torch.inference_mode():
             y = torch.from_numpy(vis_y).to(self._device, dtype)
             i = torch.from_numpy(ir).to(self._device, dtype)
-            fused = self._model(y, i)[0]
-            return BackendOutput(fused[0, 0].float().cpu().numpy())
+            fused, second = self._model(y, i)
+            ids = second[0].cpu().numpy() if self._has_seg else None
+            return BackendOutput(fused[0, 0].float().cpu().numpy(), ids)
