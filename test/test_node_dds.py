@@ -121,6 +121,8 @@ def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(runnin
     assert status is not None and status["_level"] != "2", status  # WARN is fine: inputs went quiet
     assert status["pairs"] == "9" and status["outputs"] == "9"
     assert status["backend"].startswith("onnxruntime")
+    for name in ("thermal", "rgb"):  # the 3 lonely frames of each camera: queued or counted, never fused
+        assert int(status[f"sync_pending_{name}"]) + _drop(status, f"sync_unpaired_{name}") == 3, status
     assert float(status["latency_p50_ms"]) > float(status["inference_p50_ms"]) > 0
     assert "with QoS RELIABLE depth 5" in proc.log_text()
 

@@ -424,6 +424,10 @@ class FusionNode(LifecycleNode):
         values = self.stats.values(now)
         values["backend"] = status.hardware_id
         values["sync"] = type(self._sync).__name__ if self._sync is not None else "none"
+        if self._sync is not None:
+            # Waiting for a partner right now (not drops yet: they count once pushed out).
+            for name, count in zip(INPUTS, self._sync.pending(), strict=True):
+                values[f"sync_pending_{name}"] = str(count)
         values["state"] = "active" if self._active else "inactive"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray()
