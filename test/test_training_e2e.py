@@ -197,3 +197,21 @@ def test_config_yaml_numbers_and_hash(tmp_path: Path) -> None:
         load_config(path, ["max_steps=3"])
     for shipped in sorted((Path(__file__).resolve().parents[1] / "config").glob("train_*.yaml")):
         load_config(shipped)  # every shipped config parses against the schema
+
+
+def test_cli_export_of_a_training_checkpoint(first_run, tmp_path: Path) -> None:
+    _, _, result = first_run
+    out = tmp_path / "cli" / "student.onnx"
+    assert cli_main(["train", "export", str(result.checkpoint), "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    saved = torch.load(result.checkpoint, weights_only=True)  # the latest run's config (resume may follow)
+    assert meta["training"]["config_hash"] == saved["config_hash"]
+    assert meta["training"]["steps"] == saved["step"]
+    assert [c["name"] for c in meta["classes"]][:3] == ["unlabelled", "car", "person"]
+    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=out, threads=1))
+    try:
+        y = np.random.default_rng(0).random((16, 24), dtype=np.float32)
+        fused = backend.infer(y, y).fused_y
+    finally:
+        backend.close()
+    assert fused.shape == (16, 24) and np.isfinite(fused).all()
