@@ -83,6 +83,33 @@ def fmt(name: str, samples: list[float], base: float | None = None) -> str:
     return f"  {name:<42} p50 {p['p50']:8.1f}  p95 {p['p95']:8.1f}  max {p['max']:8.1f} ms{ratio}"
 
 
+def step_breakdown(th_msg, rgb_msg, homography: list[float], runs: int = 5) -> dict[str, list[float]]:
+    """The node's per-pair work outside the model, step by step (what the overhead is made of)."""
+    from std_msgs.msg import Header
+
+    from sage_ros.encodings import decode_msg, to_bgr8
+    from sage_ros.imaging import fused_to_rgb8, infrared_to_grey, visible_to_ycrcb
+    from sage_ros.node.fusion_node import image_msg
+
+    norm, reg = ThermalNormalizer(), Registration(homography)
+    counts = decode_msg(th_msg)
+    unit = norm.normalize(counts)
+    warped = reg.to_rgb_grid(unit, (rgb_msg.height, rgb_msg.width))
+    vis = to_bgr8(decode_msg(rgb_msg), rgb_msg.encoding)
+    channels = visible_to_ycrcb(vis)
+    rgb = fused_to_rgb8(channels.y, channels)
+    return {
+        "decode thermal mono16": timed(lambda: decode_msg(th_msg), runs),
+        "decode RGB bgr8": timed(lambda: to_bgr8(decode_msg(rgb_msg), rgb_msg.encoding), runs),
+        "thermal percentile normalisation": timed(lambda: norm.normalize(counts), runs),
+        "homography warp to RGB grid": timed(lambda: reg.to_rgb_grid(unit, warped.shape), runs),
+        "visible BGR -> YCrCb": timed(lambda: visible_to_ycrcb(vis), runs),
+        "infrared grey check": timed(lambda: infrared_to_grey(warped), runs),
+        "fused Y + chroma -> RGB8": timed(lambda: fused_to_rgb8(channels.y, channels), runs),
+        "build Image message": timed(lambda: image_msg(Header(), rgb, "rgb8"), runs),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, default=REPO.parent / "shared" / "sage_official")
@@ -172,6 +199,11 @@ def main() -> int:
             free["_sent"] = sent
             free["_fused"] = len(probe.messages("fused/image_raw")) - before
 
+    print("\nnode-side steps outside the model, in this process:")
+    steps = step_breakdown(th_msg, rgb_msg, homography)
+    for name, samples in steps.items():
+        print(fmt(name, samples, model_p50))
+    print(f"  {'sum of step medians':<42} p50 {sum(statistics.median(v) for v in steps.values()):8.1f} ms")
     print("\nin this process (no ROS), interleaved with the node's pairs:")
     print(fmt("model only (backend.infer, 1280x720)", model_ms, model_p50))
     print(fmt("pair processing (decode+norm+warp+model)", proc_ms, model_p50))
