@@ -272,3 +272,29 @@ def test_miou_against_ground_truth(models, tmp_path):
     assert _eval(bag, tmp_path / "eval_plain", models["plain"], "--no-metrics", "--no-output-bag") == 0
     plain = json.loads((tmp_path / "eval_plain" / "report.json").read_text())
     assert "no segmentation head" in plain["segmentation"]["note"]
+
+
+# ---------------------------------------------------------------- synchronisation is exercised for real
+
+
+def test_thermal_offset_pairs_the_right_frames(models, tmp_path):
+    """A thermal stream stamped 80 ms late at 10 Hz pairs with the NEXT RGB frame unless offset back."""
+    root = tmp_path / "ds"
+    (root / "Ir").mkdir(parents=True)
+    (root / "Vis").mkdir()
+    for i, (ir, vis) in enumerate(_crops(size=(48, 64))):
+        cv2.imwrite(str(root / "Ir" / f"{i}.png"), ir)
+        cv2.imwrite(str(root / "Vis" / f"{i}.png"), vis)
+    bag = tmp_path / "bag"
+    make = ["make-bag", str(root), "--out", str(bag), "--thermal-offset-ms", "80", "--jitter-ms", "2"]
+    assert cli_main(make) == 0
+    gaps = {}
+    for label, extra in (("raw", []), ("offset", ["--thermal-offset-ms", "-80"])):
+        out = tmp_path / label
+        _eval(bag, out, models["plain"], "--no-metrics", "--no-output-bag", *extra)
+        report = json.loads((out / "report.json").read_text())
+        gaps[label] = [p["stamp_gap_ms"] for p in report["pairs"]]
+    # Without the offset: thermal frame i (t + 80 ms) meets RGB frame i + 1 (t + 100 ms), 20 ms apart.
+    assert all(-25 < g < -15 for g in gaps["raw"])
+    # With it: every thermal frame meets its own RGB frame, 80 +- 4 ms apart in raw stamps.
+    assert len(gaps["offset"]) == 6 and all(75 < g < 85 for g in gaps["offset"])
