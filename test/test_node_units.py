@@ -22,6 +22,7 @@ from sage_ros.node.processing import (
     CAUSE_SIZE_MISMATCH,
     PairProcessor,
     classify_error,
+    cv_bridge_available,
 )
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, OK, WARN, NodeStats, RateMeter
@@ -252,3 +253,28 @@ def test_docs_name_every_parameter():
     text = (REPO / "docs" / "node.md").read_text()
     missing = [p.name for p in PARAMS if f"`{p.name}`" not in text]
     assert not missing, f"docs/node.md does not mention {missing}"
+
+
+@pytest.mark.skipif(not cv_bridge_available(), reason="cv_bridge not installed (ROS distribution only, not on PyPI)")
+def test_cv_bridge_decoder_matches_ours():
+    from sensor_msgs.msg import Image
+
+    from sage_ros.encodings import decode_msg, fill_msg
+    from sage_ros.node.processing import cv_bridge_decoder
+
+    decode = cv_bridge_decoder()
+    rng = np.random.default_rng(9)
+    cases = [
+        (rng.integers(0, 65535, (6, 10), dtype=np.uint16), "mono16", True),
+        (rng.integers(0, 65535, (6, 10), dtype=np.uint16), "16UC1", False),
+        (rng.integers(0, 255, (6, 10, 3), dtype=np.uint8), "rgb8", False),
+        (rng.integers(0, 255, (6, 10, 4), dtype=np.uint8), "bgra8", False),
+        (rng.integers(0, 255, (6, 10, 2), dtype=np.uint8), "yuv422", False),
+        (rng.uniform(-5, 40, (6, 10)).astype(np.float32), "32FC1", False),
+    ]
+    for array, encoding, big in cases:
+        msg = fill_msg(Image(), encode_image(array, encoding, is_bigendian=big, row_padding=2))
+        np.testing.assert_array_equal(decode(msg), decode_msg(msg), err_msg=encoding)
+    nan = np.full((4, 4), np.nan, np.float32)
+    with pytest.raises(InvalidPixelsError):
+        decode(fill_msg(Image(), encode_image(nan, "32FC1")))

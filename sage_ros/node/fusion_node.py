@@ -35,11 +35,23 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from sage_ros.backends import BackendError, create_backend
 from sage_ros.classes import load_class_table
-from sage_ros.encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, UnsupportedEncodingError, check_fields
+from sage_ros.encodings import (
+    THERMAL_ENCODINGS,
+    VISIBLE_ENCODINGS,
+    UnsupportedEncodingError,
+    check_fields,
+    decode_msg,
+)
 from sage_ros.imaging import ImageInputError
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
-from sage_ros.node.processing import PairProcessor, classify_error, make_overlay
+from sage_ros.node.processing import (
+    PairProcessor,
+    classify_error,
+    cv_bridge_available,
+    cv_bridge_decoder,
+    make_overlay,
+)
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, NodeStats
 from sage_ros.pipeline import FusionPipeline
@@ -179,17 +191,24 @@ class FusionNode(LifecycleNode):
             log.error(f"configure failed: could not start backend {settings['backend']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.settings, self.backend = settings, backend
+        use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
             FusionPipeline(backend),
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
+            decoder=cv_bridge_decoder() if use_bridge else decode_msg,
         )
         self.class_table = load_class_table(settings.model_path) if backend.has_segmentation else None
         self.stats = NodeStats(settings["diagnostics.latency_window"], settings["diagnostics.stale_timeout"])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(settings["diagnostics.period"], self._publish_diagnostics)
         seg = f"yes ({len(self.class_table.names)} classes)" if self.class_table else "no"
-        log.info(f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}")
+        decoder = "cv_bridge" if use_bridge else "sage_ros.encodings (cv_bridge " + (
+            "disabled)" if cv_bridge_available() else "not installed)")
+        log.info(
+            f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
+            f"decoding with {decoder}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -7,6 +7,8 @@ zero border a homography warp adds), then registered onto the RGB grid, then fus
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,9 @@ import numpy as np
 from sage_ros.classes import ClassTable, overlay
 from sage_ros.encodings import (
     THERMAL_ENCODINGS,
+    InvalidPixelsError,
     UnsupportedEncodingError,
+    check_fields,
     decode_msg,
     to_bgr8,
 )
@@ -46,6 +50,42 @@ def classify_error(exc: Exception) -> str:
     return CAUSE_BAD_INPUT
 
 
+def cv_bridge_available() -> bool:
+    try:
+        return importlib.util.find_spec("cv_bridge") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cv_bridge_decoder() -> Callable[[Any], np.ndarray]:
+    """A decoder that uses cv_bridge (ROS installs) with the same checks and output as `decode_msg`.
+
+    Our field validation runs first (clear errors for truncated data or bad steps), cv_bridge's
+    passthrough conversion does the decoding, and encodings it does not know (older releases lack
+    the yuv422 aliases) fall back to `decode_msg`. Never cv_bridge's mono16->mono8 scaling.
+    """
+    from cv_bridge import CvBridge
+
+    bridge = CvBridge()
+
+    def decode(msg: Any) -> np.ndarray:
+        check_fields(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        try:
+            image = bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
+        except Exception:  # noqa: BLE001 - CvBridgeError or TypeError for unknown encodings
+            return decode_msg(msg)
+        image = np.array(image, dtype=image.dtype.newbyteorder("="), copy=True)
+        if msg.encoding == "32FC1" and not np.isfinite(image).all():
+            bad = int((~np.isfinite(image)).sum())
+            raise InvalidPixelsError(
+                f"32FC1 image has {bad} NaN/inf pixels of {image.size}: the camera reports invalid "
+                "temperatures; fix the driver or mask them before fusion"
+            )
+        return image
+
+    return decode
+
+
 @dataclass
 class PairOutput:
     fused_rgb: np.ndarray  # HxWx3 uint8 RGB, at the RGB frame's size
@@ -62,8 +102,10 @@ class PairProcessor:
         pipeline: FusionPipeline,
         normalizer: ThermalNormalizer | None = None,
         registration: Registration | None = None,
+        decoder: Callable[[Any], np.ndarray] = decode_msg,
     ) -> None:
         self.pipeline = pipeline
+        self.decode = decoder
         self.normalizer = normalizer or ThermalNormalizer()
         self.registration = registration or Registration()
 
@@ -73,10 +115,10 @@ class PairProcessor:
             raise UnsupportedEncodingError(
                 f"thermal encoding {msg.encoding!r} not supported; use one of {', '.join(THERMAL_ENCODINGS)}"
             )
-        return self.normalizer.normalize(decode_msg(msg))
+        return self.normalizer.normalize(self.decode(msg))
 
     def visible_bgr(self, msg: Any) -> np.ndarray:
-        return to_bgr8(decode_msg(msg), msg.encoding)
+        return to_bgr8(self.decode(msg), msg.encoding)
 
     def process(self, thermal_msg: Any, rgb_msg: Any) -> PairOutput:
         vis = self.visible_bgr(rgb_msg)
