@@ -309,3 +309,23 @@ def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
         assert int(status["published_overlay"]) == overlays
         assert int(status["published_fused"]) == int(status["published_mask"]) == int(status["outputs"]) > overlays
         assert "BEST_EFFORT depth 5 (sensor-data profile" in proc.log_text()
+
+
+def test_model_failure_is_an_error_in_diagnostics_and_the_node_survives(onnx_model, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="onnx not installed")
+    # A realistic mistake: a model exported for one fixed size, fed another size at run time.
+    model = onnx.load(str(onnx_model))
+    for graph_input in model.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = 64, 80
+    fixed = tmp_path / "fixed_64x80.onnx"
+    onnx.save(model, str(fixed))
+    domain = DOMAIN + 3
+    with NodeProcess(_params(fixed), domain, tmp_path / "node.log") as proc, Probe(domain) as probe:
+        assert probe.wait_for_node(60.0), proc.log_text()
+        _good_pair(probe, np.random.default_rng(5), time.time_ns())
+        status = probe.wait_for_status(lambda s: s["_level"] == "2", 20.0)
+        assert status is not None, (probe.latest_status(), proc.log_text())
+        assert status["_message"].startswith("model failed:") and _drop(status, "failed_model") == 1
+        assert f"model failed on a {RW}x{RH} pair" in proc.log_text()
+        assert proc.alive() and not probe.messages("fused/image_raw")
