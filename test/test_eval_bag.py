@@ -298,3 +298,34 @@ def test_thermal_offset_pairs_the_right_frames(models, tmp_path):
     assert all(-25 < g < -15 for g in gaps["raw"])
     # With it: every thermal frame meets its own RGB frame, 80 +- 4 ms apart in raw stamps.
     assert len(gaps["offset"]) == 6 and all(75 < g < 85 for g in gaps["offset"])
+
+
+# ---------------------------------------------------------------- compressed image topics
+
+
+def test_compressed_image_topics(models, tmp_path):
+    """image_transport 'compressed' recordings: PNG is lossless, so the fused output matches exactly."""
+    from sage_ros.bags import COMPRESSED_TYPE, compressed_image_message
+
+    crops = _crops(count=3)
+    bag = tmp_path / "bag"
+    with BagWriter(bag, storage="mcap") as w:
+        for i, (ir, vis) in enumerate(crops):
+            t = T0 + i * 100_000_000
+            thermal = compressed_image_message(ir, "png", t, "thermal")
+            w.write("/thermal/image_raw", t, thermal, COMPRESSED_TYPE)
+            rgb = compressed_image_message(vis, "png", t, "rgb")
+            if i == 2:
+                rgb.data = rgb.data[:40].copy()  # a cut-off PNG
+            w.write("/rgb/image_raw", t, rgb, COMPRESSED_TYPE)
+    out = tmp_path / "eval"
+    assert _eval(bag, out, models["plain"], "--no-metrics") == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairing"]["evaluated_pairs"] == 2
+    assert report["problems"]["counts"] == {"decode": 1}
+    assert "could not be decoded" in report["problems"]["details"][0]["detail"]
+    pipeline = _pipeline(models["plain"])
+    output = open_bag(out / "fused_bag")
+    fused = [deserialize(m.raw, m.msgtype) for m in output.messages(["/fused/image_raw"])]
+    for (ir, vis), msg in zip(crops[:2], fused, strict=True):
+        assert np.array_equal(decode_msg(msg), pipeline.fuse(ir, vis).fused_rgb)

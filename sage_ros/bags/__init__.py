@@ -6,11 +6,21 @@ record-by-record scan that keeps every complete message and reports what was los
 `BagWriter` writes sensor_msgs/Image streams.
 """
 
-from sage_ros.bags.messages import IMAGE_TYPE, TYPESTORE, image_message, stamp_of, stamp_to_ns
+from sage_ros.bags.messages import (
+    COMPRESSED_TYPE,
+    IMAGE_TYPE,
+    TYPESTORE,
+    compressed_image_message,
+    decode_any,
+    image_message,
+    stamp_of,
+    stamp_to_ns,
+)
 from sage_ros.bags.reader import BagMessage, BagProblem, BagReadError, BagSource, open_bag
 from sage_ros.bags.writer import STORAGES, BagWriter
 
 __all__ = [
+    "COMPRESSED_TYPE",
     "IMAGE_TYPE",
     "STORAGES",
     "TYPESTORE",
@@ -19,6 +29,8 @@ __all__ = [
     "BagReadError",
     "BagSource",
     "BagWriter",
+    "compressed_image_message",
+    "decode_any",
     "image_message",
     "open_bag",
     "stamp_of",

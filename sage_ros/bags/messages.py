@@ -1,19 +1,23 @@
-"""sensor_msgs/Image messages as `rosbags` objects: build, serialise, read stamps."""
+"""sensor_msgs/Image and CompressedImage messages as `rosbags` objects: build, serialise, decode."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-from sage_ros.encodings import encode_image, fill_msg
+from sage_ros.encodings import decode_msg, encode_image, fill_msg
+from sage_ros.imaging import ImageInputError
 
 #: sensor_msgs/Image and its header are identical from Humble to Kilted; one store serves all.
 TYPESTORE = get_typestore(Stores.LATEST)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
 _Image = TYPESTORE.types[IMAGE_TYPE]
+_CompressedImage = TYPESTORE.types[COMPRESSED_TYPE]
 _Header = TYPESTORE.types["std_msgs/msg/Header"]
 _Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 
@@ -40,6 +44,35 @@ def image_message(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str
         data=np.zeros(0, np.uint8),
     )
     return fill_msg(msg, encode_image(image, encoding))
+
+
+def compressed_image_message(image: np.ndarray, fmt: str, stamp_ns: int, frame_id: str) -> Any:
+    """A rosbags sensor_msgs/CompressedImage: `fmt` is 'png' or 'jpeg' (OpenCV channel order in)."""
+    ok, encoded = cv2.imencode(f".{fmt}", image)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return _CompressedImage(
+        header=_Header(stamp=_Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
+        format=fmt,
+        data=encoded.reshape(-1).astype(np.uint8),
+    )
+
+
+def decode_any(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:
+    """(pixels, encoding) of an Image or CompressedImage message.
+
+    Compressed images decode with OpenCV (PNG keeps 16 bits); colour comes out in OpenCV's BGR
+    order, as image_transport's compressed plugin stores it, so their encoding reads 'bgr8'.
+    """
+    if msgtype != COMPRESSED_TYPE:
+        return decode_msg(msg), msg.encoding
+    image = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageInputError(f"compressed image (format {msg.format!r}) could not be decoded")
+    if image.ndim == 2:
+        return image, "mono16" if image.dtype == np.uint16 else "mono8"
+    return image, "bgra8" if image.shape[2] == 4 else "bgr8"
 
 
 def serialize(msg: Any, msgtype: str = IMAGE_TYPE) -> bytes:

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stamp_of
-from sage_ros.bags.messages import IMAGE_TYPE, deserialize
+from sage_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, decode_any, deserialize
 from sage_ros.classes import ClassTable, overlay
-from sage_ros.encodings import decode_msg, to_bgr8
+from sage_ros.encodings import to_bgr8
 from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb, score_methods
 from sage_ros.imaging import ImageInputError, unit_to_uint8
 from sage_ros.metrics import confusion_matrix, segmentation_score
@@ -128,7 +128,7 @@ class _Replay:
         self.done = False
 
     def on_pair(self, pair: tuple) -> None:
-        (th_msg, th_time), (rgb_msg, rgb_time) = pair
+        (th_msg, th_type, th_time), (rgb_msg, rgb_type, rgb_time) = pair
         res = self.result
         if res.options.max_pairs is not None and len(res.pairs) >= res.options.max_pairs:
             self.done = True
@@ -138,11 +138,15 @@ class _Replay:
         rgb_stamp, th_stamp = stamp_of(rgb_msg), stamp_of(th_msg)
         where = f"pair at t={rgb_stamp / 1e9:.3f}s"
         try:
-            thermal = decode_msg(th_msg)
+            thermal, th_encoding = decode_any(th_msg, th_type)
+            if th_type == COMPRESSED_TYPE and thermal.ndim == 3:
+                # 8-bit thermal compressed as colour JPEG/PNG: grey stored in three channels.
+                code = cv2.COLOR_BGRA2GRAY if thermal.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+                thermal = cv2.cvtColor(thermal, code)
             if thermal.ndim != 2:
-                raise ImageInputError(f"thermal encoding {th_msg.encoding!r} is not a single-channel image")
+                raise ImageInputError(f"thermal encoding {th_encoding!r} is not a single-channel image")
             ir = thermal if thermal.dtype == np.uint8 else self.normalizer.normalize(thermal)
-            vis_bgr = to_bgr8(decode_msg(rgb_msg), rgb_msg.encoding)
+            vis_bgr = to_bgr8(*decode_any(rgb_msg, rgb_type))
         except ImageInputError as exc:
             res.problem("decode", f"{where}: {exc}")
             return
@@ -224,7 +228,7 @@ def _read_labels(source: Any, topic: str, result: EvalResult) -> dict[int, np.nd
     for m in source.messages([topic]):
         try:
             msg = deserialize(m.raw, m.msgtype)
-            image = decode_msg(msg)
+            image, _ = decode_any(msg, m.msgtype)
             if image.ndim != 2 or image.dtype != np.uint8:
                 raise ImageInputError(f"ground truth must be mono8 class ids, got {msg.encoding}")
             labels[stamp_of(msg)] = image
@@ -274,9 +278,10 @@ def evaluate_bag(
             available = ", ".join(f"{t} ({typ})" for t, typ in sorted(source.topics.items())) or "none"
             raise BagReadError(f"{bag}: topic(s) {', '.join(missing)} not in the bag; it has: {available}")
         for topic in (thermal_topic, rgb_topic):
-            if source.topics[topic] != IMAGE_TYPE:
+            if source.topics[topic] not in (IMAGE_TYPE, COMPRESSED_TYPE):
                 raise BagReadError(
-                    f"{bag}: topic {topic} holds {source.topics[topic]}, expected {IMAGE_TYPE}"
+                    f"{bag}: topic {topic} holds {source.topics[topic]}, "
+                    f"expected {IMAGE_TYPE} or {COMPRESSED_TYPE}"
                 )
         gt_topic = _resolve_topic(options.gt_topic, source.topics)
         labels: dict[int, np.ndarray] = {}
@@ -311,7 +316,7 @@ def evaluate_bag(
                     where = f"{m.topic} at {m.log_time_ns / 1e9:.3f}s"
                     result.problem("deserialize", f"{where}: {type(exc).__name__}: {exc}")
                     continue
-                sync.add(0 if m.topic == thermal_topic else 1, stamp_of(msg), (msg, m.log_time_ns))
+                sync.add(0 if m.topic == thermal_topic else 1, stamp_of(msg), (msg, m.msgtype, m.log_time_ns))
                 if replay.done:
                     break
             sync.flush()
