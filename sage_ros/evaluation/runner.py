@@ -325,7 +325,8 @@ def evaluate_bag(
                 bar.close()
             if writer is not None:
                 writer.__exit__(None, None, None)
-        for p in source.problems[known_problems:]:
+        # The label pass and the main pass meet the same damage: report each problem once.
+        for p in dict.fromkeys(source.problems[known_problems:]):
             result.problem(f"bag-{p.kind}", p.detail)
         if labels and not pipeline.backend.has_segmentation:
             log.info("ground truth present but the model has no segmentation head: no mIoU")
