@@ -200,3 +200,20 @@ def test_sqlite_row_with_garbage_data_is_still_listed(tmp_path):
     assert len(msgs) == 3
     with pytest.raises(Exception):  # noqa: B017 - the CDR decoder's own error type; eval-bag counts it
         deserialize(msgs[1].raw, msgs[1].msgtype)
+
+
+def test_compressed_images_decode_with_their_depth():
+    from sage_ros.bags import COMPRESSED_TYPE, compressed_image_message, decode_any
+    from sage_ros.bags.messages import serialize
+
+    counts = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 80 + 1000
+    msg = compressed_image_message(counts, "png", 5, "thermal")
+    back = deserialize(serialize(msg, COMPRESSED_TYPE), COMPRESSED_TYPE)
+    image, encoding = decode_any(back, COMPRESSED_TYPE)
+    assert encoding == "mono16" and image.dtype == np.uint16 and np.array_equal(image, counts)
+    colour = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    image, encoding = decode_any(compressed_image_message(colour, "png", 5, "rgb"), COMPRESSED_TYPE)
+    assert encoding == "bgr8" and np.array_equal(image, colour)
+    # Plain Image messages go through sage_ros.encodings unchanged.
+    image, encoding = decode_any(image_message(colour, "rgb8", 5, "rgb"), "sensor_msgs/msg/Image")
+    assert encoding == "rgb8" and np.array_equal(image, colour)
