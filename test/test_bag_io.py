@@ -217,3 +217,15 @@ def test_compressed_images_decode_with_their_depth():
     # Plain Image messages go through sage_ros.encodings unchanged.
     image, encoding = decode_any(image_message(colour, "rgb8", 5, "rgb"), "sensor_msgs/msg/Image")
     assert encoding == "rgb8" and np.array_equal(image, colour)
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.mark.skipif(not (SHARED / "datasets" / "msrs").is_dir(), reason="../shared/datasets/msrs not found")
+def test_discover_shared_msrs_and_sage_samples():
+    msrs = discover(SHARED / "datasets" / "msrs", split="eval")
+    assert len(msrs.pairs) == 38 and msrs.layout == "ir/ vi/"
+    assert len(discover(SHARED / "datasets" / "msrs").pairs) == 120
+    sage = discover(SHARED / "sage_official")
+    assert [p.name for p in sage.pairs] == [f"{i:05d}" for i in range(6)] and sage.layout == "Ir/ Vis/"
