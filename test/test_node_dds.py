@@ -179,6 +179,18 @@ def test_bad_inputs_are_logged_counted_and_survived(running):
     assert "truncated message?" in log
     assert "differ in aspect ratio and no homography is set" in log
     assert "NaN/inf pixels" in log
+    # 5. a BEST_EFFORT camera driver meets this RELIABLE subscription: nothing flows, said loudly.
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+    wrong = probe.node.create_publisher(Image, "thermal/image_raw", qos)
+    try:
+        assert proc.wait_for_log("QoS incompatible with this subscription", 10.0), proc.log_text()
+        status = probe.wait_for_status(lambda s: _drop(s, "qos_incompatible_thermal") >= 1, 5.0)
+        assert status is not None, probe.latest_status()
+    finally:
+        probe.node.destroy_publisher(wrong)
     assert proc.alive()
 
 

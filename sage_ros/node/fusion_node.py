@@ -20,6 +20,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -171,7 +172,11 @@ class FusionNode(LifecycleNode):
             return
         if repeats:
             text += f" ({repeats} more like this in the last {_LOG_EVERY_S:.0f} s)"
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+        # Two call sites on purpose: rclpy refuses one call site logging at two severities.
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -241,6 +246,7 @@ class FusionNode(LifecycleNode):
             sub = self.create_subscription(
                 Image, TOPICS[name], lambda msg, i=index: self._on_image(i, msg),
                 qos_profile(s["qos.reliability"], s["qos.depth"]), qos_overriding_options=overrides,
+                event_callbacks=self._event_callbacks(name),
             )
             self._subs.append(sub)
         self._subs.append(self.create_subscription(
@@ -338,6 +344,25 @@ class FusionNode(LifecycleNode):
             self._problem(f"{name}_{cause}", f"dropped a {name} image on {TOPICS[name]}: {exc}")
             return
         self._sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+
+    def _event_callbacks(self, name: str) -> SubscriptionEventCallbacks:
+        """Make the two silent failures of DDS visible: frames lost in transport, mismatched QoS."""
+
+        def lost(info: Any) -> None:
+            # Samples the middleware dropped before we saw them (e.g. history overwritten while busy).
+            self.stats.drop(f"dds_lost_{name}", int(info.total_count_change))
+
+        def incompatible(info: Any) -> None:
+            self.stats.drop(f"qos_incompatible_{name}", int(info.total_count_change))
+            self._problem(
+                f"qos_{name}",
+                f"a publisher on {TOPICS[name]} has QoS incompatible with this subscription (policy id "
+                f"{info.last_policy_kind}): it delivers nothing. A RELIABLE subscription gets nothing from "
+                "a BEST_EFFORT publisher: set qos.reliability to best_effort",
+                error=True,
+            )
+
+        return SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
 
     def _on_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
