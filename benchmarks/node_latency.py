@@ -122,6 +122,7 @@ def main() -> int:
     parser.add_argument("--qos", default="reliable", choices=["reliable", "best_effort"])
     parser.add_argument("--rate", type=float, default=10.0, help="free-running camera rate (Hz), 0 = skip")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--pair-timeout", type=float, default=60.0, help="s to wait for a paced pair (lost after)")
     args = parser.parse_args()
 
     thermal_wh, rgb_wh = parse_size(args.thermal), parse_size(args.rgb)
@@ -173,7 +174,7 @@ def main() -> int:
             stamp = time.time_ns()
             probe.publish("thermal/image_raw", thermal_fields, stamp, "thermal")
             probe.publish("rgb/image_raw", rgb_fields, stamp, "rgb")
-            if not probe.wait_until(lambda s=stamp: arrived(s), 60.0):
+            if not probe.wait_until(lambda s=stamp: arrived(s), args.pair_timeout):
                 lost += 1
                 continue
             if k:
@@ -226,7 +227,8 @@ def main() -> int:
               f"fused {free['_fused']}, superseded {free.get('drop_superseded', '?')} (newest-pair hand-off), "
               f"unpaired thermal/rgb {free.get('drop_sync_unpaired_thermal', '?')}/"
               f"{free.get('drop_sync_unpaired_rgb', '?')} (received {free.get('thermal_received', '?')}/"
-              f"{free.get('rgb_received', '?')}), latency p50 {free.get('latency_p50_ms', '?')} ms")
+              f"{free.get('rgb_received', '?')}, lost in DDS {free.get('drop_dds_lost_thermal', '0')}/"
+              f"{free.get('drop_dds_lost_rgb', '0')}), latency p50 {free.get('latency_p50_ms', '?')} ms")
     return 0
 
 
