@@ -19,6 +19,7 @@ from sage_ros.training.segmentation.boxes import IGNORE  # noqa: E402
 from sage_ros.training.segmentation.data import load_msrs_boxes  # noqa: E402
 from sage_ros.training.segmentation.train import (  # noqa: E402
     HeadTrainConfig,
+    calibrate_background,
     class_weights,
     make_batch,
     predict,
@@ -134,3 +135,31 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, caplog):
 
     code = main(["seg", "train", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "h.npz")])
     assert code == 1 and "not found" in caplog.text
+
+
+def test_box_pseudo_masks_score_perfect_ap_against_their_own_separate_boxes():
+    from sage_ros.training.segmentation.boxes import Box, pseudo_mask
+    from sage_ros.training.segmentation.data import SegSample
+    from sage_ros.training.segmentation.experiment import score_pseudo_masks
+
+    boxes = [Box(1, 5, 5, 40, 30), Box(2, 50, 10, 60, 40), Box(3, 70, 20, 90, 35)]
+    mask = pseudo_mask(boxes, (48, 96), mode="box")
+    image = np.zeros((48, 96), np.float32)
+    sample = SegSample("x", "day", {"fused": image}, mask, {"fusion": boxes, "infrared": boxes[:1]})
+    scores = score_pseudo_masks([sample], ("fusion", "infrared"))["all"]
+    assert scores["fusion"].mean_ap50 == 1.0
+    assert scores["infrared"].ap50[1] == 1.0 and np.isnan(scores["infrared"].ap50[2])
+
+
+def test_background_calibration_picks_a_bias_from_the_grid_and_applies_it(samples):
+    torch.manual_seed(0)
+    head = SegHead().eval()
+    before = float(head.classifier.bias[0].detach())
+    small = [
+        type(s)(s.name, s.light, {"fused": s.inputs["fused"][:240, :320]}, s.mask[:240, :320], {})
+        for s in samples
+    ]
+    result = calibrate_background(head, small, "fused", None, grid=(0.0, 1.0, 2.0))
+    assert result["background_bias"] in (0.0, 1.0, 2.0)
+    assert set(result["calibration_scores"]) == {"0.0", "1.0", "2.0"}
+    assert float(head.classifier.bias[0].detach()) == pytest.approx(before + result["background_bias"])

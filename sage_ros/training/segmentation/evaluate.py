@@ -53,16 +53,16 @@ def components_to_detections(
         count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
         if count <= 1:
             continue
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        largest = float(areas.max())
+        areas = stats[:, cv2.CC_STAT_AREA]
+        largest = float(areas[1:].max())
+        if probs is not None:
+            # Mean probability of every component in one pass (a mask per component is O(N * HW)).
+            sums = np.bincount(labels.ravel(), weights=probs[cls].ravel(), minlength=count)
         for index in range(1, count):
             x, y, w, h, area = (int(v) for v in stats[index])
             if area < min_area:
                 continue
-            if probs is not None:
-                score = float(probs[cls][labels == index].mean())
-            else:
-                score = area / largest
+            score = float(sums[index] / area) if probs is not None else area / largest
             detections.append(Detection(int(cls), score, x, y, x + w, y + h))
     return detections
 
