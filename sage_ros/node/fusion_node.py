@@ -343,7 +343,11 @@ class FusionNode(LifecycleNode):
             self.stats.drop(f"{name}_{cause}", error=f"{name}: {exc}")
             self._problem(f"{name}_{cause}", f"dropped a {name} image on {TOPICS[name]}: {exc}")
             return
-        self._sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+        try:
+            self._sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+        except Exception as exc:  # noqa: BLE001 - an exception here would stop the executor: count it
+            self.stats.drop(f"{name}_sync_error", error=str(exc))
+            self._problem(f"{name}_sync_error", f"could not queue a {name} image for pairing: {exc!r}", error=True)
 
     def _event_callbacks(self, name: str) -> SubscriptionEventCallbacks:
         """Make the two silent failures of DDS visible: frames lost in transport, mismatched QoS."""
