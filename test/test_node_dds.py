@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -341,3 +342,5 @@ def test_model_failure_is_an_error_in_diagnostics_and_the_node_survives(onnx_mod
         assert status["_message"].startswith("model failed:") and _drop(status, "failed_model") == 1
         assert f"model failed on a {RW}x{RH} pair" in proc.log_text()
         assert proc.alive() and not probe.messages("fused/image_raw")
+        # SIGTERM (what launch sends after SIGINT, and systemd first) also shuts down cleanly.
+        assert proc.stop(sig=signal.SIGTERM) == 0, proc.log_text()

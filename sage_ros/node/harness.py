@@ -109,12 +109,12 @@ class NodeProcess:
             time.sleep(0.05)
         return False
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGINT (clean lifecycle shutdown), then SIGKILL if it does not exit in time."""
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGINT) -> int | None:
+        """SIGINT (or `sig`: a clean lifecycle shutdown), then SIGKILL if it does not exit in time."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
