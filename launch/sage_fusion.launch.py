@@ -27,6 +27,9 @@ ARGUMENTS = [
     ("fused_topic", "fused/image_raw", "fused rgb8 output"),
     ("backend", "", "override the params file: auto | tensorrt | openvino | onnxruntime | torch"),
     ("model_path", "", "override the params file: exported ONNX model"),
+    ("precision", "", "override the params file: fp32 | bf16 (openvino) | fp16 | int8 (tensorrt)"),
+    ("engine_path", "", "override the params file: an explicit TensorRT engine file"),
+    ("engine_dir", "", "override the params file: TensorRT engine cache folder"),
     ("use_sim_time", "false", "use /clock (bag replay)"),
     ("rviz", "false", "start rviz2 with the sage_fusion view"),
     ("log_level", "info", "node log level"),
@@ -38,7 +41,7 @@ def _nodes(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
-    for name in ("backend", "model_path"):
+    for name in ("backend", "model_path", "precision", "engine_path", "engine_dir"):
         if arg(name):
             overrides[name] = arg(name)
     fusion = Node(
