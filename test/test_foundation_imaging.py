@@ -60,3 +60,12 @@ def test_size_mismatch_is_a_clear_error() -> None:
     vis = visible_to_ycrcb(np.zeros((10, 12, 3), np.uint8))
     with pytest.raises(ImageInputError, match="differ in size"):
         check_pair_sizes(np.zeros((10, 13), np.float32), vis)
+
+
+def test_fast_colour_path_equals_reference_arithmetic() -> None:
+    from sage_ros.imaging import ycrcb_to_rgb
+
+    rng = np.random.default_rng(3)
+    vis = visible_to_ycrcb(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    y = rng.random((37, 53), dtype=np.float32) * 1.4 - 0.2  # out-of-range values exercise the clamp
+    np.testing.assert_array_equal(fused_to_rgb8(y, vis), unit_to_uint8(ycrcb_to_rgb(y, vis.cr, vis.cb)))
