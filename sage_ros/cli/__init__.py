@@ -28,11 +28,34 @@ def build_parser() -> argparse.ArgumentParser:
     names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
     for name in names:
-        module = importlib.import_module(f"{__name__}.{name}")
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:
+            # A robot installs only the extras it runs: the other commands stay listed and say what to install.
+            _register_unavailable(subparsers, name, exc)
+            continue
         register = getattr(module, "register", None)
         if register is not None:
             register(subparsers)
     return parser
+
+
+_EXTRA_OF_MODULE = {"rosbags": "eval", "skimage": "eval", "matplotlib": "eval", "torch": "torch",
+                    "segment_anything": "training", "rclpy": "ros", "openvino": "openvino"}
+
+
+def _register_unavailable(subparsers: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
+    missing = str(getattr(exc, "name", None) or exc).split(".")[0]
+    extra = _EXTRA_OF_MODULE.get(missing, "all-cpu")
+    message = f"needs the Python package '{missing}': pip install 'sage_ros[{extra}]'"
+    parser = subparsers.add_parser(name.replace("_", "-"), help=f"(unavailable: {message})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        print(f"sage-ros {name.replace('_', '-')}: {message}", file=sys.stderr)
+        return 1
+
+    parser.set_defaults(func=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
