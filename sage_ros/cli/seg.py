@@ -43,7 +43,7 @@ def _common_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
     parser.add_argument("--lr", type=float, default=3e-3)
