@@ -1,0 +1,77 @@
+"""The fusion node with the real student+head model: the published mask is the pipeline's, pixel for pixel.
+
+Runs the node in a child process on this module's own ROS domain over Fast DDS (nothing mocked) and
+feeds it a real MSRS pair crop; the mask must equal FusionPipeline's class ids on the same model and
+backend, and carry the RGB frame's stamp and frame_id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+pytest.importorskip("torch", reason="exporting the model needs torch")
+
+from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
+from sage_ros.classes import load_class_table, overlay  # noqa: E402
+from sage_ros.model.seg_head import default_head_path, export_student_with_head  # noqa: E402
+from sage_ros.node.harness import NodeProcess, Probe  # noqa: E402
+from sage_ros.pipeline import FusionPipeline  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
+MSRS = SHARED / "datasets" / "msrs"
+PAIR = "00828N"
+DOMAIN = (os.getpid() + 7) % 100 + 100  # this module's own ROS domain
+
+
+def _stamp(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def test_node_publishes_the_heads_mask_with_the_rgb_header(tmp_path):
+    if not CHECKPOINT.is_file() or not (MSRS / "ir" / f"{PAIR}.png").is_file():
+        pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS})")
+    if not default_head_path().is_file():
+        pytest.skip(f"shipped head weights missing at {default_head_path()}")
+    model = export_student_with_head(CHECKPOINT, None, tmp_path / "student_seg.onnx")
+    ir = np.ascontiguousarray(cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
+    vis = np.ascontiguousarray(cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
+    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=1))
+    expected = FusionPipeline(backend).fuse(ir, vis)
+    backend.close()
+    assert expected.class_ids is not None and len(np.unique(expected.class_ids)) >= 2
+
+    params = {
+        "model_path": str(model), "backend": "onnxruntime", "threads": 1,
+        "qos.reliability": "reliable", "sync.slop": 0.02, "overlay.alpha": 0.4,
+    }
+    topics = ("fused/image_raw", "segmentation/mask", "segmentation/overlay")
+    with NodeProcess(params, DOMAIN, tmp_path / "node.log") as proc, Probe(DOMAIN, output_topics=topics) as probe:
+        assert probe.wait_for_node(60.0), proc.log_text()
+        stamps = []
+        for _ in range(3):  # a first pair can be lost while discovery settles: resend
+            stamps.append(time.time_ns())
+            probe.publish_array("thermal/image_raw", ir, "mono8", stamps[-1], "thermal")
+            probe.publish_array("rgb/image_raw", vis, "bgr8", stamps[-1], "rgb_optical")
+            if probe.wait_until(lambda: all(probe.messages(t) for t in topics), 20.0):
+                break
+        assert all(probe.messages(t) for t in topics), proc.log_text()
+        (_, fused), (_, mask), (_, over) = (probe.messages(t)[0] for t in topics)
+        assert "segmentation yes (4 classes)" in proc.log_text()
+    assert _stamp(mask) == _stamp(fused) == _stamp(over) and _stamp(mask) in stamps
+    assert mask.header.frame_id == fused.header.frame_id == "rgb_optical"
+    assert mask.encoding == "mono8" and (mask.height, mask.width) == ir.shape
+    ids = np.frombuffer(bytes(mask.data), np.uint8).reshape(mask.height, mask.step)[:, : mask.width]
+    assert np.array_equal(ids, expected.class_ids)
+    fused_rgb = np.frombuffer(bytes(fused.data), np.uint8).reshape(fused.height, fused.step)
+    fused_rgb = fused_rgb[:, : 3 * fused.width].reshape(fused.height, fused.width, 3)
+    blended = np.frombuffer(bytes(over.data), np.uint8).reshape(over.height, over.step)
+    blended = blended[:, : 3 * over.width].reshape(over.height, over.width, 3)
+    assert np.array_equal(blended, overlay(fused_rgb, ids, load_class_table(model), 0.4))
