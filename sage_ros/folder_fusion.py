@@ -109,12 +109,17 @@ def fuse_folder(
     return report
 
 
-def side_by_side(ir: np.ndarray, vis_bgr: np.ndarray, fused_rgb: np.ndarray, height: int = 240) -> np.ndarray:
-    """One BGR row IR | visible | fused, each scaled to `height` (for contact sheets)."""
+def side_by_side(
+    ir: np.ndarray, vis_bgr: np.ndarray, fused_rgb: np.ndarray, height: int = 240, extra_rgb: np.ndarray | None = None
+) -> np.ndarray:
+    """One BGR row IR | visible | fused [| extra, e.g. the class overlay], each scaled to `height`."""
     def fit(img: np.ndarray) -> np.ndarray:
         if img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         scale = height / img.shape[0]
         return cv2.resize(img, (round(img.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
 
-    return np.hstack([fit(ir), fit(vis_bgr), fit(np.ascontiguousarray(fused_rgb[..., ::-1]))])
+    tiles = [fit(ir), fit(vis_bgr), fit(np.ascontiguousarray(fused_rgb[..., ::-1]))]
+    if extra_rgb is not None:
+        tiles.append(fit(np.ascontiguousarray(extra_rgb[..., ::-1])))
+    return np.hstack(tiles)

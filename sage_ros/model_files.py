@@ -1,4 +1,8 @@
-"""Finding the model a command or node should run, exporting it from the checkpoint when needed."""
+"""Finding the model a command or node should run, exporting it from the checkpoint when needed.
+
+The default model is the released student plus the segmentation head this project trained on MSRS
+(`sage_ros/data/seg_head_msrs.npz`): one graph, two outputs (fused Y exactly the student's, class ids).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,30 @@ from sage_ros.weights import sha256_of
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HEAD = "default"  # sentinel: the head shipped in the package, when present
 
-def onnx_is_current(onnx_path: Path, checkpoint: Path) -> bool:
-    """True when `onnx_path` exists and its sidecar says it was exported from `checkpoint`'s bytes."""
+
+def shipped_head() -> Path | None:
+    """The head trained by this project and shipped in the package, if this install has it."""
+    path = Path(__file__).resolve().parent / "data" / "seg_head_msrs.npz"
+    return path if path.is_file() else None
+
+
+def _resolve_head(head: Path | str | None) -> Path | None:
+    if head == DEFAULT_HEAD:
+        return shipped_head()
+    return Path(head) if head else None
+
+
+def _provenance(checkpoint: Path, head: Path | None) -> dict:
+    return {
+        "checkpoint_sha256": sha256_of(checkpoint),
+        "head_sha256": sha256_of(head) if head else None,
+    }
+
+
+def onnx_is_current(onnx_path: Path, checkpoint: Path, head: Path | str | None = DEFAULT_HEAD) -> bool:
+    """True when `onnx_path` exists and its sidecar says it was exported from these exact files."""
     sidecar = onnx_path.with_suffix(".json")
     if not onnx_path.is_file() or not sidecar.is_file():
         return False
@@ -21,34 +46,47 @@ def onnx_is_current(onnx_path: Path, checkpoint: Path) -> bool:
         meta = json.loads(sidecar.read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("checkpoint_sha256") == sha256_of(checkpoint)
+    wanted = _provenance(checkpoint, _resolve_head(head))
+    return all(meta.get(k) == v for k, v in wanted.items())
 
 
-def export_checkpoint(checkpoint: Path, onnx_path: Path) -> Path:
-    """Export a student checkpoint to ONNX (needs torch: the development/training extra)."""
+def export_checkpoint(checkpoint: Path, onnx_path: Path, head: Path | str | None = None) -> Path:
+    """Export a student checkpoint (and optionally a segmentation head) to ONNX. Needs torch."""
+    head_path = _resolve_head(head)
     try:
         from sage_ros.model.checkpoint import load_student
         from sage_ros.model.export import export_student
+        from sage_ros.model.seg_head import export_student_with_head
     except ImportError as exc:
         raise RuntimeError(
             "exporting to ONNX needs PyTorch (pip install 'sage_ros[torch]'); on a robot without torch, "
-            "copy an exported .onnx from a development machine instead"
+            "copy an exported .onnx (and its .json) from a development machine instead"
         ) from exc
-    student = load_student(checkpoint)
-    return export_student(student, onnx_path, checkpoint_sha256=sha256_of(checkpoint),
-                          checkpoint=str(checkpoint))
+    checkpoint, onnx_path = Path(checkpoint), Path(onnx_path)
+    if head_path is None:
+        path = export_student(load_student(checkpoint), onnx_path)
+    else:
+        path = export_student_with_head(checkpoint, head_path, onnx_path)
+    # Record what the model was built from, so a stale export is detected and redone.
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta.update(_provenance(checkpoint, head_path), checkpoint=str(checkpoint))
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return path
 
 
-def ensure_onnx(onnx_path: Path | None = None, checkpoint: Path | None = None) -> Path:
-    """Return an ONNX model for `checkpoint`, exporting (once) when it is missing or stale."""
+def ensure_onnx(
+    onnx_path: Path | None = None, checkpoint: Path | None = None, head: Path | str | None = DEFAULT_HEAD
+) -> Path:
+    """Return an ONNX model for `checkpoint` (+ head), exporting (once) when missing or stale."""
     onnx_path = Path(onnx_path) if onnx_path else default_onnx()
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
     if onnx_path.is_file() and not checkpoint.is_file():
         return onnx_path  # a deployed model without its checkpoint (e.g. on a robot)
-    if onnx_is_current(onnx_path, checkpoint):
+    if onnx_is_current(onnx_path, checkpoint, head):
         return onnx_path
     log.info("exporting %s -> %s", checkpoint, onnx_path)
-    return export_checkpoint(checkpoint, onnx_path)
+    return export_checkpoint(checkpoint, onnx_path, head)
 
 
 def ensure_int8(onnx_path: Path, calibration_dir: Path | None = None) -> Path:

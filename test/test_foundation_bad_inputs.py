@@ -154,3 +154,19 @@ def test_backend_errors_are_clear(tmp_path: Path, student_onnx: Path, checkpoint
         auto = create_backend(BackendConfig(name="auto", onnx_path=garbage, weights_path=checkpoint_path))
     assert auto.name == "torch"
     assert "failed to start" in caplog.text
+
+
+def test_default_model_is_student_plus_shipped_head_and_is_exported_once(checkpoint_path: Path, tmp_path: Path):
+    import json
+
+    from sage_ros.model_files import ensure_onnx, shipped_head
+
+    if shipped_head() is None:
+        pytest.skip("this install has no shipped segmentation head")
+    onnx_path = ensure_onnx(tmp_path / "model.onnx", checkpoint_path)
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert meta["outputs"] == ["fused_y", "class_ids"] and meta["classes"][2]["name"] == "person"
+    stamp = onnx_path.stat().st_mtime_ns
+    assert ensure_onnx(onnx_path, checkpoint_path).stat().st_mtime_ns == stamp  # current: not redone
+    ensure_onnx(onnx_path, checkpoint_path, head=None)  # another recipe: redone, fusion only
+    assert json.loads(onnx_path.with_suffix(".json").read_text())["outputs"] == ["fused_y"]

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 
 from sage_ros.backends import BackendError
+from sage_ros.classes import load_class_table, overlay
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
 from sage_ros.folder_fusion import read_image, side_by_side, write_rgb
-from sage_ros.paths import MIRROR_ENV
+from sage_ros.paths import MIRROR_ENV, default_onnx
 from sage_ros.pipeline import FusionPipeline
 from sage_ros.weights import CHECKPOINT, FetchError, fetch, sample_pairs
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     pipeline = FusionPipeline(backend)
+    classes = load_class_table(args.model or default_onnx()) if backend.has_segmentation else None
     out = Path(args.out)
     rows = []
     print(f"fusing {len(sample_pairs(official))} sample pairs with {backend.description}")
@@ -55,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
         ir, vis = read_image(ir_path), read_image(vis_path)
         result = pipeline.fuse(ir, vis)
         write_rgb(out / "fused" / ir_path.name, result.fused_rgb)
-        rows.append(side_by_side(ir, vis, result.fused_rgb))
+        shown = None
+        if classes is not None and result.class_ids is not None:
+            shown = overlay(result.fused_rgb, result.class_ids, classes, alpha=0.5)
+            write_rgb(out / "overlay" / ir_path.name, shown)
+        rows.append(side_by_side(ir, vis, result.fused_rgb, extra_rgb=shown))
         h, w = vis.shape[:2]
         print(f"  {ir_path.name}  {w}x{h}  {result.inference_ms:7.1f} ms")
     sheet = out / "sheet.png"
     cv2.imwrite(str(sheet), np.vstack(rows))
     backend.close()
-    print(f"fused images: {out / 'fused'}\nside-by-side sheet (IR | visible | fused): {sheet}")
+    columns = "IR | visible | fused" + (" | class overlay" if classes is not None else "")
+    print(f"fused images: {out / 'fused'}\nside-by-side sheet ({columns}): {sheet}")
     if args.live:
         return _run_live(official, out, args)
     return 0
