@@ -61,7 +61,6 @@ setup(
     maintainer_email="sage-ros@example.org",
     description="Thermal + RGB fusion for ROS 2 with the distilled SAGE student",
     license="MIT",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "sage-ros = sage_ros.cli:main",

@@ -105,8 +105,9 @@ def test_mirror_fetch_verifies_and_rejects_corrupt_files(official_dir: Path, tmp
     assert not (tmp_path / "other" / "checkpoints.pt").exists()
 
 
-def test_url_download_uses_upstream_layout(official_dir: Path, tmp_path: Path) -> None:
+def test_url_download_uses_upstream_layout(official_dir: Path, tmp_path: Path, monkeypatch) -> None:
     # A file:// server in upstream's layout exercises the real urllib download path offline.
+    monkeypatch.delenv("SAGE_ROS_MIRROR", raising=False)  # `make test` sets it for developers
     upstream = tmp_path / "upstream"
     (upstream / "checkpoints").mkdir(parents=True)
     shutil.copy(official_dir / "checkpoints.pt", upstream / CHECKPOINT.upstream)
