@@ -53,15 +53,19 @@ class FolderDataset:
         )
 
 
-def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
+def find_child_dir(folder: Path, *names: str) -> Path | None:
+    """The first sub-folder of `folder` whose name matches one of `names`, ignoring case."""
+    if not folder.is_dir():
+        return None
     children = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
     for name in names:
-        if name in children:
-            return children[name]
+        if name.lower() in children:
+            return children[name.lower()]
     return None
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files of `folder` keyed by file stem (the name pairs are matched on)."""
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
@@ -83,7 +87,7 @@ def discover(root: str | Path, split: str | None = None, limit: int | None = Non
     base = ir_dir = vis_dir = None
     for cand in candidates:
         if cand.is_dir():
-            ir_dir, vis_dir = _child(cand, _IR_NAMES), _child(cand, _VIS_NAMES)
+            ir_dir, vis_dir = find_child_dir(cand, *_IR_NAMES), find_child_dir(cand, *_VIS_NAMES)
             if ir_dir and vis_dir:
                 base = cand
                 break
@@ -94,9 +98,9 @@ def discover(root: str | Path, split: str | None = None, limit: int | None = Non
             f"{root}: no infrared/visible folder pair found; expected Ir/ Vis/, ir/ vi/ or "
             f"Infrared/ Visible/{hint}"
         )
-    label_dir = _child(base, _LABEL_NAMES)
-    irs, viss = _images(ir_dir), _images(vis_dir)
-    labels = _images(label_dir) if label_dir else {}
+    label_dir = find_child_dir(base, *_LABEL_NAMES)
+    irs, viss = images_by_stem(ir_dir), images_by_stem(vis_dir)
+    labels = images_by_stem(label_dir) if label_dir else {}
     names = sorted(set(irs) & set(viss))
     if split and base != root / split:
         splits_csv = base / "splits.csv"

@@ -10,13 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros.datasets import images_by_stem
 from sage_ros.imaging import ImageInputError
 from sage_ros.pipeline import FusionPipeline, FusionResult
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
 
 @dataclass
 class FolderReport:
@@ -31,19 +29,13 @@ class FolderReport:
         return not self.failed and not self.only_ir and not self.only_vis
 
 
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    }
-
-
 def pair_folders(ir_dir: Path, vis_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Match files by name (stem); returns (pairs, names only in IR, names only in visible)."""
     for label, folder in (("IR", ir_dir), ("visible", vis_dir)):
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"{label} folder {folder} does not exist")
-    ir_files = _images_by_stem(Path(ir_dir))
-    vis_files = _images_by_stem(Path(vis_dir))
+    ir_files = images_by_stem(Path(ir_dir))
+    vis_files = images_by_stem(Path(vis_dir))
     names = sorted(set(ir_files) & set(vis_files))
     pairs = [(n, ir_files[n], vis_files[n]) for n in names]
     return pairs, sorted(set(ir_files) - set(vis_files)), sorted(set(vis_files) - set(ir_files))

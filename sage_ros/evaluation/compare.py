@@ -18,22 +18,18 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sage_ros.datasets import IMAGE_SUFFIXES, read_infrared, read_visible
+from sage_ros.datasets import images_by_stem, read_infrared, read_visible
 from sage_ros.evaluation.baselines import BASELINES, luminance_of_bgr, luminance_of_rgb
 from sage_ros.metrics import FUSION_METRICS, FusionScorer
-
-
-def _stems(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def compare(
     ir_dir: Path, vis_dir: Path, methods: dict[str, Path], pipeline=None, names: list[str] | None = None
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """(pair names used, method -> metric -> mean). SAGE is run through `pipeline` when given."""
-    irs, viss = _stems(ir_dir), _stems(vis_dir)
+    irs, viss = images_by_stem(ir_dir), images_by_stem(vis_dir)
     common = set(irs) & set(viss)
-    folders = {name: _stems(folder) for name, folder in methods.items()}
+    folders = {name: images_by_stem(folder) for name, folder in methods.items()}
     for files in folders.values():
         common &= set(files)
     if names is not None:

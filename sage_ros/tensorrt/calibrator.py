@@ -15,12 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros.datasets import images_by_stem
 from sage_ros.imaging import ImageInputError, infrared_to_grey, visible_to_ycrcb
 from sage_ros.tensorrt.engine_cache import EngineSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # (infrared folder, visible folder) layouts of the public datasets and of upstream SAGE's test data.
 PAIR_LAYOUTS = (("ir", "vi"), ("ir", "vis"), ("Ir", "Vis"), ("IR", "VI"), ("infrared", "visible"))
 
@@ -38,12 +38,8 @@ def find_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
         ir_dir, vis_dir = folder / ir_name, folder / vis_name
         if not (ir_dir.is_dir() and vis_dir.is_dir()):
             continue
-        visible = {p.stem: p for p in vis_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-        pairs = [
-            (p, visible[p.stem])
-            for p in sorted(ir_dir.iterdir())
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in visible
-        ]
+        visible = images_by_stem(vis_dir)
+        pairs = [(p, visible[stem]) for stem, p in images_by_stem(ir_dir).items() if stem in visible]
         if pairs:
             return pairs
     layouts = ", ".join(f"{a}/+{b}/" for a, b in PAIR_LAYOUTS)

@@ -23,48 +23,22 @@ Layouts (folder names matched case-insensitively):
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sage_ros.datasets import DatasetError, Pair, find_child_dir, images_by_stem
 from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
 from sage_ros.training.mask_cache import load_or_fill
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: label value for pixels without a class (padding added by crops larger than the image)
 IGNORE_INDEX = 255
 LAYOUTS = ("fmb", "msrs", "sage", "pairs")
 
 
-class DatasetError(ValueError):
-    """A dataset folder that is missing, empty or inconsistent (with what was expected)."""
-
-
-@dataclass(frozen=True)
-class PairRecord:
-    """One registered pair on disk; `name` is the shared file stem."""
-
-    name: str
-    ir_path: Path
-    vis_path: Path
-    label_path: Path | None = None
-
-
-def _subdir(root: Path, *candidates: str) -> Path | None:
-    """The first child of `root` whose name matches a candidate, ignoring case."""
-    if not root.is_dir():
-        return None
-    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    for name in candidates:
-        if name.lower() in children:
-            return children[name.lower()]
-    return None
-
-
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+#: One registered pair on disk (name = shared file stem); the same record bag tools use.
+PairRecord = Pair
 
 
 def find_pairs(
@@ -75,8 +49,8 @@ def find_pairs(
     for folder in (ir_dir, vis_dir):
         if not folder.is_dir():
             raise DatasetError(f"image folder {folder} does not exist")
-    irs, viss = _images_by_stem(ir_dir), _images_by_stem(vis_dir)
-    labels = _images_by_stem(Path(label_dir)) if label_dir is not None and Path(label_dir).is_dir() else {}
+    irs, viss = images_by_stem(ir_dir), images_by_stem(vis_dir)
+    labels = images_by_stem(Path(label_dir)) if label_dir is not None and Path(label_dir).is_dir() else {}
     names = sorted(set(irs) & set(viss))
     if not names:
         raise DatasetError(f"no image pairs with matching names in {ir_dir} and {vis_dir}")
@@ -86,10 +60,10 @@ def find_pairs(
 def fmb_records(root: str | Path, split: str = "train") -> list[PairRecord]:
     """FMB (Liu et al., ICCV 2023): <root>/<split>/{Infrared, Visible, Label}."""
     base = Path(root) / split
-    ir, vis = _subdir(base, "Infrared", "ir"), _subdir(base, "Visible", "vi", "vis")
+    ir, vis = find_child_dir(base, "Infrared", "ir"), find_child_dir(base, "Visible", "vi", "vis")
     if ir is None or vis is None:
         raise DatasetError(f"FMB layout expects {base}/Infrared and {base}/Visible")
-    return find_pairs(ir, vis, _subdir(base, "Label", "labels"))
+    return find_pairs(ir, vis, find_child_dir(base, "Label", "labels"))
 
 
 def _read_splits(path: Path) -> dict[str, str]:
@@ -105,13 +79,13 @@ def msrs_records(root: str | Path, split: str = "train") -> list[PairRecord]:
     """
     root = Path(root)
     base = root / split
-    ir, vis = _subdir(base, "ir", "Infrared"), _subdir(base, "vi", "Visible")
+    ir, vis = find_child_dir(base, "ir", "Infrared"), find_child_dir(base, "vi", "Visible")
     if ir is not None and vis is not None:
-        return find_pairs(ir, vis, _subdir(base, "Segmentation_labels", "Label", "labels"))
-    ir, vis = _subdir(root, "ir"), _subdir(root, "vi")
+        return find_pairs(ir, vis, find_child_dir(base, "Segmentation_labels", "Label", "labels"))
+    ir, vis = find_child_dir(root, "ir"), find_child_dir(root, "vi")
     if ir is None or vis is None:
         raise DatasetError(f"MSRS layout expects {base}/{{ir,vi}} or {root}/{{ir,vi}}")
-    records = find_pairs(ir, vis, _subdir(root, "Segmentation_labels", "labels"))
+    records = find_pairs(ir, vis, find_child_dir(root, "Segmentation_labels", "labels"))
     splits_csv = root / "splits.csv"
     if split != "all" and splits_csv.is_file():
         wanted = {n for n, s in _read_splits(splits_csv).items() if s == split}
@@ -124,10 +98,10 @@ def msrs_records(root: str | Path, split: str = "train") -> list[PairRecord]:
 def sage_records(root: str | Path, split: str | None = None) -> list[PairRecord]:
     """The SAGE sample layout: <root>/{Ir, Vis[, Label]} (the `split` argument is ignored)."""
     root = Path(root)
-    ir, vis = _subdir(root, "Ir", "ir", "Infrared"), _subdir(root, "Vis", "vi", "Visible")
+    ir, vis = find_child_dir(root, "Ir", "ir", "Infrared"), find_child_dir(root, "Vis", "vi", "Visible")
     if ir is None or vis is None:
         raise DatasetError(f"SAGE layout expects {root}/Ir and {root}/Vis")
-    return find_pairs(ir, vis, _subdir(root, "Label", "labels"))
+    return find_pairs(ir, vis, find_child_dir(root, "Label", "labels"))
 
 
 def records_for(layout: str, root: str | Path, split: str = "train") -> list[PairRecord]:
