@@ -1,13 +1,18 @@
 """Finding the model a command or node should run, exporting it from the checkpoint when needed.
 
-The default model is the released student plus the segmentation head this project trained on MSRS
-(`sage_ros/data/seg_head_msrs.npz`): one graph, two outputs (fused Y exactly the student's, class ids).
+The default model is the released student plus the segmentation network this project trained on MSRS
+(`sage_ros/data/seg_net_msrs.onnx`, or the older `seg_head_msrs.npz`): one graph, two outputs (fused Y
+exactly the student's, class ids), joined by `sage_ros.model.compose`. The student graph is built by
+PyTorch's exporter when torch is installed and by the torch-free `model.onnx_builder` otherwise.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 from sage_ros.paths import default_checkpoint, default_onnx
@@ -15,13 +20,21 @@ from sage_ros.weights import sha256_of
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HEAD = "default"  # sentinel: the head shipped in the package, when present
+DEFAULT_HEAD = "default"  # sentinel: the segmentation network shipped in the package, when present
+BUILDER_ENV = "SAGE_ROS_ONNX_BUILDER"  # "torch" or "numpy": force one student builder (tests, debugging)
 
 
 def shipped_head() -> Path | None:
-    """The head trained by this project and shipped in the package, if this install has it."""
-    path = Path(__file__).resolve().parent / "data" / "seg_head_msrs.npz"
-    return path if path.is_file() else None
+    """The segmentation network shipped in the package, if this install has it.
+
+    Preferred: the standalone seg graph `data/seg_net_msrs.onnx` (composes without PyTorch); else the
+    older head weights `data/seg_head_msrs.npz` (turned into a graph with PyTorch).
+    """
+    data = Path(__file__).resolve().parent / "data"
+    for name in ("seg_net_msrs.onnx", "seg_head_msrs.npz"):
+        if (data / name).is_file():
+            return data / name
+    return None
 
 
 def _resolve_head(head: Path | str | None) -> Path | None:
@@ -50,29 +63,106 @@ def onnx_is_current(onnx_path: Path, checkpoint: Path, head: Path | str | None =
     return all(meta.get(k) == v for k, v in wanted.items())
 
 
-def export_checkpoint(checkpoint: Path, onnx_path: Path, head: Path | str | None = None) -> Path:
-    """Export a student checkpoint (and optionally a segmentation head) to ONNX. Needs torch."""
-    head_path = _resolve_head(head)
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def _student_builder() -> str:
+    forced = os.environ.get(BUILDER_ENV, "").strip().lower()
+    if forced in ("torch", "numpy"):
+        return forced
+    # PyTorch's exporter where it is installed (development); the torch-free builder elsewhere.
+    return "torch" if torch_available() else "numpy"
+
+
+def build_student_model(checkpoint: Path, builder: str | None = None):
+    """The fusion-only student graph (inputs vis_y, ir; output fused_y) as an onnx.ModelProto."""
+    import onnx
+
+    builder = builder or _student_builder()
+    if builder == "numpy":
+        from sage_ros.model.onnx_builder import build_student_onnx
+
+        return build_student_onnx(checkpoint)
+    from sage_ros.model.checkpoint import load_student
+    from sage_ros.model.export import export_student
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_student(load_student(checkpoint), Path(tmp) / "student.onnx")
+        return onnx.load(str(path))
+
+
+def _head_sidecar(head_path: Path) -> dict:
+    sidecar = head_path.with_suffix(".json")
+    if not sidecar.is_file():
+        raise RuntimeError(f"segmentation network {head_path}: metadata file {sidecar} is missing")
     try:
-        from sage_ros.model.checkpoint import load_student
-        from sage_ros.model.export import export_student
-        from sage_ros.model.seg_head import export_student_with_head
-    except ImportError as exc:
+        return json.loads(sidecar.read_text())
+    except ValueError as exc:
+        raise RuntimeError(f"segmentation metadata {sidecar} is not valid JSON: {exc}") from exc
+
+
+def load_seg_model(head_path: Path):
+    """The standalone segmentation graph (input fused_y [+ ir/vis_y], output class_ids uint8).
+
+    A `.onnx` file is read as is (no PyTorch); `.npz` head weights are exported with PyTorch.
+    """
+    import onnx
+
+    head_path = Path(head_path)
+    if head_path.suffix == ".onnx":
+        return onnx.load(str(head_path))
+    if not torch_available():
         raise RuntimeError(
-            "exporting to ONNX needs PyTorch (pip install 'sage_ros[torch]'); on a robot without torch, "
-            "copy an exported .onnx (and its .json) from a development machine instead"
-        ) from exc
+            f"segmentation head {head_path.name} is stored as weights (.npz), which needs PyTorch to become "
+            "a graph; use a standalone seg graph (.onnx, e.g. sage_ros/data/seg_net_msrs.onnx) or --no-head"
+        )
+    from sage_ros.model.export import export_seg_head
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx.load(str(export_seg_head(head_path, Path(tmp) / "seg.onnx")))
+
+
+def export_checkpoint(
+    checkpoint: Path, onnx_path: Path, head: Path | str | None = None, builder: str | None = None
+) -> Path:
+    """Build the ONNX model from a student checkpoint (+ optionally a segmentation network).
+
+    The student graph comes from PyTorch's exporter where torch is installed, else from the torch-free
+    builder (same names, axes and outputs); a segmentation network is attached with
+    `compose.attach_segmentation` in both cases, so both paths carry the identical seg subgraph.
+    """
+    import onnx
+
+    from sage_ros.model.compose import attach_segmentation
+
+    head_path = _resolve_head(head)
     checkpoint, onnx_path = Path(checkpoint), Path(onnx_path)
-    if head_path is None:
-        path = export_student(load_student(checkpoint), onnx_path)
-    else:
-        path = export_student_with_head(checkpoint, head_path, onnx_path)
+    builder = builder or _student_builder()
+    model = build_student_model(checkpoint, builder)
+    meta: dict = {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17,
+                  "model": "sage_student", "classes": []}
+    if head_path is not None:
+        if not head_path.is_file():
+            raise RuntimeError(f"segmentation network {head_path} does not exist")
+        head_meta = _head_sidecar(head_path)
+        model = attach_segmentation(model, load_seg_model(head_path))
+        meta.update(
+            outputs=["fused_y", "class_ids"],
+            model="sage_student_seg",
+            classes=head_meta["classes"],
+            head={k: v for k, v in head_meta.items() if k != "classes"} | {"file": head_path.name},
+        )
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target then rename, so a reader never sees half a model.
+    tmp_path = onnx_path.with_name(onnx_path.name + ".part")
+    onnx.save(model, str(tmp_path))
+    os.replace(tmp_path, onnx_path)
     # Record what the model was built from, so a stale export is detected and redone.
-    sidecar = path.with_suffix(".json")
-    meta = json.loads(sidecar.read_text())
-    meta.update(_provenance(checkpoint, head_path), checkpoint=str(checkpoint))
-    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
-    return path
+    meta.update(_provenance(checkpoint, head_path), checkpoint=str(checkpoint), builder=builder)
+    onnx_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("built %s (student by %s%s)", onnx_path, builder, ", + segmentation" if head_path else "")
+    return onnx_path
 
 
 def ensure_onnx(

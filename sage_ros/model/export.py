@@ -80,3 +80,42 @@ def export_student(student: SageStudent, out_path: str | Path, **metadata) -> Pa
     meta = {"model": "sage_student", "classes": []}
     meta.update(metadata)
     return export_onnx(wrapped, out_path, ["fused_y"], metadata=meta)
+
+
+class _HeadToClassIds(nn.Module):
+    """A segmentation head as the standalone seg graph of the compose contract: fused_y -> class_ids."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, fused_y: torch.Tensor) -> torch.Tensor:
+        return torch.argmax(self.head(fused_y), dim=1).to(torch.uint8)
+
+
+def export_seg_head(head_path: str | Path, out_path: str | Path, sample_hw: tuple[int, int] = (480, 640)) -> Path:
+    """Export `.npz` head weights as a standalone seg graph (input fused_y, output class_ids uint8).
+
+    The graph reads the already clamped fused Y; `compose.attach_segmentation` inserts the Clip.
+    """
+    from sage_ros.model.seg_head import load_head
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = _HeadToClassIds(fold_batchnorm(load_head(head_path))).eval()
+    h, w = sample_hw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (torch.rand(1, 1, h, w),),
+            str(out_path),
+            input_names=["fused_y"],
+            output_names=["class_ids"],
+            dynamic_axes={"fused_y": {0: "batch", 2: "height", 3: "width"},
+                          "class_ids": {0: "batch", 1: "height", 2: "width"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return out_path
