@@ -33,7 +33,14 @@ demo-live: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
-test: $(VENV)/.test-installed
+# The real upstream launch, launch_ros and message_filters (not on PyPI) when ../shared/ros_src is there,
+# so that the launch file, a colcon build and the real synchroniser are tested (scripts/install_ros_src.sh).
+ROS_SRC := $(wildcard ../shared/ros_src)
+$(VENV)/.ros-src-installed: $(VENV)/.test-installed scripts/install_ros_src.sh
+	bash scripts/install_ros_src.sh $(ROS_SRC) $(VENV)
+	touch $@
+
+test: $(VENV)/.test-installed $(if $(ROS_SRC),$(VENV)/.ros-src-installed)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest test -q -rs --durations=15
 

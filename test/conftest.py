@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import pytest
+
+from sage_ros.node.harness import pick_domain_id, restrict_dds_to_host
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 OFFICIAL = SHARED / "sage_official"
 MSRS = SHARED / "datasets" / "msrs"
+# Test-only placeholder for `composition_interfaces` (not on PyPI; launch_ros imports it at import time
+# but only composable nodes use it). Put on the path only when the real package is absent.
+ROS_PLACEHOLDERS = Path(__file__).resolve().parent / "ros_placeholders"
+
+# Every DDS participant of the test session (in-process probes and every child process, which inherit
+# this environment) discovers on this host only, on a domain derived from this run's pid.
+restrict_dds_to_host(pick_domain_id(3))
+if importlib.util.find_spec("composition_interfaces") is None:
+    sys.path.append(str(ROS_PLACEHOLDERS))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH", ""), str(ROS_PLACEHOLDERS)) if p
+    )
 
 
 def _need(path: Path) -> Path:

@@ -34,9 +34,33 @@ TOPIC_TYPES = {
 OUTPUT_TOPICS = ("fused/image_raw", "fused/camera_info", "segmentation/mask", "segmentation/overlay")
 
 
+# DDS traffic of tests, benchmarks and demos must never leave this host: ROS_AUTOMATIC_DISCOVERY_RANGE
+# (Iron and later) and ROS_LOCALHOST_ONLY (Humble and older; newer distributions ignore it when the
+# range is set) both say so.
+LOCAL_DDS_ENV = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1"}
+
+
 def pick_domain_id(salt: int = 0) -> int:
     """A ROS domain id derived from the pid, so parallel runs of different people never cross-talk."""
     return (os.getpid() + salt) % 100 + 100
+
+
+def local_dds_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child process that talks DDS: host-only discovery and (if given) its domain.
+
+    Every process the harness, the tests, the benchmarks and `demo --live` start gets its environment
+    from here, so a second run on the same LAN and domain never sees these images.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(LOCAL_DDS_ENV)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    return env
+
+
+def restrict_dds_to_host(domain_id: int | None = None) -> None:
+    """The same for this process; call before rclpy.init (the rmw reads these at init)."""
+    os.environ.update(local_dds_env(domain_id, base={}))
 
 
 def _param_arg(value: Any) -> str:
@@ -81,7 +105,8 @@ class NodeProcess:
         return cmd
 
     def start(self) -> NodeProcess:
-        env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id), PYTHONUNBUFFERED="1")
+        env = local_dds_env(self.domain_id)
+        env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -151,6 +176,7 @@ class Probe:
         from sage_ros.node.fusion_node import qos_profile
 
         self._rclpy = rclpy
+        restrict_dds_to_host()  # the probe's own participant discovers on this host only
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("sage_probe", context=self.context, namespace=namespace or None)

@@ -1,0 +1,3 @@
+"""PLACEHOLDER for the ROS package composition_interfaces (tests only; see ../README.md)."""
+
+PLACEHOLDER = True
