@@ -1,0 +1,204 @@
+"""A cheaper SAGE student ("fast"): the released topology at a smaller width and depth.
+
+Same inputs (visible Y, IR in [0, 1]), same output (Tanh fused Y), same five distillation taps
+x1..x5 and the same state-dict layout as `SageStudent` (`module1.0.weight`, ... `final_decoder.0.bias`),
+so BatchNorm folding, ONNX export and every backend treat it exactly like the released student.
+What changes:
+- `width` channels instead of 32 (cost of a 3x3 conv grows with width squared);
+- `full_res_convs` conv layers in the two full-resolution blocks (module1, module5), which carry
+  about three quarters of the released student's multiply-adds; the H/2 and H/4 blocks keep
+  `low_res_convs`.
+
+The weights this project distilled on MSRS live in `sage_ros/data/fast_student.npz` (plain float32
+arrays, unfolded BatchNorm, the architecture in the `arch` entry) and their fusion-only ONNX export in
+`sage_ros/data/fast_student.onnx`, so running the fast student needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sage_ros.model.student import NEGATIVE_SLOPE
+
+
+@dataclass(frozen=True)
+class FastArch:
+    """Architecture of a fast student; stored next to its weights."""
+
+    width: int = 16
+    full_res_convs: int = 2
+    low_res_convs: int = 3
+
+
+SHIPPED_ARCH = FastArch()
+
+
+def _block(in_channels: int, width: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for _ in range(convs):
+        layers += [
+            nn.Conv2d(channels, width, 3, padding=1, bias=True),
+            nn.BatchNorm2d(width),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+        ]
+        channels = width
+    return nn.Sequential(*layers)
+
+
+def _adjust(in_channels: int, width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 1, bias=True), nn.BatchNorm2d(width), nn.LeakyReLU(NEGATIVE_SLOPE)
+    )
+
+
+class FastStudent(nn.Module):
+    """forward(y, ir) -> (fused, (x1, x2, x3, x4, x5)), like `SageStudent` but `arch.width` channels."""
+
+    def __init__(self, arch: FastArch = SHIPPED_ARCH) -> None:
+        super().__init__()
+        if arch.width < 1 or arch.full_res_convs < 1 or arch.low_res_convs < 1:
+            raise ValueError(f"invalid fast student architecture {arch}")
+        self.arch = arch
+        w = arch.width
+        self.module1 = _block(2, w, arch.full_res_convs)
+        self.module2 = _block(w, w, arch.low_res_convs)
+        self.module3 = _block(w, w, arch.low_res_convs)
+        self.adjust_channels4 = _adjust(2 * w, w)
+        self.module4 = _block(w, w, arch.low_res_convs)
+        self.adjust_channels5 = _adjust(2 * w, w)
+        self.module5 = _block(w, w, arch.full_res_convs)
+        self.final_decoder = nn.Sequential(nn.Conv2d(w, 1, 3, padding=1, bias=True), nn.Tanh())
+
+    def forward(
+        self, y: torch.Tensor, ir: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        x1 = self.module1(torch.cat([y, ir], dim=1))
+        x2 = self.module2(F.max_pool2d(x1, 2))
+        x3 = self.module3(F.max_pool2d(x2, 2))
+        up3 = F.interpolate(x3, size=x2.shape[-2:], mode="bilinear", align_corners=False)
+        x4 = self.module4(self.adjust_channels4(torch.cat([up3, x2], dim=1)))
+        up4 = F.interpolate(x4, size=x1.shape[-2:], mode="bilinear", align_corners=False)
+        x5 = self.module5(self.adjust_channels5(torch.cat([up4, x1], dim=1)))
+        return self.final_decoder(x5), (x1, x2, x3, x4, x5)
+
+
+# ------------------------------------------------------------------------------------------ cost
+
+
+def conv_macs(model: nn.Module, height: int = 480, width: int = 640) -> int:
+    """Multiply-adds of every convolution in one forward pass on an (H, W) frame.
+
+    Counted from the real output shapes (forward hooks): out_elements * in_channels/groups * kh * kw.
+    Pooling, resizing, BatchNorm (folded at export) and activations are not multiply-adds and are
+    left out, as in the usual MAC/FLOP tables (SAGE_SPEC gives 20.0 GMAC at 640x480 this way).
+    """
+    total = 0
+
+    def hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, height, width), torch.zeros(1, 1, height, width))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm affine included, running statistics not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def cost_table(models: dict[str, nn.Module], height: int = 480, width: int = 640) -> list[dict]:
+    """Rows of (name, params, GMAC per frame, MAC per pixel, share of the first model's MACs)."""
+    rows = []
+    base = None
+    for name, model in models.items():
+        macs = conv_macs(model, height, width)
+        base = base or macs
+        rows.append(
+            {
+                "model": name,
+                "params": parameter_count(model),
+                "gmac": macs / 1e9,
+                "mac_per_pixel": macs / (height * width),
+                "mac_ratio": macs / base,
+            }
+        )
+    return rows
+
+
+def format_cost_table(rows: list[dict], height: int = 480, width: int = 640) -> str:
+    lines = [
+        f"| model | parameters | GMAC per {width}x{height} frame | MAC per pixel | MACs vs first |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['gmac']:.2f} | {r['mac_per_pixel']:,.0f} | "
+            f"{100 * r['mac_ratio']:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- weights
+
+
+class FastWeightsError(RuntimeError):
+    """A fast-student weights file that is missing, unreadable or does not fit its architecture."""
+
+
+def save_fast_weights(model: FastStudent, path: str | Path, metadata: dict | None = None) -> Path:
+    """Write the state dict as plain float32 arrays (+ `arch` and `meta` JSON strings) to an .npz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    arrays = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v.astype(np.int64)) for k, v in arrays.items()}
+    arrays["__arch__"] = np.array(json.dumps(asdict(model.arch)))
+    arrays["__meta__"] = np.array(json.dumps(metadata or {}, sort_keys=True))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def read_fast_metadata(path: str | Path) -> tuple[FastArch, dict]:
+    with np.load(Path(path), allow_pickle=False) as data:
+        return FastArch(**json.loads(str(data["__arch__"]))), json.loads(str(data["__meta__"]))
+
+
+def load_fast_student(path: str | Path, eval_mode: bool = True) -> FastStudent:
+    """Build the FastStudent an .npz describes and load it, requiring the exact key set and shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastWeightsError(f"fast student weights {path} do not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arch = FastArch(**json.loads(str(data["__arch__"])))
+            state = {k: torch.from_numpy(np.array(data[k])) for k in data.files if not k.startswith("__")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FastWeightsError(f"fast student weights {path} could not be read: {exc}") from exc
+    model = FastStudent(arch)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    bad = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or bad:
+        raise FastWeightsError(
+            f"fast student weights {path} do not fit {arch}: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, wrong shapes {bad[:3]}"
+        )
+    model.load_state_dict(state)
+    return model.eval() if eval_mode else model
