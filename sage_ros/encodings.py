@@ -27,6 +27,7 @@ __all__ = [
     "MalformedImageError",
     "UnsupportedEncodingError",
     "check_fields",
+    "check_message",
     "THERMAL_ENCODINGS",
     "VISIBLE_ENCODINGS",
     "decode_image",
@@ -38,15 +39,39 @@ __all__ = [
 
 
 class UnsupportedEncodingError(ImageInputError):
-    """The encoding string is not one this package decodes (or not valid for this input)."""
+    """The encoding string is not one this package decodes (or not valid for this input).
+
+    `detail` is the offending encoding (repr, shortened): logs name each distinct one once.
+    """
+
+    def __init__(self, message: str, encoding: Any = None) -> None:
+        super().__init__(message)
+        self.detail = _short_repr(encoding) if encoding is not None else ""
 
 
 class MalformedImageError(ImageInputError):
-    """Fields that contradict each other: truncated data, step too small, zero size, odd width..."""
+    """Fields that contradict each other: truncated data, step too small, zero size, odd width...
+
+    `detail` names the kind of contradiction with the encoding (e.g. `bgr8 truncated`), a small
+    closed set per encoding, so a log can name each distinct problem once without flooding.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class InvalidPixelsError(ImageInputError):
     """The data decodes but holds values the pipeline cannot use (NaN/inf temperatures)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -82,10 +107,10 @@ VISIBLE_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "yuv422"
 
 
 def _layout(encoding: str) -> _Layout:
-    layout = _LAYOUTS.get(encoding)
+    layout = _LAYOUTS.get(encoding) if isinstance(encoding, str) else None
     if layout is None:
         raise UnsupportedEncodingError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(_LAYOUTS)}"
+            f"unsupported image encoding {_short_repr(encoding, 80)}; supported: {', '.join(_LAYOUTS)}", encoding
         )
     return layout
 
@@ -101,6 +126,21 @@ def _as_bytes_array(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
+def check_message(msg: Any, accepted: tuple[str, ...], role: str) -> int:
+    """The node's arrival check of one image message for `role` (thermal/rgb); returns the row bytes.
+
+    The encoding must be one `accepted` for this input and the fields consistent (`check_fields`).
+    Raises UnsupportedEncodingError / MalformedImageError with the cause in `detail`.
+    """
+    encoding = msg.encoding
+    if encoding not in accepted:
+        raise UnsupportedEncodingError(
+            f"encoding {_short_repr(encoding, 80)} is not supported for {role}; use one of {', '.join(accepted)}",
+            encoding,
+        )
+    return check_fields(encoding, msg.height, msg.width, msg.step, len(msg.data))
+
+
 def check_fields(encoding: str, height: int, width: int, step: int, data_len: int) -> int:
     """Validate the fields of an image message without decoding it; returns the bytes of one row.
 
@@ -110,19 +150,21 @@ def check_fields(encoding: str, height: int, width: int, step: int, data_len: in
     layout = _layout(encoding)
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
-        raise MalformedImageError(f"{encoding} image has an empty size {width}x{height}")
+        raise MalformedImageError(f"{encoding} image has an empty size {width}x{height}", f"{encoding} empty size")
     row_bytes = width * layout.channels * np.dtype(layout.dtype).itemsize
     if step < row_bytes:
         raise MalformedImageError(
-            f"{encoding} {width}x{height}: step {step} is smaller than one row ({row_bytes} bytes)"
+            f"{encoding} {width}x{height}: step {step} is smaller than one row ({row_bytes} bytes)",
+            f"{encoding} step too small",
         )
     if encoding in _YUV_CODES and width % 2:
-        raise MalformedImageError(f"{encoding} needs an even width (pixel pairs), got {width}")
+        raise MalformedImageError(f"{encoding} needs an even width (pixel pairs), got {width}", f"{encoding} odd width")
     needed = step * (height - 1) + row_bytes
     if data_len < needed:
         raise MalformedImageError(
             f"{encoding} {width}x{height} step {step}: data holds {data_len} bytes, needs at least "
-            f"{needed} (truncated message?)"
+            f"{needed} (truncated message?)",
+            f"{encoding} truncated",
         )
     return row_bytes
 
@@ -161,7 +203,8 @@ def decode_image(
         if bad.any():
             raise InvalidPixelsError(
                 f"32FC1 image has {int(bad.sum())} NaN/inf pixels of {out.size}: the camera reports "
-                "invalid temperatures; fix the driver or mask them before fusion"
+                "invalid temperatures; fix the driver or mask them before fusion",
+                "32FC1 NaN/inf",
             )
     return out
 
@@ -177,7 +220,7 @@ def to_bgr8(image: np.ndarray, encoding: str) -> np.ndarray:
     """A decoded visible image -> HxWx3 uint8 BGR (OpenCV order), what the fusion pipeline takes."""
     if encoding not in VISIBLE_ENCODINGS:
         raise UnsupportedEncodingError(
-            f"{encoding!r} is not a visible-camera encoding; supported: {', '.join(VISIBLE_ENCODINGS)}"
+            f"{encoding!r} is not a visible-camera encoding; supported: {', '.join(VISIBLE_ENCODINGS)}", encoding
         )
     if encoding == "bgr8":
         return image

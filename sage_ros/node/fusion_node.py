@@ -7,7 +7,9 @@ deactivate / cleanup / shutdown: the reverse, every thread joined
 Data path: subscription callbacks validate the message fields cheaply and feed the synchroniser; the
 sync callback only puts the pair into a one-slot mailbox; a worker thread takes the newest pair,
 decodes, normalises, registers, fuses and publishes with the RGB header. The executor never waits
-for inference. Run: `fusion_node`, `python -m sage_ros.node.fusion_node` or `ros2 run sage_ros fusion_node`.
+for inference. Every received message ends in exactly one counted fate (docs/node.md, Accounting);
+input QoS follows the publishers by default (`qos.reliability: auto`, re-checked every second).
+Run: `fusion_node`, `python -m sage_ros.node.fusion_node` or `ros2 run sage_ros fusion_node`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
+    QoSPolicyKind,
     QoSProfile,
     ReliabilityPolicy,
 )
@@ -39,8 +42,7 @@ from sage_ros.classes import load_class_table
 from sage_ros.encodings import (
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
-    UnsupportedEncodingError,
-    check_fields,
+    check_message,
     decode_msg,
 )
 from sage_ros.imaging import ImageInputError
@@ -72,6 +74,9 @@ TOPICS = {
 }
 _ACCEPTED = {"thermal": THERMAL_ENCODINGS, "rgb": VISIBLE_ENCODINGS}
 _LOG_EVERY_S = 5.0  # the same problem is logged at most this often (with a count of repeats)
+_MAX_DISTINCT_PROBLEMS = 256  # distinct (cause, detail) pairs named on first sight; then per cause only
+_QOS_CHECK_S = 1.0  # `qos.reliability: auto` re-reads the publishers of each input this often
+_MAX_TRACKED_PUBLISHERS = 64  # per input, for sequence-gap loss estimates (restarted drivers get new ids)
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -85,6 +90,22 @@ def qos_profile(reliability: str, depth: int) -> QoSProfile:
         reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort" else ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def match_publishers(reliabilities: list[Any]) -> tuple[str, str]:
+    """`qos.reliability: auto`: the subscription reliability for these publishers, and why.
+
+    As `ros2 topic echo` and rosbag2 decide: RELIABLE when every publisher is RELIABLE (no fragment
+    of a large frame is lost), else BEST_EFFORT (the only kind a BEST_EFFORT publisher serves). With
+    no publisher yet BEST_EFFORT, which matches whatever appears; the periodic check then adapts.
+    """
+    if not reliabilities:
+        return "best_effort", "no publisher yet"
+    best = sum(1 for r in reliabilities if r != ReliabilityPolicy.RELIABLE)
+    n = len(reliabilities)
+    if best == 0:
+        return "reliable", f"all {n} publisher(s) RELIABLE"
+    return "best_effort", f"{best} of {n} publisher(s) BEST_EFFORT"
 
 
 def describe_qos(qos: QoSProfile) -> str:
@@ -106,17 +127,32 @@ def image_msg(header: Any, array: np.ndarray, encoding: str) -> Image:
 
 
 class _Throttle:
-    """Log a recurring problem once, then at most every `period` s per key, with the repeat count."""
+    """Log a recurring problem once, then at most every `period` s per key, with the repeat count.
 
-    def __init__(self, period: float = _LOG_EVERY_S) -> None:
+    A new `detail` (e.g. the offending encoding string) of a key is logged on first sight even inside
+    the period, so every distinct problem is named once; at most `max_distinct` details are
+    remembered (hostile input cannot grow memory or flood the log), later ones share the key's throttle.
+    """
+
+    def __init__(self, period: float = _LOG_EVERY_S, max_distinct: int = _MAX_DISTINCT_PROBLEMS) -> None:
         self.period = period
+        self.max_distinct = max_distinct
         self._last: dict[str, float] = {}
         self._repeats: dict[str, int] = {}
+        self._seen: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def __call__(self, key: str, now: float) -> int | None:
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def __call__(self, key: str, now: float, detail: str = "") -> int | None:
         """None: stay quiet; else the number of repeats suppressed since the last line."""
         with self._lock:
+            if detail and (key, detail) not in self._seen and len(self._seen) < self.max_distinct:
+                self._seen.add((key, detail))
+                self._last[key] = now
+                return self._repeats.pop(key, 0)
             last = self._last.get(key)
             if last is not None and now - last < self.period:
                 self._repeats[key] = self._repeats.get(key, 0) + 1
@@ -151,8 +187,14 @@ class FusionNode(LifecycleNode):
         self._stop = threading.Event()
         self._diag_pub = None
         self._diag_timer = None
+        self._qos_timer = None
         self._warned_empty_frame = False
         self._active = False
+        self._busy = False  # the worker holds a pair (counted as in flight)
+        # Sync counters of synchronisers already retired (one per activation): added to the live one's.
+        self._sync_base: dict[str, int] = {}
+        self._sub_auto: dict[str, bool] = {}  # input key -> reliability follows the publishers
+        self._last_seq: dict[str, dict[bytes, int]] = {}  # input -> publisher gid -> last sequence number
 
     # --- helpers -------------------------------------------------------------------------------
     def _param_values(self) -> dict[str, Any]:
@@ -166,8 +208,8 @@ class FusionNode(LifecycleNode):
                 values[spec.name] = []
         return values
 
-    def _problem(self, key: str, text: str, error: bool = False) -> None:
-        repeats = self._throttle(key, time.monotonic())
+    def _problem(self, key: str, text: str, error: bool = False, detail: str = "") -> None:
+        repeats = self._throttle(key, time.monotonic(), detail)
         if repeats is None:
             return
         if repeats:
@@ -204,7 +246,8 @@ class FusionNode(LifecycleNode):
             decoder=cv_bridge_decoder() if use_bridge else decode_msg,
         )
         self.class_table = load_class_table(settings.model_path) if backend.has_segmentation else None
-        self.stats = NodeStats(settings["diagnostics.latency_window"], settings["diagnostics.stale_timeout"])
+        # Never a new NodeStats: totals stay monotonic over cleanup/configure (see docs/node.md).
+        self.stats.configure(settings["diagnostics.latency_window"], settings["diagnostics.stale_timeout"])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(settings["diagnostics.period"], self._publish_diagnostics)
         seg = f"yes ({len(self.class_table.names)} classes)" if self.class_table else "no"
@@ -242,24 +285,11 @@ class FusionNode(LifecycleNode):
         # Every entity gets its own profile: `qos_overrides.<topic>...` parameters (in a params file)
         # may change it, and the log then reports what was really used.
         overrides = QoSOverridingOptions.with_default_policies()
-        for index, name in enumerate(INPUTS):
-            sub = self.create_subscription(
-                Image, TOPICS[name], lambda msg, i=index: self._on_image(i, msg),
-                qos_profile(s["qos.reliability"], s["qos.depth"]), qos_overriding_options=overrides,
-                event_callbacks=self._event_callbacks(name),
-            )
-            self._subs.append(sub)
-        self._subs.append(self.create_subscription(
-            CameraInfo, TOPICS["rgb_info"], self._on_info, qos_profile(s["qos.reliability"], s["qos.depth"]),
-            qos_overriding_options=overrides,
-        ))
-        for sub in self._subs:
-            best_effort = sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
-            note = (
-                " (sensor-data profile, REP-2003: matches RELIABLE and BEST_EFFORT publishers)" if best_effort
-                else " (a BEST_EFFORT publisher will deliver nothing to it)"
-            )
-            log.info(f"subscribed {sub.topic_name} with QoS {describe_qos(sub.qos_profile)}{note}")
+        self._subs = [None, None, None]  # thermal, rgb, rgb_info (fixed slots: auto QoS replaces them)
+        for slot, key in enumerate((*INPUTS, "rgb_info")):
+            self._subscribe(slot, key, initial=True)
+        if any(self._sub_auto.values()):
+            self._qos_timer = self.create_timer(_QOS_CHECK_S, self._check_publisher_qos)
         names = ["fused", "fused_info"] + (["mask", "overlay"] if self.class_table is not None else [])
         for name in names:
             msg_type = CameraInfo if name == "fused_info" else Image
@@ -278,8 +308,12 @@ class FusionNode(LifecycleNode):
         if not self._active:
             return
         self._active = False
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
+            self._qos_timer = None
         for sub in self._subs:
-            self.destroy_subscription(sub)
+            if sub is not None:
+                self.destroy_subscription(sub)
         self._subs.clear()
         self._stop.set()
         self._slot.close()
@@ -292,6 +326,10 @@ class FusionNode(LifecycleNode):
         if self._sync is not None:
             self._sync.flush()
             self._mirror_sync_stats()
+            # Retire this synchroniser: its totals become the base the next one adds to (the
+            # counters never go backwards when activate makes a new one).
+            self._sync_base = self._sync_totals()
+            self._sync = None
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs.clear()
@@ -328,36 +366,148 @@ class FusionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     # --- executor-thread callbacks (keep cheap) --------------------------------------------------
-    def _on_image(self, index: int, msg: Image) -> None:
+    def _on_image(self, index: int, msg: Image, info: Any = None) -> None:
+        # Every message counted as received ends in exactly one fate (docs/node.md, Accounting).
         name = INPUTS[index]
         self.stats.input_received(name, time.monotonic())
+        self._note_sequence(name, info)
+        topic = self._subs[index].topic_name if self._subs and self._subs[index] is not None else TOPICS[name]
         try:
-            if msg.encoding not in _ACCEPTED[name]:
-                raise UnsupportedEncodingError(
-                    f"encoding {msg.encoding!r} is not supported for {name}; use one of "
-                    f"{', '.join(_ACCEPTED[name])}"
-                )
-            check_fields(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+            check_message(msg, _ACCEPTED[name], name)
         except ImageInputError as exc:
             cause = classify_error(exc)
             self.stats.drop(f"{name}_{cause}", error=f"{name}: {exc}")
-            self._problem(f"{name}_{cause}", f"dropped a {name} image on {TOPICS[name]}: {exc}")
+            self._problem(f"{name}_{cause}", f"dropped a {name} image on {topic}: {exc}",
+                          detail=getattr(exc, "detail", ""))
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if stamp_ns < 0:
+            # Pairing works on stamps: a negative one (a driver with an unset or wrapped clock) cannot pair.
+            self.stats.drop(f"{name}_negative_stamp", error=f"{name}: negative stamp")
+            self._problem(
+                f"{name}_negative_stamp",
+                f"dropped a {name} image on {topic} with a negative stamp (sec {msg.header.stamp.sec}, nanosec "
+                f"{msg.header.stamp.nanosec}): check the driver's clock",
+            )
             return
         try:
-            self._sync.add(index, stamp_to_ns(msg.header.stamp), (msg, time.monotonic()))
+            self._sync.add(index, stamp_ns, (msg, time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - an exception here would stop the executor: count it
             self.stats.drop(f"{name}_sync_error", error=str(exc))
-            self._problem(f"{name}_sync_error", f"could not queue a {name} image for pairing: {exc!r}", error=True)
+            self._problem(f"{name}_sync_error", f"could not queue a {name} image for pairing: {exc!r}", error=True,
+                          detail=type(exc).__name__)
+
+    def _note_sequence(self, name: str, info: Any) -> None:
+        """Estimate frames lost in DDS from gaps in each publisher's sequence numbers.
+
+        Each DDS writer numbers its samples 1, 2, 3...; a jump from n to n+k means k-1 samples were
+        written after one we got and never reached us (lost fragments, history overwritten). Only
+        gaps between two received samples count: nothing before the first one, after the last one,
+        or while this subscription did not exist (it restarts the estimate).
+        """
+        if not info:
+            return
+        seq, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
+        if not seq or not gid:
+            return
+        key = bytes(gid.get("data", b"")) if isinstance(gid, dict) else bytes(gid)
+        known = self._last_seq.setdefault(name, {})
+        last = known.get(key)
+        if last is not None and seq > last + 1:
+            self.stats.dds_loss(f"dds_seq_gap_{name}", seq - last - 1)
+        if last is None and len(known) >= _MAX_TRACKED_PUBLISHERS:
+            known.pop(next(iter(known)))  # the oldest publisher seen (a driver restarted long ago)
+        known[key] = seq if last is None else max(last, seq)
+
+    # --- input subscriptions and `qos.reliability: auto` ---------------------------------------
+    def _reliability_overridden(self, topic: str) -> bool:
+        # A `qos_overrides.<topic>.subscription.reliability` in a params file or on the command line
+        # is the user's explicit choice: auto must not fight it. rclpy keeps overrides in this dict.
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        return f"qos_overrides.{topic}.subscription.reliability" in overrides
+
+    def _subscribe(self, slot: int, key: str, initial: bool = False, choice: tuple[str, str] | None = None) -> None:
+        """(Re)create the subscription of input `key` (thermal, rgb, rgb_info) in `self._subs[slot]`.
+
+        `choice`: (reliability, reason) decided by the auto check; None = decide here.
+        """
+        s = self.settings
+        topic = self.resolve_topic_name(TOPICS[key])
+        wanted, reason = s["qos.reliability"], ""
+        auto = wanted == "auto" and not self._reliability_overridden(topic)
+        overrides = QoSOverridingOptions.with_default_policies()
+        if wanted == "auto":
+            if auto:
+                wanted, reason = choice or match_publishers(
+                    [p.qos_profile.reliability for p in self.get_publishers_info_by_topic(topic)]
+                )
+                # Without the reliability policy: a declared (read-only) override parameter would pin
+                # the first choice when the subscription is made again with another reliability.
+                overrides = QoSOverridingOptions([QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH])
+            else:
+                wanted = "reliable"  # replaced by the override parameter
+        self._sub_auto[key] = auto
+        qos = qos_profile(wanted, s["qos.depth"])
+        old = self._subs[slot]
+        if old is not None:
+            self.destroy_subscription(old)
+        if key == "rgb_info":
+            sub = self.create_subscription(
+                CameraInfo, TOPICS[key], self._on_info, qos, qos_overriding_options=overrides
+            )
+        else:
+            index = INPUTS.index(key)
+            sub = self.create_subscription(
+                Image, TOPICS[key], lambda msg, info, i=index: self._on_image(i, msg, info),
+                qos, qos_overriding_options=overrides, event_callbacks=self._event_callbacks(key),
+            )
+            self._last_seq.pop(key, None)  # a new reader: sequence gaps start over
+        self._subs[slot] = sub
+        best_effort = sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        if auto:
+            note = f" (qos.reliability auto: {reason})"
+        elif s["qos.reliability"] == "auto":
+            note = " (qos_overrides parameter)"
+        elif best_effort:
+            note = " (sensor-data profile, REP-2003: matches RELIABLE and BEST_EFFORT publishers)"
+        else:
+            note = " (a BEST_EFFORT publisher will deliver nothing to it)"
+        if initial:
+            self.get_logger().info(f"subscribed {sub.topic_name} with QoS {describe_qos(sub.qos_profile)}{note}")
+        else:
+            self.get_logger().info(
+                f"re-subscribed {sub.topic_name} with QoS {describe_qos(sub.qos_profile)}{note}: the publishers changed"
+            )
+
+    def _check_publisher_qos(self) -> None:
+        """Timer (executor thread): follow the publishers of every auto input as drivers come and go."""
+        if not self._active:
+            return
+        for slot, key in enumerate((*INPUTS, "rgb_info")):
+            sub = self._subs[slot] if slot < len(self._subs) else None
+            if sub is None or not self._sub_auto.get(key):
+                continue
+            try:
+                infos = self.get_publishers_info_by_topic(sub.topic_name)
+            except Exception as exc:  # noqa: BLE001 - a graph query failing must not stop the executor
+                self._problem("qos_graph", f"could not list the publishers of {sub.topic_name}: {exc!r}")
+                continue
+            wanted, reason = match_publishers([p.qos_profile.reliability for p in infos])
+            have = "best_effort" if sub.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT else "reliable"
+            if wanted != have:
+                self._subscribe(slot, key, choice=(wanted, reason))
 
     def _event_callbacks(self, name: str) -> SubscriptionEventCallbacks:
         """Make the two silent failures of DDS visible: frames lost in transport, mismatched QoS."""
 
         def lost(info: Any) -> None:
-            # Samples the middleware dropped before we saw them (e.g. history overwritten while busy).
-            self.stats.drop(f"dds_lost_{name}", int(info.total_count_change))
+            # Samples the middleware reports dropped before we saw them (e.g. history overwritten while
+            # busy). Not every loss is reported (incomplete fragmented samples often are not): the
+            # sequence-gap estimate (`dds_seq_gap_*`) catches those.
+            self.stats.dds_loss(f"dds_lost_{name}", int(info.total_count_change))
 
         def incompatible(info: Any) -> None:
-            self.stats.drop(f"qos_incompatible_{name}", int(info.total_count_change))
+            self.stats.dds_loss(f"qos_incompatible_{name}", int(info.total_count_change))
             self._problem(
                 f"qos_{name}",
                 f"a publisher on {TOPICS[name]} has QoS incompatible with this subscription (policy id "
@@ -382,11 +532,15 @@ class FusionNode(LifecycleNode):
             pair = self._slot.take(timeout=0.5)
             if pair is None:
                 continue
+            self._busy = True
             try:
                 self._process(pair)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
                 self.stats.drop("failed_other", error=str(exc))
-                self._problem("failed_other", f"unexpected error while fusing a pair: {exc!r}", error=True)
+                self._problem("failed_other", f"unexpected error while fusing a pair: {exc!r}", error=True,
+                              detail=type(exc).__name__)
+            finally:
+                self._busy = False
 
     def _process(self, pair: tuple) -> None:
         (thermal, _), (rgb, received) = pair
@@ -404,11 +558,13 @@ class FusionNode(LifecycleNode):
         except ImageInputError as exc:
             cause = classify_error(exc)
             self.stats.drop(f"failed_{cause}", error=str(exc))
-            self._problem(f"failed_{cause}", f"could not fuse the pair stamped {stamp_ns * 1e-9:.3f}: {exc}")
+            self._problem(f"failed_{cause}", f"could not fuse the pair stamped {stamp_ns * 1e-9:.3f}: {exc}",
+                          detail=getattr(exc, "detail", ""))
             return
         except Exception as exc:  # noqa: BLE001 - backend runtimes raise their own types
             self.stats.model_failed(time.monotonic(), str(exc))
-            self._problem("failed_model", f"model failed on a {rgb.width}x{rgb.height} pair: {exc}", error=True)
+            self._problem("failed_model", f"model failed on a {rgb.width}x{rgb.height} pair: {exc}", error=True,
+                          detail=type(exc).__name__)
             return
         header = rgb.header
         if s["frame_id"]:
@@ -420,7 +576,8 @@ class FusionNode(LifecycleNode):
             )
         pubs = self._pubs
         if "fused" not in pubs:
-            return  # deactivated meanwhile
+            self.stats.drop("superseded_at_deactivate")  # deactivated meanwhile: still counted
+            return
         pubs["fused"].publish(image_msg(header, out.fused_rgb, "rgb8"))
         published = ["fused"]
         # Extra outputs cost conversion (and the overlay a blend): only when someone listens.
@@ -443,17 +600,28 @@ class FusionNode(LifecycleNode):
         self.stats.output_published(now, latency_ms, (now - received) * 1000.0, out.inference_ms)
 
     # --- diagnostics ---------------------------------------------------------------------------
+    def _sync_totals(self) -> dict[str, int]:
+        """Lifetime sync counters: the retired synchronisers' plus the live one's."""
+        totals = dict(self._sync_base)
+        if self._sync is not None:
+            st = self._sync.stats
+            for i, name in enumerate(INPUTS):
+                for key, value in (
+                    (f"sync_unpaired_{name}", st.evicted[i] + st.flushed[i] + st.rejected[i]),
+                    (f"sync_duplicate_{name}", st.duplicate[i]),
+                ):
+                    totals[key] = totals.get(key, 0) + value
+        return totals
+
     def _mirror_sync_stats(self) -> None:
-        st = self._sync.stats
-        for i, name in enumerate(INPUTS):
-            self.stats.set_drop_total(f"sync_unpaired_{name}", st.evicted[i] + st.flushed[i] + st.rejected[i])
-            self.stats.set_drop_total(f"sync_duplicate_{name}", st.duplicate[i])
+        for key, value in self._sync_totals().items():
+            self.stats.set_drop_total(key, value)
+        # The mailbox lives as long as the node: its count is a lifetime total already.
         self.stats.set_drop_total("superseded", self._slot.superseded)
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
-        if self._sync is not None:
-            self._mirror_sync_stats()
+        self._mirror_sync_stats()
         health = self.stats.health(now)
         if not self._active and health.level != ERROR:
             # Silence is expected while inactive: not a warning.
@@ -472,10 +640,20 @@ class FusionNode(LifecycleNode):
         values = self.stats.values(now)
         values["backend"] = status.hardware_id
         values["sync"] = type(self._sync).__name__ if self._sync is not None else "none"
-        if self._sync is not None:
-            # Waiting for a partner right now (not drops yet: they count once pushed out).
-            for name, count in zip(INPUTS, self._sync.pending(), strict=True):
-                values[f"sync_pending_{name}"] = str(count)
+        # Waiting for a partner right now (not drops yet: they count once pushed out).
+        pending = self._sync.pending() if self._sync is not None else [0] * len(INPUTS)
+        for name, count in zip(INPUTS, pending, strict=True):
+            values[f"sync_pending_{name}"] = str(count)
+        # A pair in the mailbox or in the worker: neither fused nor dropped yet.
+        values["in_flight"] = str(self._slot.pending() + int(self._busy))
+        for key, depth in self.stats.queue_depths().items():
+            values[f"queue_{key}"] = str(depth)
+        values["queue_log_problems"] = str(len(self._throttle))
+        values["queue_tracked_publishers"] = str(sum(len(v) for v in self._last_seq.values()))
+        for slot, key in enumerate((*INPUTS, "rgb_info")):
+            sub = self._subs[slot] if slot < len(self._subs) else None
+            if sub is not None:
+                values[f"qos_{key}"] = describe_qos(sub.qos_profile) + (" (auto)" if self._sub_auto.get(key) else "")
         values["state"] = "active" if self._active else "inactive"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray()

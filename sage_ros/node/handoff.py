@@ -41,6 +41,11 @@ class NewestSlot:
             item, self._item, self._has_item = self._item, None, False
             return item
 
+    def pending(self) -> int:
+        """1 while an item waits for the worker, else 0."""
+        with self._cond:
+            return int(self._has_item)
+
     def clear(self) -> int:
         """Drop the waiting item, if any; returns 1 if one was dropped."""
         with self._cond:

@@ -16,6 +16,8 @@ from sage_ros.registration import parse_homography
 from sage_ros.thermal import MODES, NormalizerConfig
 
 RELIABILITIES = ("best_effort", "reliable")
+# Inputs also take `auto`: match the publishers found on each topic (as `ros2 topic echo` does).
+INPUT_RELIABILITIES = ("auto", *RELIABILITIES)
 # Marker for a double-array parameter without a default (ROS cannot infer a type from []).
 DOUBLE_ARRAY = "double_array"
 
@@ -44,7 +46,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("sync.thermal_offset", 0.0, "seconds added to thermal stamps before pairing (late driver: <0)"),
     ParamSpec("sync.use_message_filters", True, "use message_filters when importable (false: always ours)"),
     ParamSpec("max_pair_age", 0.0, "drop pairs whose RGB stamp is older than this (s) at inference; 0 = off"),
-    ParamSpec("qos.reliability", "best_effort", "input QoS: best_effort (REP-2003 sensor data) | reliable"),
+    ParamSpec("qos.reliability", "auto",
+              "input QoS: auto (RELIABLE if every publisher is, else BEST_EFFORT) | best_effort | reliable"),
     ParamSpec("qos.depth", 5, "input QoS history depth"),
     ParamSpec("output_qos.reliability", "reliable", "output QoS: reliable | best_effort"),
     ParamSpec("output_qos.depth", 5, "output QoS history depth"),
@@ -91,7 +94,7 @@ class NodeSettings:
         if missing:
             raise ValueError(f"missing parameters: {missing}")
         _choice("backend", v["backend"], BACKEND_NAMES)
-        _choice("qos.reliability", v["qos.reliability"], RELIABILITIES)
+        _choice("qos.reliability", v["qos.reliability"], INPUT_RELIABILITIES)
         _choice("output_qos.reliability", v["output_qos.reliability"], RELIABILITIES)
         _positive("sync.slop", v["sync.slop"])
         for name in ("sync.queue_size", "qos.depth", "output_qos.depth", "diagnostics.latency_window"):

@@ -2,6 +2,10 @@
 and the health verdict (OK / WARN stale input / ERROR model failing). Pure Python, thread-safe.
 
 Times are passed in explicitly (monotonic seconds) so the logic tests without sleeping.
+
+Counters live as long as the node: one `NodeStats` per node, never replaced at configure or activate,
+so every total is monotonic and they add up (docs/node.md, "Accounting"). Losses inside DDS (frames
+that never reached the node) are kept apart from the fates of received messages (`dds` below).
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ class NodeStats:
         self.inputs = {name: RateMeter() for name in INPUTS}
         self.pairs = RateMeter()
         self.outputs = RateMeter()
-        self.drops: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # fates of received messages/pairs other than "fused"
+        self.dds: Counter[str] = Counter()  # never received: middleware-reported or sequence gaps
         self.latency_ms: deque[float] = deque(maxlen=latency_window)  # RGB stamp -> publish
         self.processing_ms: deque[float] = deque(maxlen=latency_window)  # pair taken -> published
         self.inference_ms: deque[float] = deque(maxlen=latency_window)  # backend call alone
@@ -77,6 +82,13 @@ class NodeStats:
         self.model_error_at: float | None = None
         self.last_error: str | None = None
         self.published_by_output: Counter[str] = Counter()
+
+    def configure(self, latency_window: int, stale_timeout: float) -> None:
+        """New window sizes at configure; counters and recent samples are kept (monotonic totals)."""
+        with self._lock:
+            self.stale_timeout = stale_timeout
+            for attr in ("latency_ms", "processing_ms", "inference_ms"):
+                setattr(self, attr, deque(getattr(self, attr), maxlen=latency_window))
 
     # --- writers -------------------------------------------------------------------------------
     def activated(self, now: float) -> None:
@@ -101,6 +113,12 @@ class NodeStats:
             if error:
                 self.last_error = error
 
+    def dds_loss(self, key: str, count: int) -> None:
+        """Frames that never reached the node (not a fate of a received message)."""
+        if count > 0:
+            with self._lock:
+                self.dds[key] += count
+
     def set_drop_total(self, cause: str, total: int) -> None:
         """For counters kept elsewhere (the synchroniser): mirror their running total."""
         with self._lock:
@@ -124,6 +142,15 @@ class NodeStats:
             self.published_by_output.update(outputs)
 
     # --- readers -------------------------------------------------------------------------------
+    def queue_depths(self) -> dict[str, int]:
+        """Sizes of the internal containers (for the soak check: all must stay bounded)."""
+        with self._lock:
+            return {
+                "rate_samples": max(len(m._times) for m in (*self.inputs.values(), self.pairs, self.outputs)),
+                "latency_samples": len(self.latency_ms),
+                "drop_keys": len(self.drops) + len(self.dds),
+            }
+
     def health(self, now: float) -> Health:
         with self._lock:
             if self.model_error_at is not None and (
@@ -162,6 +189,8 @@ class NodeStats:
             out["drops_total"] = str(sum(self.drops.values()))
             for cause in sorted(self.drops):
                 out[f"drop_{cause}"] = str(self.drops[cause])
+            for key in sorted(self.dds):
+                out[f"drop_{key}"] = str(self.dds[key])
             if self.last_error:
                 out["last_error"] = self.last_error
             return out
