@@ -164,3 +164,94 @@ def test_fp16_copy_of_real_student_keeps_float32_io_and_matches(student_onnx: Pa
     assert got.dtype == np.float32 and got.shape == ref.shape
     psnr = 10 * np.log10(4.0 / np.mean((got - ref) ** 2))  # Tanh output spans [-1, 1]
     assert psnr > 50, psnr
+
+
+# ------------------------------------------------------------------ the default two-output model
+
+
+@pytest.fixture(scope="module")
+def default_model_path(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model users get by default (`sage-ros export`, `weights fetch`, the node), built by the same
+    function they go through, whatever network it composes."""
+    pytest.importorskip("torch", reason="exporting the default model needs PyTorch")
+    from sage_ros.model_files import ensure_onnx
+
+    return ensure_onnx(tmp_path_factory.mktemp("default_model") / "sage_student.onnx", checkpoint_path)
+
+
+def test_default_model_passes_every_static_tensorrt_check(default_model_path: Path, capsys) -> None:
+    model = onnx.load(str(default_model_path))
+    outputs = {o.name: o for o in model.graph.output}
+    assert "class_ids" in outputs, "the default model is expected to carry the segmentation output"
+    report = check_onnx_for_tensorrt(model)
+    assert report.ok, report.summary()
+    assert report.warnings == []
+    assert not onnx_has_qdq(model) and not onnx_has_qdq(default_model_path)
+    # The declared class_ids shape is (batch, H, W) with the input's dynamic H and W.
+    dims = [d.dim_param or d.dim_value for d in outputs["class_ids"].type.tensor_type.shape.dim]
+    assert len(dims) == 3 and all(isinstance(d, str) and d for d in dims[1:]), dims
+    assert dims[0] == 1 or (isinstance(dims[0], str) and dims[0] not in dims[1:]), dims
+    # ... and the command a user runs agrees.
+    from sage_ros.cli import main
+
+    assert main(["build-engine", str(default_model_path), "--check-only"]) == 0
+    assert "ERROR" not in capsys.readouterr().out
+
+
+def test_engine_spec_of_the_default_model(default_model_path: Path) -> None:
+    """The TensorRT engine-cache key is computed from the default model like from the student."""
+    from sage_ros.tensorrt.engine_cache import EngineSpec
+    from sage_ros.tensorrt.shapes import DEFAULT_PROFILE
+
+    spec = EngineSpec.from_onnx(default_model_path, "fp16", DEFAULT_PROFILE)
+    assert spec.onnx_sha256 and len(spec.onnx_sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "dims, message",
+    [
+        (["height", "height", "width"], "axis 0 is named 'height' like a spatial axis"),
+        ([2, "height", "width"], "axis 0 is 2, expected 1"),
+        ([1, 480, "width"], "axis 1 is fixed to 480"),
+    ],
+)
+def test_class_ids_declared_shape(dims, message: str) -> None:
+    outputs = [helper.make_tensor_value_info("fused_y", TensorProto.FLOAT, [1, 1, "height", "width"]),
+               helper.make_tensor_value_info("class_ids", TensorProto.UINT8, dims)]
+    nodes = [*ADD, helper.make_node("ArgMax", ["fused_y"], ["a"], axis=1, keepdims=0),
+             helper.make_node("Cast", ["a"], ["class_ids"], to=TensorProto.UINT8)]
+    report = check_onnx_for_tensorrt(_graph(nodes, outputs=outputs))
+    assert any(message in e for e in report.errors), report.errors
+
+
+def test_class_ids_with_a_batch_name_of_its_own_passes() -> None:
+    """A composed graph may name its batch axis (e.g. 'N'): TensorRT derives it from the batch-1 inputs."""
+    outputs = [helper.make_tensor_value_info("fused_y", TensorProto.FLOAT, [1, 1, "height", "width"]),
+               helper.make_tensor_value_info("class_ids", TensorProto.UINT8, ["N", "height", "width"])]
+    nodes = [*ADD, helper.make_node("ArgMax", ["fused_y"], ["a"], axis=1, keepdims=0),
+             helper.make_node("Cast", ["a"], ["class_ids"], to=TensorProto.UINT8)]
+    report = check_onnx_for_tensorrt(_graph(nodes, outputs=outputs))
+    assert report.ok, report.errors
+
+
+def test_float16_copy_of_the_default_model_runs_and_agrees(default_model_path: Path, official_dir: Path) -> None:
+    """TensorRT 11's FP16 route (a strongly typed float16 copy) on the default model: the head reads
+    fused_y, which is also a graph output; the copy must stay valid and close to the fp32 model."""
+    import cv2
+
+    ort = pytest.importorskip("onnxruntime")
+    from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+    from sage_ros.tensorrt.onnx_fp16 import fp16_onnx_bytes
+
+    half = fp16_onnx_bytes(default_model_path)
+    assert check_onnx_for_tensorrt(onnx.ModelProto.FromString(half)).ok
+    vis = cv2.imread(str(official_dir / "Vis" / "00000.png"), cv2.IMREAD_COLOR)[:192, :256]
+    ir = cv2.imread(str(official_dir / "Ir" / "00000.png"), cv2.IMREAD_UNCHANGED)[:192, :256]
+    feed = {"vis_y": visible_to_ycrcb(vis).y[None, None].copy(), "ir": infrared_to_grey(ir)[None, None].copy()}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    ref = ort.InferenceSession(str(default_model_path), options, providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(half, options, providers=["CPUExecutionProvider"]).run(None, feed)
+    mse = float(np.mean((np.clip(ref[0], 0, 1) - np.clip(got[0], 0, 1)) ** 2))
+    assert got[0].dtype == np.float32 and 10 * np.log10(1 / max(mse, 1e-12)) > 35
+    assert got[1].shape == ref[1].shape and float(np.mean(got[1] == ref[1])) > 0.95

@@ -67,11 +67,34 @@ def export_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+    _declare_output_dims(out_path)
     meta = {"inputs": INPUT_NAMES, "outputs": output_names, "opset": OPSET}
     meta.update(metadata or {})
     out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("exported %s", out_path)
     return out_path
+
+
+def _declare_output_dims(path: Path) -> None:
+    """Write the true output shapes into the graph: (1, 1, height, width) and (1, height, width).
+
+    The TorchScript exporter's shape inference declared class_ids as [height, height, width] (batch
+    axis named like the height), which the TensorRT checks rightly reject; the values are unaffected.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    wanted = {"fused_y": [1, 1, "height", "width"], "class_ids": [1, "height", "width"]}
+    for output in model.graph.output:
+        dims = wanted.get(output.name)
+        if dims is None or len(output.type.tensor_type.shape.dim) != len(dims):
+            continue
+        for dim, value in zip(output.type.tensor_type.shape.dim, dims, strict=True):
+            if isinstance(value, int):
+                dim.dim_value = value
+            else:
+                dim.dim_param = value
+    onnx.save(model, str(path))
 
 
 def export_student(student: SageStudent, out_path: str | Path, **metadata) -> Path:

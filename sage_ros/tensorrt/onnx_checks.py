@@ -113,6 +113,17 @@ def _check_tensor(report: CheckReport, kind: str, vi, elem_types: set[int], rank
     for axis, size in fixed.items():
         if dims[axis] != size:
             report.errors.append(f"{kind} {vi.name!r} axis {axis} is {dims[axis]!r}, expected {size}")
+    if kind == "output" and 0 not in fixed:
+        # TensorRT derives output shapes from the input profile (batch 1), so a symbolic batch name on
+        # an output is harmless, but one shared with another axis is a wrongly declared shape.
+        batch = dims[0]
+        if isinstance(batch, int) and batch != 1:
+            report.errors.append(f"output {vi.name!r} axis 0 is {batch}, expected 1 (one image per call)")
+        elif isinstance(batch, str) and batch in dims[1:]:
+            report.errors.append(
+                f"output {vi.name!r} declares dims {dims}: axis 0 is named {batch!r} like a spatial axis "
+                "(a wrong shape from the export; expected 1 or a batch name of its own)"
+            )
 
 
 def check_onnx_for_tensorrt(model_or_path, max_opset: int = MAX_OPSET) -> CheckReport:
@@ -178,10 +189,10 @@ def check_onnx_for_tensorrt(model_or_path, max_opset: int = MAX_OPSET) -> CheckR
     if FUSED_OUTPUT not in outputs:
         report.errors.append(f"graph output {FUSED_OUTPUT!r} is missing (outputs: {sorted(outputs)})")
     else:
-        _check_tensor(report, "output", outputs[FUSED_OUTPUT], {onnx.TensorProto.FLOAT}, 4, (2, 3), {0: 1, 1: 1})
+        _check_tensor(report, "output", outputs[FUSED_OUTPUT], {onnx.TensorProto.FLOAT}, 4, (2, 3), {1: 1})
     if CLASS_OUTPUT in outputs:
         ints = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8}
-        _check_tensor(report, "output", outputs[CLASS_OUTPUT], ints, 3, (1, 2), {0: 1})
+        _check_tensor(report, "output", outputs[CLASS_OUTPUT], ints, 3, (1, 2), {})
     for name in sorted(set(outputs) - {FUSED_OUTPUT, CLASS_OUTPUT}):
         report.warnings.append(f"extra graph output {name!r} will be computed and ignored")
     return report

@@ -45,10 +45,13 @@ def convert_to_fp16(model):
     float_outputs = [vi.name for vi in graph.output if vi.type.tensor_type.elem_type == TensorProto.FLOAT]
     renamed_in = {name: f"{name}__fp16" for name in float_inputs}
     renamed_out = {name: f"{name}__fp16" for name in float_outputs}
+    # Nodes that read a graph output (the segmentation head reads fused_y) read its float16 version,
+    # so the graph stays topologically sorted and typed consistently.
+    renamed_reads = {**renamed_in, **renamed_out}
     for node in graph.node:
         for i, name in enumerate(node.input):
-            if name in renamed_in:
-                node.input[i] = renamed_in[name]
+            if name in renamed_reads:
+                node.input[i] = renamed_reads[name]
         for i, name in enumerate(node.output):
             if name in renamed_out:
                 node.output[i] = renamed_out[name]
