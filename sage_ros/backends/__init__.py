@@ -130,9 +130,12 @@ def create_backend(config: BackendConfig) -> FusionBackend:
             continue
         try:
             backend = _create_one(name, config)
-        except BackendError as exc:
-            log.warning("backend auto: %s failed to start (%s); trying the next one", name, exc)
-            errors.append(f"{name}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a runtime failing to start in any way means: next one
+            # BackendError carries our own message; anything else (a TypeError from a pybind11 factory,
+            # a pycuda or OpenVINO error type) gets its type named so the log says what happened.
+            why = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+            log.warning("backend auto: %s failed to start (%s); trying the next one", name, why)
+            errors.append(f"{name}: {why}")
             continue
         log.info("backend auto: using %s", backend.description)
         return backend

@@ -37,12 +37,12 @@ def import_tensorrt():
     missing = []
     try:
         import tensorrt as trt
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: libnvinfer.so present but unloadable
         missing.append(f"tensorrt ({exc})")
         trt = None
     try:
         import pycuda.driver as cuda
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # e.g. libcuda.so.1 missing on a machine without the driver
         missing.append(f"pycuda ({exc})")
         cuda = None
     if missing:
@@ -101,16 +101,19 @@ class TensorRtBackend(FusionBackend):
 
         try:
             self._cuda_ctx = CudaContext(device_index(config.device))
-        except Exception as exc:  # pycuda raises LogicError/RuntimeError without a driver or device
-            raise BackendUnavailable(f"tensorrt backend: no usable CUDA device ({exc})") from exc
-        machine = self._cuda_ctx.machine_info(trt.__version__)
-        logger = trt.Logger(trt.Logger.WARNING)
+        except Exception as exc:  # pycuda._driver.Error subclasses (not builtins) without a driver or device
+            raise BackendUnavailable(f"tensorrt backend: no usable CUDA device ({_why(exc)})") from exc
         options = BuildOptions(
             workspace_mb=int(extra.get("workspace_mb", 1024)),
             calib_dir=Path(extra["calib_dir"]) if extra.get("calib_dir") else None,
             calib_cache=Path(extra["calib_cache"]) if extra.get("calib_cache") else None,
         )
+        # From here on the CUDA context is ours: any failure must release it before leaving. TensorRT's
+        # factories raise TypeError ("pybind11::init(): factory function returned nullptr") when the
+        # device is unusable, pycuda raises pycuda._driver.Error subclasses: neither is a RuntimeError.
         try:
+            machine = self._cuda_ctx.machine_info(trt.__version__)
+            logger = trt.Logger(trt.Logger.WARNING)
             with self._cuda_ctx.current():
                 runtime = trt.Runtime(logger)
                 cache = EngineCache(
@@ -121,9 +124,11 @@ class TensorRtBackend(FusionBackend):
                 )
                 result = cache.load_or_build(spec, engine_path=config.engine_path)
             self._runner = TrtRunner(result.engine, machine.tensorrt_version, self._cuda_ctx)
-        except (EngineCacheError, RuntimeError) as exc:
-            self._cuda_ctx.close()
-            raise BackendError(f"tensorrt backend: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - see above: every start failure releases the context
+            self._release_context()
+            if isinstance(exc, EngineCacheError):
+                raise BackendError(f"tensorrt backend: {exc}") from exc
+            raise BackendUnavailable(f"tensorrt backend: TensorRT could not start ({_why(exc)})") from exc
         self._runtime = runtime  # the engine must not outlive its runtime
         shapes = result.sidecar.get("shapes")
         self._engine_profile = ShapeProfile.from_json(shapes) if shapes else None
@@ -157,12 +162,25 @@ class TensorRtBackend(FusionBackend):
             raise BackendError(f"tensorrt inference failed: {exc}") from exc
         return squeeze_outputs(out[FUSED_OUTPUT], out.get(CLASS_OUTPUT))
 
+    def _release_context(self) -> None:
+        ctx = getattr(self, "_cuda_ctx", None)
+        self._cuda_ctx = None
+        if ctx is not None:
+            try:
+                ctx.close()
+            except Exception as exc:  # noqa: BLE001 - already failing: report, never mask the first error
+                log.warning("tensorrt backend: releasing the CUDA context failed: %s", _why(exc))
+
     def close(self) -> None:
         runner = getattr(self, "_runner", None)
         if runner is not None:
             runner.close()
             self._runner = None
-        ctx = getattr(self, "_cuda_ctx", None)
-        if ctx is not None:
-            ctx.close()
-            self._cuda_ctx = None
+        self._release_context()
+
+
+def _why(exc: BaseException) -> str:
+    """'TypeError: ...' with the module of non-builtin types (pycuda._driver.LogicError: ...)."""
+    kind = type(exc)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return f"{name}: {exc}"
