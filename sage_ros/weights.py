@@ -111,20 +111,21 @@ def _install_checked(source_fill, item: RemoteFile, dest: Path, origin: str) -> 
         tmp.unlink(missing_ok=True)
 
 
-def _from_mirror(item: RemoteFile, mirror: Path, dest: Path) -> None:
+def _from_mirror(item: RemoteFile, mirror: Path, dest: Path) -> str:
     for candidate in (mirror / item.local, mirror / item.upstream):
         if candidate.is_file():
             with open(candidate, "rb") as src:
                 _install_checked(lambda out, src=src: shutil.copyfileobj(src, out), item, dest, str(candidate))
-            return
+            return f"mirror {candidate}"
     raise FetchError(f"mirror {mirror} has neither {item.local} nor {item.upstream}")
 
 
-def _from_url(item: RemoteFile, base_url: str, dest: Path, timeout: float) -> None:
+def _from_url(item: RemoteFile, base_url: str, dest: Path, timeout: float) -> str:
     url = f"{base_url.rstrip('/')}/{item.upstream}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             _install_checked(lambda out: shutil.copyfileobj(response, out), item, dest, url)
+        return url
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         if isinstance(exc, FetchError):
             raise
@@ -156,12 +157,14 @@ def fetch(
         dest = dest_dir / item.local
         if is_valid(dest, item.sha256):
             log.debug("%s already present and verified", dest)
+            source = f"already in {dest_dir}"
         elif mirror is not None:
-            _from_mirror(item, Path(mirror), dest)
+            source = _from_mirror(item, Path(mirror), dest)
         else:
-            _from_url(item, base_url, dest, timeout)
+            source = _from_url(item, base_url, dest, timeout)
         if progress is not None:
-            progress(item)
+            # progress(item, source): where the file came from; its sha256 matched the pinned one.
+            progress(item, source)
     return dest_dir
 
 

@@ -36,13 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    print("released weights and sample pairs (sha256-pinned):", flush=True)
+
+    def progress(item, source: str = "") -> None:
+        # Only the checkpoint line in full; the 18 sample images are summarised.
+        if item.local == CHECKPOINT.local:
+            print(f"  {item.local}: from {source}; sha256 {item.sha256[:16]}... verified", flush=True)
+
     try:
-        official = fetch(mirror=args.mirror)
+        official = fetch(mirror=args.mirror, progress=progress)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    print(f"  6 sample pairs + upstream results: sha256 verified, in {official}", flush=True)
     if args.weights is None:
         args.weights = official / CHECKPOINT.local
+    _say_model_build(args)
     try:
         backend = backend_from_args(args)
     except (BackendError, RuntimeError) as exc:
@@ -72,6 +81,20 @@ def run(args: argparse.Namespace) -> int:
     if args.live:
         return _run_live(official, out, args)
     return 0
+
+
+def _say_model_build(args: argparse.Namespace) -> None:
+    """Tell the user when the ONNX model is about to be built (a few seconds, once) and how."""
+    from sage_ros.model_files import onnx_is_current, torch_available
+
+    model = Path(args.model) if args.model else default_onnx()
+    if args.backend == "torch" or (args.model and model.is_file()):
+        return
+    if not onnx_is_current(model, Path(args.weights)):
+        how = "PyTorch's exporter" if torch_available() else "the torch-free builder (no PyTorch needed)"
+        print(f"building the ONNX model {model} from the checkpoint with {how}...", flush=True)
+    else:
+        print(f"ONNX model {model}: current (built from this checkpoint)", flush=True)
 
 
 def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:

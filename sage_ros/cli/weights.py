@@ -37,9 +37,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     items = [CHECKPOINT] if args.no_samples else MANIFEST
     count = {"n": 0}
 
-    def progress(item) -> None:
+    def progress(item, source: str = "") -> None:
         count["n"] += 1
-        print(f"  [{count['n']:2d}/{len(items)}] {item.local}  sha256 ok", flush=True)
+        print(f"  [{count['n']:2d}/{len(items)}] {item.local}  sha256 {item.sha256[:12]}... verified"
+              + (f"  ({source})" if source else ""), flush=True)
 
     try:
         dest = fetch(args.dest, mirror=args.mirror, base_url=args.base_url,
@@ -50,12 +51,17 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"weights and samples in {dest}")
     if args.no_export:
         return 0
-    if importlib.util.find_spec("torch") is None:
-        print("PyTorch is not installed: skipping ONNX export (run `sage-ros export` where torch is).")
-        return 0
     from sage_ros.model_files import ensure_onnx
 
-    onnx_path = ensure_onnx(None if args.dest is None else Path(args.dest) / "sage_student.onnx",
-                            dest / CHECKPOINT.local)
+    # Without PyTorch the model is built by the torch-free builder (model/onnx_builder.py).
+    builder = "PyTorch's exporter" if importlib.util.find_spec("torch") else "the torch-free builder"
+    print(f"building the ONNX model from the checkpoint with {builder} (once; reused while current)", flush=True)
+
+    try:
+        onnx_path = ensure_onnx(None if args.dest is None else Path(args.dest) / "sage_student.onnx",
+                                dest / CHECKPOINT.local)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"error: building the ONNX model failed: {exc}", file=sys.stderr)
+        return 1
     print(f"ONNX model: {onnx_path}" + ("" if args.dest else f" (the node's default: {default_onnx()})"))
     return 0

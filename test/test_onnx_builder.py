@@ -1,0 +1,142 @@
+"""The torch-free ONNX builder: same model as the PyTorch export, and a loader that refuses unsafe files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from sage_ros.model.onnx_builder import CheckpointError, build_student_onnx, read_checkpoint_arrays
+
+ort = pytest.importorskip("onnxruntime")
+cv2 = pytest.importorskip("cv2")
+
+
+def _io(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
+    return [
+        (v.name, v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+        for v in [*model.graph.input, *model.graph.output]
+    ]
+
+
+def _pairs(official: Path):
+    for ir_path in sorted((official / "Ir").glob("*.png")):
+        ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)[None, None] / np.float32(255)
+        vis = cv2.imread(str(official / "Vis" / ir_path.name))
+        y = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[None, None, :, :, 0] / np.float32(255)
+        yield ir_path.name, y, ir
+
+
+def _grey(fused: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(fused, 0, 1) * 255)
+
+
+def test_torch_free_model_equals_pytorch_export_on_the_sample_pairs(checkpoint_path: Path, tmp_path: Path):
+    pytest.importorskip("torch", reason="the reference is PyTorch's own export")
+    from sage_ros.model_files import export_checkpoint
+
+    # The default two-output model both ways: student by PyTorch / by numpy, same seg subgraph.
+    by_torch = export_checkpoint(checkpoint_path, tmp_path / "torch.onnx", "default", builder="torch")
+    by_numpy = export_checkpoint(checkpoint_path, tmp_path / "numpy.onnx", "default", builder="numpy")
+    a, b = onnx.load(by_torch), onnx.load(by_numpy)
+    assert _io(a) == _io(b)
+    assert not [n for n in b.graph.node if n.op_type == "BatchNormalization"]
+    meta_a = json.loads(by_torch.with_suffix(".json").read_text())
+    meta_b = json.loads(by_numpy.with_suffix(".json").read_text())
+    assert (meta_a.pop("builder"), meta_b.pop("builder")) == ("torch", "numpy")
+    assert meta_a == meta_b  # same provenance (checkpoint and head sha256), classes, outputs
+    sa = ort.InferenceSession(str(by_torch), providers=["CPUExecutionProvider"])
+    sb = ort.InferenceSession(str(by_numpy), providers=["CPUExecutionProvider"])
+    n = 0
+    for name, y, ir in _pairs(checkpoint_path.parent):
+        fa, ia = sa.run(None, {"vis_y": y, "ir": ir})
+        fb, ib = sb.run(None, {"vis_y": y, "ir": ir})
+        diff = np.abs(_grey(fa) - _grey(fb)).max()
+        assert diff <= 1, f"{name}: fused images differ by {diff} grey levels"
+        # Class ids can only differ where the fused Y differs by float rounding near a decision edge.
+        assert (ia != ib).mean() < 1e-4, name
+        n += 1
+    assert n == 6
+
+
+def test_builder_does_not_need_torch(checkpoint_path: Path, tmp_path: Path):
+    """In a process where `import torch` fails, the model is still built (and the fusion-only one too)."""
+    out = tmp_path / "model.onnx"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from pathlib import Path\n"
+        "import sage_ros.model_files as mf\n"
+        f"p = mf.export_checkpoint(Path({str(checkpoint_path)!r}), Path({str(out)!r}), None, builder='numpy')\n"
+        "print(p)\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [o.name for o in onnx.load(out).graph.output] == ["fused_y"]
+
+
+def _zip_checkpoint(path: Path, payload: bytes, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/byteorder", b"little")
+        for name, data in (extra or {}).items():
+            archive.writestr(f"archive/{name}", data)
+    return path
+
+
+class _RunsCode:
+    """Unpickling this would call os.system: the loader must refuse it before anything runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_holding_a_callable_is_refused(tmp_path: Path):
+    marker = tmp_path / "code_ran"
+    bad = _zip_checkpoint(tmp_path / "evil.pt", pickle.dumps({"module1.0.weight": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(CheckpointError, match=r"refers to (posix|os|nt)\.system.*refused"):
+        read_checkpoint_arrays(bad)
+    assert not marker.exists()
+    # A plain function reference (no call) is refused too: only tensors and containers are accepted.
+    func = _zip_checkpoint(tmp_path / "func.pt", pickle.dumps({"w": print}, protocol=2))
+    with pytest.raises(CheckpointError, match=r"(__builtin__|builtins)\.print.*only tensors and plain containers"):
+        read_checkpoint_arrays(func)
+
+
+def test_truncated_and_foreign_files_give_clear_errors(checkpoint_path: Path, tmp_path: Path):
+    data = checkpoint_path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        build_student_onnx(truncated)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        build_student_onnx(empty)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_student_onnx(tmp_path / "missing.pt")
+    # A well-formed file that is not the student (a plain dict of other tensors).
+    other = _zip_checkpoint(tmp_path / "other.pt", pickle.dumps({"a": [1, 2]}, protocol=2))
+    with pytest.raises(CheckpointError, match="not tensors"):
+        build_student_onnx(other)
+
+
+def test_reader_matches_torch_load(checkpoint_path: Path):
+    torch = pytest.importorskip("torch")
+    ours = read_checkpoint_arrays(checkpoint_path)
+    theirs = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    assert set(ours) == set(theirs)
+    for key, tensor in theirs.items():
+        np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
