@@ -46,13 +46,15 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
-    package_data={PACKAGE: ["data/*.json", "data/*.npz"]},
+    package_data={PACKAGE: ["data/*.json", "data/*.npz", "data/*.onnx"]},
     python_requires=">=3.10",
     install_requires=[
         "setuptools",
         "numpy>=1.23",
         "opencv-python-headless>=4.8",
         "onnxruntime>=1.16",
+        # Builds the ONNX model from the released checkpoint without PyTorch (model/onnx_builder.py).
+        "onnx>=1.15",
         "pyyaml",
         "tqdm",
     ],

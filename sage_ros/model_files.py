@@ -31,9 +31,14 @@ def shipped_head() -> Path | None:
     older head weights `data/seg_head_msrs.npz` (turned into a graph with PyTorch).
     """
     data = Path(__file__).resolve().parent / "data"
-    for name in ("seg_net_msrs.onnx", "seg_head_msrs.npz"):
-        if (data / name).is_file():
-            return data / name
+    if (data / "seg_net_msrs.onnx").is_file():
+        return data / "seg_net_msrs.onnx"
+    npz = data / "seg_head_msrs.npz"
+    if npz.is_file():
+        if torch_available():
+            return npz
+        log.warning("the shipped segmentation head %s needs PyTorch to become a graph and no standalone "
+                    "seg_net_msrs.onnx is installed: the default model is fusion-only (no class ids)", npz.name)
     return None
 
 
