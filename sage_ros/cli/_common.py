@@ -27,9 +27,15 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"exported ONNX model; exported from --weights when missing (default: {default_onnx()})",
     )
     group.add_argument(
-        "--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"],
-        help="bf16: OpenVINO on CPUs with AMX/AVX512-BF16; int8: QDQ model on CPU backends, calibrated engine "
-        "on TensorRT; fp16: TensorRT, torch on CUDA",
+        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        help="auto (default): chosen from the CPU's features and logged (bf16 on OpenVINO with AVX-512 BF16/AMX, "
+        "else fp32); bf16: OpenVINO on CPUs with AMX/AVX512-BF16; int8: QDQ model on CPU backends, calibrated "
+        "engine on TensorRT; fp16: TensorRT, torch on CUDA",
+    )
+    group.add_argument(
+        "--resolution", type=_resolution, default="thermal",
+        help="fusion resolution: thermal (default; about the thermal image's pixel count, RGB detail added back "
+        "at the RGB size), rgb (the visible image's size), or WIDTHxHEIGHT",
     )
     group.add_argument(
         "--calib", type=Path, default=None,
@@ -38,6 +44,15 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     group.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     group.add_argument("--engine-dir", type=Path, default=None, help="TensorRT engine cache folder")
+
+
+def _resolution(text: str) -> str | tuple[int, int]:
+    from sage_ros.pipeline import parse_resolution
+
+    try:
+        return parse_resolution(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def backend_from_args(args: argparse.Namespace) -> FusionBackend:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except (BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    pipeline = FusionPipeline(backend)
+    pipeline = FusionPipeline(backend, args.resolution)
     classes = load_class_table(args.model or default_onnx()) if backend.has_segmentation else None
     out = Path(args.out)
     rows = []

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = evaluate_bag(
             args.bag,
-            FusionPipeline(backend),
+            FusionPipeline(backend, args.resolution),
             options,
             class_table=load_class_table(model_path),
             progress=lambda total: tqdm(total=total, unit="msg", desc="replaying", file=sys.stderr),

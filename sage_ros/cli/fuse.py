@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    pipeline = FusionPipeline(backend)
+    pipeline = FusionPipeline(backend, args.resolution)
     with tqdm(total=len(pairs), unit="pair", desc="fusing", file=sys.stderr) as bar:
         report = fuse_folder(pipeline, args.ir, args.vis, args.out, on_pair=lambda _name: bar.update())
     backend.close()

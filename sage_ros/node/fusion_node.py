@@ -240,7 +240,7 @@ class FusionNode(LifecycleNode):
         self.settings, self.backend = settings, backend
         use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
-            FusionPipeline(backend),
+            FusionPipeline(backend, settings.resolution),
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
             decoder=cv_bridge_decoder() if use_bridge else decode_msg,
@@ -255,8 +255,10 @@ class FusionNode(LifecycleNode):
             "disabled)" if cv_bridge_available() else "not installed)")
         log.info(
             f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
-            f"decoding with {decoder}"
+            f"decoding with {decoder}, fusion resolution {settings['fusion.resolution']}"
         )
+        if backend.precision_note:
+            log.info(backend.precision_note)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_ros.backends import BACKEND_NAMES, BackendConfig
+from sage_ros.backends import BACKEND_NAMES, PRECISIONS, BackendConfig
 from sage_ros.paths import default_onnx
+from sage_ros.pipeline import parse_resolution
 from sage_ros.registration import parse_homography
 from sage_ros.thermal import MODES, NormalizerConfig
 
@@ -34,7 +35,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", f"inference backend: {' | '.join(BACKEND_NAMES)}"),
     ParamSpec("model_path", "", "exported ONNX model; empty = the default export in the sage_ros cache"),
     ParamSpec("weights_path", "", "PyTorch checkpoint (torch backend only)"),
-    ParamSpec("precision", "fp32", "fp32 | bf16 (openvino) | fp16 | int8 (tensorrt)"),
+    ParamSpec("precision", "auto",
+              "auto (by the CPU's features: bf16 on OpenVINO with AVX-512 BF16/AMX, else fp32) | fp32 | "
+              "bf16 (openvino) | fp16 | int8 (tensorrt)"),
+    ParamSpec("fusion.resolution", "thermal",
+              "thermal (fuse at ~the thermal camera's pixel count, RGB detail added back) | rgb | WxH"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
@@ -87,6 +92,7 @@ class NodeSettings:
     values: dict[str, Any]
     backend: BackendConfig = field(init=False)
     thermal: NormalizerConfig = field(init=False)
+    resolution: str | tuple[int, int] = field(init=False)  # parsed fusion.resolution
 
     def __post_init__(self) -> None:
         v = self.values
@@ -94,6 +100,11 @@ class NodeSettings:
         if missing:
             raise ValueError(f"missing parameters: {missing}")
         _choice("backend", v["backend"], BACKEND_NAMES)
+        _choice("precision", v["precision"], PRECISIONS)
+        try:
+            self.resolution = parse_resolution(v["fusion.resolution"])
+        except ValueError as exc:
+            raise ValueError(f"parameter fusion.resolution: {exc}") from None
         _choice("qos.reliability", v["qos.reliability"], INPUT_RELIABILITIES)
         _choice("output_qos.reliability", v["output_qos.reliability"], RELIABILITIES)
         _positive("sync.slop", v["sync.slop"])

@@ -179,3 +179,117 @@ def score_images(
             confusion += confusion_matrix(pred, target, num_classes)
         iou = dict(enumerate(iou_per_class(confusion).tolist()))
     return SegScores(ap, n_gt, nanmean(ap.values()), iou, nanmean(iou.values()), len(detections))
+
+
+# ---------------------------------------------------------------------------------------------
+# The operating point: mask components as they are published, matched to human boxes at IoU 0.5.
+
+
+def match_components(
+    detections: Sequence[Detection], ground_truth: Sequence[Box], class_id: int, iou_threshold: float = 0.5
+) -> tuple[int, int, int]:
+    """(true positives, predicted components, human boxes) of one class in one image.
+
+    One-to-one matching, greedy by descending IoU over every (component, box) pair at or above the
+    threshold, so a person split into two components counts one match and one false component.
+    """
+    dets = [d.as_xyxy() for d in detections if d.class_id == class_id]
+    gts = [g.as_xyxy() for g in ground_truth if g.class_id == class_id]
+    pairs = sorted(
+        ((box_iou(d, g), i, j) for i, d in enumerate(dets) for j, g in enumerate(gts)), key=lambda t: -t[0]
+    )
+    used_d, used_g, tp = set(), set(), 0
+    for iou, i, j in pairs:
+        if iou < iou_threshold:
+            break
+        if i in used_d or j in used_g:
+            continue
+        used_d.add(i)
+        used_g.add(j)
+        tp += 1
+    return tp, len(dets), len(gts)
+
+
+@dataclass
+class ClassF1:
+    tp: int
+    predicted: int
+    boxes: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / self.predicted if self.predicted else math.nan
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.boxes if self.boxes else math.nan
+
+    @property
+    def f1(self) -> float:
+        # 2TP / (P + G): 0 when something was predicted or expected but nothing matched.
+        total = self.predicted + self.boxes
+        return 2 * self.tp / total if total else math.nan
+
+
+@dataclass
+class F1Scores:
+    """Component-vs-box scores of a set of images at one IoU threshold."""
+
+    per_class: dict[int, ClassF1]
+    images: int
+    components_per_image: float
+    boxes_per_image: float
+    empty_frames: int  # frames without any human box of the scored classes
+    false_components_per_empty_frame: float
+
+    @property
+    def mean_f1(self) -> float:
+        return nanmean(c.f1 for c in self.per_class.values())
+
+    def to_json(self) -> dict:
+        return {
+            "images": self.images,
+            "mean_f1": self.mean_f1,
+            "components_per_image": self.components_per_image,
+            "boxes_per_image": self.boxes_per_image,
+            "empty_frames": self.empty_frames,
+            "false_components_per_empty_frame": self.false_components_per_empty_frame,
+            "classes": {
+                str(c): {"tp": s.tp, "predicted": s.predicted, "boxes": s.boxes, "precision": s.precision,
+                         "recall": s.recall, "f1": s.f1}
+                for c, s in self.per_class.items()
+            },
+        }
+
+
+def f1_scores(
+    detections: Sequence[Sequence[Detection]],
+    ground_truth: Sequence[Sequence[Box]],
+    classes: Sequence[int] = (1, 2, 3),
+    iou_threshold: float = 0.5,
+) -> F1Scores:
+    """Per-class precision/recall/F1 of components vs boxes, plus the counts a user reads first."""
+    if len(detections) != len(ground_truth):
+        raise ValueError("detections and ground truth must list the same images")
+    counts = {c: [0, 0, 0] for c in classes}
+    n_det = n_gt = empty = empty_false = 0
+    for dets, gts in zip(detections, ground_truth, strict=True):
+        dets = [d for d in dets if d.class_id in counts]
+        gts = [g for g in gts if g.class_id in counts]
+        n_det += len(dets)
+        n_gt += len(gts)
+        if not gts:
+            empty += 1
+            empty_false += len(dets)
+        for c in classes:
+            for k, v in enumerate(match_components(dets, gts, c, iou_threshold)):
+                counts[c][k] += v
+    n = max(len(detections), 1)
+    return F1Scores(
+        {c: ClassF1(*v) for c, v in counts.items()},
+        len(detections),
+        n_det / n,
+        n_gt / n,
+        empty,
+        empty_false / empty if empty else math.nan,
+    )

@@ -1,0 +1,245 @@
+"""A small segmentation network on the fused image (+ the infrared), exported as a standalone ONNX graph.
+
+Why this shape: the metric a robot cares about is whole objects (one mask component per person or car),
+so every output pixel must see a whole person or car. At 640x480 a near car is ~200 px wide. The
+network therefore averages its inputs down by 4 (AveragePool 4x4: area averaging, exact and cheap in
+every runtime), runs an encoder to 1/32 of the input (two dilated 3x3 convs at the bottom: a receptive
+field of several hundred input pixels), a light U-Net decoder back to 1/4, and upsamples only its
+4 logits to the input size before ArgMax. About 0.3 G multiply-adds at 640x480 (the student: ~20 G).
+
+Inputs follow the compose contract (`sage_ros/model/compose.py`): `fused_y` (N,1,H,W, the student's
+fused Y clamped to [0, 1]) and optionally `ir` / `vis_y` (the student's own inputs). The output is
+`class_ids` (N,H,W) uint8 with ArgMax in the graph. The same module trains on any input combination,
+which is what the fused / visible / infrared experiment compares.
+
+Weights on disk: `.npz` (plain arrays, no pickle) + `.json` sidecar (architecture, classes, training).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NET_FORMAT = "sage_ros.seg_net/1"
+DEFAULT_NUM_CLASSES = 4  # MSRS ids: 0 background, 1 car, 2 person, 3 bike
+#: Input names of the ONNX graph per input kind (the names the compose contract defines).
+INPUT_NAMES = {"fused": "fused_y", "infrared": "ir", "visible": "vis_y"}
+DOWNSAMPLE = 4
+
+
+def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Sequential:
+    # Conv -> BN in one Sequential so that model.export.fold_batchnorm removes every BN at export.
+    pad = dilation * (kernel // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # To the reference's own size, so odd sizes work (dynamic H, W in the exported graph).
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SegNet(nn.Module):
+    """Images (N, len(inputs), H, W) in [0, 1] -> logits at 1/4 (forward_low) or full size (forward)."""
+
+    def __init__(
+        self,
+        inputs: Sequence[str] = ("fused", "infrared"),
+        num_classes: int = DEFAULT_NUM_CLASSES,
+        widths: Sequence[int] = (16, 24, 48, 64),
+    ) -> None:
+        super().__init__()
+        unknown = [k for k in inputs if k not in INPUT_NAMES]
+        if not inputs or unknown:
+            raise ValueError(f"inputs must be a non-empty subset of {list(INPUT_NAMES)}, got {list(inputs)}")
+        self.inputs = tuple(inputs)
+        self.num_classes = num_classes
+        self.widths = tuple(int(w) for w in widths)
+        w0, w1, w2, w3 = self.widths
+        self.stem = _cbr(len(self.inputs), w0)  # 1/4 of the input
+        self.enc1 = nn.Sequential(_cbr(w0, w1, stride=2), _cbr(w1, w1))  # 1/8
+        self.enc2 = nn.Sequential(_cbr(w1, w2, stride=2), _cbr(w2, w2))  # 1/16
+        self.enc3 = nn.Sequential(  # 1/32: context for whole cars
+            _cbr(w2, w3, stride=2), _cbr(w3, w3, dilation=2), _cbr(w3, w3, dilation=4)
+        )
+        self.dec2 = nn.Sequential(_cbr(w3 + w2, w2, kernel=1), _cbr(w2, w2))
+        self.dec1 = nn.Sequential(_cbr(w2 + w1, w1, kernel=1), _cbr(w1, w1))
+        self.dec0 = nn.Sequential(_cbr(w1 + w0, w0, kernel=1), _cbr(w0, w0))
+        self.classifier = nn.Conv2d(w0, num_classes, 1)
+
+    def forward_low(self, low: torch.Tensor) -> torch.Tensor:
+        """Logits at the network's own resolution for inputs already averaged down by 4 (training)."""
+        e0 = self.stem(low - 0.5)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([_up(e3, e2), e2], 1))
+        d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
+        d0 = self.dec0(torch.cat([_up(d1, e0), e0], 1))
+        return self.classifier(d0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Full-size logits for full-size inputs (N, C, H, W)."""
+        low = F.avg_pool2d(image, DOWNSAMPLE)
+        return _up(self.forward_low(low), image)
+
+
+def downsample(image: np.ndarray) -> np.ndarray:
+    """HxW float32 -> (H//4)x(W//4) by 4x4 area averaging: exactly what AveragePool does in the graph."""
+    h, w = (image.shape[0] // DOWNSAMPLE) * DOWNSAMPLE, (image.shape[1] // DOWNSAMPLE) * DOWNSAMPLE
+    view = image[:h, :w].reshape(h // DOWNSAMPLE, DOWNSAMPLE, w // DOWNSAMPLE, DOWNSAMPLE)
+    return view.mean(axis=(1, 3), dtype=np.float32)
+
+
+def count_macs(net: SegNet, hw: tuple[int, int] = (480, 640)) -> float:
+    """Multiply-adds of the convolutions for one input of size hw (pooling/upsampling/argmax excluded)."""
+    total = 0.0
+
+    def hook(module: nn.Conv2d, _inp, out) -> None:
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1]
+        total += out.shape[-1] * out.shape[-2] * module.in_channels * module.out_channels * k / module.groups
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.inference_mode():
+        net.eval()(torch.zeros(1, len(net.inputs), *hw))
+    for h in handles:
+        h.remove()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights on disk
+
+
+class SegNetError(RuntimeError):
+    """A segmentation network file that is missing, corrupt or does not match the architecture."""
+
+
+def metadata_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_net(net: SegNet, path: str | Path, classes: list[dict], info: dict | None = None) -> Path:
+    """Write `path` (.npz float32 state dict) and its `.json` sidecar (architecture, classes, info)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    np.savez_compressed(path, **state)
+    meta = {
+        "format": NET_FORMAT,
+        "input_kinds": list(net.inputs),
+        "num_classes": net.num_classes,
+        "widths": list(net.widths),
+        "classes": classes[: net.num_classes],
+    }
+    meta.update(info or {})
+    metadata_path(path).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    sidecar = metadata_path(path)
+    if not sidecar.is_file():
+        raise SegNetError(f"segmentation network {path}: metadata file {sidecar} is missing")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegNetError(f"segmentation network metadata {sidecar} is not valid JSON: {exc}") from exc
+    if meta.get("format") != NET_FORMAT:
+        raise SegNetError(f"{sidecar}: format {meta.get('format')!r}, expected {NET_FORMAT!r}")
+    return meta
+
+
+def load_net(path: str | Path) -> SegNet:
+    """A SegNet from `path` (.npz) and its sidecar, strict about keys and shapes, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegNetError(f"segmentation network weights {path} do not exist")
+    meta = read_metadata(path)
+    net = SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise SegNetError(f"segmentation network weights {path} could not be read: {exc}") from exc
+    expected = net.state_dict()
+    if set(arrays) != set(expected):
+        raise SegNetError(f"{path} does not match the network: keys differ "
+                          f"(missing {sorted(set(expected) - set(arrays))[:3]}, "
+                          f"unexpected {sorted(set(arrays) - set(expected))[:3]})")
+    for k, v in expected.items():
+        if tuple(arrays[k].shape) != tuple(v.shape):
+            raise SegNetError(f"{path}: {k} has shape {arrays[k].shape}, expected {tuple(v.shape)}")
+    net.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
+    return net.eval()
+
+
+class _ClassIds(nn.Module):
+    """The exported graph: named single-channel inputs -> class ids (N, H, W) uint8."""
+
+    def __init__(self, net: SegNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *images: torch.Tensor) -> torch.Tensor:
+        return torch.argmax(self.net(torch.cat(images, 1)), dim=1).to(torch.uint8)
+
+
+def graph_input_names(net: SegNet) -> list[str]:
+    return [INPUT_NAMES[k] for k in net.inputs]
+
+
+def export_net(net: SegNet, out_onnx: str | Path, metadata: dict | None = None,
+               sample_hw: tuple[int, int] = (480, 640)) -> Path:
+    """Export the standalone seg graph (opset 17, dynamic N/H/W) and its `.json` sidecar.
+
+    Next to weights `X.npz` the graph is `X.onnx` and both share `X.json`: pass the weights' metadata
+    (read_metadata) so the one sidecar describes both.
+
+    BatchNorm is folded; ops: AveragePool, Conv, Relu, Resize, Concat, Sub, ArgMax, Cast (all in
+    ONNX Runtime, OpenVINO and TensorRT 8.6+). The sidecar gets `sha256` of the written graph.
+    """
+    from sage_ros.model.export import OPSET, fold_batchnorm
+    from sage_ros.weights import sha256_of
+
+    out_onnx = Path(out_onnx)
+    out_onnx.parent.mkdir(parents=True, exist_ok=True)
+    model = _ClassIds(fold_batchnorm(net)).eval()
+    names = graph_input_names(net)
+    h, w = sample_hw
+    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
+    dynamic["class_ids"] = {0: "batch", 1: "height", 2: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            tuple(torch.rand(1, 1, h, w) for _ in names),
+            str(out_onnx),
+            input_names=names,
+            output_names=["class_ids"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    meta = {"model": "sage_ros_seg_net", "inputs": names, "outputs": ["class_ids"], "opset": OPSET}
+    meta.update(metadata or {})
+    meta["sha256"] = sha256_of(out_onnx)
+    out_onnx.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_onnx
+
+
+def default_net_path() -> Path:
+    """The network trained by this project on MSRS, shipped in the package (weights, .npz)."""
+    return Path(__file__).resolve().parents[1] / "data" / "seg_net_msrs.npz"

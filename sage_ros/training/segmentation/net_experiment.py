@@ -1,0 +1,195 @@
+"""Train, calibrate, score and compare segmentation networks: what `sage-ros seg train/experiment` run.
+
+Data: the MSRS pairs of one split at full resolution (fused Y of the frozen student cached on disk)
+plus, for training, the 128x128 MSRS train thumbnails. Scores: mask components against the human
+boxes of the eval split at IoU 0.5 (see evaluate.f1_scores), by day, by night and overall.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from sage_ros.classes import class_table
+from sage_ros.model.seg_net import SegNet, count_macs, save_net
+from sage_ros.training.segmentation.boxes import Box
+from sage_ros.training.segmentation.data import load_msrs_boxes
+from sage_ros.training.segmentation.net_data import LowFrame, frames_from_samples, load_thumbnails
+from sage_ros.training.segmentation.train_net import (
+    NetScores,
+    NetTrainConfig,
+    calibrate_background,
+    config_json,
+    low_logits,
+    score_logits,
+    train_net,
+)
+
+log = logging.getLogger(__name__)
+
+FULL_HW = (480, 640)
+
+
+@dataclass
+class SplitData:
+    frames: list[LowFrame]
+    boxes: list[list[Box]]  # full-resolution human boxes of the scored annotation set, per frame
+
+
+def load_split(
+    msrs_root: str | Path, split: str, checkpoint: str | Path, box_source: str = "fusion",
+    cache_root: str | Path | None = None, threads: int = 1,
+) -> SplitData:
+    samples = load_msrs_boxes(msrs_root, split, checkpoint, box_source, "box", cache_root, threads=threads)
+    frames = frames_from_samples(samples, box_source)
+    return SplitData(frames, [s.boxes.get(box_source, []) for s in samples])
+
+
+def load_training_frames(
+    msrs_root: str | Path, thumbs_root: str | Path | None, checkpoint: str | Path, box_source: str = "fusion",
+    cache_root: str | Path | None = None, threads: int = 1,
+) -> tuple[SplitData, list[LowFrame]]:
+    """(train split at full resolution, train split + thumbnails as training frames)."""
+    train = load_split(msrs_root, "train", checkpoint, box_source, cache_root, threads)
+    frames = list(train.frames)
+    if thumbs_root is not None and Path(thumbs_root).is_dir():
+        frames += load_thumbnails(thumbs_root, checkpoint, box_source, cache_root, threads)
+    return train, frames
+
+
+def fit(
+    config: NetTrainConfig, frames: Sequence[LowFrame], calib: SplitData, work_dir: Path | None = None,
+) -> tuple[SegNet, dict]:
+    """Train, then calibrate the background bias on the TRAINING split; returns the net and its info."""
+    start = time.perf_counter()
+    ckpt = None
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = work_dir / f"resume_{'+'.join(config.inputs)}_s{config.seed}.pt"
+    net, losses = train_net(frames, config, ckpt)
+    calibration = calibrate_background(net, calib.frames, calib.boxes, FULL_HW)
+    tail = max(len(losses) // 10, 1)
+    info = {
+        "input_kinds": list(config.inputs),
+        "train_config": config_json(config),
+        "train_frames": {"msrs_full_resolution": sum(f.source == "msrs" for f in frames),
+                         "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)},
+        "first_loss": losses[0] if losses else None,
+        "final_loss": float(np.mean(losses[-tail:])) if losses else None,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "macs_640x480": count_macs(net),
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+    } | calibration
+    return net, info
+
+
+def evaluate_net(net: SegNet, data: SplitData, min_area: int = 6) -> NetScores:
+    return score_logits(low_logits(net, data.frames), data.frames, data.boxes, FULL_HW, 0.0, min_area)
+
+
+def scores_json(scores: NetScores) -> dict:
+    return {
+        light: f1.to_json() | {"ap50": {str(c): v for c, v in scores.ap50.get(light, {}).items()}}
+        for light, f1 in scores.f1.items()
+    }
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def f1_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per (name, light) from scores_json() dicts."""
+    names = {1: "car", 2: "person", 3: "bike"}
+    header = ["model", "light", "F1 car", "F1 person", "F1 bike", "mean F1", "P person", "R person",
+              "AP50 person", "comps/img", "boxes/img", "false comps / empty frame"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, per_light in rows.items():
+        for light in ("day", "night", "all"):
+            s = per_light.get(light)
+            if s is None:
+                continue
+            c = s["classes"]
+            ap = s.get("ap50", {}).get("2")
+            row = [name, f"{light} ({s['images']})"] + [_fmt(c[str(k)]["f1"]) for k in names] + [
+                _fmt(s["mean_f1"]), _fmt(c["2"]["precision"]), _fmt(c["2"]["recall"]),
+                _fmt(ap) if ap is not None else "-", f"{s['components_per_image']:.2f}",
+                f"{s['boxes_per_image']:.2f}",
+                _fmt(s["false_components_per_empty_frame"]) + f" ({s['empty_frames']})",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def save_trained(net: SegNet, info: dict, out_npz: Path, export: bool = True) -> Path:
+    """Weights (.npz) + sidecar; with `export`, the standalone ONNX graph next to it sharing the sidecar."""
+    from sage_ros.model.seg_net import export_net, read_metadata
+
+    classes = class_table("msrs").to_json()
+    save_net(net, out_npz, classes, info)
+    if export:
+        meta = read_metadata(out_npz)
+        from sage_ros.weights import sha256_of
+
+        meta["weights_sha256"] = sha256_of(out_npz)
+        export_net(net, out_npz.with_suffix(".onnx"), meta)
+    return out_npz
+
+
+def run_experiment(
+    base: NetTrainConfig,
+    frames: Sequence[LowFrame],
+    train: SplitData,
+    eval_data: SplitData,
+    out_dir: Path,
+    input_sets: Sequence[tuple[str, ...]] = (("fused",), ("visible",), ("infrared",)),
+    seeds: Sequence[int] = (0, 1, 2),
+) -> dict:
+    """Same network and training per input set and seed; eval-split scores, mean and spread."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "experiment.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for inputs in input_sets:
+        for seed in seeds:
+            key = f"{'+'.join(inputs)} seed {seed}"
+            if key in results:
+                continue  # resumable: finished runs are kept
+            config = replace(base, inputs=tuple(inputs), seed=seed)
+            net, info = fit(config, frames, train, out_dir)
+            results[key] = {"info": info, "eval": scores_json(evaluate_net(net, eval_data))}
+            results_path.write_text(json.dumps(results, indent=2) + "\n")
+            log.info("%s: eval mean F1 %.3f", key, results[key]["eval"]["all"]["mean_f1"])
+    (out_dir / "experiment.md").write_text(summary_table(results) + "\n")
+    return results
+
+
+def _spread(values: list) -> str:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "n/a"
+    return f"{np.mean(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})"
+
+
+def summary_table(results: dict) -> str:
+    """Mean and spread (min-max) over seeds per input set, eval split, day/night/all."""
+    groups: dict[str, list[dict]] = {}
+    for key, value in results.items():
+        groups.setdefault(key.split(" seed ")[0], []).append(value["eval"])
+    header = ["input", "seeds", "light", "mean F1", "F1 car", "F1 person", "F1 bike", "false comps / empty frame"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in groups.items():
+        for light in ("day", "night", "all"):
+            scores = [r[light] for r in runs if light in r]
+            lines.append("| " + " | ".join([
+                name, str(len(runs)), light, _spread([s["mean_f1"] for s in scores]),
+                *(_spread([s["classes"][c]["f1"] for s in scores]) for c in ("1", "2", "3")),
+                _spread([s["false_components_per_empty_frame"] for s in scores]),
+            ]) + " |")
+    return "\n".join(lines)

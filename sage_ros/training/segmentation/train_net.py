@@ -1,0 +1,264 @@
+"""Training, calibrating and scoring the segmentation network (sage_ros.model.seg_net) on CPU.
+
+Everything happens at the network's working resolution (160x120 for 640x480 frames; see net_data),
+on whole frames, so one step of 16 frames costs about what one 640x480 frame costs the student.
+Augmentation a 2-core CPU can afford: horizontal flips, random zoom in/out (0.75-1.33, boxes moved with
+the image) and a per-channel gamma. Loss: cross-entropy with IGNORE pixels left out and
+inverse-square-root-frequency class weights (capped). Deterministic for a given seed and thread count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sage_ros.model.seg_net import DEFAULT_NUM_CLASSES, SegNet
+from sage_ros.training.segmentation.boxes import IGNORE, Box
+from sage_ros.training.segmentation.evaluate import (
+    F1Scores,
+    components_to_detections,
+    f1_scores,
+    score_images,
+)
+from sage_ros.training.segmentation.net_data import LOW_HW, LowFrame, build_target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NetTrainConfig:
+    inputs: tuple[str, ...] = ("fused", "infrared")
+    num_classes: int = DEFAULT_NUM_CLASSES
+    widths: tuple[int, ...] = (16, 24, 48, 64)
+    steps: int = 1500
+    batch: int = 16
+    lr: float = 4e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    target_mode: str = "box"
+    band: float = 0.5
+    class_weight_cap: float = 5.0
+    # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
+    # the thumbnails when there are any.
+    full_res_share: float = 0.5
+    zoom: tuple[float, float] = (0.75, 1.33)
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 50
+    checkpoint_every: int = 250
+    extra: dict = field(default_factory=dict)
+
+
+def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(C, h, w) float32 image and (h, w) uint8 target of one augmented frame at LOW_HW."""
+    h, w = LOW_HW
+    image = np.stack([frame.inputs[k] for k in config.inputs]).astype(np.float32)
+    if image.shape[1:] != (h, w):
+        image = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA) for c in image])
+    boxes = frame.boxes.copy()
+    # Zoom about a random centre: s > 1 magnifies (crop), s < 1 shrinks (pad with edge values).
+    s = float(np.exp(rng.uniform(np.log(config.zoom[0]), np.log(config.zoom[1]))))
+    cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+    m = np.array([[s, 0, (1 - s) * cx], [0, s, (1 - s) * cy]], np.float32)
+    image = np.stack([
+        cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for c in image
+    ])
+    if len(boxes):
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] * w * s + m[0, 2]) / w
+        boxes[:, [2, 4]] = (boxes[:, [2, 4]] * h * s + m[1, 2]) / h
+    flip = rng.random() < 0.5
+    if flip:
+        image = image[:, :, ::-1]
+        if len(boxes):
+            boxes[:, [1, 3]] = 1.0 - boxes[:, [3, 1]]
+    gammas = np.exp(rng.uniform(-0.25, 0.25, size=(len(image), 1, 1))).astype(np.float32)
+    image = np.clip(image, 0.0, 1.0) ** gammas
+    ir = image[config.inputs.index("infrared")] if "infrared" in config.inputs else None
+    target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir)
+    if s < 1:
+        # Reflected borders copy objects without their boxes: leave them out of the loss.
+        ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
+        outside = (xs < m[0, 2]) | (xs > m[0, 2] + s * w) | (ys < m[1, 2]) | (ys > m[1, 2] + s * h)
+        target[outside[:, ::-1] if flip else outside] = IGNORE
+    return np.ascontiguousarray(image), target
+
+
+def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
+    counts = np.zeros(config.num_classes)
+    for f in frames:
+        t = build_target(f.boxes, LOW_HW, "box", config.band)
+        counts += np.bincount(t[t != IGNORE].ravel(), minlength=config.num_classes)[: config.num_classes]
+    counts = np.maximum(counts, 1.0)
+    return np.clip(np.sqrt(counts[0] / counts), 1.0, config.class_weight_cap).astype(np.float32)
+
+
+def train_net(
+    frames: Sequence[LowFrame],
+    config: NetTrainConfig,
+    checkpoint_path: str | Path | None = None,
+    on_log: Callable[[int, float], None] | None = None,
+) -> tuple[SegNet, list[float]]:
+    """Train a new SegNet (resuming from `checkpoint_path` when it holds a matching state)."""
+    if not frames:
+        raise ValueError("no training frames")
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    net = SegNet(config.inputs, config.num_classes, config.widths).train()
+    weights = torch.from_numpy(class_weights(frames, config))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup:
+            return (step + 1) / config.warmup
+        return 0.5 * (1 + math.cos(math.pi * min(step / max(config.steps, 1), 1.0)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_at)
+    full = [f for f in frames if f.source == "msrs"]
+    thumbs = [f for f in frames if f.source != "msrs"]
+    rng = np.random.default_rng(config.seed)
+    losses: list[float] = []
+    start_step = 0
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        state = torch.load(checkpoint_path, weights_only=False)
+        if state.get("config") == asdict(config):
+            net.load_state_dict(state["net"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            losses, start_step = state["losses"], state["step"]
+            log.info("resumed from %s at step %d", checkpoint_path, start_step)
+    t0 = time.perf_counter()
+    for step in range(start_step, config.steps):
+        images, targets = [], []
+        for _ in range(config.batch):
+            pool = full if (not thumbs or (full and rng.random() < config.full_res_share)) else thumbs
+            image, target = _augment(pool[int(rng.integers(len(pool)))], config, rng)
+            images.append(image)
+            targets.append(target)
+        x = torch.from_numpy(np.stack(images))
+        y = torch.from_numpy(np.stack(targets).astype(np.int64))
+        loss = F.cross_entropy(net.forward_low(x), y, weight=weights, ignore_index=IGNORE)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if config.log_every and (step + 1) % config.log_every == 0:
+            recent = float(np.mean(losses[-config.log_every:]))
+            log.info("seg net %s step %d/%d loss %.4f (%.0f s)", "+".join(config.inputs), step + 1,
+                     config.steps, recent, time.perf_counter() - t0)
+            if on_log is not None:
+                on_log(step + 1, recent)
+        if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            torch.save({"config": asdict(config), "net": net.state_dict(), "optimiser": optimiser.state_dict(),
+                        "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(), "losses": losses, "step": step + 1},
+                       checkpoint_path)
+    return net.eval(), losses
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction and scoring at full resolution (what the exported graph computes)
+
+
+@torch.inference_mode()
+def low_logits(net: SegNet, frames: Sequence[LowFrame]) -> list[torch.Tensor]:
+    out = []
+    for f in frames:
+        x = torch.from_numpy(np.stack([f.inputs[k] for k in net.inputs]))[None]
+        out.append(net.eval().forward_low(x)[0])
+    return out
+
+
+@torch.inference_mode()
+def full_prediction(
+    logits: torch.Tensor, hw: tuple[int, int], background_bias: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low-res logits -> full-size (class ids uint8, softmax probabilities (C, H, W)), as the graph does."""
+    logits = logits.clone()
+    logits[0] += background_bias
+    full = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0]
+    probs = torch.softmax(full, 0)
+    return probs.argmax(0).to(torch.uint8).numpy(), probs.numpy()
+
+
+def frame_boxes(frame: LowFrame, hw: tuple[int, int]) -> list[Box]:
+    """Normalised frame boxes back to whole pixels of an image of size hw (as boxes.parse_yolo rounds)."""
+    h, w = hw
+    out = []
+    for cls, x0, y0, x1, y1 in frame.boxes:
+        bx0, bx1 = int(np.floor(x0 * w + 1e-6)), int(np.ceil(x1 * w - 1e-6))
+        by0, by1 = int(np.floor(y0 * h + 1e-6)), int(np.ceil(y1 * h - 1e-6))
+        if bx1 > bx0 and by1 > by0:
+            out.append(Box(int(cls), bx0, by0, bx1, by1))
+    return out
+
+
+@dataclass
+class NetScores:
+    f1: dict[str, F1Scores]  # light ('day' | 'night' | 'all') -> component F1 at IoU 0.5
+    ap50: dict[str, dict[int, float]]  # light -> class -> AP50 (scores: mean class probability)
+
+
+def score_logits(
+    logits: Sequence[torch.Tensor],
+    frames: Sequence[LowFrame],
+    ground_truth: Sequence[Sequence[Box]],
+    hw: tuple[int, int] = (480, 640),
+    background_bias: float = 0.0,
+    min_area: int = 6,
+    with_ap: bool = True,
+) -> NetScores:
+    dets, lights = [], []
+    for logit, frame in zip(logits, frames, strict=True):
+        ids, probs = full_prediction(logit, hw, background_bias)
+        dets.append(components_to_detections(ids, probs if with_ap else None, (1, 2, 3), min_area=min_area))
+        lights.append(frame.light)
+    f1, ap = {}, {}
+    for light in ("day", "night", "all"):
+        idx = [i for i, li in enumerate(lights) if light == "all" or li == light]
+        if not idx:
+            continue
+        d = [dets[i] for i in idx]
+        g = [ground_truth[i] for i in idx]
+        f1[light] = f1_scores(d, g)
+        if with_ap:
+            ap[light] = score_images(d, g, None, None, 4).ap50
+    return NetScores(f1, ap)
+
+
+def calibrate_background(
+    net: SegNet,
+    frames: Sequence[LowFrame],
+    ground_truth: Sequence[Sequence[Box]],
+    hw: tuple[int, int] = (480, 640),
+    grid: Sequence[float] = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+) -> dict:
+    """Pick the background-logit bias that maximises mean component F1 on the given (TRAINING) frames
+    and fold it into the classifier bias (no extra op at run time). Undoes the prior shift that class
+    weights cause. Returns the bias and the score of each grid value."""
+    logits = low_logits(net, frames)
+    scores = {}
+    for bias in grid:
+        result = score_logits(logits, frames, ground_truth, hw, bias, with_ap=False).f1["all"]
+        scores[bias] = result.mean_f1
+    best = max(scores, key=lambda b: (scores[b], -abs(b)))
+    with torch.no_grad():
+        net.classifier.bias[0] += best
+    log.info("background bias %+.1f (training-split mean F1 %s)", best, {b: round(v, 3) for b, v in scores.items()})
+    return {"background_bias": best, "calibration_mean_f1": {str(b): v for b, v in scores.items()}}
+
+
+def config_json(config: NetTrainConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

@@ -1,0 +1,97 @@
+"""Component-vs-box F1 at IoU 0.5, the pseudo-target builder and the thermal rule, on synthetic masks
+whose answers are counted by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sage_ros.training.segmentation.baseline import thermal_rule_mask
+from sage_ros.training.segmentation.boxes import IGNORE, Box
+from sage_ros.training.segmentation.evaluate import components_to_detections, f1_scores, match_components
+from sage_ros.training.segmentation.net_data import build_target
+
+
+def _scene() -> tuple[np.ndarray, list[Box]]:
+    ids = np.zeros((100, 200), np.uint8)
+    ids[10:50, 10:30] = 2  # person exactly on its box
+    ids[60:90, 100:150] = 1  # car, slightly smaller than its box (IoU 0.86)
+    ids[10:30, 160:170] = 2  # a person split in two components: top half ...
+    ids[32:50, 160:170] = 2  # ... and bottom half: neither reaches IoU 0.5 alone? top: 0.5 exactly
+    ids[95:99, 0:5] = 3  # a bike where there is none: false component
+    boxes = [
+        Box(2, 10, 10, 30, 50),
+        Box(1, 100, 58, 152, 92),
+        Box(2, 160, 10, 170, 50),
+        Box(2, 60, 10, 70, 40),  # a person nobody predicted
+    ]
+    return ids, boxes
+
+
+def test_components_matched_one_to_one_at_iou_half():
+    ids, boxes = _scene()
+    dets = components_to_detections(ids, None, (1, 2, 3), min_area=6)
+    assert sorted((d.class_id, d.x0, d.y0, d.x1, d.y1) for d in dets) == [
+        (1, 100, 60, 150, 90), (2, 10, 10, 30, 50), (2, 160, 10, 170, 30), (2, 160, 32, 170, 50), (3, 0, 95, 5, 99),
+    ]
+    # Person: the exact one matches; the split person's top half has IoU 200/400 = 0.5 -> matches,
+    # the bottom half (180/400) is a false component; the unpredicted person is a miss.
+    assert match_components(dets, boxes, 2) == (2, 3, 3)
+    assert match_components(dets, boxes, 1) == (1, 1, 1)
+    assert match_components(dets, boxes, 3) == (0, 1, 0)
+
+
+def test_f1_per_class_counts_and_empty_frames():
+    ids, boxes = _scene()
+    empty = np.zeros((100, 200), np.uint8)
+    empty[0:10, 0:10] = 2
+    empty[50:60, 50:60] = 1
+    dets = [components_to_detections(m, None, (1, 2, 3)) for m in (ids, empty, np.zeros_like(ids))]
+    scores = f1_scores(dets, [boxes, [], []])
+    person, car, bike = scores.per_class[2], scores.per_class[1], scores.per_class[3]
+    assert (person.tp, person.predicted, person.boxes) == (2, 4, 3)
+    assert person.precision == pytest.approx(0.5) and person.recall == pytest.approx(2 / 3)
+    assert person.f1 == pytest.approx(2 * 2 / 7)
+    assert (car.tp, car.predicted, car.boxes) == (1, 2, 1) and car.f1 == pytest.approx(2 / 3)
+    assert bike.f1 == 0.0 and math.isnan(bike.recall)
+    assert scores.mean_f1 == pytest.approx((4 / 7 + 2 / 3 + 0.0) / 3)
+    assert scores.empty_frames == 2
+    assert scores.false_components_per_empty_frame == pytest.approx(1.0)  # 2 components over 2 empty frames
+    assert scores.components_per_image == pytest.approx(7 / 3)
+    assert scores.boxes_per_image == pytest.approx(4 / 3)
+
+
+def test_filled_boxes_score_f1_one():
+    boxes = [Box(2, 10, 10, 20, 40), Box(1, 50, 50, 120, 90), Box(3, 150, 20, 190, 60)]
+    ids = np.zeros((100, 200), np.uint8)
+    for b in boxes:
+        ids[b.y0:b.y1, b.x0:b.x1] = b.class_id
+    scores = f1_scores([components_to_detections(ids, None)], [boxes])
+    assert scores.mean_f1 == 1.0 and math.isnan(scores.false_components_per_empty_frame)
+
+
+def test_box_target_has_ignore_ring_and_smaller_box_wins():
+    boxes = np.array([[1, 0.1, 0.1, 0.9, 0.9], [2, 0.4, 0.4, 0.6, 0.8]], np.float32)  # car, person inside
+    target = build_target(boxes, (20, 20), "box", band=0.5)
+    assert target[0, 0] == 0 and target[19, 19] == 0  # outside every box: background
+    assert target[1, 1] == IGNORE and target[2, 2] == IGNORE  # centres 1.5, 2.5: on the car's edge ring
+    assert target[5, 5] == 1  # car core
+    assert target[12, 10] == 2  # person core, painted over the car
+    assert target[8, 10] == 1  # the person's edge ring over the car's core: a sure label stays
+    assert target[17, 10] == IGNORE  # centre 17.5, 0.5 above the car's bottom edge: its ring
+    assert not ((target != 0) & (target != 1) & (target != 2) & (target != IGNORE)).any()
+    assert build_target(np.zeros((0, 5), np.float32), (4, 4)).max() == 0
+
+
+def test_thermal_rule_finds_a_warm_standing_figure_only():
+    rng = np.random.default_rng(0)
+    ir = rng.normal(80, 2, (240, 320)).clip(0, 255).astype(np.uint8)
+    ir[100:130, 50:58] = 200  # warm, tall: a person
+    ir[200:208, 200:240] = 200  # warm, wide: not a person
+    mask = thermal_rule_mask(ir)
+    assert set(np.unique(mask)) <= {0, 2}
+    dets = components_to_detections(mask, None, (2,))
+    assert match_components(dets, [Box(2, 50, 100, 58, 130)], 2) == (1, 1, 1)
+    assert mask[200:208, 200:240].max() == 0
