@@ -125,10 +125,10 @@ class ApproximateTimeSync:
                 # Cannot be attributed to an input; count it against none rather than crash.
                 raise IndexError(f"input index {index} out of range 0..{self.num_inputs - 1}")
             self._stats.received[index] += 1
-            if stamp_ns < 0:
+            stamp = int(stamp_ns) + self.offsets_ns[index]
+            if stamp_ns < 0 or stamp < 0:  # negative before or after the offset: as message_filters can't pair it
                 self._stats.rejected[index] += 1
                 return None
-            stamp = int(stamp_ns) + self.offsets_ns[index]
             queue = self._queues[index]
             if stamp in queue:
                 self._stats.duplicate[index] += 1

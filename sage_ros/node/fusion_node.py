@@ -383,13 +383,17 @@ class FusionNode(LifecycleNode):
                           detail=getattr(exc, "detail", ""))
             return
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        if stamp_ns < 0:
+        offset_ns = self._sync.offsets_ns[index]
+        if stamp_ns < 0 or stamp_ns + offset_ns < 0:
             # Pairing works on stamps: a negative one (a driver with an unset or wrapped clock) cannot pair.
+            # Also one that sync.thermal_offset makes negative: message_filters would raise on it and
+            # the built-in synchroniser would queue it, so both paths drop it here, counted and logged.
             self.stats.drop(f"{name}_negative_stamp", error=f"{name}: negative stamp")
             self._problem(
                 f"{name}_negative_stamp",
                 f"dropped a {name} image on {topic} with a negative stamp (sec {msg.header.stamp.sec}, nanosec "
-                f"{msg.header.stamp.nanosec}): check the driver's clock",
+                f"{msg.header.stamp.nanosec}, offset {offset_ns * 1e-9:+.3f} s): check the driver's clock"
+                + (" and sync.thermal_offset" if offset_ns else ""),
             )
             return
         try:

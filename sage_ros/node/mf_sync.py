@@ -55,6 +55,7 @@ class MessageFiltersSync:
         self._callbacks = [callback] if callback else []
         self._lock = threading.Lock()
         self._received = [0] * num_inputs
+        self._rejected = [0] * num_inputs
         self._pairs = 0
         self._flushed = [0] * num_inputs
         self._inputs = [message_filters.SimpleFilter() for _ in range(num_inputs)]
@@ -76,6 +77,11 @@ class MessageFiltersSync:
         ns = int(stamp_ns) + self.offsets_ns[index]
         with self._lock:
             self._received[index] += 1
+            if stamp_ns < 0 or ns < 0:
+                # message_filters raises inside the synchroniser on a negative stamp (rclpy Time refuses
+                # it); count it as rejected like sage_ros.sync.ApproximateTimeSync does.
+                self._rejected[index] += 1
+                return
         header = self._Header(stamp=self._Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))
         self._inputs[index].signalMessage(_Stamped(header, msg))
 
@@ -104,9 +110,10 @@ class MessageFiltersSync:
         pending = self.pending()
         with self._lock:
             evicted = [
-                max(0, r - self._pairs - p - f)
-                for r, p, f in zip(self._received, pending, self._flushed, strict=True)
+                max(0, r - self._pairs - p - f - j)
+                for r, p, f, j in zip(self._received, pending, self._flushed, self._rejected, strict=True)
             ]
             n = self.num_inputs
             # message_filters does not tell duplicates from evictions: all are reported as evicted.
-            return SyncStats(list(self._received), [0] * n, evicted, list(self._flushed), [0] * n, self._pairs)
+            return SyncStats(list(self._received), [0] * n, evicted, list(self._flushed), list(self._rejected),
+                             self._pairs)
