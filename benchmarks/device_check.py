@@ -278,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="sage_device_check_"))
     onnx_path = _export(weights, tmp, args)
+    default_path = _export_default(weights, tmp, args)
     sizes = []
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
         sizes.append((w, h))
     results: dict = {"environment": env, "sizes": {}, "notes": []}
     notes: list[str] = results["notes"]
+    results["default_model"] = _check_default(default_path)
     timer = Timer(torch, device)
     for w, h in sizes:
         y, ir, source = load_pair(args.official, w, h)
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             if row:
                 rows.append(row)
         rows += _trt_rows(onnx_path, sizes, tmp, y, ir, args, notes)
+        # The model users run by default (fused Y + class ids): must build and fuse like the student.
+        rows += _trt_rows(default_path, sizes, tmp, y, ir, args, notes, label="default model ",
+                          precisions=("fp16",))
         if onnx_path is not None and not args.no_ort:
             from sage_ros.backends import BackendConfig, create_backend
 
@@ -332,13 +337,43 @@ def _export(weights: Path, tmp: Path, args) -> Path | None:
         return None
 
 
+def _export_default(weights: Path, tmp: Path, args) -> Path | None:
+    """The default two-output model, built by the same function as `sage-ros export` / the node."""
+    if args.no_trt and args.no_ort:
+        return None
+    try:
+        from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
+
+        return export_checkpoint(weights, tmp / "default" / "sage_student.onnx", DEFAULT_HEAD)
+    except Exception as exc:  # noqa: BLE001 - onnx missing on the GPU machine: torch rows still run
+        print(f"note: default model export failed, no default-model rows ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _check_default(path: Path | None) -> dict:
+    """Static TensorRT checks of the default model (what `build-engine --check-only` runs)."""
+    if path is None:
+        return {"exported": False}
+    from sage_ros.tensorrt.onnx_checks import check_onnx_for_tensorrt
+
+    report = check_onnx_for_tensorrt(path)
+    print(f"default model {path.name}: TensorRT static checks {'pass' if report.ok else 'FAIL'}")
+    if not report.ok:
+        print(report.summary())
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    return {"exported": True, "trt_checks_ok": report.ok, "errors": report.errors, "outputs": outputs}
+
+
 def _trt_present() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda"))
 
 
-def _trt_rows(onnx_path, sizes, tmp, y, ir, args, notes) -> list[dict]:
+def _trt_rows(onnx_path, sizes, tmp, y, ir, args, notes, label: str = "",
+              precisions: tuple[str, ...] = ("fp32", "fp16")) -> list[dict]:
     if onnx_path is None or args.no_trt:
         return []
     if not _trt_present():
@@ -352,14 +387,16 @@ def _trt_rows(onnx_path, sizes, tmp, y, ir, args, notes) -> list[dict]:
     # One dynamic profile covering every size checked: the same engine serves all rows.
     profile = {"min": [hs[0], ws[0]], "opt": [hs[0], ws[0]], "max": [hs[-1], ws[-1]]}
     rows = []
-    for precision in ("fp32", "fp16"):
+    for precision in precisions:
         config = BackendConfig(name="tensorrt", onnx_path=onnx_path, precision=precision,
                                engine_dir=tmp / "engines", device=args.device, extra={"profile": profile})
         try:
-            rows.append(run_backend(f"tensorrt {precision} (e2e)", lambda c=config: create_backend(c), y, ir,
-                                    args.warmup, args.runs))
+            rows.append(run_backend(f"tensorrt {label}{precision} (e2e)", lambda c=config: create_backend(c),
+                                    y, ir, args.warmup, args.runs))
         except BackendError as exc:
-            notes.append(f"tensorrt {precision}: {exc}")
+            notes.append(f"tensorrt {label}{precision}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a pycuda/TensorRT error type: report it, keep the other rows
+            notes.append(f"tensorrt {label}{precision}: {type(exc).__module__}.{type(exc).__name__}: {exc}")
     return rows
 
 
