@@ -29,7 +29,7 @@ EXTRAS = {
     "eval": ["rosbags>=0.10", "scikit-image>=0.22", "matplotlib>=3.7", "tqdm"],
     "tensorrt": ["tensorrt", "pycuda"],
     # colcon: the tests build the package as a ROS user does (colcon build, ament_python).
-    "dev": ["pytest>=7", "ruff", "colcon-core", "colcon-ros"],
+    "dev": ["pytest>=7", "ruff", "hypothesis>=6", "colcon-core", "colcon-ros"],
 }
 EXTRAS["all-cpu"] = sorted(
     {dep for name, deps in EXTRAS.items() if name not in ("tensorrt",) for dep in deps}
