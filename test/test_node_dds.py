@@ -344,3 +344,174 @@ def test_model_failure_is_an_error_in_diagnostics_and_the_node_survives(onnx_mod
         assert proc.alive() and not probe.messages("fused/image_raw")
         # SIGTERM (what launch sends after SIGINT, and systemd first) also shuts down cleanly.
         assert proc.stop(sig=signal.SIGTERM) == 0, proc.log_text()
+
+
+# --- accounting: every received message ends in exactly one counted fate --------------------------
+def lifecycle(probe, proc, transition: str) -> bool:
+    """Ask the node for a lifecycle transition (configure, activate, deactivate, cleanup) over its service."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.node.create_client(ChangeState, "/sage_fusion/change_state")
+    try:
+        assert client.wait_for_service(timeout_sec=30.0), f"change_state not available\n{proc.log_text()}"
+        req = ChangeState.Request()
+        req.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+        future = client.call_async(req)
+        assert probe.wait_until(future.done, 120.0), f"{transition} timed out\n{proc.log_text()}"
+        return bool(future.result().success)
+    finally:
+        probe.node.destroy_client(client)
+
+
+def wait_inputs_matched(probe, reliability: str = "RELIABLE", timeout: float = 30.0) -> bool:
+    """True once the node subscribes to both image topics with `reliability` (auto QoS settles)."""
+    from rclpy.qos import ReliabilityPolicy
+
+    want = getattr(ReliabilityPolicy, reliability)
+
+    def matched() -> bool:
+        for topic in ("/thermal/image_raw", "/rgb/image_raw"):
+            subs = [i for i in probe.node.get_subscriptions_info_by_topic(topic) if i.node_name == "sage_fusion"]
+            if not subs or any(i.qos_profile.reliability != want for i in subs):
+                return False
+        return True
+
+    return probe.wait_until(matched, timeout)
+
+
+PAIR_FATES = ("superseded", "superseded_at_deactivate", "stale")
+
+
+def account(status: dict[str, str], name: str) -> dict[str, int]:
+    """The documented identity (docs/node.md, Accounting) for input `name`, from /diagnostics values only."""
+    d = {k[len("drop_"):]: int(v) for k, v in status.items() if k.startswith("drop_")}
+    rejected = sum(v for k, v in d.items() if k.startswith(f"{name}_"))
+    pair_fates = int(status["outputs"]) + sum(d.get(k, 0) for k in PAIR_FATES) + sum(
+        v for k, v in d.items() if k.startswith("failed_")) + int(status["in_flight"])
+    fates = (rejected + d.get(f"sync_unpaired_{name}", 0) + d.get(f"sync_duplicate_{name}", 0)
+             + int(status[f"sync_pending_{name}"]) + pair_fates)
+    return {"received": int(status[f"{name}_received"]), "fates": fates, "pairs": int(status["pairs"]),
+            "pair_fates": pair_fates}
+
+
+def test_every_message_is_accounted_for_across_deactivate_activate_and_cleanup_configure(onnx_model, tmp_path):
+    domain = DOMAIN + 4
+    rng = np.random.default_rng(6)
+    sent = {"thermal": 0, "rgb": 0}
+    probe = Probe(domain)  # the cameras are up first; the node's default auto QoS matches them (RELIABLE)
+    params = _params(onnx_model, **{"qos.depth": 20})
+    del params["qos.reliability"]
+    proc = NodeProcess(params, domain, tmp_path / "node.log").start()
+    state = {"t": time.time_ns()}
+
+    def stamp(step_ms: int = 200) -> int:
+        state["t"] += step_ms * MS
+        return state["t"]
+
+    def send(name, array, encoding, st, frame="cam"):
+        probe.publish_array(f"{name}/image_raw", array, encoding, st, frame)
+        sent[name] += 1
+
+    def send_pair(st, wait=True):
+        send("thermal", _thermal(rng), "mono16", st)
+        send("rgb", _rgb(rng), "bgr8", st)
+        if wait:
+            assert probe.wait_until(lambda: any(_stamp(m) == st for _, m in probe.messages("fused/image_raw")),
+                                    60.0), proc.log_text()
+
+    def at_rest(expect_outputs_plus_superseded: int) -> dict[str, str]:
+        # Every message delivered (nothing lost in DDS: RELIABLE, paced), nothing in flight.
+        status = probe.wait_for_status(
+            lambda s: int(s["thermal_received"]) == sent["thermal"] and int(s["rgb_received"]) == sent["rgb"]
+            and s["in_flight"] == "0"
+            and int(s["outputs"]) + int(s.get("drop_superseded", "0")) == expect_outputs_plus_superseded,
+            60.0)
+        assert status is not None, (sent, probe.latest_status(), proc.log_text())
+        return status
+
+    def check_identity(status):
+        for name in ("thermal", "rgb"):
+            acc = account(status, name)
+            assert acc["received"] == acc["fates"], (name, acc, status)
+            assert acc["pairs"] == acc["pair_fates"], (acc, status)
+
+    try:
+        assert probe.wait_for_node(60.0), proc.log_text()
+        assert wait_inputs_matched(probe), proc.log_text()
+        # --- phase A: first activation ---------------------------------------------------------
+        for _ in range(3):
+            send_pair(stamp())
+        send("thermal", _rgb(rng)[:TH, :TW], "bgr8", stamp())  # unsupported for thermal (x2)
+        send("thermal", _rgb(rng)[:TH, :TW], "rgb8", stamp())
+        f = encode_image(_rgb(rng), "bgr8")
+        probe.publish("rgb/image_raw", type(f)(f.encoding, f.height, f.width, f.step, False, f.data[:999]), stamp(),
+                      "cam")
+        sent["rgb"] += 1  # truncated
+        send("rgb", _rgb(rng), "bgr8", -5 * 1_000_000_000)  # negative stamp
+        send("thermal", _thermal(rng), "mono16", stamp() + 100 * MS)  # lonely (x2): no partner within slop
+        send("thermal", _thermal(rng), "mono16", stamp() + 100 * MS)
+        dup = stamp()
+        send("thermal", _thermal(rng), "mono16", dup)  # the same stamp twice: one duplicate
+        send("thermal", _thermal(rng), "mono16", dup)
+        send("rgb", _rgb(rng), "bgr8", dup)
+        assert probe.wait_until(lambda: any(_stamp(m) == dup for _, m in probe.messages("fused/image_raw")), 60.0)
+        mismatch = stamp()  # square thermal, 5:4 RGB, no homography: pairs, then fails
+        send("thermal", np.full((128, 128), 3000, np.uint16), "mono16", mismatch)
+        send("rgb", _rgb(rng), "bgr8", mismatch)
+        for _ in range(4):  # a burst faster than the model: some pairs superseded
+            send_pair(stamp(40), wait=False)
+            time.sleep(0.05)
+        status = at_rest(4 + 4)
+        assert _drop(status, "failed_size_mismatch") == 1
+        check_identity(status)
+        assert lifecycle(probe, proc, "deactivate"), proc.log_text()
+        status = probe.wait_for_status(lambda s: s["state"] == "inactive", 20.0)
+        assert status is not None and status["sync_pending_thermal"] == "0", status
+        check_identity(status)
+        unpaired_a = {n: _drop(status, f"sync_unpaired_{n}") + _drop(status, f"sync_duplicate_{n}")
+                      for n in ("thermal", "rgb")}
+        assert unpaired_a == {"thermal": 3, "rgb": 0}, status  # 2 lonely + 1 duplicate
+        # --- phase B: activate again: counters continue ------------------------------------------
+        assert lifecycle(probe, proc, "activate"), proc.log_text()
+        assert wait_inputs_matched(probe), proc.log_text()
+        for _ in range(2):
+            send_pair(stamp())
+        send("rgb", _rgb(rng), "bgr8", stamp() + 100 * MS)  # lonely RGB
+        status = at_rest(8 + 2)
+        assert _drop(status, "sync_unpaired_thermal") + _drop(status, "sync_duplicate_thermal") >= 3  # not reset
+        check_identity(status)
+        assert lifecycle(probe, proc, "deactivate")
+        # --- phase C: cleanup + configure + activate: still counting on --------------------------
+        assert lifecycle(probe, proc, "cleanup")
+        assert lifecycle(probe, proc, "configure"), proc.log_text()
+        assert lifecycle(probe, proc, "activate")
+        assert wait_inputs_matched(probe), proc.log_text()
+        for _ in range(2):
+            send_pair(stamp())
+        f = encode_image(_thermal(rng), "mono16")
+        probe.publish("thermal/image_raw", type(f)(f.encoding, f.height, f.width, 10, False, f.data), stamp(), "cam")
+        sent["thermal"] += 1  # step smaller than a row
+        status = at_rest(10 + 2)
+        assert lifecycle(probe, proc, "deactivate")
+        status = probe.wait_for_status(lambda s: s["state"] == "inactive" and s["sync_pending_rgb"] == "0", 20.0)
+        assert status is not None, probe.latest_status()
+        check_identity(status)
+        expected = {
+            "thermal_unsupported_encoding": 2, "thermal_malformed": 1, "rgb_malformed": 1, "rgb_negative_stamp": 1,
+            "failed_size_mismatch": 1,
+        }
+        assert {k: _drop(status, k) for k in expected} == expected, status
+        for name, unpaired in (("thermal", 3), ("rgb", 1)):
+            assert _drop(status, f"sync_unpaired_{name}") + _drop(status, f"sync_duplicate_{name}") == unpaired
+        # Pairs: A 3 paced + the duplicate's + the mismatch + 4 burst, B 2, C 2; all but the mismatch
+        # fused or superseded.
+        assert int(status["pairs"]) == 3 + 1 + 1 + 4 + 2 + 2
+        assert int(status["outputs"]) + _drop(status, "superseded") + _drop(status, "superseded_at_deactivate") == 12
+        assert int(status["thermal_received"]) == sent["thermal"] and int(status["rgb_received"]) == sent["rgb"]
+        log = proc.log_text()
+        assert "negative stamp (sec -5" in log
+        assert "encoding 'bgr8' is not supported for thermal" in log and "encoding 'rgb8' is not supported" in log
+    finally:
+        probe.close()
+        proc.stop()
