@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros.classes import ClassTable, overlay
+from sage_ros.classes import class_table as default_class_table
 from sage_ros.datasets import images_by_stem
 from sage_ros.imaging import ImageInputError
 from sage_ros.pipeline import FusionPipeline, FusionResult
@@ -74,15 +76,31 @@ def fuse_pairs(
             yield name, None, str(exc)
 
 
+def write_mask(path: Path, class_ids: np.ndarray) -> None:
+    """An 8-bit single-channel PNG of class ids (MSRS ids: 0 background, 1 car, 2 person, 3 bike)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(class_ids, dtype=np.uint8)):
+        raise OSError(f"could not write {path}")
+
+
 def fuse_folder(
     pipeline: FusionPipeline,
     ir_dir: Path,
     vis_dir: Path,
     out_dir: Path,
     on_pair: Callable[[str], None] | None = None,
+    masks_dir: Path | None = None,
+    overlays_dir: Path | None = None,
+    class_table: ClassTable | None = None,
 ) -> FolderReport:
-    """Fuse every same-named pair and write `out_dir/<IR file name>`; returns what happened."""
+    """Fuse every same-named pair and write `out_dir/<IR file name>`; returns what happened.
+
+    With `masks_dir` / `overlays_dir` (a model with a segmentation output), also the class-id mask as
+    an 8-bit PNG and the class colours blended over the fused image, both named like the fused image.
+    A pair whose result has no class ids is reported as failed for those outputs.
+    """
     pairs, only_ir, only_vis = pair_folders(ir_dir, vis_dir)
+    table = class_table or default_class_table("msrs")
     report = FolderReport(only_ir=only_ir, only_vis=only_vis)
     out_dir = Path(out_dir)
     names = {n: ir_path.name for n, ir_path, _ in pairs}
@@ -94,6 +112,14 @@ def fuse_folder(
             # Same file name out as in; PNG keeps the exact pixels whatever the input format was.
             out_name = names[name] if names[name].lower().endswith(".png") else f"{name}.png"
             write_rgb(out_dir / out_name, result.fused_rgb)
+            if masks_dir is not None or overlays_dir is not None:
+                if result.class_ids is None:
+                    report.failed[name] = "the model has no segmentation output (class_ids): no mask written"
+                else:
+                    if masks_dir is not None:
+                        write_mask(Path(masks_dir) / out_name, result.class_ids)
+                    if overlays_dir is not None:
+                        write_rgb(Path(overlays_dir) / out_name, overlay(result.fused_rgb, result.class_ids, table))
             report.fused.append(name)
             report.inference_ms[name] = result.inference_ms
         if on_pair is not None:

@@ -25,8 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ir", type=Path, required=True, help="folder of infrared images")
     parser.add_argument("--vis", type=Path, required=True, help="folder of visible images (same names)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--masks", type=Path, default=None,
+                        help="also write each pair's class-id mask here (8-bit PNG, same name; MSRS ids "
+                        "0 background, 1 car, 2 person, 3 bike); needs a model with a segmentation output")
+    parser.add_argument("--overlays", type=Path, default=None,
+                        help="also write the class colours blended over each fused image here")
     add_backend_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _class_table(args: argparse.Namespace):
+    """The classes named in the model's sidecar (the MSRS classes when it names none)."""
+    from sage_ros.classes import load_class_table
+    from sage_ros.paths import default_onnx
+
+    model = getattr(args, "model", None)
+    return load_class_table(model if model and Path(model).is_file() else default_onnx())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     pipeline = FusionPipeline(backend, args.resolution)
     with tqdm(total=len(pairs), unit="pair", desc="fusing", file=sys.stderr) as bar:
-        report = fuse_folder(pipeline, args.ir, args.vis, args.out, on_pair=lambda _name: bar.update())
+        report = fuse_folder(
+            pipeline, args.ir, args.vis, args.out, on_pair=lambda _name: bar.update(),
+            masks_dir=args.masks, overlays_dir=args.overlays, class_table=_class_table(args),
+        )
     backend.close()
     for name in report.only_ir:
         print(f"unpaired: {name} is in {args.ir} but not in {args.vis}", file=sys.stderr)
@@ -49,4 +66,6 @@ def run(args: argparse.Namespace) -> int:
     times = list(report.inference_ms.values())
     median = f", median {statistics.median(times):.0f} ms/pair" if times else ""
     print(f"fused {len(report.fused)} of {len(pairs)} pairs into {args.out} with {backend.description}{median}")
+    if args.masks is not None:
+        print(f"class-id masks in {args.masks}")
     return 0 if report.ok else 1

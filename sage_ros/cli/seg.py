@@ -1,14 +1,20 @@
-"""`sage-ros seg ...`: train, evaluate and export the segmentation head (needs the `training` extra).
+"""`sage-ros seg ...`: train, evaluate and export the segmentation network.
 
-    sage-ros seg train       train a head on fused (or visible/infrared) images of MSRS or FMB
-    sage-ros seg eval        AP50 (components vs human boxes) and mIoU (vs pseudo-masks) of a head
-    sage-ros seg experiment  the SAGE claim: same head on fused vs visible vs infrared, one table
-    sage-ros seg export      the released student + a head as one ONNX model with two outputs
+    sage-ros seg train       train the network on MSRS train pairs (+ thumbnails); writes .npz/.onnx/.json
+    sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 (and AP50) on the eval split,
+                             of a network, of a folder of masks (`sage-ros fuse --masks`) or of the
+                             non-learned thermal rule
+    sage-ros seg experiment  the SAGE claim: the same network on fused vs visible vs infrared, several seeds
+    sage-ros seg export      the released student + a network as one ONNX model (fused_y, class_ids)
+
+`train`, `experiment` and `eval --net` need the `training` extra (PyTorch); `eval --masks` and
+`eval --baseline` need only numpy and OpenCV.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 from pathlib import Path
@@ -17,73 +23,75 @@ from sage_ros.paths import default_checkpoint
 
 log = logging.getLogger(__name__)
 
-_SHARED_MSRS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "msrs"
+_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+_SHARED_MSRS = _SHARED / "msrs"
+_SHARED_THUMBS = _SHARED / "msrs_train_128"
+_BOX_SOURCES = ["fusion", "infrared", "visible"]
 
 
-def _common_data(parser: argparse.ArgumentParser) -> None:
+def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: cache)")
-    parser.add_argument(
-        "--msrs", type=Path, default=_SHARED_MSRS, help="MSRS subset with boxes/ and splits.csv"
-    )
-    parser.add_argument(
-        "--box-source", choices=["infrared", "visible", "fusion"], default="infrared",
-        help="which human boxes become pseudo-masks (default: infrared, the most complete)",
-    )
-    parser.add_argument(
-        "--pseudo", choices=["thermal", "box"], default="box",
-        help="pseudo-mask rule: 'box' fills each box (default: its components score AP50 71 vs the IR "
-        "boxes on MSRS eval), 'thermal' keeps the warm pixels in it (AP50 29: parts of objects)",
-    )
-    parser.add_argument(
-        "--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
-        help="train from pixel labels instead of boxes: LAYOUT is msrs or fmb",
-    )
-    parser.add_argument("--cache-dir", type=Path, default=None, help="where fused outputs are cached")
+    parser.add_argument("--msrs", type=Path, default=_SHARED_MSRS, help="MSRS pairs with boxes/ and splits.csv")
+    parser.add_argument("--box-source", choices=_BOX_SOURCES, default="fusion",
+                        help="human boxes to train on / score against (default: fusion, drawn on fused images)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="where the student's fused outputs are cached")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    parser.add_argument("--lr", type=float, default=3e-3)
+    from_defaults = {"steps": 1500, "batch": 16, "lr": 4e-3}
+    parser.add_argument("--thumbs", type=Path, default=_SHARED_THUMBS,
+                        help="128x128 MSRS train thumbnails with boxes (extra training frames); 'none' to skip")
+    parser.add_argument("--steps", type=int, default=from_defaults["steps"])
+    parser.add_argument("--batch", type=int, default=from_defaults["batch"])
+    parser.add_argument("--lr", type=float, default=from_defaults["lr"])
+    parser.add_argument("--widths", type=int, nargs=4, default=[12, 16, 32, 48], metavar="W")
+    parser.add_argument("--target", choices=["box", "thermal"], default="box",
+                        help="pseudo-masks: 'box' fills boxes (edge ring ignored), 'thermal' keeps the warm part "
+                        "of each box and ignores the rest")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("seg", help="segmentation head: train, eval, experiment, export")
+    parser = subparsers.add_parser("seg", help="segmentation network: train, eval, experiment, export")
     sub = parser.add_subparsers(dest="seg_command", metavar="SEG_COMMAND")
 
-    train = sub.add_parser("train", help="train a head (default: on fused MSRS train pairs)")
-    _common_data(train)
+    train = sub.add_parser("train", help="train the network (default: fused + IR inputs, MSRS train split)")
+    _data_options(train)
     _train_options(train)
-    train.add_argument("--input", choices=["fused", "visible", "infrared"], default="fused")
-    train.add_argument("--classes", choices=["msrs", "fmb"], default="msrs")
-    train.add_argument("--out", type=Path, required=True, help="head weights (.npz; a .json is written too)")
-    train.add_argument("--no-calibrate", action="store_true",
-                       help="skip the background-bias calibration on the training split")
+    train.add_argument("--inputs", default="fused,infrared",
+                       help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
+    train.add_argument("--out", type=Path, required=True,
+                       help="weights X.npz; X.onnx (standalone seg graph) and X.json are written beside it")
+    train.add_argument("--work-dir", type=Path, default=None, help="resume checkpoints (default: next to --out)")
     train.set_defaults(func=_train)
 
-    evaluate = sub.add_parser("eval", help="score a head on the MSRS eval split")
-    _common_data(evaluate)
-    evaluate.add_argument("--head", type=Path, default=None, help="head .npz (default: the shipped one)")
-    evaluate.add_argument("--input", choices=["fused", "visible", "infrared"], default=None,
-                          help="input kind (default: what the head was trained on)")
-    evaluate.add_argument("--split", default="eval")
-    evaluate.add_argument("--pseudo-oracle", action="store_true",
-                          help="score the pseudo-masks themselves (the ceiling of a head trained on them)")
+    evaluate = sub.add_parser("eval", help="score masks on the MSRS eval split (components vs boxes, IoU 0.5)")
+    _data_options(evaluate)
+    what = evaluate.add_mutually_exclusive_group()
+    what.add_argument("--net", type=Path, default=None, help="network weights .npz (default: the shipped one)")
+    what.add_argument("--masks", type=Path, default=None,
+                      help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`)")
+    what.add_argument("--baseline", action="store_true",
+                      help="the non-learned rule: IR minus local mean above its 98.5th percentile, tall blobs = people")
+    evaluate.add_argument("--split", default="eval", help="split of splits.csv to score (default eval)")
+    evaluate.add_argument("--min-area", type=int, default=6, help="components smaller than this are speckle")
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     evaluate.set_defaults(func=_eval)
 
-    experiment = sub.add_parser("experiment", help="fused vs visible vs infrared heads, one table")
-    _common_data(experiment)
+    experiment = sub.add_parser("experiment", help="fused vs visible vs infrared inputs, several seeds, one table")
+    _data_options(experiment)
     _train_options(experiment)
+    experiment.add_argument("--input-sets", nargs="+", default=["fused", "visible", "infrared"],
+                            help="each a comma-separated input set (default: fused visible infrared)")
+    experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     experiment.add_argument("--out-dir", type=Path, required=True)
     experiment.set_defaults(func=_experiment)
 
-    export = sub.add_parser("export", help="student + head -> one ONNX model (fused_y, class_ids)")
+    export = sub.add_parser("export", help="student + network -> one ONNX model (fused_y, class_ids)")
     export.add_argument("--checkpoint", type=Path, default=None)
-    export.add_argument("--head", type=Path, default=None, help="head .npz (default: the shipped one)")
+    export.add_argument("--net", type=Path, default=None,
+                        help="standalone seg graph .onnx (default: the one shipped with sage_ros)")
     export.add_argument("--out", type=Path, default=None, help="default: <cache>/models/sage_student_seg.onnx")
     export.set_defaults(func=_export)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -97,114 +105,159 @@ def _checkpoint(args) -> Path | None:
     return Path(path)
 
 
-def _samples(args, split: str, num_classes: int):
-    from sage_ros.training.segmentation.data import load_msrs_boxes, load_pixel_labels
+def _config(args, inputs: tuple[str, ...]):
+    from sage_ros.training.segmentation.train_net import NetTrainConfig
+
+    return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
+                          target_mode=args.target, seed=args.seed, threads=args.threads)
+
+
+def _inputs(text: str) -> tuple[str, ...]:
+    from sage_ros.model.seg_net import INPUT_NAMES
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in INPUT_NAMES]
+    if not kinds or bad:
+        raise ValueError(f"inputs must be among {list(INPUT_NAMES)}, got {text!r}")
+    return kinds
+
+
+def _training_data(args):
+    from sage_ros.training.segmentation.net_experiment import load_training_frames
 
     checkpoint = _checkpoint(args)
     if checkpoint is None:
         return None
+    thumbs = None if str(args.thumbs).lower() == "none" else args.thumbs
     try:
-        if args.labels:
-            layout, root = args.labels
-            return load_pixel_labels(layout, root, split, checkpoint, num_classes, args.cache_dir, args.threads)
-        return load_msrs_boxes(
-            args.msrs, split, checkpoint, args.box_source, args.pseudo, args.cache_dir, threads=args.threads
-        )
+        return load_training_frames(args.msrs, thumbs, checkpoint, args.box_source, args.cache_dir, args.threads)
     except (ValueError, OSError) as exc:
-        log.error("could not load the %s data: %s", split, exc)
+        log.error("could not load the training data: %s", exc)
         return None
 
 
-def _config(args, input_kind: str, num_classes: int):
-    from sage_ros.training.segmentation.train import HeadTrainConfig
-
-    return HeadTrainConfig(
-        input_kind=input_kind, num_classes=num_classes, steps=args.steps, batch=args.batch,
-        crop_hw=tuple(args.crop), lr=args.lr, seed=args.seed, threads=args.threads, device=args.device,
-    )
-
-
-def _data_info(args) -> dict:
-    if args.labels:
-        return {"targets": f"pixel labels ({args.labels[0]})"}
-    return {"targets": f"pseudo-masks ({args.pseudo}) from {args.box_source} boxes", "dataset": "MSRS train"}
-
-
 def _train(args) -> int:
-    from sage_ros.classes import class_table
-    from sage_ros.model.seg_head import DEFAULT_NUM_CLASSES, save_head
-    from sage_ros.training.segmentation.train import calibrate_background, train_head, training_info
+    from sage_ros.training.segmentation.net_experiment import fit, save_trained
 
-    table = class_table(args.classes)
-    num_classes = len(table.names) if args.labels else DEFAULT_NUM_CLASSES
-    samples = _samples(args, "train", num_classes)
-    if not samples:
+    try:
+        inputs = _inputs(args.inputs)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    data = _training_data(args)
+    if data is None:
         return 1
-    config = _config(args, args.input, num_classes)
-    head, losses = train_head(samples, config)
-    info = training_info(config, samples, losses) | _data_info(args)
-    if not args.no_calibrate:
-        info |= calibrate_background(head, samples, args.input, None if args.labels else args.box_source)
-    path = save_head(head, args.out, table, info=info)
-    print(f"head written to {path} (loss {losses[0]:.3f} -> {sum(losses[-20:]) / len(losses[-20:]):.3f})")
+    train, frames = data
+    config = _config(args, inputs)
+    net, info = fit(config, frames, train, args.work_dir or args.out.parent / (args.out.stem + "_work"))
+    info |= {"box_source": args.box_source, "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
+    save_trained(net, info, args.out)
+    print(f"network written to {args.out} (+ .onnx, .json beside it); "
+          f"loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
     return 0
+
+
+def _split_names(msrs: Path, split: str) -> dict[str, str]:
+    """name -> light for the pairs of one split."""
+    with (msrs / "splits.csv").open(newline="") as handle:
+        return {r["name"]: r.get("light") or "unknown" for r in csv.DictReader(handle) if r["split"] == split}
 
 
 def _eval(args) -> int:
-    from sage_ros.model.seg_head import HeadWeightsError, default_head_path, load_head, read_head_metadata
-    from sage_ros.training.segmentation.experiment import evaluate_head as run_eval
-    from sage_ros.training.segmentation.experiment import markdown_table
+    from sage_ros.training.segmentation.net_experiment import f1_table
 
-    if args.pseudo_oracle:
-        return _oracle(args)
-    head_path = args.head or default_head_path()
+    if not (args.msrs / "splits.csv").is_file():
+        log.error("%s has no splits.csv: pass --msrs with the MSRS pairs, boxes/ and splits.csv", args.msrs)
+        return 1
+    if args.masks is not None or args.baseline:
+        name, scores = _eval_masks(args)
+    else:
+        name, scores = _eval_net(args)
+    if scores is None:
+        return 1
+    print(f"### {name}: components vs {args.box_source} boxes at IoU 0.5, {args.split} split\n")
+    print(f1_table({name: scores}))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({name: scores}, indent=2) + "\n")
+    return 0
+
+
+def _eval_masks(args):
+    """Score PNG masks (or the thermal rule) without torch: the published masks are what is scored."""
+    import cv2
+
+    from sage_ros.training.segmentation.baseline import thermal_rule_mask
+    from sage_ros.training.segmentation.boxes import box_dir, read_yolo
+    from sage_ros.training.segmentation.evaluate import components_to_detections, f1_scores
+
+    names = _split_names(args.msrs, args.split)
+    dets, gts, lights = {}, {}, {}
+    missing = []
+    for name, light in sorted(names.items()):
+        if args.baseline:
+            ir = cv2.imread(str(args.msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+            mask = None if ir is None else thermal_rule_mask(ir)
+        else:
+            mask = cv2.imread(str(args.masks / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            missing.append(name)
+            continue
+        h, w = mask.shape
+        gts[name] = read_yolo(box_dir(args.msrs, args.box_source) / f"{name}.txt", w, h)
+        dets[name] = components_to_detections(mask, None, (1, 2, 3), min_area=args.min_area)
+        lights[name] = light
+    if missing:
+        log.error("%d %s pairs have no readable single-channel mask (e.g. %s)", len(missing), args.split, missing[0])
+        return "masks", None
+    scores = {}
+    for light in ("day", "night", "all"):
+        chosen = [n for n in dets if light == "all" or lights[n] == light]
+        if chosen:
+            scores[light] = f1_scores([dets[n] for n in chosen], [gts[n] for n in chosen]).to_json()
+    label = "thermal rule (no learning)" if args.baseline else f"masks {args.masks}"
+    return label, scores
+
+
+def _eval_net(args):
+    from sage_ros.model.seg_net import SegNetError, default_net_path, load_net
+    from sage_ros.training.segmentation.net_experiment import evaluate_net, load_split, scores_json
+
+    checkpoint = _checkpoint(args)
+    if checkpoint is None:
+        return "net", None
+    path = args.net or default_net_path()
     try:
-        head = load_head(head_path)
-        kind = args.input or read_head_metadata(head_path).get("trained_on", "fused")
-    except HeadWeightsError as exc:
+        net = load_net(path)
+    except SegNetError as exc:
         log.error("%s", exc)
-        return 1
-    samples = _samples(args, args.split, head.num_classes)
-    if not samples:
-        return 1
-    results = {kind: run_eval(head, samples, kind)}
-    for source in ("fusion", "infrared", "visible"):
-        print(f"### {head_path.name} on {kind} images, scored against {source} boxes\n")
-        print(markdown_table(results, source) + "\n")
-    return 0
-
-
-def _oracle(args) -> int:
-    from sage_ros.model.seg_head import DEFAULT_NUM_CLASSES
-    from sage_ros.training.segmentation.experiment import markdown_table, score_pseudo_masks
-
-    samples = _samples(args, args.split, DEFAULT_NUM_CLASSES)
-    if not samples:
-        return 1
-    results = {f"pseudo-masks ({args.pseudo}, {args.box_source} boxes)": score_pseudo_masks(samples)}
-    for source in ("fusion", "infrared", "visible"):
-        print(f"### Pseudo-masks as predictions, scored against {source} boxes\n")
-        print(markdown_table(results, source) + "\n")
-    return 0
+        return "net", None
+    data = load_split(args.msrs, args.split, checkpoint, args.box_source, args.cache_dir, args.threads)
+    return f"{path.name} ({'+'.join(net.inputs)})", scores_json(evaluate_net(net, data, args.min_area))
 
 
 def _experiment(args) -> int:
-    from sage_ros.model.seg_head import DEFAULT_NUM_CLASSES
-    from sage_ros.training.segmentation.experiment import run_experiment
+    from sage_ros.training.segmentation.net_experiment import load_split, run_experiment, summary_table
 
-    train_samples = _samples(args, "train", DEFAULT_NUM_CLASSES)
-    eval_samples = _samples(args, "eval", DEFAULT_NUM_CLASSES)
-    if not train_samples or not eval_samples:
+    try:
+        input_sets = [_inputs(s) for s in args.input_sets]
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    data = _training_data(args)
+    checkpoint = _checkpoint(args)
+    if data is None or checkpoint is None:
         return 1
-    run_experiment(train_samples, eval_samples, _config(args, "fused", DEFAULT_NUM_CLASSES), args.out_dir,
-                   extra_info=_data_info(args), box_source=None if args.labels else args.box_source)
-    print((args.out_dir / "experiment.md").read_text())
+    train, frames = data
+    eval_data = load_split(args.msrs, "eval", checkpoint, args.box_source, args.cache_dir, args.threads)
+    results = run_experiment(_config(args, input_sets[0]), frames, train, eval_data, args.out_dir,
+                             input_sets, args.seeds)
+    print(summary_table(results))
     return 0
 
 
 def _export(args) -> int:
-    from sage_ros.model.checkpoint import WeightsError
-    from sage_ros.model.seg_head import HeadWeightsError, export_student_with_head
+    from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
     from sage_ros.paths import models_dir
 
     checkpoint = _checkpoint(args)
@@ -212,10 +265,10 @@ def _export(args) -> int:
         return 1
     out = args.out or models_dir() / "sage_student_seg.onnx"
     try:
-        path = export_student_with_head(checkpoint, args.head, out)
-    except (WeightsError, HeadWeightsError) as exc:
+        path = export_checkpoint(checkpoint, out, args.net or DEFAULT_HEAD)
+    except (RuntimeError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 1
     meta = json.loads(path.with_suffix(".json").read_text())
-    print(f"exported {path} with outputs {meta['outputs']} and {len(meta['classes'])} classes")
+    print(f"exported {path} with outputs {meta.get('outputs')} and {len(meta.get('classes', []))} classes")
     return 0

@@ -1,0 +1,185 @@
+"""The segmentation network: standalone export, composition with the released student, the same class
+ids in every CPU backend as in PyTorch, the TensorRT static check, a short training run, fuse --masks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
+from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
+from sage_ros.model.seg_net import (  # noqa: E402
+    SegNet,
+    SegNetError,
+    default_net_path,
+    export_net,
+    load_net,
+    read_metadata,
+    save_net,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
+MSRS = SHARED / "datasets" / "msrs"
+PAIRS = ("00828N", "00537D")  # eval pairs, night and day, with people and cars
+CLASSES = [{"id": i, "name": n, "color": [0, 0, 0]} for i, n in enumerate(["unlabelled", "car", "person", "bike"])]
+
+
+def _shared_or_skip() -> None:
+    if not CHECKPOINT.is_file() or not all((MSRS / "ir" / f"{p}.png").is_file() for p in PAIRS):
+        pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS}): cannot test the exported model")
+
+
+def _net_weights(tmp: Path) -> Path:
+    """The shipped network; without it a seeded random one still exercises every op and backend."""
+    if default_net_path().is_file():
+        return default_net_path()
+    torch.manual_seed(0)
+    net = SegNet()
+    with torch.no_grad():
+        # Default init gives one class almost everywhere: spread the logits, then centre each class's
+        # logit on a textured input so that several classes win somewhere.
+        net.classifier.weight.normal_(0.0, 3.0)
+        x = torch.rand(1, len(net.inputs), 120, 160)
+        net.classifier.bias -= net.eval()(x).mean(dim=(0, 2, 3))
+    return save_net(net.eval(), tmp / "random_net.npz", CLASSES)
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory):
+    _shared_or_skip()
+    from sage_ros.model.checkpoint import load_student
+    from sage_ros.model_files import export_checkpoint
+
+    tmp = tmp_path_factory.mktemp("seg_net")
+    weights = _net_weights(tmp)
+    net = load_net(weights)
+    seg_onnx = export_net(net, tmp / "seg.onnx", read_metadata(weights))
+    model = export_checkpoint(CHECKPOINT, tmp / "student_seg.onnx", seg_onnx)
+    # A 240x320 crop of each pair keeps every backend call short.
+    crops = []
+    student = load_student(CHECKPOINT)
+    for pair in PAIRS:
+        ir = cv2.imread(str(MSRS / "ir" / f"{pair}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480]
+        vis = cv2.imread(str(MSRS / "vi" / f"{pair}.png"), cv2.IMREAD_COLOR)[200:440, 160:480]
+        y, ir_f = visible_to_ycrcb(vis).y, infrared_to_grey(ir)
+        with torch.inference_mode():
+            yt, it = torch.from_numpy(y)[None, None], torch.from_numpy(ir_f)[None, None]
+            fused = torch.clamp(student(yt, it)[0], 0, 1)
+            named = {"fused": fused, "infrared": it, "visible": yt}
+            logits = net(torch.cat([named[k] for k in net.inputs], 1))
+        crops.append({"y": y, "ir": ir_f, "ids": logits.argmax(1)[0].to(torch.uint8).numpy()})
+    return {"model": model, "seg": seg_onnx, "crops": crops, "net": net}
+
+
+def test_standalone_graph_follows_the_contract(composed):
+    seg = onnx.load(str(composed["seg"]))
+    names = [i.name for i in seg.graph.input]
+    assert names[0] == "fused_y" and set(names) <= {"fused_y", "ir", "vis_y"}
+    assert [o.name for o in seg.graph.output] == ["class_ids"]
+    assert seg.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert max(o.version for o in seg.opset_import if o.domain in ("", "ai.onnx")) == 17
+    ops = {n.op_type for n in seg.graph.node}
+    assert {"AveragePool", "ArgMax", "Cast", "Resize"} <= ops and "BatchNormalization" not in ops
+    meta = json.loads(composed["seg"].with_suffix(".json").read_text())
+    assert meta["classes"][2]["name"] == "person" and len(meta["sha256"]) == 64
+
+
+def test_composed_model_passes_the_tensorrt_static_check(composed):
+    from sage_ros.tensorrt.onnx_checks import check_onnx_for_tensorrt
+
+    report = check_onnx_for_tensorrt(composed["model"])
+    assert not report.errors, report.errors
+    model = onnx.load(str(composed["model"]))
+    assert [o.name for o in model.graph.output] == ["fused_y", "class_ids"]
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_every_cpu_backend_gives_the_torch_class_ids(composed, name):
+    try:
+        backend = create_backend(BackendConfig(name=name, onnx_path=composed["model"], threads=1))
+    except BackendError as exc:
+        pytest.skip(f"{name} backend unavailable here: {exc}")
+    try:
+        assert backend.has_segmentation
+        outs = [backend.infer(c["y"], c["ir"]) for c in composed["crops"]]
+    finally:
+        backend.close()
+    for out, crop in zip(outs, composed["crops"], strict=True):
+        assert out.class_ids is not None and out.class_ids.dtype == np.uint8
+        assert out.class_ids.shape == crop["ids"].shape
+        assert np.array_equal(out.class_ids, crop["ids"])
+    assert len(np.unique(np.concatenate([c["ids"].ravel() for c in composed["crops"]]))) >= 2
+
+
+def test_odd_sizes_keep_the_input_size(composed):
+    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=composed["model"], threads=1))
+    crop = composed["crops"][0]
+    out = backend.infer(crop["y"][:101, :77], crop["ir"][:101, :77])
+    assert out.fused_y.shape == (101, 77) and out.class_ids.shape == (101, 77)
+
+
+def test_bad_weights_files_give_clear_errors(tmp_path):
+    with pytest.raises(SegNetError, match="do not exist"):
+        load_net(tmp_path / "none.npz")
+    path = save_net(SegNet(), tmp_path / "n.npz", CLASSES)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["widths"] = [8, 8, 8, 8]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(SegNetError, match="shape"):
+        load_net(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(SegNetError, match="metadata"):
+        load_net(path)
+
+
+def test_a_short_training_run_lowers_the_loss():
+    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.train_net import NetTrainConfig, train_net
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(8):
+        # Warm upright rectangles (people) on a noisy background, boxes given in normalised units.
+        ir = rng.normal(0.3, 0.03, (120, 160)).astype(np.float32)
+        x0, y0 = int(rng.integers(10, 130)), int(rng.integers(10, 70))
+        ir[y0:y0 + 30, x0:x0 + 12] = 0.9
+        box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
+        frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir, "visible": ir}, box))
+    config = NetTrainConfig(steps=40, batch=4, widths=(8, 8, 16, 16), lr=1e-2, log_every=0, threads=1)
+    _, losses = train_net(frames, config)
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4])
+
+
+def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):
+    ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
+    ir_dir.mkdir()
+    vis_dir.mkdir()
+    for pair in PAIRS:
+        # Half-size copies keep the run short; names and formats as a user's folder would have them.
+        ir = cv2.imread(str(MSRS / "ir" / f"{pair}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(MSRS / "vi" / f"{pair}.png"), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(ir_dir / f"{pair}.png"), cv2.resize(ir, (320, 240), interpolation=cv2.INTER_AREA))
+        cv2.imwrite(str(vis_dir / f"{pair}.png"), cv2.resize(vis, (320, 240), interpolation=cv2.INTER_AREA))
+    cmd = [sys.executable, "-m", "sage_ros", "fuse", "--ir", str(ir_dir), "--vis", str(vis_dir),
+           "--out", str(tmp_path / "fused"), "--masks", str(tmp_path / "masks"), "--overlays",
+           str(tmp_path / "overlays"), "--model", str(composed["model"]), "--backend", "onnxruntime",
+           "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    masks = sorted((tmp_path / "masks").glob("*.png"))
+    assert [m.stem for m in masks] == sorted(PAIRS)
+    for m in masks:
+        ids = cv2.imread(str(m), cv2.IMREAD_UNCHANGED)
+        assert ids.dtype == np.uint8 and ids.shape == (240, 320) and ids.max() <= 3
+        overlay = cv2.imread(str(tmp_path / "overlays" / m.name), cv2.IMREAD_COLOR)
+        assert overlay.shape == (240, 320, 3)
