@@ -97,7 +97,9 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def first_run(workspace: Path):
-    trainer = Trainer(config_from_dict(_config(workspace, steps=2)))
+    # 4 alternating steps: two updates per network (the first teacher update cannot move the
+    # transformer blocks: their zero-initialised out-projections pass no gradient back yet).
+    trainer = Trainer(config_from_dict(_config(workspace, steps=4)))
     before = (_snapshot(trainer.teacher), _snapshot(trainer.student))
     result = trainer.fit(export=False)
     return trainer, before, result
@@ -110,11 +112,16 @@ def test_masks_in_cache_come_from_the_generator(workspace: Path) -> None:
 
 def test_few_steps_finite_losses_and_both_networks_learn(first_run) -> None:
     trainer, (teacher_before, student_before), result = first_run
-    assert result.steps == 2 and len(result.history) == 2
-    for row in result.history:
-        for key in ("teacher_loss", "student_loss", "s_cs", "t_seg", "s_fea"):
-            assert np.isfinite(row[key]), (key, row)
-        assert row["s_cs"] > 0 and row["t_seg"] > 0  # the SAM and segmentation terms really ran
+    assert result.steps == 4 and len(result.history) == 4
+    # Upstream's alternation: the student's turn first (even batch), then the teacher's.
+    assert [row["update"] for row in result.history] == ["student", "teacher"] * 2
+    student_row, teacher_row = result.history[2:]
+    for key in ("student_loss", "s_cs", "s_fea"):
+        assert np.isfinite(student_row[key]), (key, student_row)
+    for key in ("teacher_loss", "t_seg", "t_feedback", "t_fea"):
+        assert np.isfinite(teacher_row[key]), (key, teacher_row)
+    assert "teacher_loss" not in student_row and "student_loss" not in teacher_row
+    assert student_row["s_cs"] > 0 and teacher_row["t_seg"] > 0  # the SAM and segmentation terms really ran
     assert trainer.segmenter is not None and trainer.phi is not None
     assert _changed(teacher_before, trainer.teacher) > 0.9 * len(
         [v for v in teacher_before.values() if v.is_floating_point()]
@@ -128,21 +135,23 @@ def test_few_steps_finite_losses_and_both_networks_learn(first_run) -> None:
 def test_resume_continues_from_the_checkpoint_and_exports(first_run, workspace: Path) -> None:
     trainer, _, result = first_run
     saved = torch.load(result.checkpoint, weights_only=True)
-    assert saved["step"] == 2 and saved["config_hash"] == trainer.cfg.hash()
-    resumed = Trainer(config_from_dict(_config(workspace, steps=3)))
+    assert saved["step"] == 4 and saved["config_hash"] == trainer.cfg.hash()
+    resumed = Trainer(config_from_dict(_config(workspace, steps=5)))
     resumed.load_checkpoint(result.checkpoint)
     for key, value in trainer.student.state_dict().items():
         torch.testing.assert_close(resumed.student.state_dict()[key], value)
+    # Four steps, alternating: two Adam updates each.
     assert resumed.opt_s.state_dict()["state"][0]["step"].item() == 2
+    assert resumed.opt_t.state_dict()["state"][0]["step"].item() == 2
     resumed.step = 0  # fit(resume=...) must restore it from the file again
     out = resumed.fit(resume="auto", export=True)
-    assert out.steps == 3 and len(out.history) == 1
+    assert out.steps == 5 and len(out.history) == 1 and out.history[0]["update"] == "student"
     rows = (workspace / "run" / CSV_NAME).read_text().strip().splitlines()
-    assert len(rows) == 1 + 3 and rows[-1].startswith("3,")
+    assert len(rows) == 1 + 5 and rows[-1].startswith("5,")
 
     # The exported model is what the node loads: ONNX + sidecar, runnable by the runtime backends.
     meta = json.loads(out.onnx.with_suffix(".json").read_text())
-    assert meta["training"]["config_hash"] == resumed.cfg.hash() and meta["training"]["steps"] == 3
+    assert meta["training"]["config_hash"] == resumed.cfg.hash() and meta["training"]["steps"] == 5
     assert meta["input_normalisation"]["vis_y"] and meta["inputs"] == ["vis_y", "ir"]
     assert load_class_table(out.onnx).names[2] == "person"
     ir = cv2.imread(str(workspace / "pairs" / "Ir" / "00001.png"), cv2.IMREAD_GRAYSCALE)
@@ -215,3 +224,45 @@ def test_cli_export_of_a_training_checkpoint(first_run, tmp_path: Path) -> None:
     finally:
         backend.close()
     assert fused.shape == (16, 24) and np.isfinite(fused).all()
+
+
+SMOKE_STEPS = 60
+
+
+def _smoke_config(root: Path, out: str, steps: int) -> dict:
+    cfg = _config(root, steps)
+    cfg["output"]["dir"] = str(root / out)
+    cfg["output"]["export"] = False
+    cfg["train"].update(checkpoint_every=0, log_every=20)
+    return cfg
+
+
+def test_cpu_smoke_run_losses_finite_and_falling_and_resume_bit_exact(workspace: Path) -> None:
+    """60 alternating steps on real pairs (tiny SAM, project segmenter): every loss finite, both
+    networks' losses lower at the end than at the start. A run stopped half-way and resumed ends
+    bit-identical to the uninterrupted one (networks and optimiser states)."""
+    full = Trainer(config_from_dict(_smoke_config(workspace, "smoke_full", SMOKE_STEPS)))
+    result = full.fit(export=False)
+    assert result.steps == SMOKE_STEPS
+    for key, update in (("student_loss", "student"), ("teacher_loss", "teacher")):
+        values = [row[key] for row in result.history if row["update"] == update]
+        assert len(values) == SMOKE_STEPS // 2 and np.isfinite(values).all(), key
+        # Falling: the mean of this network's last 10 steps below the mean of its first 10.
+        assert np.mean(values[-10:]) < np.mean(values[:10]), (key, values)
+
+    # Bit-exact resume, on a shorter run of the same kind (CPU time): 8 steps vs 4 + resume 4.
+    straight = Trainer(config_from_dict(_smoke_config(workspace, "resume_straight", 8)))
+    straight.fit(export=False)
+    first = Trainer(config_from_dict(_smoke_config(workspace, "resume_split", 8)))
+    assert first.fit(export=False, stop_at=4).steps == 4
+    second = Trainer(config_from_dict(_smoke_config(workspace, "resume_split", 8)))
+    assert second.fit(resume="auto", export=False).steps == 8
+    for name in ("student", "teacher"):
+        want, got = getattr(straight, name).state_dict(), getattr(second, name).state_dict()
+        for key, value in want.items():
+            assert torch.equal(got[key], value), (name, key)
+    for opt in ("opt_s", "opt_t"):
+        want, got = getattr(straight, opt).state_dict(), getattr(second, opt).state_dict()
+        for index, state in want["state"].items():
+            for key, value in state.items():
+                assert torch.equal(got["state"][index][key], value), (opt, index, key)

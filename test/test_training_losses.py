@@ -75,9 +75,34 @@ def test_contrastive_semantic_loss_zero_when_output_is_the_anchor_and_gradients(
     loss.backward()
     assert out.grad is not None and out.grad.abs().sum() > 0
     assert ref_leaf.grad is None  # the anchor is a target, not trained through this term
-    # 2 modalities x 4 masks x 2 feature maps ratios, each 1 when the reference equals the source.
+    # Upstream form: one ratio per mask (2 modalities x 4 masks), each 1 when the reference equals the
+    # source; the earlier form had one ratio per mask and Phi output (x 2 feature maps).
     ones = losses.contrastive_semantic_loss(_phi, out.detach(), y, y, y, masks, masks)
+    assert ones.item() == pytest.approx(8.0, rel=1e-5)
+    ones = losses.contrastive_semantic_loss(_phi, out.detach(), y, y, y, masks, masks, form="l1_per_output")
     assert ones.item() == pytest.approx(16.0, rel=1e-5)
+    with pytest.raises(ValueError, match="form"):
+        losses.contrastive_semantic_loss(_phi, out, ref, y, ir, masks, masks, form="l3")
+
+
+def test_contrastive_semantic_loss_l2_form_against_a_hand_computation() -> None:
+    """Upstream's ratio per mask: (sum_i ||Phi_i(ref P) - Phi_i(out P)||_2) / (sum_i ||Phi_i(src P) -
+    Phi_i(out P)||_2 + 1e-7), norms over the whole batch; an all-zero mask (over the batch) is skipped."""
+    g = torch.Generator().manual_seed(5)
+    y, ir, ref, out = (torch.rand(2, 1, 8, 8, generator=g) for _ in range(4))
+    vis_masks = (torch.rand(2, 2, 8, 8, generator=g) > 0.5).float()
+    ir_masks = (torch.rand(2, 2, 8, 8, generator=g) > 0.5).float()
+    ir_masks[:, 1] = 0.0  # empty in every image of the batch: skipped
+
+    def ratio(src: torch.Tensor, p: torch.Tensor) -> float:
+        f_out, f_ref, f_src = _phi(out * p), _phi(ref * p), _phi(src * p)
+        num = sum(float(torch.sqrt(((a - b) ** 2).sum())) for a, b in zip(f_ref, f_out, strict=True))
+        den = sum(float(torch.sqrt(((a - b) ** 2).sum())) for a, b in zip(f_src, f_out, strict=True))
+        return num / (den + 1e-7)
+
+    expected = ratio(y, vis_masks[:, 0:1]) + ratio(y, vis_masks[:, 1:2]) + ratio(ir, ir_masks[:, 0:1])
+    got = losses.contrastive_semantic_loss(_phi, out, ref, y, ir, vis_masks, ir_masks)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_feature_loss_known_answers() -> None:

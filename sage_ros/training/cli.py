@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 log = logging.getLogger("sage_ros.training")
 
@@ -38,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt",
     )
     fit.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
+    fit.add_argument(
+        "--allow-untrained-segmenter",
+        action="store_true",
+        help="train on labelled data with the random 'tiny' segmenter (code-path checks only: its "
+        "cross-entropy is chance level and teaches the teacher nothing)",
+    )
     fit.set_defaults(train_func=_fit)
 
     masks = sub.add_parser("masks", help="build the SAM mask cache (top-K masks by area per image)")
@@ -69,6 +74,8 @@ def _config(args: argparse.Namespace):
         overrides.append(f"train.device={args.device}")
     if getattr(args, "out", None) is not None and args.train_command == "fit":
         overrides.append(f"output.dir={args.out}")
+    if getattr(args, "allow_untrained_segmenter", False):
+        overrides.append("segmenter.allow_untrained=true")
     return load_config(args.config, overrides)
 
 
@@ -88,39 +95,15 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _masks(args: argparse.Namespace) -> int:
     from sage_ros.training.datasets import records_for
-    from sage_ros.training.sam import build_mask_cache
+    from sage_ros.training.sam import build_cache_for_config
     from sage_ros.training.trainer import resolve_device
 
     cfg = _config(args)
-    if not cfg.data.mask_cache:
-        raise ValueError(
-            "data.mask_cache is not set: say where the masks go (e.g. --set data.mask_cache=cache/)"
-        )
-    if not cfg.sam.checkpoint:
-        raise ValueError(
-            "sam.checkpoint is not set: the mask cache needs a SAM checkpoint (official ViT-B: "
-            "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth)"
-        )
-    if not Path(cfg.sam.checkpoint).is_file():
-        from sage_ros.training.sam import SamCheckpointError, missing_checkpoint_message
-
-        raise SamCheckpointError(missing_checkpoint_message(Path(cfg.sam.checkpoint)))
     records = records_for(cfg.data.layout, cfg.data.root, cfg.data.split)
     if cfg.data.limit:
         records = records[: int(cfg.data.limit)]
-    kwargs = {
-        "points_per_side": cfg.sam.points_per_side,
-        "pred_iou_thresh": cfg.sam.pred_iou_thresh,
-        "stability_score_thresh": cfg.sam.stability_score_thresh,
-    }
-    report = build_mask_cache(
-        records,
-        cfg.sam.checkpoint,
-        cfg.data.mask_cache,
-        top_k=cfg.data.top_k,
-        device=str(resolve_device(args.device)),
-        generator_kwargs=kwargs,
-        progress=not args.no_progress,
+    report = build_cache_for_config(
+        cfg, records, device=str(resolve_device(args.device)), progress=not args.no_progress
     )
     log.info(
         "mask cache %s: %d written, %d already there, %d with no mask kept",

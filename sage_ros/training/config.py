@@ -31,6 +31,7 @@ class DataConfig:
     flip: bool = True
     mask_cache: str | None = None  # folder written by `train masks`; null = whole-image masks
     top_k: int = 4
+    paired_masks: bool = True  # upstream: as many IR masks as VIS masks per pair (min of the two)
     labels: str | bool = "auto"
     workers: int = 2
     limit: int | None = None  # use only the first N pairs (smoke runs)
@@ -39,16 +40,30 @@ class DataConfig:
 @dataclass
 class SamConfig:
     checkpoint: str | None = None  # local SAM checkpoint; null disables L_cs (logged loudly)
-    variant: str | None = "vit_b"  # insist on this encoder size; null accepts any (tiny test SAMs)
-    points_per_side: int = 32  # automatic mask generator settings for `train masks`
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
+    # 'auto' (or null): ViT-B/L/H read off the checkpoint's tensor shapes; vit_b|vit_l|vit_h insists.
+    variant: str | None = "auto"
+    # Automatic mask generator settings for the mask cache: upstream's (dataset_teacher_FMB.py).
+    points_per_side: int = 128
+    pred_iou_thresh: float = 0.86
+    stability_score_thresh: float = 0.92
+    crop_n_layers: int = 1
+    crop_n_points_downscale_factor: int = 2
+    min_mask_region_area: int = 100
 
 
 @dataclass
 class SegmenterConfig:
-    factory: str = "tiny"  # 'tiny' or 'package.module:callable' taking num_classes -> nn.Module
-    weights: str | None = None  # state dict for the factory's module (loaded with weights_only)
+    # 'project' = this project's trained MSRS segmentation network (frozen; labels mapped by class
+    # name), 'package.module:callable' (num_classes -> nn.Module, RGB in [0,1] -> logits), or
+    # 'tiny' (random: refused on labelled data unless allow_untrained / --allow-untrained-segmenter).
+    factory: str = "project"
+    weights: str | None = None  # state dict for the factory's module, or the project network's .npz
+    allow_untrained: bool = False
+
+
+@dataclass
+class TeacherConfig:
+    output: str = "leaky_relu"  # leaky_relu (upstream) | tanh
 
 
 @dataclass
@@ -60,6 +75,9 @@ class TrainSchedule:
     student_lr: float = 2e-3
     min_lr: float = 1e-5
     seed: int = 0
+    # alternate (upstream: even batches update the student, odd ones the teacher) | both (each batch
+    # updates both networks; this project's loop before issue 13)
+    update: str = "alternate"
     device: str = "auto"  # auto | cpu | cuda | cuda:N (DDP picks cuda:LOCAL_RANK)
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     log_every: int = 10
@@ -79,6 +97,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sam: SamConfig = field(default_factory=SamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainSchedule = field(default_factory=TrainSchedule)
     loss: LossWeights = field(default_factory=LossWeights)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -86,14 +105,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hash(self) -> str:
-        """sha256 (16 hex digits) of the result-relevant settings."""
+    def result_settings(self) -> dict:
+        """The settings that change the result (what `hash` covers): not outputs, devices or logging."""
         d = self.to_dict()
         d.pop("output", None)
         for key in ("device", "threads", "log_every", "checkpoint_every"):
             d["train"].pop(key, None)
         d["data"].pop("workers", None)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        d["segmenter"].pop("allow_untrained", None)
+        return d
+
+    def hash(self) -> str:
+        """sha256 (16 hex digits) of the result-relevant settings."""
+        blob = json.dumps(self.result_settings(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -130,14 +154,28 @@ _SECTIONS = {
     "data": DataConfig,
     "sam": SamConfig,
     "segmenter": SegmenterConfig,
+    "teacher": TeacherConfig,
     "train": TrainSchedule,
     "loss": LossWeights,
     "output": OutputConfig,
 }
 
 
+_CHOICES = {
+    ("train", "update"): ("alternate", "both"),
+    ("teacher", "output"): ("leaky_relu", "tanh"),
+    ("loss", "cs_form"): ("l2_ratio", "l1_per_output"),
+    ("sam", "variant"): ("auto", "vit_b", "vit_l", "vit_h", None),
+}
+
+
 def config_from_dict(values: dict) -> TrainConfig:
-    return _fill(TrainConfig, values or {}, "")
+    cfg = _fill(TrainConfig, values or {}, "")
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key}: {value!r} is not one of {[a for a in allowed if a]}")
+    return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:

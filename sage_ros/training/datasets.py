@@ -30,7 +30,7 @@ import numpy as np
 
 from sage_ros.datasets import DatasetError, Pair, find_child_dir, images_by_stem
 from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
-from sage_ros.training.mask_cache import load_or_fill
+from sage_ros.training.mask_cache import load_pair_masks
 
 #: label value for pixels without a class (padding added by crops larger than the image)
 IGNORE_INDEX = 255
@@ -202,7 +202,8 @@ class PairDataset:
 
     records: from `records_for` / `find_pairs`. crop_hw: (H, W) random crop, None keeps full frames.
     labels: 'auto' (when every record has one), True (required) or False. mask_root / top_k: the
-    SAM mask cache (see mask_cache); top_k=0 skips masks. Randomness derives from (seed, epoch,
+    SAM mask cache (see mask_cache); top_k=0 skips masks; paired_masks keeps as many IR as visible
+    masks per pair (upstream's cache does; the SAGE trainer turns it on). Randomness derives from (seed, epoch,
     index) so DataLoader workers and DDP ranks never repeat each other's augmentations by accident.
     """
 
@@ -215,6 +216,7 @@ class PairDataset:
         mask_root: str | Path | None = None,
         top_k: int = 0,
         seed: int = 0,
+        paired_masks: bool = False,
     ) -> None:
         if not records:
             raise DatasetError("empty dataset")
@@ -230,6 +232,7 @@ class PairDataset:
         self.with_labels = bool(labels)
         self.mask_root = Path(mask_root) if mask_root is not None else None
         self.top_k = int(top_k)
+        self.paired_masks = bool(paired_masks)
         self.seed = int(seed)
         self.epoch = 0
 
@@ -245,8 +248,9 @@ class PairDataset:
         raw = read_pair(record, with_label=self.with_labels)
         hw = raw["ir_u8"].shape
         if self.top_k > 0:
-            raw["ir_masks"] = load_or_fill(self.mask_root, "ir", record.name, self.top_k, hw)
-            raw["vis_masks"] = load_or_fill(self.mask_root, "vis", record.name, self.top_k, hw)
+            raw["ir_masks"], raw["vis_masks"] = load_pair_masks(
+                self.mask_root, record.name, self.top_k, hw, paired=self.paired_masks
+            )
         rng = np.random.default_rng((self.seed, self.epoch, index))
         raw = paired_crop_flip(raw, self.crop_hw, self.flip, rng, pad_values={"label": IGNORE_INDEX})
         return to_sample(record.name, raw)

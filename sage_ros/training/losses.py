@@ -54,8 +54,27 @@ def triplet_ratio(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.
 
     Here the anchor is the trained output's features, the positive the reference's and the
     negative the source's: the output is pulled to the reference and pushed from the source.
+    Used by the `l1_per_output` form of L_cs (this project's form before issue 13).
     """
     return F.l1_loss(anchor, positive) / (F.l1_loss(anchor, negative) + CS_EPS)
+
+
+#: L_cs forms: `l2_ratio` = upstream (one ratio per mask of summed L2 norms), `l1_per_output` = the
+#: earlier form of this project (one ratio per mask and Phi output, mean absolute differences).
+CS_FORMS = ("l2_ratio", "l1_per_output")
+
+
+def l2_mask_ratio(
+    feats_out: Sequence[torch.Tensor], feats_ref: Sequence[torch.Tensor], feats_src: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Upstream's ratio for one mask: sum_i ||ref_i - out_i||_2 / (sum_i ||src_i - out_i||_2 + eps).
+
+    The L2 norms run over the whole tensor (batch included) and the Phi outputs i are summed before
+    the one division, as upstream's PerceptualLoss_CR / ContrastiveLoss do.
+    """
+    num = sum(torch.linalg.vector_norm(fr - fo) for fo, fr in zip(feats_out, feats_ref, strict=True))
+    den = sum(torch.linalg.vector_norm(fs - fo) for fo, fs in zip(feats_out, feats_src, strict=True))
+    return num / (den + CS_EPS)
 
 
 def contrastive_semantic_loss(
@@ -66,12 +85,18 @@ def contrastive_semantic_loss(
     ir: torch.Tensor,
     vis_masks: torch.Tensor,
     ir_masks: torch.Tensor,
+    form: str = "l2_ratio",
 ) -> torch.Tensor:
-    """L_cs: for each VIS mask P (negative y) and IR mask Q (negative ir), the triplet ratio of
-    Phi(out*P) against Phi(ref*P) and Phi(y*P), summed over masks and Phi's outputs.
+    """L_cs: for each VIS mask P (negative y) and IR mask Q (negative ir), a triplet ratio of
+    Phi(out*P) against Phi(ref*P) (pulled toward) and Phi(y*P) (pushed from), summed over masks.
 
+    form `l2_ratio` (default, upstream): one ratio per mask, L2 norms of the feature differences
+    summed over Phi's outputs. `l1_per_output`: one ratio per mask and output, mean absolute
+    differences. A mask that is empty over the whole batch is skipped, as upstream does.
     All masks of one modality go through Phi in one batch (N*K images) to keep the encoder calls few.
     """
+    if form not in CS_FORMS:
+        raise ValueError(f"L_cs form {form!r} unknown; choose one of {CS_FORMS}")
     total = out.new_zeros(())
     for source, masks in ((y, vis_masks), (ir, ir_masks)):
         n, k, h, w = masks.shape
@@ -84,10 +109,16 @@ def contrastive_semantic_loss(
         with torch.no_grad():
             feats_ref = phi(masked(ref.detach()))
             feats_src = phi(masked(source))
-        for fo, fr, fs in zip(feats_out, feats_ref, feats_src, strict=True):
-            # One ratio per mask index, as in the per-mask sum of the spec.
-            for j in range(k):
-                total = total + triplet_ratio(fo[j::k], fr[j::k], fs[j::k])
+        present = masks.flatten(2).any(dim=2).any(dim=0).tolist()  # per mask index, over the batch
+        for j in range(k):
+            if not present[j]:
+                continue
+            fo, fr, fs = ([f[j::k] for f in feats] for feats in (feats_out, feats_ref, feats_src))
+            if form == "l2_ratio":
+                total = total + l2_mask_ratio(fo, fr, fs)
+            else:
+                for a, p, q in zip(fo, fr, fs, strict=True):
+                    total = total + triplet_ratio(a, p, q)
     return total
 
 
@@ -127,8 +158,36 @@ class LossWeights:
     teacher_ir: float = 1.0
     teacher_grad: float = 2.0
     teacher_seg: float = 0.3
-    teacher_feedback: float = 0.1
-    teacher_fea: float = 0.01
+    teacher_feedback: float = 0.1  # x the student-side loss WITHOUT L_fea (upstream Losses.cal)
+    teacher_fea: float = 0.01  # the teacher's only L_fea weight
+    cs_form: str = "l2_ratio"  # see CS_FORMS: l2_ratio (upstream) | l1_per_output
+
+
+def student_side_loss(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    y: torch.Tensor,
+    ir: torch.Tensor,
+    vis_masks: torch.Tensor | None,
+    ir_masks: torch.Tensor | None,
+    phi: FeatureFn | None,
+    weights: LossWeights,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """3 L_MSE + 3 L_grad + L_cs/3000 of `out` against `ref`: upstream's `Losses.cal`, no L_fea.
+
+    The student's loss adds 0.3 L_fea to it (`distillation_loss`); the teacher's feedback term is
+    0.1 x this alone, its L_fea weight being the separate 0.01 (issue 13: L_fea was counted twice).
+    Without Phi (or masks) the L_cs term is left out and logged as 0: it is the only part that
+    needs SAM. Returns the total and its parts (floats, for logs).
+    """
+    l_mse = intensity_loss(out, ref, y, ir)
+    l_grad = gradient_loss(out, ref, y, ir)
+    total = weights.student_mse * l_mse + weights.student_grad * l_grad
+    l_cs = out.new_zeros(())
+    if phi is not None and vis_masks is not None and ir_masks is not None and weights.student_cs:
+        l_cs = contrastive_semantic_loss(phi, out, ref, y, ir, vis_masks, ir_masks, form=weights.cs_form)
+        total = total + weights.student_cs * l_cs
+    return total, {"mse": l_mse.item(), "grad": l_grad.item(), "cs": l_cs.item()}
 
 
 def distillation_loss(
@@ -143,21 +202,14 @@ def distillation_loss(
     phi: FeatureFn | None,
     weights: LossWeights,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The student-side loss 3 L_MSE + 3 L_grad + L_cs/3000 + 0.3 L_fea of `out` against `ref`.
+    """The student's loss 3 L_MSE + 3 L_grad + L_cs/3000 + 0.3 L_fea of `out` against `ref`.
 
-    Without Phi (or masks) the L_cs term is left out and logged as 0: it is the only part that
-    needs SAM. Returns the total and its parts (floats, for logs).
+    `student_side_loss` plus the tap term. Returns the total and its parts (floats, for logs).
     """
-    l_mse = intensity_loss(out, ref, y, ir)
-    l_grad = gradient_loss(out, ref, y, ir)
+    total, parts = student_side_loss(out, ref, y, ir, vis_masks, ir_masks, phi, weights)
     l_fea = feature_loss(out_taps, ref_taps)
-    total = weights.student_mse * l_mse + weights.student_grad * l_grad + weights.student_fea * l_fea
-    l_cs = out.new_zeros(())
-    if phi is not None and vis_masks is not None and ir_masks is not None and weights.student_cs:
-        l_cs = contrastive_semantic_loss(phi, out, ref, y, ir, vis_masks, ir_masks)
-        total = total + weights.student_cs * l_cs
-    parts = {"mse": l_mse.item(), "grad": l_grad.item(), "cs": l_cs.item(), "fea": l_fea.item()}
-    return total, parts
+    parts["fea"] = l_fea.item()
+    return total + weights.student_fea * l_fea, parts
 
 
 def teacher_task_loss(

@@ -74,13 +74,32 @@ def fill_masks(masks: np.ndarray | None, top_k: int, hw: tuple[int, int]) -> np.
     return out
 
 
+def cached_masks(root: str | Path | None, modality: str, name: str) -> np.ndarray | None:
+    """The cached (K, H, W) masks of one image, or None when there is no cache file."""
+    if root is None:
+        return None
+    path = mask_path(root, modality, name)
+    return load_masks(path) if path.is_file() else None
+
+
 def load_or_fill(
     root: str | Path | None, modality: str, name: str, top_k: int, hw: tuple[int, int]
 ) -> np.ndarray:
     """Cached masks of one image, padded with whole-image masks; all whole-image if not cached."""
-    masks = None
-    if root is not None:
-        path = mask_path(root, modality, name)
-        if path.is_file():
-            masks = load_masks(path)
-    return fill_masks(masks, top_k, hw)
+    return fill_masks(cached_masks(root, modality, name), top_k, hw)
+
+
+def load_pair_masks(
+    root: str | Path | None, name: str, top_k: int, hw: tuple[int, int], paired: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ir_masks, vis_masks) of one pair, each exactly `top_k` (filled with whole-image masks).
+
+    paired: keep as many IR masks as visible masks, min(n_ir, n_vis, top_k), as upstream's cache does
+    (so mask slot k holds a SAM mask in both modalities or in neither).
+    """
+    ir, vis = cached_masks(root, "ir", name), cached_masks(root, "vis", name)
+    if paired:
+        n = min(len(ir) if ir is not None else 0, len(vis) if vis is not None else 0, top_k)
+        ir = ir[:n] if ir is not None else None
+        vis = vis[:n] if vis is not None else None
+    return fill_masks(ir, top_k, hw), fill_masks(vis, top_k, hw)

@@ -165,11 +165,12 @@ def build_image_encoder(cfg: EncoderConfig) -> nn.Module:
 def load_image_encoder(path: str | Path, variant: str | None = None) -> tuple[nn.Module, EncoderConfig]:
     """The SAM image encoder of checkpoint `path`, all keys loaded (checked), in eval mode.
 
-    variant: 'vit_b' | 'vit_l' | 'vit_h' to insist on one official size; None accepts any.
+    variant: 'vit_b' | 'vit_l' | 'vit_h' to insist on one official size; 'auto' or None accepts
+    whatever the file holds (read off its tensor shapes: embedding width and depth).
     """
     enc = encoder_state(load_sam_state(path))
     cfg = encoder_config(enc)
-    if variant is not None and cfg.variant != variant:
+    if variant not in (None, "auto") and cfg.variant != variant:
         raise SamCheckpointError(f"{path} holds a {cfg.variant} encoder, not the requested {variant}")
     model = build_image_encoder(cfg)
     expected = model.state_dict()
@@ -347,6 +348,22 @@ def _as_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
 
 
+#: SamAutomaticMaskGenerator arguments taken from the `sam` config section.
+GENERATOR_KEYS = (
+    "points_per_side",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "crop_n_layers",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
+
+
+def mask_generator_kwargs(sam_cfg: object) -> dict:
+    """The automatic mask generator's settings from a SamConfig (defaults: upstream's)."""
+    return {key: getattr(sam_cfg, key) for key in GENERATOR_KEYS}
+
+
 @dataclass
 class MaskCacheReport:
     written: int = 0
@@ -399,3 +416,37 @@ def build_mask_cache(
     if bar is not None:
         bar.close()
     return report
+
+
+def build_cache_for_config(
+    cfg: object, records: list[PairRecord], device: str = "cpu", progress: bool = True
+) -> MaskCacheReport:
+    """`train masks` for a TrainConfig: the top-K masks of `records` into cfg.data.mask_cache.
+
+    The checkpoint must be a full SAM (encoder, prompt encoder, mask decoder); its size (ViT-B/L/H)
+    is read off the tensors. Resumable: finished images are skipped.
+    """
+    data, sam_cfg = cfg.data, cfg.sam
+    if not data.mask_cache:
+        raise ValueError("data.mask_cache is not set: say where the masks go (e.g. --set data.mask_cache=cache/)")
+    if not sam_cfg.checkpoint:
+        raise SamCheckpointError(
+            "sam.checkpoint is not set: the mask cache needs a SAM checkpoint (official ViT-B: "
+            f"{SAM_URLS['vit_b']})"
+        )
+    if not Path(sam_cfg.checkpoint).is_file():
+        raise SamCheckpointError(missing_checkpoint_message(Path(sam_cfg.checkpoint)))
+    return build_mask_cache(
+        records,
+        sam_cfg.checkpoint,
+        data.mask_cache,
+        top_k=data.top_k,
+        device=device,
+        generator_kwargs=mask_generator_kwargs(sam_cfg),
+        progress=progress,
+    )
+
+
+def missing_mask_files(records: list[PairRecord], mask_root: str | Path) -> int:
+    """How many of the 2 x len(records) cache files (IR and visible) are not there yet."""
+    return sum(not mask_path(mask_root, m, r.name).is_file() for r in records for m in ("ir", "vis"))

@@ -18,6 +18,9 @@ FEAT = 64  # width of the image and mask features entering SPA
 SPA_OUT = 4 * FEAT  # SPA output: concat(img, img_in, img_mid, mask)
 TAP = 32  # the student's width
 NUM_MASKS = 4
+#: Output activations: upstream's decoder ends in LeakyReLU (default); `tanh` was this project's
+#: choice before issue 13 (the student's own output is Tanh).
+OUTPUTS = ("leaky_relu", "tanh")
 
 
 def conv_act(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
@@ -43,10 +46,16 @@ def mask_images(source: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 class SageTeacher(nn.Module):
-    """forward(y, ir, vis_masks, ir_masks) -> (fused (N, 1, H, W) in (-1, 1), five 32-channel taps)."""
+    """forward(y, ir, vis_masks, ir_masks) -> (fused (N, 1, H, W), five 32-channel taps).
 
-    def __init__(self, num_masks: int = NUM_MASKS) -> None:
+    output: `leaky_relu` (upstream; unbounded above, slope 0.01 below 0) or `tanh` (in (-1, 1)).
+    """
+
+    def __init__(self, num_masks: int = NUM_MASKS, output: str = "leaky_relu") -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"teacher output {output!r} unknown; choose one of {OUTPUTS}")
+        self.output = output
         self.image_stem = chain(2, 16, 32)  # its output is the img0 skip
         self.image_proj = conv_act(32, FEAT)
         self.vis_mask_encoder = chain(num_masks, 16, 32, FEAT)
@@ -60,7 +69,8 @@ class SageTeacher(nn.Module):
         # 320 = SPA output (256) + the 64-channel image feature; 96 = 64 + img0 (32).
         self.decoder_a = chain(SPA_OUT + FEAT, 256, 128, 64)
         self.decoder_b = chain(64 + 32, 64, 32, 16)
-        self.head = nn.Sequential(nn.Conv2d(16, 1, 3, padding=1), nn.Tanh())
+        final = nn.LeakyReLU(NEGATIVE_SLOPE) if output == "leaky_relu" else nn.Tanh()
+        self.head = nn.Sequential(nn.Conv2d(16, 1, 3, padding=1), final)
 
     def forward(
         self, y: torch.Tensor, ir: torch.Tensor, vis_masks: torch.Tensor, ir_masks: torch.Tensor

@@ -1,20 +1,27 @@
 """Bi-level distillation of a SAGE student from the SPA teacher (SAGE_SPEC section 4).
 
-Each iteration takes one batch and makes two first-order updates:
+Two first-order updates, alternating over batches as upstream does (`train.update: alternate`: even
+global steps update the student, odd ones the teacher; `both` updates both networks on every batch):
 - upper level (teacher): its task loss (intensity, gradients, frozen-segmenter cross-entropy) plus
-  feedback from the student (the student-side loss with the detached student as reference, and L_fea);
+  feedback from the student: 0.1 x (3 L_MSE + 3 L_grad + L_cs/3000) with the detached student as
+  reference, plus 0.01 L_fea (L_fea is counted once: upstream train.py, issue 13);
 - lower level (student): 3 L_MSE + 3 L_grad + L_cs/3000 + 0.3 L_fea against the detached teacher.
-Both use the other network's output of the same batch, detached, so each network runs forward once.
+The other network runs forward without gradients on the same batch.
+
+Learning rates follow a closed-form cosine from the configured rate to `min_lr` over the run's
+total steps (one step = one batch), for both networks. It is recomputed from (step, total steps) at
+every step, so a resume that extends `--steps` continues on the new horizon instead of restarting.
 
 Runs on one CPU/GPU or under `torchrun` (DDP: gloo on CPU, nccl on CUDA; DistributedSampler).
-Checkpoints hold both networks, both optimisers and schedulers, the step and the config; resuming
-continues the same epoch permutation at the same batch.
+Checkpoints hold both networks, both optimisers, the schedule horizon, the step and the config;
+resuming continues the same epoch permutation at the same batch.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,11 +35,16 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from sage_ros.model.student import SageStudent
-from sage_ros.training.config import TrainConfig
+from sage_ros.training.config import TrainConfig, config_from_dict
 from sage_ros.training.datasets import IGNORE_INDEX, PairDataset, records_for
-from sage_ros.training.losses import distillation_loss, feature_loss, fused_rgb, teacher_task_loss
-from sage_ros.training.mask_cache import mask_path
-from sage_ros.training.segmenter import build_segmenter
+from sage_ros.training.losses import (
+    distillation_loss,
+    feature_loss,
+    fused_rgb,
+    student_side_loss,
+    teacher_task_loss,
+)
+from sage_ros.training.segmenter import build_segmenter, label_lookup, segmenter_inputs
 from sage_ros.training.teacher import SageTeacher
 
 log = logging.getLogger(__name__)
@@ -60,7 +72,18 @@ CSV_FIELDS = [
     "s_cs",
     "s_fea",
     "step_ms",
+    "update",  # teacher | student | both (last: CSVs of earlier runs keep their columns)
 ]
+
+
+def cosine_lr(step: int, horizon: int, base: float, minimum: float) -> float:
+    """Learning rate after `step` of `horizon` steps: cosine from `base` to `minimum`, then flat.
+
+    The same curve as torch's CosineAnnealingLR (eta_min = minimum, T_max = horizon) in closed form,
+    which never swings back up past the horizon and can be recomputed for a new horizon on resume.
+    """
+    t = min(max(step, 0), max(horizon, 1)) / max(horizon, 1)
+    return minimum + (base - minimum) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 class TrainingError(RuntimeError):
@@ -183,19 +206,10 @@ class Trainer:
             mask_root=d.mask_cache,
             top_k=d.top_k,
             seed=self.cfg.train.seed,
+            paired_masks=d.paired_masks,
         )
         if d.mask_cache:
-            missing = sum(
-                not mask_path(d.mask_cache, m, r.name).is_file() for r in records for m in ("ir", "vis")
-            )
-            if missing and self.env.is_main:
-                log.warning(
-                    "mask cache %s lacks %d of %d files: those images use whole-image masks "
-                    "(run `sage-ros train masks` first)",
-                    d.mask_cache,
-                    missing,
-                    2 * len(records),
-                )
+            self._ensure_mask_cache(records)
         elif self.env.is_main:
             log.warning("no mask cache configured: every SAM mask is the whole image (no semantic prior)")
         self.sampler = DistributedSampler(
@@ -215,6 +229,39 @@ class Trainer:
         t = self.cfg.train
         self.total_steps = int(t.max_steps) if t.max_steps else int(t.epochs) * self.steps_per_epoch
 
+    def _ensure_mask_cache(self, records: list) -> None:
+        """A configured mask cache must be complete: build what is missing, or refuse clearly.
+
+        With a full SAM checkpoint the missing masks are generated here (rank 0; the other ranks wait),
+        exactly as `sage-ros train masks` would; without one, training stops with what to run.
+        """
+        from sage_ros.training.sam import build_cache_for_config, missing_mask_files
+
+        d = self.cfg.data
+        missing = missing_mask_files(records, d.mask_cache)
+        if not missing:
+            return
+        ckpt = self.cfg.sam.checkpoint
+        if not ckpt or not Path(ckpt).is_file():
+            raise TrainingError(
+                f"mask cache {d.mask_cache} lacks {missing} of {2 * len(records)} files and no SAM checkpoint "
+                f"is available to build them (sam.checkpoint: {ckpt!r}). Run `sage-ros train masks --config ...` "
+                "with a SAM checkpoint first, or set data.mask_cache: null to train with whole-image masks "
+                "(no semantic prior)"
+            )
+        if self.env.is_main:
+            log.warning(
+                "mask cache %s lacks %d of %d files: building them now with %s (as `sage-ros train masks`)",
+                d.mask_cache,
+                missing,
+                2 * len(records),
+                ckpt,
+            )
+            report = build_cache_for_config(self.cfg, records, device=str(self.env.device), progress=True)
+            log.info("mask cache: %d written, %d with no mask kept", report.written, report.empty)
+        if self.env.distributed:
+            dist.barrier()
+
     def _class_count(self) -> int:
         from sage_ros.training.export import class_table_for
 
@@ -223,7 +270,8 @@ class Trainer:
     def _build_models(self) -> None:
         torch.manual_seed(self.cfg.train.seed)
         device = self.env.device
-        teacher, student = SageTeacher(num_masks=self.cfg.data.top_k).to(device), SageStudent().to(device)
+        teacher = SageTeacher(num_masks=self.cfg.data.top_k, output=self.cfg.teacher.output).to(device)
+        student = SageStudent().to(device)
         self.phi = None
         if self.cfg.sam.checkpoint:
             from sage_ros.training.sam import load_phi
@@ -231,10 +279,7 @@ class Trainer:
             self.phi = load_phi(self.cfg.sam.checkpoint, self.cfg.sam.variant).to(device)
         elif self.env.is_main:
             log.warning("sam.checkpoint not set: the contrastive semantic loss L_cs is disabled")
-        self.segmenter = None
-        if self.dataset.with_labels and self.weights.teacher_seg:
-            seg = self.cfg.segmenter
-            self.segmenter = build_segmenter(seg.factory, self._class_count(), seg.weights).to(device)
+        self._build_segmenter()
         if self.env.distributed:
             ids = [device.index] if device.type == "cuda" else None
             teacher = DistributedDataParallel(teacher, device_ids=ids)
@@ -243,9 +288,62 @@ class Trainer:
         t = self.cfg.train
         self.opt_t = torch.optim.Adam(teacher.parameters(), lr=t.teacher_lr)
         self.opt_s = torch.optim.Adam(student.parameters(), lr=t.student_lr)
-        horizon = max(self.total_steps, 1)
-        self.sched_t = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_t, horizon, eta_min=t.min_lr)
-        self.sched_s = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_s, horizon, eta_min=t.min_lr)
+        self._set_lr(0)
+
+    def _build_segmenter(self) -> None:
+        """The frozen task segmenter (labelled data only); a random one needs an explicit opt-in."""
+        self.segmenter, self.label_table, self.seg_inputs = None, None, ("rgb",)
+        if not (self.dataset.with_labels and self.weights.teacher_seg):
+            return
+        seg = self.cfg.segmenter
+        if seg.factory == "tiny":
+            if not seg.allow_untrained:
+                raise TrainingError(
+                    "the data has labels but segmenter.factory is 'tiny', a RANDOM segmenter: its cross-entropy "
+                    f"stays at chance (about ln {self._class_count()}) and teaches the teacher nothing. Use "
+                    "segmenter.factory: project (this project's trained MSRS network, frozen), your own "
+                    "'package.module:callable' + segmenter.weights, or pass --allow-untrained-segmenter "
+                    "(segmenter.allow_untrained: true) for code-path checks only"
+                )
+            if self.env.is_main:
+                log.warning(
+                    "UNTRAINED SEGMENTER: segmenter.factory 'tiny' is random; the teacher's segmentation loss "
+                    "(weight %.2f) is noise at chance level. Allowed by --allow-untrained-segmenter: for "
+                    "code-path checks only, never for a model you intend to use",
+                    self.weights.teacher_seg,
+                )
+        elif seg.factory != "project" and seg.weights is None and self.env.is_main:
+            log.warning(
+                "segmenter.weights is not set: %s must return a TRAINED module by itself, or the teacher's "
+                "segmentation loss teaches nothing",
+                seg.factory,
+            )
+        module = build_segmenter(seg.factory, self._class_count(), seg.weights)
+        self.seg_inputs = segmenter_inputs(module)
+        names = getattr(module, "class_names", None)
+        if names:
+            from sage_ros.training.export import class_table_for
+
+            dataset_names = class_table_for(self.cfg.output.classes).names
+            table = label_lookup(dataset_names, names, IGNORE_INDEX)
+            mapped = {n: names[int(table[i])] for i, n in enumerate(dataset_names)}
+            if all(int(table[i]) == 0 for i in range(len(dataset_names))):
+                raise TrainingError(
+                    f"the segmenter's classes {list(names)} share no name with the dataset's {list(dataset_names)}: "
+                    "its loss would teach nothing; configure a segmenter trained on your classes"
+                )
+            if self.env.is_main:
+                log.info("dataset labels -> segmenter classes: %s", mapped)
+            self.label_table = table.to(self.env.device)
+        self.segmenter = module.to(self.env.device)
+
+    def _set_lr(self, step: int) -> None:
+        """Both networks' learning rates for the update after `step` steps (closed-form cosine)."""
+        t = self.cfg.train
+        for opt, base in ((self.opt_t, t.teacher_lr), (self.opt_s, t.student_lr)):
+            lr = cosine_lr(step, self.total_steps, base, t.min_lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -254,8 +352,7 @@ class Trainer:
             "student": _unwrap(self.student).state_dict(),
             "opt_teacher": self.opt_t.state_dict(),
             "opt_student": self.opt_s.state_dict(),
-            "sched_teacher": self.sched_t.state_dict(),
-            "sched_student": self.sched_s.state_dict(),
+            "schedule": {"kind": "cosine", "horizon": self.total_steps, "min_lr": self.cfg.train.min_lr},
             "step": self.step,
             "config": self.cfg.to_dict(),
             "config_hash": self.cfg.hash(),
@@ -277,22 +374,39 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"checkpoint {path} does not exist")
         state = torch.load(path, map_location=self.env.device, weights_only=True)
-        if state.get("config_hash") != self.cfg.hash():
+        if state.get("config_hash") != self.cfg.hash() and self.env.is_main:
             log.warning(
-                "resuming %s written with config %s under config %s: settings changed",
+                "resuming %s written with config %s under config %s: settings changed: %s",
                 path,
                 state.get("config_hash"),
                 self.cfg.hash(),
+                ", ".join(_changed_settings(_result_settings(state.get("config", {})), self.cfg.result_settings()))
+                or "?",
             )
         _unwrap(self.teacher).load_state_dict(state["teacher"])
         _unwrap(self.student).load_state_dict(state["student"])
         self.opt_t.load_state_dict(state["opt_teacher"])
         self.opt_s.load_state_dict(state["opt_student"])
-        self.sched_t.load_state_dict(state["sched_teacher"])
-        self.sched_s.load_state_dict(state["sched_student"])
         self.step = int(state["step"])
+        old = _saved_horizon(state)
+        self._set_lr(self.step)  # the optimiser state carried the old lr; the schedule decides
         if self.env.is_main:
             log.info("resumed from %s at step %d", path, self.step)
+            if old is not None and old != self.total_steps:
+                t = self.cfg.train
+                log.warning(
+                    "schedule horizon %d -> %d steps: from step %d the learning rates follow the %d-step cosine "
+                    "(student %.3g -> %.3g, teacher %.3g -> %.3g), ending at min_lr %.3g; no restart",
+                    old,
+                    self.total_steps,
+                    self.step,
+                    self.total_steps,
+                    cosine_lr(self.step, old, t.student_lr, t.min_lr),
+                    cosine_lr(self.step, self.total_steps, t.student_lr, t.min_lr),
+                    cosine_lr(self.step, old, t.teacher_lr, t.min_lr),
+                    cosine_lr(self.step, self.total_steps, t.teacher_lr, t.min_lr),
+                    t.min_lr,
+                )
 
     # ------------------------------------------------------------------- loop
     def _batches(self, epoch: int, skip: int):
@@ -316,61 +430,108 @@ class Trainer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok.item() > 0.5)
 
+    def turns(self, step: int | None = None) -> tuple[bool, bool]:
+        """(update the teacher, update the student) at global step `step` (default: the current one).
+
+        alternate: upstream's order, the student on even steps and the teacher on odd ones; the parity
+        runs on across epochs (upstream restarts it per epoch and, after an odd count, gives the
+        teacher the last batch again). both: each step updates both networks.
+        """
+        step = self.step if step is None else step
+        if self.cfg.train.update == "both":
+            return True, True
+        return step % 2 == 1, step % 2 == 0
+
+    def _segment(self, fused_t: torch.Tensor, crcb: torch.Tensor, y: torch.Tensor, ir: torch.Tensor):
+        makers = {
+            "rgb": lambda: fused_rgb(fused_t, crcb),
+            # The runtime pipeline clamps the fused Y to [0, 1]: the project networks were trained on that.
+            "fused_y": lambda: fused_t.clamp(0.0, 1.0),
+            "vis_y": lambda: y,
+            "ir": lambda: ir,
+        }
+        return self.segmenter(*(makers[k]() for k in self.seg_inputs))
+
     def train_step(self, batch: dict) -> dict | None:
-        """One teacher update and one student update on `batch`; None when the step was skipped."""
+        """This step's update(s) on `batch` (see `turns`); None when the step was skipped."""
         dev = self.env.device
         y, ir, crcb = (batch[k].to(dev, non_blocking=True) for k in ("y", "ir", "crcb"))
         vis_m, ir_m = batch["vis_masks"].to(dev), batch["ir_masks"].to(dev)
         labels = batch["label"].to(dev) if "label" in batch else None
+        if labels is not None and self.label_table is not None:
+            labels = self.label_table[labels.long().clamp(0, self.label_table.numel() - 1)]
         w = self.weights
+        do_t, do_s = self.turns()
+        self._set_lr(self.step)
+        # Both in training mode, as upstream: the network that only serves as reference this step
+        # runs without gradients, its BatchNorm (student) on batch statistics.
         self.teacher.train()
         self.student.train()
-        fused_s, taps_s = self.student(y, ir)
-        fused_t, taps_t = self.teacher(y, ir, vis_m, ir_m)
+        with torch.set_grad_enabled(do_t):
+            fused_t, taps_t = (self.teacher if do_t else _unwrap(self.teacher))(y, ir, vis_m, ir_m)
+        with torch.set_grad_enabled(do_s):
+            fused_s, taps_s = (self.student if do_s else _unwrap(self.student))(y, ir)
         s_ref, s_taps_ref = fused_s.detach(), [t.detach() for t in taps_s]
         t_ref, t_taps_ref = fused_t.detach(), [t.detach() for t in taps_t]
 
-        # Upper level: the teacher's task plus feedback from the (detached) student.
-        logits = None
-        if self.segmenter is not None and labels is not None:
-            logits = self.segmenter(fused_rgb(fused_t, crcb))
-        task, t_parts = teacher_task_loss(fused_t, y, ir, logits, labels, w, IGNORE_INDEX)
-        feedback, _ = distillation_loss(fused_t, s_ref, taps_t, s_taps_ref, y, ir, vis_m, ir_m, self.phi, w)
-        fea_t = feature_loss(taps_t, s_taps_ref)
-        loss_t = task + w.teacher_feedback * feedback + w.teacher_fea * fea_t
-        # Lower level: distil the (detached) teacher into the student.
-        loss_s, s_parts = distillation_loss(
-            fused_s, t_ref, taps_s, t_taps_ref, y, ir, vis_m, ir_m, self.phi, w
-        )
+        metrics: dict = {"update": "both" if do_t and do_s else ("teacher" if do_t else "student")}
+        checks = []
+        if do_t:
+            # Upper level: the teacher's task plus feedback from the (detached) student. The feedback's
+            # student-side loss holds no L_fea: the teacher's only L_fea weight is teacher_fea (0.01).
+            logits = None
+            if self.segmenter is not None and labels is not None:
+                logits = self._segment(fused_t, crcb, y, ir)
+            task, t_parts = teacher_task_loss(fused_t, y, ir, logits, labels, w, IGNORE_INDEX)
+            feedback, _ = student_side_loss(fused_t, s_ref, y, ir, vis_m, ir_m, self.phi, w)
+            fea_t = feature_loss(taps_t, s_taps_ref)
+            loss_t = task + w.teacher_feedback * feedback + w.teacher_fea * fea_t
+            checks.append(loss_t)
+        if do_s:
+            # Lower level: distil the (detached) teacher into the student.
+            loss_s, s_parts = distillation_loss(
+                fused_s, t_ref, taps_s, t_taps_ref, y, ir, vis_m, ir_m, self.phi, w
+            )
+            checks.append(loss_s)
 
-        if not self._all_finite(loss_t, loss_s):
+        if not self._all_finite(*checks):
             self.opt_t.zero_grad(set_to_none=True)
             self.opt_s.zero_grad(set_to_none=True)
             return None
-        self.opt_t.zero_grad(set_to_none=True)
-        loss_t.backward()
-        self.opt_t.step()
-        self.opt_s.zero_grad(set_to_none=True)
-        loss_s.backward()
-        self.opt_s.step()
-        self.sched_t.step()
-        self.sched_s.step()
-        return {
-            "teacher_loss": loss_t.item(),
-            "student_loss": loss_s.item(),
-            "t_int": t_parts["int"],
-            "t_grad": t_parts["grad"],
-            "t_seg": t_parts["seg"],
-            "t_feedback": feedback.item(),
-            "t_fea": fea_t.item(),
-            "s_mse": s_parts["mse"],
-            "s_grad": s_parts["grad"],
-            "s_cs": s_parts["cs"],
-            "s_fea": s_parts["fea"],
-        }
+        if do_t:
+            self.opt_t.zero_grad(set_to_none=True)
+            loss_t.backward()
+            self.opt_t.step()
+            metrics.update(
+                teacher_loss=loss_t.item(),
+                t_int=t_parts["int"],
+                t_grad=t_parts["grad"],
+                t_seg=t_parts["seg"],
+                t_feedback=feedback.item(),
+                t_fea=fea_t.item(),
+            )
+        if do_s:
+            self.opt_s.zero_grad(set_to_none=True)
+            loss_s.backward()
+            self.opt_s.step()
+            metrics.update(
+                student_loss=loss_s.item(),
+                s_mse=s_parts["mse"],
+                s_grad=s_parts["grad"],
+                s_cs=s_parts["cs"],
+                s_fea=s_parts["fea"],
+            )
+        return metrics
 
-    def fit(self, resume: str | Path | None = None, export: bool | None = None) -> FitResult:
-        """Train to `total_steps` (resuming from a checkpoint path, or 'auto' for the last one here)."""
+    def fit(
+        self, resume: str | Path | None = None, export: bool | None = None, stop_at: int | None = None
+    ) -> FitResult:
+        """Train to `total_steps` (resuming from a checkpoint path, or 'auto' for the last one here).
+
+        stop_at: end this call after that many steps in all (with a checkpoint, without an export),
+        the schedule still planned for `total_steps`: a time-sliced job that a later `resume` continues
+        exactly as if it had never stopped.
+        """
         if resume == "auto":
             last = self.out_dir / CHECKPOINT_NAME
             resume = last if last.is_file() else None
@@ -393,7 +554,8 @@ class Trainer:
         history: list[dict] = []
         bad = 0
         try:
-            while self.step < self.total_steps:
+            end = self.total_steps if stop_at is None else min(int(stop_at), self.total_steps)
+            while self.step < end:
                 epoch, skip = divmod(self.step, self.steps_per_epoch)
                 for batch in self._batches(epoch, skip):
                     start = time.perf_counter()
@@ -408,6 +570,7 @@ class Trainer:
                         continue
                     bad = 0
                     self.step += 1
+                    self._set_lr(self.step)  # lr_* columns: the rates after this step, as before
                     metrics.update(
                         step=self.step,
                         epoch=epoch,
@@ -420,31 +583,19 @@ class Trainer:
                         csv_log.write(metrics)
                         if board is not None:
                             for key, value in metrics.items():
-                                if key not in ("step", "epoch"):
+                                if key not in ("step", "epoch", "update"):
                                     board.add_scalar(key, value, self.step)
                         if self.step % max(t.log_every, 1) == 0 or self.step == 1:
-                            log.info(
-                                "step %d/%d epoch %d  teacher %.4f  student %.4f (mse %.4f grad %.4f cs %.4f "
-                                "fea %.4f)  %.0f ms/step",
-                                self.step,
-                                self.total_steps,
-                                epoch,
-                                metrics["teacher_loss"],
-                                metrics["student_loss"],
-                                metrics["s_mse"],
-                                metrics["s_grad"],
-                                metrics["s_cs"],
-                                metrics["s_fea"],
-                                metrics["step_ms"],
-                            )
+                            log.info("step %d/%d epoch %d  %s", self.step, self.total_steps, epoch, _summary(metrics))
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save_checkpoint()
-                    if self.step >= self.total_steps:
+                    if self.step >= end:
                         break
             checkpoint = self.save_checkpoint()
             self._check_ranks_in_sync()
             onnx = None
-            if main and (self.cfg.output.export if export is None else export):
+            finished = self.step >= self.total_steps
+            if main and finished and (self.cfg.output.export if export is None else export):
                 from sage_ros.training.export import export_trained_student
 
                 onnx = export_trained_student(
@@ -475,6 +626,48 @@ class Trainer:
                 self.env.world_size,
                 values[0],
             )
+
+
+def _summary(metrics: dict) -> str:
+    parts = [f"[{metrics.get('update', '?')}]"]
+    if "teacher_loss" in metrics:
+        parts.append(f"teacher {metrics['teacher_loss']:.4f} (seg {metrics['t_seg']:.4f})")
+    if "student_loss" in metrics:
+        parts.append(
+            f"student {metrics['student_loss']:.4f} (mse {metrics['s_mse']:.4f} grad {metrics['s_grad']:.4f} "
+            f"cs {metrics['s_cs']:.4f} fea {metrics['s_fea']:.4f})"
+        )
+    parts.append(f"{metrics['step_ms']:.0f} ms/step")
+    return "  ".join(parts)
+
+
+def _saved_horizon(state: dict) -> int | None:
+    """The schedule horizon a checkpoint was written under (also from pre-issue-13 scheduler states)."""
+    if isinstance(state.get("schedule"), dict):
+        return int(state["schedule"]["horizon"])
+    old = state.get("sched_student")
+    if isinstance(old, dict) and "T_max" in old:
+        return int(old["T_max"])
+    return None
+
+
+def _result_settings(saved: dict) -> dict:
+    try:
+        return config_from_dict(saved).result_settings()
+    except ValueError:  # a config from another version of the schema: compare it as it is
+        return saved
+
+
+def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'section.key: old -> new' for every setting that differs between two config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 def teardown_distributed() -> None:
