@@ -14,6 +14,8 @@ Run: `fusion_node`, `python -m sage_ros.node.fusion_node` or `ros2 run sage_ros 
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -669,12 +671,50 @@ class FusionNode(LifecycleNode):
             self._diag_pub.publish(array)
 
 
+def _record_shutdown_signals() -> list[int]:
+    """Python-level SIGINT/SIGTERM handlers that only record the signal; installed BEFORE rclpy.init.
+
+    rclpy's own handlers (which wake the executor and shut the context down) chain to the handler
+    that was there before them, and put it back at shutdown. Without this, that is Python's
+    KeyboardInterrupt for SIGINT and the default action (death by signal) for SIGTERM, so a second
+    Ctrl-C or a supervisor's second SIGTERM landing in executor.shutdown or destroy_node killed
+    the node with a traceback (exit -2 / -15) instead of letting the shutdown finish.
+    """
+    received: list[int] = []
+
+    def record(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, record)
+    return received
+
+
+def _shutdown(node: FusionNode | None, executor: SingleThreadedExecutor | None) -> None:
+    """Every step runs (each bounded), whatever the one before raised or whichever signal arrives."""
+    steps = []
+    if node is not None:
+        steps.append(("lifecycle cleanup", node._cleanup))
+    if executor is not None:
+        steps.append(("executor shutdown", lambda: executor.shutdown(timeout_sec=1.0)))
+    if node is not None:
+        steps.append(("node destruction", node.destroy_node))
+    steps.append(("rclpy shutdown", rclpy.try_shutdown))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - finish the other steps; say what failed
+            print(f"[sage_fusion] {what} failed during shutdown: {exc!r}", file=sys.stderr)
+
+
 def main(args: list[str] | None = None) -> int:
+    received = _record_shutdown_signals()
     rclpy.init(args=args)
-    node = FusionNode()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    node = executor = None
     try:
+        node = FusionNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         if node.get_parameter("autostart").value:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
@@ -686,11 +726,17 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # A signal during start-up shuts the context down under a running rclpy call, which then
+        # raises: that is the requested shutdown, not a crash. Without a signal it is a real error.
+        if not received:
+            raise
     finally:
-        node._cleanup()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _shutdown(node, executor)
+        # The process exits next. Interpreter finalisation resets Python-level handlers to SIG_DFL
+        # (ignored ones stay ignored), so a late signal would still kill it by signal: ignore them.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     return 0
 
 

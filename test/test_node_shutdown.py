@@ -1,0 +1,65 @@
+"""Repeated SIGINT/SIGTERM (Ctrl-C to a launch process group, a supervisor's escalation) at any point of
+the node's shutdown: it exits 0 without a traceback. Real node process, real DDS, released weights."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="the node needs rclpy (pip install -e '.[ros]')")
+
+from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "shared" / "sage_official" / "checkpoints.pt"
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+
+
+# (signals, seconds between them): the second lands in spin, in the lifecycle cleanup, in
+# executor.shutdown or destroy_node depending on the gap; all must end the same way.
+CASES = [
+    ((signal.SIGINT, signal.SIGINT), 0.0),
+    ((signal.SIGINT, signal.SIGINT), 0.02),
+    ((signal.SIGINT, signal.SIGINT, signal.SIGINT), 0.005),
+    ((signal.SIGTERM, signal.SIGTERM), 0.01),
+    ((signal.SIGINT, signal.SIGTERM), 0.05),
+]
+
+
+@pytest.mark.parametrize("signals, gap", CASES, ids=lambda v: "-".join(s.name for s in v) if isinstance(v, tuple)
+                         else f"{v * 1000:g}ms")
+def test_repeated_signals_shut_down_cleanly(model: Path, tmp_path: Path, signals, gap: float) -> None:
+    params = {"model_path": str(model), "backend": "onnxruntime", "threads": 1, "qos.reliability": "reliable",
+              "diagnostics.period": 0.2}
+    domain = pick_domain_id(61 + CASES.index((signals, gap)))
+    proc = NodeProcess(params, domain, tmp_path / "node.log").start()
+    try:
+        with Probe(domain) as probe:
+            assert probe.wait_for_node(60.0), proc.log_text()
+            rng = np.random.default_rng(0)
+            # Frames in flight while the signals arrive.
+            for k in range(3):
+                probe.publish_array("thermal/image_raw", rng.integers(0, 255, (48, 64), np.uint8), "mono8",
+                                    (k + 1) * 100 * MS)
+                probe.publish_array("rgb/image_raw", rng.integers(0, 255, (48, 64, 3), np.uint8), "rgb8",
+                                    (k + 1) * 100 * MS)
+        for sig in signals:
+            proc.proc.send_signal(sig)
+            if gap:
+                time.sleep(gap)
+        code = proc.proc.wait(timeout=30)
+    finally:
+        proc.stop(timeout=5)
+    log = proc.log_text()
+    assert code == 0, f"exit code {code}\n{log[-3000:]}"
+    assert "Traceback" not in log, log[-3000:]
