@@ -25,8 +25,10 @@ __all__ = [
     "BackendOutput",
     "BackendUnavailable",
     "FusionBackend",
+    "PRECISIONS",
     "auto_order",
     "create_backend",
+    "resolve_precision",
 ]
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ class BackendConfig:
     name: str = "auto"
     onnx_path: Path | None = None  # exported model (onnxruntime, openvino, tensorrt)
     weights_path: Path | None = None  # PyTorch checkpoint (torch backend)
-    precision: str = "fp32"  # fp32 | bf16 (openvino) | fp16 | int8 (tensorrt, torch cuda fp16)
+    # auto (chosen per backend from the CPU's features, see cpu_features.choose_precision) | fp32 |
+    # bf16 (openvino) | fp16 | int8 (tensorrt, torch cuda fp16). An explicit value always wins.
+    precision: str = "fp32"
     threads: int | None = None  # CPU threads; None lets the runtime decide
     device: str = "cpu"  # torch device
     engine_path: Path | None = None  # tensorrt: an explicit engine file
@@ -86,7 +90,35 @@ def auto_order() -> list[str]:
     return order
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+def resolve_precision(name: str, precision: str) -> tuple[str, str | None]:
+    """(precision, note) backend `name` runs: `auto` is decided by the CPU's features; note says why."""
+    if precision != "auto":
+        return precision, None
+    from sage_ros.cpu_features import choose_precision, read_cpu_features
+
+    features = read_cpu_features()
+    chosen, why = choose_precision(name, features)
+    note = f"precision auto -> {chosen} on {name}: {why} [CPU: {features.summary()}]"
+    log.info("%s", note)
+    return chosen, note
+
+
 def _create_one(name: str, config: BackendConfig) -> FusionBackend:
+    note = None
+    if config.precision == "auto":
+        from dataclasses import replace
+
+        precision, note = resolve_precision(name, config.precision)
+        config = replace(config, precision=precision)
+    backend = _create_named(name, config)
+    backend.precision_note = note
+    return backend
+
+
+def _create_named(name: str, config: BackendConfig) -> FusionBackend:
     if name == "onnxruntime":
         from sage_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 

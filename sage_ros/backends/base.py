@@ -38,6 +38,8 @@ class FusionBackend(abc.ABC):
 
     #: short name used on the command line and in diagnostics, e.g. "onnxruntime"
     name: str = "base"
+    #: why this precision was chosen when the user asked for `auto` (logged at start-up), else None
+    precision_note: str | None = None
 
     @property
     def description(self) -> str:

@@ -86,6 +86,16 @@ def cv_bridge_decoder() -> Callable[[Any], np.ndarray]:
     return decode
 
 
+def scale_homography(h: np.ndarray, rgb_hw: tuple[int, int], grid_hw: tuple[int, int]) -> np.ndarray:
+    """Thermal px -> RGB px homography turned into thermal px -> px of a resized RGB grid.
+
+    Pixel centres map as OpenCV's resize maps them: x_grid = (x_rgb + 0.5) * sx - 0.5.
+    """
+    sy, sx = grid_hw[0] / rgb_hw[0], grid_hw[1] / rgb_hw[1]
+    scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return scale @ np.asarray(h, dtype=np.float64).reshape(3, 3)
+
+
 @dataclass
 class PairOutput:
     fused_rgb: np.ndarray  # HxWx3 uint8 RGB, at the RGB frame's size
@@ -108,6 +118,8 @@ class PairProcessor:
         self.decode = decoder
         self.normalizer = normalizer or ThermalNormalizer()
         self.registration = registration or Registration()
+        self._scaled: Registration | None = None
+        self._scaled_key: tuple | None = None
 
     def thermal_unit(self, msg: Any) -> np.ndarray:
         """Thermal message -> HxW float32 in [0, 1] at the thermal camera's resolution."""
@@ -122,11 +134,29 @@ class PairProcessor:
 
     def process(self, thermal_msg: Any, rgb_msg: Any) -> PairOutput:
         vis = self.visible_bgr(rgb_msg)
-        self.registration.check((int(thermal_msg.height), int(thermal_msg.width)), vis.shape[:2])
+        rgb_hw = vis.shape[:2]
+        thermal_hw = (int(thermal_msg.height), int(thermal_msg.width))
+        self.registration.check(thermal_hw, rgb_hw)
         ir = self.thermal_unit(thermal_msg)
-        ir = self.registration.to_rgb_grid(ir, vis.shape[:2])
-        result = self.pipeline.fuse(ir, vis)
+        # Register straight onto the grid the model runs at (the RGB grid, or a scaled copy of it for
+        # fusion.resolution=thermal): one warp, and never a full-size IR that is shrunk again.
+        fusion_hw = self.pipeline.fusion_hw(rgb_hw, thermal_hw)
+        ir = self._registration_for(rgb_hw, fusion_hw).to_rgb_grid(ir, fusion_hw)
+        result = self.pipeline.fuse(ir, vis, thermal_hw=thermal_hw)
         return PairOutput(result.fused_rgb, result.class_ids, result.inference_ms, self.normalizer.bounds)
+
+    def _registration_for(self, rgb_hw: tuple[int, int], fusion_hw: tuple[int, int]) -> Registration:
+        """The registration onto the fusion grid: the configured one, or its homography scaled to that grid."""
+        if tuple(fusion_hw) == tuple(rgb_hw) or self.registration.homography is None:
+            return self.registration  # resize-only registration targets any same-aspect size directly
+        key = (tuple(rgb_hw), tuple(fusion_hw))
+        if self._scaled_key != key:
+            self._scaled = Registration(
+                scale_homography(self.registration.homography, rgb_hw, fusion_hw),
+                self.registration.aspect_tolerance,
+            )
+            self._scaled_key = key
+        return self._scaled
 
 
 def make_overlay(fused_rgb: np.ndarray, class_ids: np.ndarray, table: ClassTable, alpha: float) -> np.ndarray:

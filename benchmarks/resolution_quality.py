@@ -1,0 +1,119 @@
+"""Quality cost of fusing at the thermal camera's resolution instead of the RGB one.
+
+Protocol (both images in MSRS are 640x480, so a low-resolution thermal camera is simulated):
+- official: the six upstream pairs (1024x768). Thermal camera simulated at 640x480 (IR downsampled with
+  pixel averaging). `rgb` = the IR registered back up to 1024x768 (as the node does) and fused there;
+  `thermal` = fused at 640x480, fused Y brought back with the visible detail layer.
+- msrs: the MSRS eval split (names from splits.csv). RGB native 640x480, thermal camera simulated at
+  320x240 (4x fewer pixels, a harsher ratio than 640x512 vs 1280x720's 2.8x).
+- msrs_up (--upscaled): visible upscaled to 1280x960 (bicubic), thermal native 640x480.
+Reported: PSNR of the final 8-bit RGB image against the full-resolution fp32 fusion of the same pair,
+and the fusion metrics (sage_ros.metrics, on the fused Y against the registered IR and the visible Y at
+the RGB size) averaged over the split, with the relative difference.
+
+    python benchmarks/resolution_quality.py --model MODEL.onnx [--limit N] [--upscaled]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
+from sage_ros.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
+from sage_ros.metrics import FusionScorer  # noqa: E402
+from sage_ros.pipeline import FusionPipeline  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def cpu_flags_line() -> str:
+    from sage_ros.cpu_features import read_cpu_features
+
+    return read_cpu_features().summary()
+
+
+def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_of) -> dict:
+    psnrs, m_full, m_low, times = [], [], [], {"rgb": 0.0, "thermal": 0.0}
+    for ir8, vis in pairs:
+        rgb_hw = vis.shape[:2]
+        th, tw = thermal_hw_of(rgb_hw)
+        ir_cam = cv2.resize(ir8, (tw, th), interpolation=cv2.INTER_AREA) if ir8.shape != (th, tw) else ir8
+        ir_cam = ir_cam.astype(np.float32) / 255.0
+        ir_reg = cv2.resize(ir_cam, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
+        a = full.fuse(ir_reg, vis, thermal_hw=(th, tw))
+        b = low.fuse(ir_cam, vis, thermal_hw=(th, tw))
+        times["rgb"] += a.inference_ms
+        times["thermal"] += b.inference_ms
+        psnrs.append(psnr(a.fused_rgb, b.fused_rgb))
+        scorer = FusionScorer(unit_to_uint8(ir_reg), unit_to_uint8(visible_to_ycrcb(vis).y))
+        m_full.append(scorer.score(unit_to_uint8(a.fused_y)))
+        m_low.append(scorer.score(unit_to_uint8(b.fused_y)))
+    keys = list(m_full[0])
+    mean_full = {k: float(np.mean([m[k] for m in m_full])) for k in keys}
+    mean_low = {k: float(np.mean([m[k] for m in m_low])) for k in keys}
+    print(f"\n### {name}: {len(psnrs)} pairs, RGB {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]}, "
+          f"thermal camera {thermal_hw_of(pairs[0][1].shape[:2])[1]}x{thermal_hw_of(pairs[0][1].shape[:2])[0]}, "
+          f"fused at {b.fusion_hw[1]}x{b.fusion_hw[0]}")
+    print(f"PSNR final RGB vs full-resolution fusion: mean {np.mean(psnrs):.2f} dB, min {np.min(psnrs):.2f} dB")
+    print(f"model time total: rgb {times['rgb']:.0f} ms, thermal {times['thermal']:.0f} ms "
+          f"(x{times['rgb'] / max(times['thermal'], 1e-9):.2f})")
+    print("| metric | rgb (full res) | thermal | diff |")
+    print("|---|---|---|---|")
+    worst = 0.0
+    for k in keys:
+        rel = (mean_low[k] - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0
+        worst = max(worst, abs(rel))
+        print(f"| {k} | {mean_full[k]:.4f} | {mean_low[k]:.4f} | {rel:+.2f} % |")
+    print(f"largest relative metric difference: {worst:.2f} %")
+    return {"psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)), "worst_metric_pct": worst}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="fusion ONNX model")
+    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=0, help="at most N MSRS pairs (0: the whole eval split)")
+    parser.add_argument("--upscaled", action="store_true", help="also the msrs_up protocol (slow)")
+    args = parser.parse_args()
+    print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
+    backend = create_backend(BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads))
+    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal")
+    start = time.time()
+    official = SHARED / "sage_official"
+    pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(official / "Vis" / p.name)))
+             for p in sorted((official / "Ir").glob("*.png"))]
+    run_set("official (6 upstream pairs)", pairs, full, low, lambda hw: (480, 640))
+    msrs = SHARED / "datasets" / "msrs"
+    with open(msrs / "splits.csv") as handle:
+        names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"]
+    if args.limit:
+        names = names[: args.limit]
+    pairs = [(cv2.imread(str(msrs / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(msrs / "vi" / f"{n}.png")))
+             for n in names]
+    run_set("msrs eval, thermal 320x240 vs RGB 640x480", pairs, full, low, lambda hw: (hw[0] // 2, hw[1] // 2))
+    if args.upscaled:
+        up = [(ir, cv2.resize(vis, (1280, 960), interpolation=cv2.INTER_CUBIC)) for ir, vis in pairs]
+        run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640))
+    print(f"\n({time.time() - start:.0f} s)")
+    backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

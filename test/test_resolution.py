@@ -1,0 +1,159 @@
+"""fusion.resolution: thermal | rgb | WxH - sizes, detail transfer, class ids, node registration, quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from sage_ros.backends.base import BackendOutput, FusionBackend
+from sage_ros.imaging import ImageInputError
+from sage_ros.node.processing import PairProcessor, scale_homography
+from sage_ros.pipeline import (
+    FusionPipeline,
+    detail_gain,
+    fusion_size,
+    parse_resolution,
+    resize_area,
+    upsample_with_detail,
+)
+from sage_ros.registration import Registration
+from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
+
+
+def test_parse_resolution():
+    assert parse_resolution("thermal") == "thermal"
+    assert parse_resolution(" RGB ") == "rgb"
+    assert parse_resolution("640x360") == (360, 640)
+    for bad in ("", "hd", "640x", "640x360x2", "-5x20"):
+        with pytest.raises(ValueError, match="thermal, rgb or WIDTHxHEIGHT|too small"):
+            parse_resolution(bad)
+    with pytest.raises(ValueError, match="too small"):
+        parse_resolution("8x8")
+
+
+def test_fusion_size_follows_the_thermal_pixel_count_in_the_rgb_aspect():
+    # 640x512 thermal + 1280x720 RGB: 327,680 px -> 763x429 = 327,327 px, aspect 16:9 kept.
+    h, w = fusion_size("thermal", (720, 1280), (512, 640))
+    assert (h, w) == (429, 763)
+    assert abs(h * w / (512 * 640) - 1) < 0.01 and abs(w / h - 1280 / 720) < 0.01
+    assert fusion_size("rgb", (720, 1280), (512, 640)) == (720, 1280)
+    assert fusion_size((360, 640), (720, 1280), (512, 640)) == (360, 640)
+    # A thermal camera with as many pixels as the RGB one (or more) changes nothing.
+    assert fusion_size("thermal", (480, 640), (480, 640)) == (480, 640)
+    assert fusion_size("thermal", (480, 640), (960, 1280)) == (480, 640)
+    assert fusion_size("thermal", (480, 640), None) == (480, 640)
+
+
+def test_detail_layer_restores_the_visible_image_exactly_when_fused_equals_visible():
+    rng = np.random.default_rng(1)
+    vis_y = cv2.GaussianBlur(rng.random((96, 128), dtype=np.float32), (0, 0), 1.0)
+    small = resize_area(vis_y, (48, 64))
+    assert detail_gain(small, small) == pytest.approx(1.0)
+    np.testing.assert_allclose(upsample_with_detail(small, vis_y, small), np.clip(vis_y, 0, 1), atol=1e-6)
+    # A model that ignores the visible image passes none of its detail: gain 0, plain upsampling.
+    flat = np.full_like(small, 0.3)
+    assert detail_gain(flat, small) == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(upsample_with_detail(flat, vis_y, small), 0.3, atol=1e-6)
+
+
+class _Recorder(FusionBackend):
+    """A real (tiny) backend: fused = mean of the inputs, class = 1 where IR > 0.5; records input sizes."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    @property
+    def has_segmentation(self) -> bool:
+        return True
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        self.sizes.append(vis_y.shape[-2:])
+        return BackendOutput(((vis_y + ir) / 2)[0, 0], (ir[0, 0] > 0.5).astype(np.uint8))
+
+
+def _pair(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vis = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    ir = np.zeros((h, w), np.uint8)
+    ir[h // 4: h // 2, w // 4: w // 2] = 255
+    return ir, vis
+
+
+def test_pipeline_fuses_at_the_thermal_size_and_returns_rgb_size_outputs():
+    backend = _Recorder()
+    ir, vis = _pair(120, 160)
+    ir_cam = resize_area(ir, (60, 80))  # a thermal camera with 4x fewer pixels
+    result = FusionPipeline(backend, "thermal").fuse(ir_cam, vis)
+    assert backend.sizes[-1] == (60, 80) and result.fusion_hw == (60, 80)
+    assert result.fused_rgb.shape == (120, 160, 3) and result.fused_y.shape == (120, 160)
+    # Class ids follow with nearest-neighbour upsampling: still exactly {0, 1}, the hot block labelled.
+    assert result.class_ids.shape == (120, 160) and set(np.unique(result.class_ids)) == {0, 1}
+    assert result.class_ids[40, 50] == 1 and result.class_ids[100, 140] == 0
+    # IR given at the RGB size is shrunk to the fusion size; a fixed WxH is honoured.
+    FusionPipeline(backend, "thermal").fuse(ir, vis, thermal_hw=(60, 80))
+    assert backend.sizes[-1] == (60, 80)
+    FusionPipeline(backend, "100x75").fuse(ir, vis)
+    assert backend.sizes[-1] == (75, 100)
+    with pytest.raises(ImageInputError, match="neither the visible size"):
+        FusionPipeline(backend, "thermal").fuse(np.zeros((50, 50), np.uint8), vis, thermal_hw=(60, 80))
+
+
+def test_same_size_pairs_are_fused_exactly_as_before():
+    backend = _Recorder()
+    ir, vis = _pair(64, 80, seed=3)
+    a = FusionPipeline(backend, "thermal").fuse(ir, vis)
+    b = FusionPipeline(backend, "rgb").fuse(ir, vis)
+    np.testing.assert_array_equal(a.fused_rgb, b.fused_rgb)
+    assert a.fusion_hw == b.fusion_hw == (64, 80)
+
+
+def _msg(image: np.ndarray, encoding: str) -> SimpleNamespace:
+    h, w = image.shape[:2]
+    data = np.ascontiguousarray(image).tobytes()
+    return SimpleNamespace(encoding=encoding, height=h, width=w, step=len(data) // h, is_bigendian=0, data=data)
+
+
+def test_node_registration_goes_straight_to_the_fusion_grid():
+    """A homography warp onto the scaled grid equals warping to the RGB grid and shrinking (up to blur)."""
+    rng = np.random.default_rng(2)
+    thermal = cv2.GaussianBlur((rng.random((64, 80)) * 60000).astype(np.float32), (0, 0), 3).astype(np.uint16)
+    h = np.array([[2.0, 0.1, 5.0], [0.05, 2.0, 3.0], [0.0, 0.0, 1.0]])
+    full = cv2.warpPerspective(thermal.astype(np.float32), h, (160, 120))
+    scaled = cv2.warpPerspective(thermal.astype(np.float32), scale_homography(h, (120, 160), (60, 80)), (80, 60))
+    shrunk = cv2.resize(full, (80, 60), interpolation=cv2.INTER_AREA)
+    inner = (slice(8, -8), slice(8, -8))  # away from the field-of-view border
+    assert np.abs(scaled[inner] - shrunk[inner]).mean() < 0.01 * thermal.max()
+
+    backend = _Recorder()
+    vis = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    processor = PairProcessor(
+        FusionPipeline(backend, "thermal"), ThermalNormalizer(NormalizerConfig(ema_alpha=1.0)), Registration(h)
+    )
+    out = processor.process(_msg(thermal, "mono16"), _msg(vis, "bgr8"))
+    assert backend.sizes[-1] == (62, 83)  # 64x80 = 5120 thermal px -> 83x62 = 5146 px in the 4:3 RGB aspect
+    assert out.fused_rgb.shape == (120, 160, 3) and out.class_ids.shape == (120, 160)
+
+
+def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tmp_path: Path):
+    """Real student on a real pair, thermal camera simulated at 640x480 for a 1024x768 RGB frame."""
+    from sage_ros.backends import BackendConfig, create_backend
+    from sage_ros.model_files import export_checkpoint
+
+    model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", None, builder="numpy")
+    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
+    ir = cv2.imread(str(official_dir / "Ir/00003.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(official_dir / "Vis/00003.png"))
+    ir_cam = resize_area(ir, (480, 640)).astype(np.float32) / 255
+    ir_reg = cv2.resize(ir_cam, (1024, 768), interpolation=cv2.INTER_LINEAR)
+    full = FusionPipeline(backend, "rgb").fuse(ir_reg, vis)
+    low = FusionPipeline(backend, "thermal").fuse(ir_cam, vis)
+    assert low.fusion_hw == (480, 640)
+    mse = np.mean((full.fused_rgb.astype(np.float64) - low.fused_rgb) ** 2)
+    psnr = 10 * np.log10(255**2 / mse)
+    assert psnr >= 35.0, f"final image {psnr:.2f} dB against full-resolution fusion (measured ~41 dB)"
