@@ -9,8 +9,9 @@ given here override it when not empty. The node is a lifecycle node that configu
 itself (`autostart`); set autostart to false in the params file to drive it with `ros2 lifecycle`.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
+import os
+
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -60,6 +61,14 @@ def _nodes(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
     )
+    if arg("rviz").lower() not in ("true", "1", "yes"):
+        return [fusion]
+    missing = _rviz2_missing()
+    if missing:
+        # Asking launch to start a package it cannot find makes the whole launch fail after the fusion
+        # node has started, leaving the node behind; skip rviz2 instead and say why.
+        return [fusion, LogInfo(msg=f"rviz:=true but rviz2 is not available ({missing}): starting the fusion "
+                                    "node without it (install ros-<distro>-rviz2 to get the view)")]
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -67,9 +76,24 @@ def _nodes(context, *args, **kwargs):
         namespace=arg("namespace"),
         arguments=["-d", PathJoinSubstitution([FindPackageShare("sage_ros"), "rviz", "sage_fusion.rviz"])],
         parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
     )
     return [fusion, rviz]
+
+
+def _rviz2_missing() -> str:
+    """Why rviz2 cannot be started here ('' when it can): looked up as launch_ros does, in the ament index."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return "ament_index_python is not importable"
+    try:
+        prefix = get_package_prefix("rviz2")
+    except PackageNotFoundError:
+        return "package 'rviz2' not found in AMENT_PREFIX_PATH"
+    executable = os.path.join(prefix, "lib", "rviz2", "rviz2")
+    if not os.access(executable, os.X_OK):
+        return f"{executable} is not an executable"
+    return ""
 
 
 def generate_launch_description() -> LaunchDescription:
