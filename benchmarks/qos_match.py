@@ -28,7 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sage_ros.encodings import encode_image  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
+from sage_ros.node.harness import (  # noqa: E402
+    NodeProcess,
+    Probe,
+    exported_student,
+    local_dds_env,
+    pick_domain_id,
+)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from node_latency import centred_homography, frames  # noqa: E402
@@ -46,7 +52,7 @@ class SourceNodeProcess(NodeProcess):
     def start(self) -> NodeProcess:
         if self.src is None:
             return super().start()
-        env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain_id), PYTHONUNBUFFERED="1",
+        env = dict(local_dds_env(self.domain_id), PYTHONUNBUFFERED="1",  # host-only DDS, own domain
                    PYTHONPATH=str(self.src) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -79,7 +85,17 @@ def run_row(model: Path, publisher: str, node_qos: str, pairs: int, timeout: flo
     try:
         if not probe.wait_for_node(90.0):
             raise RuntimeError(f"node did not come up:\n{node.log_text()}")
-        time.sleep(1.0)  # let discovery settle (an auto node may re-match its subscriptions)
+        if node_qos in ("default", "auto") and src is None:
+            # A node that started before discovery finished subscribes BEST_EFFORT first and re-matches
+            # within about a second: measure the settled state (the switch itself is tested elsewhere).
+            from rclpy.qos import ReliabilityPolicy
+
+            want = ReliabilityPolicy.RELIABLE if publisher == "reliable" else ReliabilityPolicy.BEST_EFFORT
+            probe.wait_until(lambda: all(
+                i.qos_profile.reliability == want
+                for t in ("/thermal/image_raw", "/rgb/image_raw")
+                for i in probe.node.get_subscriptions_info_by_topic(t) if i.node_name == "sage_fusion"), 20.0)
+        time.sleep(1.0)  # let discovery settle
         latencies = []
         start = time.monotonic()
         for k in range(pairs):
