@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from sage_ros.classes import ClassTable, overlay
-from sage_ros.encodings import (
+from sage_ros.encodings import (  # _LAYOUTS: the pixel sizes cv_bridge would assume
+    _LAYOUTS,
     THERMAL_ENCODINGS,
     InvalidPixelsError,
     UnsupportedEncodingError,
@@ -57,6 +58,27 @@ def cv_bridge_available() -> bool:
         return False
 
 
+def cv_bridge_problem(encoding: str, step: int, is_bigendian: bool) -> str | None:
+    """Why upstream cv_bridge would decode this image wrongly, or None when it decodes it right.
+
+    cv_bridge's `imgmsg_to_cv2` takes the row width as step / itemsize / channels, so a row padding
+    that is not a multiple of the pixel size gives a sheared image with no error (rgb8 with 2 bytes
+    of padding, mono16 with 1). Under NumPy >= 2 it raises on every big-endian multi-byte image (it
+    calls ndarray.newbyteorder, removed in NumPy 2). The node decodes those with sage_ros.encodings.
+    """
+    try:
+        layout = _LAYOUTS[encoding]
+    except (KeyError, TypeError):
+        return None  # unknown to us: check_fields has already refused it
+    itemsize = np.dtype(layout.dtype).itemsize
+    pixel = itemsize * layout.channels
+    if step % pixel:
+        return f"step {step} is not a multiple of the {pixel}-byte {encoding} pixel: cv_bridge would shear rows"
+    if is_bigendian and itemsize > 1 and int(np.__version__.split(".")[0]) >= 2:
+        return f"big-endian {encoding} under NumPy {np.__version__}: cv_bridge raises (ndarray.newbyteorder)"
+    return None
+
+
 def cv_bridge_decoder() -> Callable[[Any], np.ndarray]:
     """A decoder that uses cv_bridge (ROS installs) with the same checks and output as `decode_msg`.
 
@@ -70,6 +92,8 @@ def cv_bridge_decoder() -> Callable[[Any], np.ndarray]:
 
     def decode(msg: Any) -> np.ndarray:
         check_fields(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        if cv_bridge_problem(msg.encoding, msg.step, bool(msg.is_bigendian)):
+            return decode_msg(msg)  # cv_bridge would shear the image or raise: ours is right
         try:
             image = bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
         except Exception:  # noqa: BLE001 - CvBridgeError or TypeError for unknown encodings
