@@ -27,7 +27,9 @@ EXTRAS = {
         "pyyaml",
     ],
     "eval": ["rosbags>=0.10", "scikit-image>=0.22", "matplotlib>=3.7", "tqdm"],
-    "tensorrt": ["tensorrt", "pycuda"],
+    # The TensorRT versions the code is written for: 8.6-10.x (TensorRT 11 removed the FP16/INT8
+    # builder flags and the calibrator). pycuda has no wheels: it compiles against the CUDA toolkit.
+    "tensorrt": ["tensorrt>=8.6,<11", "pycuda"],
     # colcon: the tests build the package as a ROS user does (colcon build, ament_python).
     "dev": ["pytest>=7", "ruff", "hypothesis>=6", "colcon-core", "colcon-ros"],
 }

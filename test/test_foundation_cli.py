@@ -28,4 +28,4 @@ def test_missing_extra_keeps_the_cli_working(monkeypatch, capsys) -> None:
     build_parser()  # must not raise
     assert main(["make-bag", "some/folder", "--out", "x"]) == 1
     err = capsys.readouterr().err
-    assert "needs the Python package 'rosbags'" in err and "sage_ros[eval]" in err
+    assert "needs the Python package 'rosbags'" in err and "pip install -e '.[eval]'" in err

@@ -27,7 +27,7 @@ needs_no_trt = pytest.mark.skipif(HAVE_TRT, reason="TensorRT and pycuda are inst
 needs_gpu = pytest.mark.skipif(
     not (HAVE_TRT and HAVE_CUDA),
     reason=f"needs TensorRT + pycuda + a CUDA device (tensorrt/pycuda importable: {HAVE_TRT}, "
-    f"CUDA device: {HAVE_CUDA}); run on a Jetson or a GPU machine with `pip install 'sage_ros[tensorrt]'`",
+    f"CUDA device: {HAVE_CUDA}); run on a Jetson or a GPU machine with `pip install -e '.[tensorrt]'` (docs/jetson.md)",
 )
 
 

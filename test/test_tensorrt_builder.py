@@ -148,3 +148,25 @@ def test_cli_input_errors(tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnx")
     args = _cli(str(model), "--check-only")
     assert args.func(args) == 1 and "could not be read as ONNX" in capsys.readouterr().out
+
+
+def test_cli_resolves_a_bare_model_name_against_the_cache(student_onnx: Path, tmp_path: Path, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sage-ros build-engine sage_student.onnx` as the docs write it, after `sage-ros export`."""
+    pytest.importorskip("onnx")
+    import shutil
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    shutil.copy2(student_onnx, home / "models" / "sage_student.onnx")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.setenv("SAGE_ROS_HOME", str(home))
+    monkeypatch.chdir(work)
+    args = _cli("sage_student.onnx", "--check-only")
+    assert args.func(args) == 0
+    assert str(home / "models" / "sage_student.onnx") in capsys.readouterr().out
+    args = _cli("other.onnx", "--check-only")
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and str(home / "models") in err

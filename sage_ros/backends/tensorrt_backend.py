@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sage_ros import install_hint
 from sage_ros.backends.base import (
     CLASS_OUTPUT,
     FUSED_OUTPUT,
@@ -49,7 +50,7 @@ def import_tensorrt():
         raise BackendUnavailable(
             "the tensorrt backend needs TensorRT's Python bindings and pycuda, missing: " + "; ".join(missing)
             + ". On a Jetson they come with JetPack (python3-libnvinfer) plus `pip install pycuda`; on a "
-            "desktop `pip install 'sage_ros[tensorrt]'`. See docs/jetson.md"
+            f"desktop `{install_hint('tensorrt')}` (needs the CUDA toolkit to build pycuda). See docs/jetson.md"
         )
     return trt, cuda
 

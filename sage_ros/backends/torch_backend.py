@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sage_ros import install_hint
 from sage_ros.backends.base import BackendError, BackendOutput, BackendUnavailable, FusionBackend
 
 
@@ -14,7 +15,7 @@ class TorchBackend(FusionBackend):
         try:
             import torch
         except ImportError as exc:
-            raise BackendUnavailable("PyTorch is not installed: pip install 'sage_ros[torch]'") from exc
+            raise BackendUnavailable(f"PyTorch is not installed: {install_hint('torch')}") from exc
         from sage_ros.model.checkpoint import WeightsError, load_student
 
         if config.weights_path is None:

@@ -12,6 +12,8 @@ import logging
 import pkgutil
 import sys
 
+from sage_ros import install_hint
+
 # Order in `--help`; modules not listed here come after, alphabetically.
 _ORDER = ["weights", "export", "fuse", "demo", "make_bag", "eval_bag", "train", "build_engine"]
 
@@ -47,7 +49,7 @@ _EXTRA_OF_MODULE = {"rosbags": "eval", "skimage": "eval", "matplotlib": "eval", 
 def _register_unavailable(subparsers: argparse._SubParsersAction, name: str, exc: ImportError) -> None:
     missing = str(getattr(exc, "name", None) or exc).split(".")[0]
     extra = _EXTRA_OF_MODULE.get(missing, "all-cpu")
-    message = f"needs the Python package '{missing}': pip install 'sage_ros[{extra}]'"
+    message = f"needs the Python package '{missing}': {install_hint(extra)}"
     parser = subparsers.add_parser(name.replace("_", "-"), help=f"(unavailable: {message})", add_help=False)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
 

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(docs/jetson.md); --check-only needs only the onnx package."
         ),
     )
-    parser.add_argument("model", type=Path, help="exported ONNX model (sage-ros export)")
+    parser.add_argument("model", type=Path,
+                        help="exported ONNX model (sage-ros export); a bare file name that is not in the "
+                             "current folder is looked up in the models cache (~/.cache/sage_ros/models)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
                         help="engine precision (default fp16; int8 needs --calib or a calibration cache)")
     parser.add_argument("--calib", type=Path, default=None,
@@ -64,12 +66,36 @@ def _static_checks(model: Path) -> tuple[bool, str]:
     return report.ok, report.summary()
 
 
+def resolve_model(model: Path) -> Path:
+    """`model` as given when it exists; a bare name (`sage_student.onnx`, as the docs write it) otherwise
+    resolves against the models cache, where `sage-ros export` and `weights fetch` put it."""
+    if model.is_file() or model.parent != Path("."):
+        return model
+    from sage_ros.paths import models_dir
+
+    cached = models_dir() / model.name
+    if cached.is_file():
+        log.info("using %s from the models cache", cached)
+        print(f"model: {cached} (from the models cache)")
+        return cached
+    return model
+
+
+def _looked_in(model: Path) -> str:
+    if model.parent != Path("."):
+        return str(model.parent)
+    from sage_ros.paths import models_dir
+
+    return f"the current folder and {models_dir()}"
+
+
 def run(args: argparse.Namespace) -> int:
     from sage_ros.tensorrt.shapes import ShapeError, profile_from_args
 
-    model = Path(args.model)
+    model = resolve_model(Path(args.model))
     if not model.is_file():
-        print(f"error: ONNX model {model} does not exist: run `sage-ros export` first", file=sys.stderr)
+        print(f"error: ONNX model {args.model} does not exist (looked in {_looked_in(Path(args.model))}): run "
+              "`sage-ros export` first, or give the path of the .onnx", file=sys.stderr)
         return 1
     try:
         profile = profile_from_args(args.min_hw, args.opt_hw, args.max_hw)

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros import install_hint
 from sage_ros.backends import BackendError
 from sage_ros.classes import load_class_table, overlay
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
@@ -101,7 +102,8 @@ def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:
     try:
         from sage_ros.node.live_demo import run_live_demo
     except ImportError as exc:
-        print(f"live mode needs rclpy (pip install 'sage_ros[ros]'): {exc}", file=sys.stderr)
+        print(f"live mode needs rclpy ({install_hint('ros')}, or source a ROS 2 installation): {exc}",
+              file=sys.stderr)
         return 1
     from sage_ros.model_files import ensure_onnx
 
