@@ -17,9 +17,12 @@ from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.plots import write_plots
 from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown, write_json
 from sage_ros.metrics import FUSION_METRICS
+from sage_ros.node.settings import PARAMS
 from sage_ros.paths import default_onnx
 from sage_ros.pipeline import FusionPipeline
 from sage_ros.thermal import MODES, NormalizerConfig
+
+SLOP_DEFAULT = next(p.default for p in PARAMS if p.name == "sync.slop")  # one value for node and eval-bag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Reads the bag (MCAP or sqlite3, damaged ones by scanning), pairs thermal and RGB "
         "frames with the node's synchroniser, fuses them, and writes report.json, report.md, PNG plots "
         "and an output bag with the inputs plus /fused/image_raw (and masks for models with a "
-        "segmentation head). Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated.",
+        "segmentation head). Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated, "
+        "3 the results could not be written (disk full, ...): the incomplete output is removed.",
     )
     parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap / .db3 file")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report, plots and bag")
@@ -39,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gt-topic", default="/segmentation/ground_truth", help="mono8 class-id labels (optional)"
     )
     parser.add_argument(
-        "--slop", type=float, default=0.05, help="pairing tolerance in seconds (node default)"
+        "--slop", type=float, default=SLOP_DEFAULT,
+        help=f"pairing tolerance in seconds (default {SLOP_DEFAULT}, the node's sync.slop default)",
     )
     parser.add_argument("--queue-size", type=int, default=10, help="synchroniser queue per input")
     parser.add_argument(
@@ -71,6 +76,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing output bag in --out")
     add_backend_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _write_whole(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_failed(out_dir: Path, bag_out: Path | None, exc: OSError) -> int:
+    """Writing the results failed: say so, and leave nothing that could pass for a complete result."""
+    removed = []
+    for path in (bag_out, out_dir / "report.json", out_dir / "report.md"):
+        if path is not None and path.exists():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path.name)
+    where = f" ({exc.filename})" if exc.filename else ""
+    print(
+        f"error: writing the results under {out_dir} failed: {exc.strerror or exc}{where}; the evaluation is "
+        f"incomplete" + (f", removed the partial {', '.join(removed)}" if removed else ""),
+        file=sys.stderr,
+    )
+    return 3
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,16 +150,24 @@ def run(args: argparse.Namespace) -> int:
     except BagReadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # writing the output bag: disk full, file size limit, read-only...
+        return _write_failed(out_dir, bag_out, exc)
     finally:
         backend.close()
-    plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
-    files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}
-    files.update({f"plot_{k}": str(v) for k, v in plots.items()})
-    if bag_out is not None:
-        files["output_bag"] = str(bag_out)
-    report = build_report(result, str(model_path) if args.backend != "torch" else None, files)
-    write_json(report, out_dir / "report.json")
-    (out_dir / "report.md").write_text(render_markdown(report, {k: v.name for k, v in plots.items()}))
+    try:
+        plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
+        files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}
+        files.update({f"plot_{k}": str(v) for k, v in plots.items()})
+        if bag_out is not None:
+            files["output_bag"] = str(bag_out)
+        report = build_report(result, str(model_path) if args.backend != "torch" else None, files)
+        # The report goes last and whole (temporary file, then rename): a report.json that exists
+        # describes outputs that were all written.
+        md = render_markdown(report, {k: v.name for k, v in plots.items()})
+        _write_whole(out_dir / "report.md", lambda p: p.write_text(md))
+        _write_whole(out_dir / "report.json", lambda p: write_json(report, p))
+    except OSError as exc:
+        return _write_failed(out_dir, bag_out, exc)
 
     problems = report["problems"]
     if problems["total"]:
