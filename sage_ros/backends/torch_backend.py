@@ -21,17 +21,30 @@ class TorchBackend(FusionBackend):
         if config.weights_path is None:
             raise BackendError("the torch backend needs --weights (a SAGE student checkpoint)")
         try:
-            model = load_student(config.weights_path)
+            if str(config.weights_path).endswith(".npz"):
+                # A fast student (sage_ros.model.fast_student): plain arrays + its architecture.
+                from sage_ros.model.fast_student import FastWeightsError, load_fast_student
+
+                try:
+                    model = load_fast_student(config.weights_path)
+                except FastWeightsError as exc:
+                    raise WeightsError(str(exc)) from exc
+            else:
+                model = load_student(config.weights_path)
         except WeightsError as exc:
             raise BackendError(str(exc)) from exc
         # Optional segmentation head (config.extra["head_path"], a .npz from `sage-ros seg train`).
         self._has_seg = bool(config.extra.get("head_path"))
         if self._has_seg:
             from sage_ros.model.seg_head import HeadWeightsError, StudentWithHead, load_head
+            from sage_ros.model.seg_net import SegNetError, StudentWithNet, is_net_weights, load_net
 
             try:
-                model = StudentWithHead(model, load_head(config.extra["head_path"])).eval()
-            except HeadWeightsError as exc:
+                if is_net_weights(config.extra["head_path"]):
+                    model = StudentWithNet(model, load_net(config.extra["head_path"])).eval()
+                else:
+                    model = StudentWithHead(model, load_head(config.extra["head_path"])).eval()
+            except (HeadWeightsError, SegNetError) as exc:
                 raise BackendError(str(exc)) from exc
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -24,7 +24,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--model", type=Path, default=None,
-        help=f"exported ONNX model; exported from --weights when missing (default: {default_onnx()})",
+        help=f"exported ONNX model, or a variant name: sage (the released student, exported from --weights when "
+        f"missing: {default_onnx()}) or fast (the shipped distilled student, 18%% of the MACs; no torch needed)",
     )
     group.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
@@ -58,10 +59,17 @@ def _resolution(text: str) -> str | tuple[int, int]:
 def backend_from_args(args: argparse.Namespace) -> FusionBackend:
     """Create the backend the options ask for, exporting the ONNX model first if needed."""
     from sage_ros.model_files import ensure_onnx
+    from sage_ros.model_variants import ensure_fast_onnx, fast_weights, variant_of
 
+    variant = variant_of(args.model)
     weights = args.weights or default_checkpoint()
-    onnx_path = args.model
-    if args.backend != "torch":
+    onnx_path = None if variant else args.model
+    if variant == "fast":
+        # The shipped distilled student: its graph needs no torch, its .npz weights serve the torch backend.
+        weights = args.weights or fast_weights()
+        if args.backend != "torch":
+            onnx_path = ensure_fast_onnx()
+    elif args.backend != "torch":
         if onnx_path is None or not Path(onnx_path).is_file():
             onnx_path = ensure_onnx(onnx_path, weights)
     if args.precision == "int8" and args.backend in ("onnxruntime", "openvino"):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sage_ros.backends import BACKEND_NAMES, PRECISIONS, BackendConfig
+from sage_ros.model_variants import VARIANTS, ModelVariantError, ensure_fast_onnx, fast_weights
 from sage_ros.paths import default_onnx
 from sage_ros.pipeline import parse_resolution
 from sage_ros.registration import parse_homography
@@ -34,6 +35,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate at start (false: wait for lifecycle commands)"),
     ParamSpec("backend", "auto", f"inference backend: {' | '.join(BACKEND_NAMES)}"),
     ParamSpec("model_path", "", "exported ONNX model; empty = the default export in the sage_ros cache"),
+    ParamSpec("model.variant", "sage",
+              f"{' | '.join(VARIANTS)}: model when model_path is empty (fast = shipped distilled student)"),
     ParamSpec("weights_path", "", "PyTorch checkpoint (torch backend only)"),
     ParamSpec("precision", "auto",
               "auto (by the CPU's features: bf16 on OpenVINO with AVX-512 BF16/AMX, else fp32) | fp32 | "
@@ -93,6 +96,7 @@ class NodeSettings:
     backend: BackendConfig = field(init=False)
     thermal: NormalizerConfig = field(init=False)
     resolution: str | tuple[int, int] = field(init=False)  # parsed fusion.resolution
+    _variant_model: Path | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         v = self.values
@@ -105,6 +109,14 @@ class NodeSettings:
             self.resolution = parse_resolution(v["fusion.resolution"])
         except ValueError as exc:
             raise ValueError(f"parameter fusion.resolution: {exc}") from None
+        _choice("model.variant", v["model.variant"], VARIANTS)
+        weights = Path(v["weights_path"]) if v["weights_path"] else None
+        if v["model.variant"] == "fast" and not v["model_path"]:
+            try:  # the shipped graph (+ the shipped seg network, composed once into the cache)
+                self._variant_model = ensure_fast_onnx()
+                weights = weights or fast_weights()
+            except (ModelVariantError, OSError, RuntimeError) as exc:
+                raise ValueError(f"parameter model.variant=fast: {exc}") from exc
         _choice("qos.reliability", v["qos.reliability"], INPUT_RELIABILITIES)
         _choice("output_qos.reliability", v["output_qos.reliability"], RELIABILITIES)
         _positive("sync.slop", v["sync.slop"])
@@ -134,7 +146,7 @@ class NodeSettings:
         self.backend = BackendConfig(
             name=v["backend"],
             onnx_path=self.model_path,
-            weights_path=Path(v["weights_path"]) if v["weights_path"] else None,
+            weights_path=weights,
             precision=v["precision"],
             threads=int(v["threads"]) or None,
             device=v["device"],
@@ -144,6 +156,8 @@ class NodeSettings:
 
     @property
     def model_path(self) -> Path:
+        if self._variant_model is not None:
+            return self._variant_model
         return Path(self.values["model_path"]).expanduser() if self.values["model_path"] else default_onnx()
 
     def model_missing_reason(self) -> str | None:

@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -110,13 +111,13 @@ def _y_ir_u8(vis_bgr: np.ndarray, ir: np.ndarray) -> np.ndarray:
 class PairBank:
     """All training pairs in memory as uint8 (Y, IR) stacks: 223 MSRS frames are about 140 MB."""
 
-    def __init__(self, msrs_root: Path, thumbs_root: Path | None) -> None:
-        records = msrs_records(msrs_root, "train")
+    def __init__(self, msrs_root: Path, thumbs_root: Path | None, limit: int | None = None) -> None:
+        records = msrs_records(msrs_root, "train")[:limit]
         self.frames = [_y_ir_u8(**_pair_arrays(r)) for r in records]
         self.names = [r.name for r in records]
         self.thumbs: np.ndarray | None = None
         if thumbs_root is not None and Path(thumbs_root).is_dir():
-            recs = msrs_records(thumbs_root, "all")
+            recs = msrs_records(thumbs_root, "all")[:limit]
             self.thumbs = np.stack([_y_ir_u8(**_pair_arrays(r)) for r in recs])
         thumbs = 0 if self.thumbs is None else len(self.thumbs)
         log.info("data: %d MSRS train frames, %d thumbnails", len(self.frames), thumbs)
@@ -208,6 +209,11 @@ class Distiller:
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(cfg.steps, 1), eta_min=cfg.min_lr)
         self.step = 0
+        self._stop_requested = False
+
+    def request_stop(self, *_args: object) -> None:
+        """Finish the current step, write the checkpoint and return from fit() (SIGTERM/SIGINT handler)."""
+        self._stop_requested = True
 
     # ---- checkpoints
     def save_checkpoint(self) -> Path:
@@ -234,6 +240,8 @@ class Distiller:
         self.adapters.load_state_dict(state["adapters"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
+        # A resume with another --steps re-aims the cosine at the new end (the decay stays continuous).
+        self.sched.T_max = max(self.cfg.steps, 1)
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
 
@@ -269,7 +277,7 @@ class Distiller:
             writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
             if new:
                 writer.writeheader()
-            while self.step < self.cfg.steps:
+            while self.step < self.cfg.steps and not self._stop_requested:
                 start = time.perf_counter()
                 lr = self.opt.param_groups[0]["lr"]
                 row = self.train_step()
@@ -322,6 +330,24 @@ def export_fast_onnx(npz: Path, onnx_path: Path) -> Path:
         distillation=meta,
     )
     return path
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
+    """fast_student.npz + .onnx from a run's checkpoint (also mid-run, to evaluate it), without data."""
+    from sage_ros.weights import sha256_of
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = DistillConfig(**state["config"])
+    student = FastStudent(cfg.arch)
+    student.load_state_dict(state["student"])
+    meta = {
+        "steps": int(state["step"]),
+        "config": asdict(cfg),
+        "teacher_sha256": sha256_of(Path(cfg.teacher)) if Path(cfg.teacher).is_file() else None,
+        "trained_on": "MSRS train split (splits.csv) + MSRS train thumbnails",
+    }
+    npz = save_fast_weights(student.eval(), Path(out_dir) / NPZ_NAME, meta)
+    return npz, export_fast_onnx(npz, Path(out_dir) / ONNX_NAME)
 
 
 def ship(out_dir: Path, data_dir: Path) -> list[Path]:
@@ -381,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     p.add_argument("--ship", type=Path, default=None, help="copy the outputs here at the end (sage_ros/data)")
+    p.add_argument("--export-only", action="store_true",
+                   help="only write fast_student.npz/.onnx from --out's current checkpoint (no training)")
     return p
 
 
@@ -393,17 +421,34 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(args.out / "train.log")],
     )
     torch.set_num_threads(max(1, args.threads))
+    if args.export_only:
+        last = args.out / CHECKPOINT_NAME
+        if not last.is_file():
+            raise DistillError(f"{last} does not exist: nothing to export")
+        npz, onnx_path = export_checkpoint(last, args.out)
+        if args.ship:
+            ship(args.out, args.ship)
+        print(json.dumps({"npz": str(npz), "onnx": str(onnx_path)}))
+        return 0
     cfg = DistillConfig(
         teacher=args.teacher, data=args.data, thumbs=args.thumbs, thumbs_prob=args.thumbs_prob, steps=args.steps,
         batch=args.batch, crop=args.crop, lr=args.lr, min_lr=args.min_lr, source_scale=args.source_scale,
-        fea_weight=args.fea_weight, seed=args.seed, width=args.width, full_res_convs=args.full_res_convs,
+        fea_weight=args.fea_weight, seed=args.seed, width=args.width,
+        full_res_convs=args.full_res_convs,
         low_res_convs=args.low_res_convs,
     )
     if not cfg.data:
         raise DistillError("--data is empty: point it at the MSRS folder (ir/, vi/, splits.csv)")
     distiller = Distiller(cfg, args.out, args.device)
+    # kill -TERM <pid> (or Ctrl-C) stops after the current step with a checkpoint: rerun the command to resume.
+    signal.signal(signal.SIGTERM, distiller.request_stop)
+    signal.signal(signal.SIGINT, distiller.request_stop)
     start = time.time()
     distiller.fit(resume=not args.no_resume, checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+    if distiller.step < cfg.steps:
+        log.info("stopped at step %d of %d with a checkpoint; run the same command again to resume",
+                 distiller.step, cfg.steps)
+        return 3
     npz, onnx_path = distiller.finish()
     log.info("done in %.0f s: %s, %s", time.time() - start, npz, onnx_path)
     if args.ship:

@@ -1,0 +1,232 @@
+"""The fast student against the released student: cost, speed on every CPU backend, quality on MSRS eval.
+
+One process, one run:
+1. cost: multiply-adds per 640x480 frame (every convolution, from the real shapes) and parameters;
+2. speed: ms per 640x480 frame of both fusion-only models on onnxruntime, OpenVINO and PyTorch eager,
+   timed interleaved (released, fast, released, fast, ...) so machine load hits both alike; median of
+   --runs after --warmup; CPU flags printed next to the numbers;
+3. quality: the nine fusion metrics (sage_ros.metrics, F = Y of the colour output, as eval-bag and
+   evaluation.compare score) of both models on every MSRS `eval` pair of splits.csv, the fast/released
+   ratio per metric (acceptance: >= 0.97 on each), and the PSNR of the fast student's fused Y (8-bit)
+   against the released student's.
+
+    python benchmarks/fast_student.py [--fast-npz runs/fast/fast_student.npz] [--out results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
+from sage_ros.cpu_features import read_cpu_features  # noqa: E402
+from sage_ros.datasets import images_by_stem, read_infrared, read_visible  # noqa: E402
+from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb  # noqa: E402
+from sage_ros.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
+from sage_ros.metrics import FUSION_METRICS, FusionScorer  # noqa: E402
+from sage_ros.pipeline import FusionPipeline  # noqa: E402
+
+BACKENDS = ("onnxruntime", "openvino", "torch")
+QUALITY_TOLERANCE = 0.97  # the fast student must keep >= 97 % of each metric of the released one
+
+
+def psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    a8, b8 = unit_to_uint8(a).astype(np.float64), unit_to_uint8(b).astype(np.float64)
+    mse = float(np.mean((a8 - b8) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def eval_names(msrs: Path) -> list[str]:
+    with (msrs / "splits.csv").open(newline="") as handle:
+        return sorted(row["name"] for row in csv.DictReader(handle) if row["split"] == "eval")
+
+
+def build_models(checkpoint: Path, fast_npz: Path, fast_onnx: Path | None, tmp: Path) -> dict[str, dict]:
+    """Fusion-only ONNX + torch weights of both models."""
+    from sage_ros.model.checkpoint import load_student
+    from sage_ros.model.export import export_student
+    from sage_ros.training.distill_student import export_fast_onnx
+
+    released_onnx = export_student(load_student(checkpoint), tmp / "released.onnx")
+    if fast_onnx is None:
+        fast_onnx = export_fast_onnx(fast_npz, tmp / "fast.onnx")
+    return {
+        "released": {"onnx": released_onnx, "weights": checkpoint},
+        "fast": {"onnx": fast_onnx, "weights": fast_npz},
+    }
+
+
+def cost(models: dict[str, dict]) -> list[dict]:
+    from sage_ros.model.checkpoint import load_student
+    from sage_ros.model.fast_student import cost_table, load_fast_student
+
+    return cost_table(
+        {"released student": load_student(models["released"]["weights"]),
+         "fast student": load_fast_student(models["fast"]["weights"])}
+    )
+
+
+def speed(models: dict[str, dict], pair: tuple[np.ndarray, np.ndarray], threads: int, runs: int,
+          warmup: int, backends: tuple[str, ...]) -> list[dict]:
+    y, ir = pair
+    rows = []
+    for name in backends:
+        try:
+            live = {
+                m: create_backend(BackendConfig(name=name, onnx_path=spec["onnx"], weights_path=spec["weights"],
+                                                threads=threads))
+                for m, spec in models.items()
+            }
+        except BackendError as exc:  # not installed here: say so in the table
+            rows.append({"backend": name, "error": str(exc)})
+            continue
+        outputs = {}
+        for backend in live.values():
+            for _ in range(warmup):
+                backend.infer(y, ir)
+        times: dict[str, list[float]] = {m: [] for m in live}
+        for _ in range(runs):
+            for m, backend in live.items():
+                start = time.perf_counter()
+                outputs[m] = backend.infer(y, ir).fused_y
+                times[m].append((time.perf_counter() - start) * 1e3)
+        rel, fast = statistics.median(times["released"]), statistics.median(times["fast"])
+        rows.append({
+            "backend": name,
+            "description": live["fast"].description,
+            "released_ms": rel,
+            "fast_ms": fast,
+            "speedup": rel / fast,
+            "fast_vs_released_psnr_db": psnr8(np.clip(outputs["fast"], 0, 1), np.clip(outputs["released"], 0, 1)),
+        })
+        print(f"  {name}: released {rel:.1f} ms, fast {fast:.1f} ms, x{rel / fast:.2f}", file=sys.stderr)
+    return rows
+
+
+def quality(models: dict[str, dict], msrs: Path, threads: int, limit: int | None) -> dict:
+    pipes = {
+        m: FusionPipeline(create_backend(BackendConfig(name="onnxruntime", onnx_path=spec["onnx"], threads=threads)))
+        for m, spec in models.items()
+    }
+    irs, viss = images_by_stem(msrs / "ir"), images_by_stem(msrs / "vi")
+    names = eval_names(msrs)[:limit] if limit else eval_names(msrs)
+    scores: dict[str, list[dict[str, float]]] = {m: [] for m in pipes}
+    psnrs = []
+    for name in names:
+        ir, vis = read_infrared(irs[name]), read_visible(viss[name])
+        scorer = FusionScorer(ir, luminance_of_bgr(vis))
+        fused = {}
+        for m, pipe in pipes.items():
+            result = pipe.fuse(ir, vis)
+            fused[m] = result.fused_y
+            scores[m].append(scorer.score(luminance_of_rgb(result.fused_rgb)))
+        psnrs.append(psnr8(np.clip(fused["fast"], 0, 1), np.clip(fused["released"], 0, 1)))
+    means = {m: {k: float(np.mean([s[k] for s in rows])) for k in FUSION_METRICS} for m, rows in scores.items()}
+    ratios = {k: means["fast"][k] / means["released"][k] for k in FUSION_METRICS}
+    return {
+        "pairs": len(names),
+        "means": means,
+        "ratio": ratios,
+        "within_3pct": {k: r >= QUALITY_TOLERANCE for k, r in ratios.items()},
+        "better": [k for k, r in ratios.items() if r > 1.0],
+        "psnr_db_mean": float(np.mean(psnrs)),
+        "psnr_db_min": float(np.min(psnrs)),
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [f"CPU: {report['cpu']}; threads {report['threads']}; load average at start {report['load']}", ""]
+    if report.get("cost"):
+        lines += ["| model | parameters | GMAC per 640x480 frame | MAC per pixel | MACs vs released |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in report["cost"]:
+            lines.append(f"| {r['model']} | {r['params']:,} | {r['gmac']:.2f} | {r['mac_per_pixel']:,.0f} | "
+                         f"{100 * r['mac_ratio']:.1f} % |")
+        lines.append("")
+    if report.get("speed"):
+        lines += ["| backend (fp32, 640x480) | released ms | fast ms | speed-up | fast vs released PSNR dB |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in report["speed"]:
+            if "error" in r:
+                lines.append(f"| {r['backend']} | not run: {r['error']} | | | |")
+            else:
+                lines.append(f"| {r['backend']} | {r['released_ms']:.1f} | {r['fast_ms']:.1f} | "
+                             f"{r['speedup']:.2f}x | {r['fast_vs_released_psnr_db']:.1f} |")
+        lines.append("")
+    q = report.get("quality")
+    if q:
+        lines += [f"Quality on {q['pairs']} MSRS eval pairs (onnxruntime fp32, native 640x480):", "",
+                  "| model | " + " | ".join(FUSION_METRICS) + " |", "|---" * (len(FUSION_METRICS) + 1) + "|"]
+        for m in ("released", "fast"):
+            lines.append(f"| {m} | " + " | ".join(f"{q['means'][m][k]:.3f}" for k in FUSION_METRICS) + " |")
+        lines.append("| fast / released | " + " | ".join(
+            f"{q['ratio'][k]:.3f}{'' if q['within_3pct'][k] else ' (!)'}" for k in FUSION_METRICS) + " |")
+        lines += ["", f"Within 3 %: {sum(q['within_3pct'].values())} of 9; better than released: "
+                  f"{len(q['better'])} of 9 ({', '.join(q['better']) or 'none'}). PSNR of the fast student's "
+                  f"fused Y against the released student's: mean {q['psnr_db_mean']:.2f} dB, "
+                  f"worst pair {q['psnr_db_min']:.2f} dB."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=REPO.parent / "shared/sage_official/checkpoints.pt")
+    parser.add_argument("--fast-npz", type=Path, default=REPO / "sage_ros/data/fast_student.npz")
+    parser.add_argument("--fast-onnx", type=Path, default=None,
+                        help="fusion-only fast ONNX (default: exported from --fast-npz)")
+    parser.add_argument("--msrs", type=Path, default=REPO.parent / "shared/datasets/msrs")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N eval pairs")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write the markdown here (and .json beside it)")
+    args = parser.parse_args()
+    for path, what in ((args.checkpoint, "released checkpoint"), (args.fast_npz, "fast student weights")):
+        if not path.is_file():
+            parser.error(f"{what} {path} does not exist")
+    if not (args.msrs / "splits.csv").is_file():
+        parser.error(f"{args.msrs}/splits.csv does not exist (the shared MSRS folder)")
+
+    cpu = read_cpu_features()
+    report: dict = {"cpu": cpu.summary(), "threads": args.threads,
+                    "load": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = build_models(args.checkpoint, args.fast_npz, args.fast_onnx, Path(tmp))
+        report["cost"] = cost(models)
+        if not args.skip_speed:
+            name = eval_names(args.msrs)[0]
+            vis = read_visible(images_by_stem(args.msrs / "vi")[name])
+            ir = read_infrared(images_by_stem(args.msrs / "ir")[name])
+            y = visible_to_ycrcb(vis).y
+            pair = (y, infrared_to_grey(ir))
+            if y.shape != (480, 640):
+                parser.error(f"eval pair {name} is {y.shape[::-1]}, expected 640x480")
+            report["speed"] = speed(models, pair, args.threads, args.runs, args.warmup, tuple(args.backends))
+        if not args.skip_quality:
+            report["quality"] = quality(models, args.msrs, args.threads, args.limit)
+    text = markdown(report)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

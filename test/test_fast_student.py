@@ -1,0 +1,235 @@
+"""The fast student (issue 12): cost, export and backend agreement, selection by name, distillation, node.
+
+Everything runs on the files shipped in sage_ros/data (fast_student.npz/.onnx); the distillation test
+and the node test read the shared MSRS pairs and released checkpoint and skip when they are absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the fast student's reference is its PyTorch module")
+
+from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
+from sage_ros.model.fast_student import (  # noqa: E402
+    SHIPPED_ARCH,
+    FastStudent,
+    FastWeightsError,
+    cost_table,
+    load_fast_student,
+    read_fast_metadata,
+)
+from sage_ros.model.student import SageStudent  # noqa: E402
+from sage_ros.model_variants import ensure_fast_onnx, fast_onnx, fast_weights, variant_of  # noqa: E402
+from sage_ros.weights import sha256_of  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
+MSRS = SHARED / "datasets" / "msrs"
+THUMBS = SHARED / "datasets" / "msrs_train_128"
+PAIR = "00828N"
+
+
+def _pair(h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """(vis_y, ir) as (1,1,H,W) float32: a real MSRS crop when the shared data is here, else smooth noise."""
+    if (MSRS / "ir" / f"{PAIR}.png").is_file():
+        ir = cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200 : 200 + h, 160 : 160 + w]
+        vis = cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200 : 200 + h, 160 : 160 + w]
+        y = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0]
+        return (y[None, None] / 255.0).astype(np.float32), (ir[None, None] / 255.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    a, b = (cv2.GaussianBlur(rng.random((h, w), dtype=np.float32), (0, 0), 3) for _ in range(2))
+    return a[None, None], b[None, None]
+
+
+def test_fast_student_costs_at_most_30_percent_of_the_released_macs():
+    # 320x240 has exactly a quarter of 640x480's conv outputs at every level (both sides divide by 4).
+    rows = cost_table({"released": SageStudent(), "fast": FastStudent(SHIPPED_ARCH)}, 240, 320)
+    assert rows[0]["params"] == 135_617  # SAGE_SPEC section 2
+    assert 4 * rows[0]["gmac"] == pytest.approx(20.0, abs=0.05)
+    assert rows[1]["mac_ratio"] <= 0.30, rows
+
+
+def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(tmp_path):
+    from sage_ros.training.distill_student import export_fast_onnx
+
+    npz, shipped = fast_weights(), fast_onnx()
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    assert meta["weights_sha256"] == sha256_of(npz), "the shipped ONNX was not exported from the shipped weights"
+    assert read_fast_metadata(npz)[0] == SHIPPED_ARCH
+    model = load_fast_student(npz)
+    y, ir = _pair()
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(y), torch.from_numpy(ir))[0][0, 0].numpy()
+    fresh = export_fast_onnx(npz, tmp_path / "fast.onnx")
+    backends = ["onnxruntime", "torch"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for name in backends:
+        for graph in (shipped, fresh):
+            backend = create_backend(BackendConfig(name=name, onnx_path=graph, weights_path=npz, threads=1))
+            got = backend.infer(y[0, 0], ir[0, 0]).fused_y
+            backend.close()
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() < 1e-4, (name, graph.name, np.abs(got - expected).max())
+    if "openvino" not in backends:
+        pytest.skip("openvino not installed: checked onnxruntime and torch only")
+
+
+def test_fast_weights_that_do_not_fit_are_refused_with_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    with np.load(fast_weights()) as data:
+        arrays = {k: data[k] for k in data.files if k != "module5.0.weight"}
+    np.savez(bad, **arrays)
+    with pytest.raises(FastWeightsError, match="module5.0.weight"):
+        load_fast_student(bad)
+    with pytest.raises(FastWeightsError, match="do not exist"):
+        load_fast_student(tmp_path / "missing.npz")
+
+
+def test_model_fast_composes_with_the_shipped_segmentation_network(tmp_path, monkeypatch):
+    from sage_ros.cli._common import add_backend_arguments, backend_from_args
+    from sage_ros.model_files import shipped_head
+
+    monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))
+    assert variant_of("fast") == "fast" and variant_of(None) is None and variant_of("x.onnx") is None
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    backend = backend_from_args(parser.parse_args(["--model", "fast", "--backend", "onnxruntime", "--threads", "1"]))
+    y, ir = _pair()
+    out = backend.infer(y[0, 0], ir[0, 0])
+    backend.close()
+    fusion_only = create_backend(BackendConfig(name="onnxruntime", onnx_path=fast_onnx(), threads=1))
+    alone = fusion_only.infer(y[0, 0], ir[0, 0]).fused_y
+    fusion_only.close()
+    # The composed graph carries the student unchanged: same fused Y as the fusion-only file.
+    assert np.array_equal(out.fused_y, alone)
+    if shipped_head() is None:
+        assert out.class_ids is None
+        pytest.skip("no segmentation network shipped in this install: checked fusion-only selection")
+    composed = ensure_fast_onnx()
+    assert composed.parent == tmp_path / "home" / "models"
+    assert out.class_ids is not None and out.class_ids.shape == y.shape[2:]
+    assert json.loads(composed.with_suffix(".json").read_text())["fast_student_sha256"] == sha256_of(fast_onnx())
+    mtime = composed.stat().st_mtime_ns
+    assert ensure_fast_onnx() == composed and composed.stat().st_mtime_ns == mtime  # reused, not rebuilt
+
+
+def test_a_file_named_like_a_variant_stays_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").write_bytes(b"")
+    assert variant_of("fast") is None
+
+
+def test_node_settings_select_the_fast_student(tmp_path, monkeypatch):
+    from sage_ros.node.settings import PARAMS, NodeSettings
+
+    monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path))
+    values = {p.name: p.default for p in PARAMS}
+    values["registration.homography"] = []
+    fast = NodeSettings(dict(values, **{"model.variant": "fast"}))
+    assert fast.model_path == ensure_fast_onnx() and fast.backend.onnx_path == fast.model_path
+    assert fast.backend.weights_path == fast_weights()
+    assert NodeSettings(values).model_path.name == "sage_student.onnx"
+    with pytest.raises(ValueError, match="model.variant"):
+        NodeSettings(dict(values, **{"model.variant": "tiny"}))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _need_training_data() -> None:
+    if not CHECKPOINT.is_file() or not (MSRS / "splits.csv").is_file():
+        pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS}/splits.csv)")
+
+
+def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path):
+    from sage_ros.training.distill_student import DistillConfig, Distiller, PairBank, distill_loss
+
+    _need_training_data()
+    torch.set_num_threads(1)
+    bank = PairBank(MSRS, THUMBS if THUMBS.is_dir() else None, limit=4)
+    cfg = DistillConfig(teacher=str(CHECKPOINT), data=str(MSRS), steps=8, batch=2, crop=64, thumbs_prob=0.25)
+
+    straight = Distiller(cfg, tmp_path / "a", bank=bank)
+    probe = torch.from_numpy(bank.batch(np.random.default_rng(123), 4, 64, False))
+
+    def probe_loss(d: Distiller) -> float:
+        student = copy.deepcopy(d.student).train()  # batch statistics; leaves the real running stats alone
+        y, ir = probe[:, :1], probe[:, 1:]
+        with torch.no_grad():
+            ref, ref_taps = d.teacher(y, ir)
+            out, taps = student(y, ir)
+            return distill_loss(out, taps, ref, ref_taps, y, ir, d.adapters, cfg.source_scale, cfg.fea_weight)[0].item()
+
+    before = probe_loss(straight)
+    straight.fit(resume=False, checkpoint_every=4, log_every=100)
+    assert probe_loss(straight) < 0.8 * before
+
+    # Stop after step 4 (as SIGTERM does), then resume in a new Distiller: same weights as straight through.
+    first = Distiller(cfg, tmp_path / "b", bank=bank)
+    step = first.train_step
+
+    def stop_after_four() -> dict:
+        row = step()
+        if first.step == 3:
+            first.request_stop()
+        return row
+
+    first.train_step = stop_after_four
+    first.fit(resume=False, checkpoint_every=4, log_every=100)
+    assert first.step == 4
+    second = Distiller(cfg, tmp_path / "b", bank=bank)
+    second.fit(resume=True, checkpoint_every=4, log_every=100)
+    assert second.step == 8
+    for key, value in straight.student.state_dict().items():
+        assert torch.equal(value, second.student.state_dict()[key]), key
+    with (tmp_path / "b" / "metrics.csv").open() as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 9))
+    npz, onnx_path = second.finish()
+    assert load_fast_student(npz).arch == cfg.arch and onnx_path.is_file()
+
+
+# ---------------------------------------------------------------------------------------------- node
+
+
+def test_node_runs_the_fast_student(tmp_path, monkeypatch):
+    pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+    from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id
+    from sage_ros.pipeline import FusionPipeline
+
+    if not (MSRS / "ir" / f"{PAIR}.png").is_file():
+        pytest.skip(f"shared MSRS pairs absent ({MSRS})")
+    monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))  # the node child inherits it
+    model = ensure_fast_onnx()
+    ir = np.ascontiguousarray(cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
+    vis = np.ascontiguousarray(cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
+    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=1))
+    expected = FusionPipeline(backend).fuse(ir, vis)
+    backend.close()
+
+    domain = pick_domain_id(salt=12)
+    params = {"model.variant": "fast", "backend": "onnxruntime", "threads": 1, "qos.reliability": "reliable"}
+    with NodeProcess(params, domain, tmp_path / "node.log") as proc, Probe(domain) as probe:
+        assert probe.wait_for_node(60.0), proc.log_text()
+        for _ in range(3):  # a first pair can be lost while discovery settles: resend
+            stamp = time.time_ns()
+            probe.publish_array("thermal/image_raw", ir, "mono8", stamp, "thermal")
+            probe.publish_array("rgb/image_raw", vis, "bgr8", stamp, "rgb_optical")
+            if probe.wait_until(lambda: probe.messages("fused/image_raw"), 20.0):
+                break
+        assert probe.messages("fused/image_raw"), proc.log_text()
+        _, fused = probe.messages("fused/image_raw")[0]
+        assert str(model) in proc.log_text()
+    got = np.frombuffer(bytes(fused.data), np.uint8).reshape(fused.height, fused.step)[:, : 3 * fused.width]
+    assert np.array_equal(got.reshape(fused.height, fused.width, 3), expected.fused_rgb)
+    assert os.environ["SAGE_ROS_HOME"] == str(tmp_path / "home")
