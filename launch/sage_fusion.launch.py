@@ -7,6 +7,8 @@
 The params file holds every parameter (see config/sage_fusion.yaml); `backend` and `model_path`
 given here override it when not empty. The node is a lifecycle node that configures and activates
 itself (`autostart`); set autostart to false in the params file to drive it with `ros2 lifecycle`.
+`rviz:=true` on a machine without rviz2 starts the node alone and says why (instead of failing the
+launch after the node started, which left the node running without its launch).
 """
 
 import os

@@ -34,6 +34,8 @@ class FolderReport:
 def pair_folders(ir_dir: Path, vis_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
     """Match files by name (stem); returns (pairs, names only in IR, names only in visible)."""
     for label, folder in (("IR", ir_dir), ("visible", vis_dir)):
+        if Path(folder).is_file():
+            raise FileNotFoundError(f"{label} path {folder} is a file: give the folder that holds the {label} images")
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"{label} folder {folder} does not exist")
     ir_files = images_by_stem(Path(ir_dir))

@@ -151,6 +151,10 @@ def fetch(
     mirror_env = os.environ.get(MIRROR_ENV)
     if mirror is None and mirror_env:
         mirror = Path(mirror_env)
+    if mirror is not None and not Path(mirror).is_dir():
+        # One clear line instead of "has neither X nor Y" for every file.
+        origin = "--mirror" if not mirror_env or Path(mirror_env) != Path(mirror) else f"${MIRROR_ENV}"
+        raise FetchError(f"mirror folder {mirror} (from {origin}) does not exist or is not a folder")
     base_url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     items = MANIFEST if include_samples else [CHECKPOINT]
     for item in items:

@@ -267,7 +267,7 @@ def test_miou_against_ground_truth(models, tmp_path):
     assert seg["miou"] == pytest.approx(expected.miou)
     assert set(seg["iou"]) == {"abcd"[c] for c in expected.iou}
     topics = open_bag(out / "fused_bag").topics
-    assert {"/segmentation/class_ids", "/segmentation/overlay", "/segmentation/ground_truth"} <= set(topics)
+    assert {"/segmentation/mask", "/segmentation/overlay", "/segmentation/ground_truth"} <= set(topics)
     # The fusion-only model on the same bag: ground truth present, no head, said so.
     assert _eval(bag, tmp_path / "eval_plain", models["plain"], "--no-metrics", "--no-output-bag") == 0
     plain = json.loads((tmp_path / "eval_plain" / "report.json").read_text())

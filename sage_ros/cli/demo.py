@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="fetch the released model and fuse the six sample pairs (or run them through the node)",
         description="Fetches (or mirrors) the released weights and samples, fuses them, writes the fused "
-        "images and a side-by-side sheet (IR | visible | fused), prints per-image time.",
+        "images and a side-by-side sheet (IR | visible | fused | class overlay, the last for models with a "
+        "segmentation head), prints per-image time.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--mirror", type=Path, default=None, help=f"local folder with the files (env {MIRROR_ENV})")

@@ -51,7 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--thermal-offset-ms", type=float, default=0.0, help="added to thermal stamps before pairing"
     )
     parser.add_argument(
-        "--thermal-mode", choices=MODES, default="percentile", help="mono16/32FC1 normalisation"
+        "--thermal-mode", choices=("auto", "per-frame", *MODES), default="auto",
+        help="mono16/32FC1 normalisation: percentile = the node's window smoothed across frames, "
+        "per-frame = percentile window of each frame alone, fixed = --thermal-range; auto (default) = "
+        "per-frame for a dataset bag (it has the ground-truth topic), percentile for a camera stream",
     )
     parser.add_argument(
         "--thermal-range",
@@ -104,8 +107,19 @@ def _write_failed(out_dir: Path, bag_out: Path | None, exc: OSError) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not Path(args.bag).exists():
+        print(f"error: bag {args.bag} does not exist (a bag folder, or a single .mcap / .db3 file)", file=sys.stderr)
+        return 2
     out_dir: Path = args.out
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    status = _run(args, out_dir)
+    if created and status == 2 and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # nothing evaluated: leave no empty output folder behind
+    return status
+
+
+def _run(args: argparse.Namespace, out_dir: Path) -> int:
     bag_out = None if args.no_output_bag else out_dir / "fused_bag"
     if bag_out is not None and bag_out.exists():
         if not args.force:
@@ -119,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.thermal_mode == "fixed":
         thermal = NormalizerConfig(mode="fixed")
+    elif args.thermal_mode == "per-frame":
+        thermal = NormalizerConfig(ema_alpha=1.0)
     options = EvalOptions(
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
@@ -127,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         thermal_offset_ms=args.thermal_offset_ms,
         thermal=thermal,
+        thermal_auto=args.thermal_mode == "auto" and args.thermal_range is None,
+        thermal_reason="" if args.thermal_mode == "auto" else "as given",
         compute_metrics=not args.no_metrics,
         output_bag=bag_out,
         output_storage=args.out_storage,

@@ -90,6 +90,8 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
             "queue_size": opts.queue_size,
             "thermal_offset_ms": opts.thermal_offset_ms,
             "thermal_normalisation": opts.thermal.mode,
+            "thermal_normalisation_detail": describe_thermal(opts.thermal),
+            "thermal_normalisation_reason": getattr(opts, "thermal_reason", ""),
         },
         "metric_definitions": "sage_ros.metrics (SAGE_SPEC section 7): F = Y of the fused RGB, "
         "A = infrared grey, B = visible Y; two-source metrics are sums over A and B",
@@ -120,6 +122,23 @@ def _segmentation_note(result: EvalResult) -> str:
     return "no pair had a matching ground-truth label"
 
 
+def describe_thermal(cfg: Any) -> str:
+    """The thermal window in words: what a reader needs to compare these metrics with others."""
+    if cfg.mode == "fixed":
+        return f"fixed window [{cfg.fixed_min:g}, {cfg.fixed_max:g}]"
+    window = f"percentile {cfg.low_percentile:g}-{cfg.high_percentile:g}"
+    if cfg.ema_alpha >= 1.0:
+        return f"{window}, per frame"
+    return f"{window}, smoothed across frames (ema_alpha {cfg.ema_alpha:g}, as the node)"
+
+
+SSIM_NOTE = (
+    "SSIM is the textbook SSIM of Wang et al. 2004 (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03), "
+    "summed over IR and visible (2 at best); papers that use the IVIF_ZOO / VIFB implementation report a "
+    "different variant, so their SSIM numbers are not comparable with these."
+)
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -138,6 +157,10 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         + ")",
         f"- model: `{report['model']}`; backend: {report['backend']}",
         f"- pairs evaluated: {report['pairing']['evaluated_pairs']}; problems: {report['problems']['total']}",
+        f"- thermal normalisation (mono16 / 32FC1 thermal; mono8 is used as is): "
+        f"{report['settings'].get('thermal_normalisation_detail', report['settings']['thermal_normalisation'])}"
+        + (f" ({report['settings']['thermal_normalisation_reason']})"
+           if report["settings"].get("thermal_normalisation_reason") else ""),
         "",
     ]
     mean = report["mean"]
@@ -156,6 +179,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             "",
             "Baselines use the same pairs: `average` = (IR + VIS Y)/2, `max` = per-pixel maximum, "
             "`visible` = VIS Y alone. Metric definitions: `sage_ros/metrics.py`.",
+            "",
+            SSIM_NOTE,
             "",
         ]
     seg = report["segmentation"]

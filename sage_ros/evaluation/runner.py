@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,21 @@ from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
 log = logging.getLogger(__name__)
 
 FUSED_TOPIC = "/fused/image_raw"
-CLASS_TOPIC = "/segmentation/class_ids"
+CLASS_TOPIC = "/segmentation/mask"  # the node's topic name: a bag replays like the node's output
 OVERLAY_TOPIC = "/segmentation/overlay"
 THUMB_WIDTH = 160  # contact-sheet thumbnails (keeps a 6-row sheet around 0.5 MB)
 _MAX_DETAILS = 200  # problem descriptions kept verbatim; the counts keep going
+
+
+def _auto_thermal(options: EvalOptions, gt_topic: str | None) -> EvalOptions:
+    if options.thermal.mode != "percentile":
+        return replace(options, thermal_reason="as given")
+    if gt_topic is not None:
+        return replace(options, thermal=replace(options.thermal, ema_alpha=1.0),
+                       thermal_reason=f"auto: per frame, because the bag has {gt_topic} (a dataset of unrelated "
+                       "frames, where a window carried across frames would mix scenes)")
+    return replace(options, thermal_reason="auto: smoothed across frames as in the node, because the bag has no "
+                   "ground-truth topic (a camera stream); use --thermal-mode per-frame for a dataset bag")
 
 
 @dataclass
@@ -49,6 +60,11 @@ class EvalOptions:
     queue_size: int = 10
     thermal_offset_ms: float = 0.0  # added to thermal stamps before pairing (node parameter semantics)
     thermal: NormalizerConfig = field(default_factory=NormalizerConfig)
+    # auto: per-frame percentile windows for a dataset bag (it has the ground-truth topic: frames are
+    # unrelated images, so a window smoothed across them mixes scenes), the node's smoothed window for
+    # a camera stream. thermal_reason then says which and why (in the report).
+    thermal_auto: bool = False
+    thermal_reason: str = ""
     compute_metrics: bool = True
     output_bag: Path | None = None  # None: no output bag
     output_storage: str | None = None  # None: same as the input bag
@@ -284,6 +300,9 @@ def evaluate_bag(
                     f"expected {IMAGE_TYPE} or {COMPRESSED_TYPE}"
                 )
         gt_topic = _resolve_topic(options.gt_topic, source.topics)
+        if options.thermal_auto:
+            options = _auto_thermal(options, gt_topic)
+            result.options = options
         labels: dict[int, np.ndarray] = {}
         if gt_topic is not None:
             labels = _read_labels(source, gt_topic, result)
