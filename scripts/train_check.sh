@@ -59,7 +59,8 @@ MASK_DEVICE=$DEVICE
 "$PY" -m sage_ros.training masks --config config/train_smoke.yaml --device "$MASK_DEVICE" --no-progress \
   --set data.layout=sage --set "data.root=$SHARED/sage_official" --set data.limit=2 \
   --set "data.mask_cache=$OUT/masks" --set "sam.checkpoint=$OUT/tiny_sam.pt" \
-  --set sam.points_per_side=8 --set sam.pred_iou_thresh=0.0 --set sam.stability_score_thresh=0.0
+  --set sam.points_per_side=8 --set sam.pred_iou_thresh=0.0 --set sam.stability_score_thresh=0.0 \
+  --set sam.crop_n_layers=0
 ls "$OUT/masks/ir" "$OUT/masks/vis"
 
 echo "== 3/4 bi-level training: $STEPS steps, crops $CROP, batch $BATCH, device $DEVICE"
@@ -84,15 +85,14 @@ run, shared = Path(sys.argv[1]), Path(sys.argv[2])
 rows = list(csv.DictReader((run / "metrics.csv").open()))
 ms = np.array([float(r["step_ms"]) for r in rows])
 warm = ms[5:] if len(ms) > 10 else ms
-first, last = rows[0], rows[-1]
-k = max(1, min(10, len(rows) // 4))
-def mean(key, part):
-    return float(np.mean([float(r[key]) for r in part]))
 print(f"steps: {len(rows)}   step time: median {np.median(warm):.1f} ms, mean {warm.mean():.1f} ms "
       f"(first step {ms[0]:.0f} ms)")
 for key in ("student_loss", "s_mse", "s_grad", "s_cs", "s_fea", "teacher_loss", "t_int", "t_grad", "t_fea"):
-    print(f"  {key:13s} first {float(first[key]):9.4f}  last {float(last[key]):9.4f}   "
-          f"mean of first {k}: {mean(key, rows[:k]):9.4f}  mean of last {k}: {mean(key, rows[-k:]):9.4f}")
+    # Alternating updates: a student column is empty on the teacher's steps and vice versa.
+    vals = [float(r[key]) for r in rows if r.get(key)]
+    k = max(1, min(10, len(vals) // 4))
+    print(f"  {key:13s} first {vals[0]:9.4f}  last {vals[-1]:9.4f}   "
+          f"mean of first {k}: {np.mean(vals[:k]):9.4f}  mean of last {k}: {np.mean(vals[-k:]):9.4f}")
 first_ir = sorted((shared / "datasets/msrs/ir").glob("*.png"))[0]
 ir = cv2.imread(str(first_ir), cv2.IMREAD_GRAYSCALE)
 vis = cv2.imread(str(shared / "datasets/msrs/vi" / first_ir.name), cv2.IMREAD_COLOR)

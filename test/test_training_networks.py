@@ -36,7 +36,8 @@ def test_spatial_transformer_starts_as_identity_and_uses_context() -> None:
 def test_spa_output_shape() -> None:
     block = SPABlock(64)
     x = torch.randn(1, 64, 13, 18)
-    assert block(x, x, x).shape == (1, 256, 13, 18)
+    out, vis, ir = block(x, x, x)
+    assert out.shape == (1, 256, 13, 18) and vis.shape == ir.shape == (1, 64, 13, 18)
 
 
 def test_teacher_taps_pair_with_student_taps_at_odd_sizes() -> None:

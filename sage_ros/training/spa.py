@@ -2,7 +2,8 @@
 
 One SPA block is shared by all five teacher stages. At each stage it sees the image feature and the
 two SAM mask features (all `channels` wide, one size), works on them max-pooled by 4 (attention cost
-grows with the token count) and returns a 4*channels map at the stage's size.
+grows with the token count) and returns a 4*channels map at the stage's size, plus the two refined mask
+features (also at the stage's size) that the teacher carries to the next stage, as upstream does.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class SPABlock(nn.Module):
-    """forward(img, vis_mask, ir_mask) -> (N, 4*C, H, W): concat(img, img_in, img_mid, mask)."""
+    """forward(img, vis_mask, ir_mask) -> (concat(img, img_in, img_mid, mask) (N, 4*C, H, W),
+    refined vis_mask (N, C, H, W), refined ir_mask (N, C, H, W))."""
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
@@ -38,7 +40,9 @@ class SPABlock(nn.Module):
         self.image_cross = SpatialTransformer(c, context_dim=c)
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
 
-    def forward(self, img: torch.Tensor, vis_mask: torch.Tensor, ir_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, vis_mask: torch.Tensor, ir_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = img.shape[-2:]
         img_in, vis_in, ir_in = (F.max_pool2d(t, POOL, ceil_mode=True) for t in (img, vis_mask, ir_mask))
         img_att = self.image_self(img_in)
@@ -47,9 +51,14 @@ class SPABlock(nn.Module):
         ir_att = self.ir_cross(ir_in, repository)
         vis_b = self.act(self.vis_merge(torch.cat([vis_att, vis_in], 1))) + vis_att
         ir_b = self.act(self.ir_merge(torch.cat([ir_att, ir_in], 1))) + ir_att
-        mask = self.act(self.mask_merge(torch.cat([ir_b, vis_b], 1)))
+        # Residuals of both merged branches and both attention outputs, as upstream's middle_mask sum.
+        mask = self.act(self.mask_merge(torch.cat([ir_b, vis_b], 1))) + ir_b + vis_b + vis_att + ir_att
         img_b = self.act(self.image_merge(torch.cat([img_att, img_in], 1))) + img_att
         context = self.reproject(torch.cat([repository, to_tokens(mask)], dim=-1))
         img_mid = self.image_cross(img_b, context)
         out = torch.cat([img_b, img_in, img_mid, mask], dim=1)
-        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        return up(out), up(vis_b), up(ir_b)

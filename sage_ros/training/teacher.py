@@ -79,18 +79,18 @@ class SageTeacher(nn.Module):
         img = self.image_proj(img0)
         vis = self.vis_mask_encoder(mask_images(y, vis_masks))
         irm = self.ir_mask_encoder(mask_images(ir, ir_masks))
-        half = [F.max_pool2d(t, 2) for t in (vis, irm)]
-        quarter = [F.max_pool2d(t, 2) for t in half]
 
-        s1 = self.spa(img, vis, irm)
+        # The refined mask features of each stage feed the next one (max-pooled down, resized up),
+        # as upstream's model_main/model.py carries vi_mask / ir_mask through the five stages.
+        s1, vis, irm = self.spa(img, vis, irm)
         d1 = F.max_pool2d(self.down1(s1), 2)
-        s2 = self.spa(d1, *half)
+        s2, vis, irm = self.spa(d1, F.max_pool2d(vis, 2), F.max_pool2d(irm, 2))
         d2 = F.max_pool2d(self.down2(s2), 2)
-        s3 = self.spa(d2, *quarter)
+        s3, vis, irm = self.spa(d2, F.max_pool2d(vis, 2), F.max_pool2d(irm, 2))
         u1 = self.up1(resize_to(s3, s2) + s2)
-        s4 = self.spa(u1, *half)
+        s4, vis, irm = self.spa(u1, resize_to(vis, s2), resize_to(irm, s2))
         u2 = self.up2(resize_to(s4, s1) + s1)
-        s5 = self.spa(u2, vis, irm)
+        s5, _, _ = self.spa(u2, resize_to(vis, s1), resize_to(irm, s1))
 
         taps = tuple(conv(s) for conv, s in zip(self.taps, (s1, s2, s3, s4, s5), strict=True))
         x = self.decoder_a(torch.cat([s5, img], 1))

@@ -232,8 +232,8 @@ class Trainer:
     def _ensure_mask_cache(self, records: list) -> None:
         """A configured mask cache must be complete: build what is missing, or refuse clearly.
 
-        With a full SAM checkpoint the missing masks are generated here (rank 0; the other ranks wait),
-        exactly as `sage-ros train masks` would; without one, training stops with what to run.
+        With a full SAM checkpoint the missing masks are generated here (single-process runs), exactly
+        as `sage-ros train masks` would; without one, or under DDP, training stops with what to run.
         """
         from sage_ros.training.sam import build_cache_for_config, missing_mask_files
 
@@ -249,6 +249,12 @@ class Trainer:
                 "with a SAM checkpoint first, or set data.mask_cache: null to train with whole-image masks "
                 "(no semantic prior)"
             )
+        if self.env.distributed:
+            # Hours of SAM on one rank would outlast the process group's timeout on the others.
+            raise TrainingError(
+                f"mask cache {d.mask_cache} lacks {missing} of {2 * len(records)} files: build it before a "
+                "multi-process run, in one process: `sage-ros train masks --config ... --device cuda`"
+            )
         if self.env.is_main:
             log.warning(
                 "mask cache %s lacks %d of %d files: building them now with %s (as `sage-ros train masks`)",
@@ -259,8 +265,6 @@ class Trainer:
             )
             report = build_cache_for_config(self.cfg, records, device=str(self.env.device), progress=True)
             log.info("mask cache: %d written, %d with no mask kept", report.written, report.empty)
-        if self.env.distributed:
-            dist.barrier()
 
     def _class_count(self) -> int:
         from sage_ros.training.export import class_table_for
