@@ -1,4 +1,4 @@
-"""Launch file and rviz config: consistent with the node (launch_ros itself is not on PyPI)."""
+"""Launch file and rviz config: consistent with the node; the description builds with the real launch_ros."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_launch_arguments_cover_the_issue():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not installed (ROS distribution only, not on PyPI)")
+                    reason="launch_ros is not installed (not on PyPI: `make test` installs it from ../shared/ros_src)")
 def test_launch_description_builds():
     spec = importlib.util.spec_from_file_location("sage_fusion_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
