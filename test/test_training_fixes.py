@@ -239,3 +239,38 @@ def test_paired_mask_counts_and_choices(tmp_path: Path) -> None:
             config_from_dict(
                 {override.split(".")[0]: {override.split(".")[1].split("=")[0]: override.split("=")[1]}}
             )
+
+
+@pytest.mark.parametrize(
+    ("variant", "embed", "depth", "global_blocks"),
+    [("vit_b", 768, 12, (2, 5, 8, 11)), ("vit_l", 1024, 24, (5, 11, 17, 23)), ("vit_h", 1280, 32, (7, 15, 23, 31))],
+)
+def test_sam_size_is_read_off_the_checkpoint_shapes(
+    variant: str, embed: int, depth: int, global_blocks: tuple[int, ...]
+) -> None:
+    """The official key layout with the official shapes (meta tensors: no memory) names its variant."""
+    from sage_ros.training import sam
+
+    meta = {"device": "meta"}
+    state = {
+        "image_encoder.patch_embed.proj.weight": torch.empty(embed, 3, 16, 16, **meta),
+        "image_encoder.pos_embed": torch.empty(1, 64, 64, embed, **meta),
+        "image_encoder.blocks.0.mlp.lin1.weight": torch.empty(4 * embed, embed, **meta),
+        "image_encoder.neck.0.weight": torch.empty(256, embed, 1, 1, **meta),
+        "prompt_encoder.no_mask_embed.weight": torch.empty(1, 256, **meta),
+    }
+    for i in range(depth):
+        size = 2 * 64 - 1 if i in global_blocks else 2 * 14 - 1
+        state[f"image_encoder.blocks.{i}.attn.rel_pos_h"] = torch.empty(size, 64, **meta)
+    cfg = sam.encoder_config(sam.encoder_state(state))
+    assert cfg.variant == variant and cfg.global_attn_indexes == global_blocks
+    assert (cfg.img_size, cfg.patch_size, cfg.window_size, cfg.num_heads) == (1024, 16, 14, embed // 64)
+
+
+def test_auto_variant_accepts_what_the_file_holds_and_a_named_one_insists(workspace: Path) -> None:
+    from sage_ros.training import sam
+
+    _, cfg = sam.load_image_encoder(workspace / "tiny_sam.pt", "auto")
+    assert cfg.variant.startswith("custom")
+    with pytest.raises(sam.SamCheckpointError, match="not the requested vit_h"):
+        sam.load_image_encoder(workspace / "tiny_sam.pt", "vit_h")
