@@ -274,3 +274,26 @@ def test_auto_variant_accepts_what_the_file_holds_and_a_named_one_insists(worksp
     assert cfg.variant.startswith("custom")
     with pytest.raises(sam.SamCheckpointError, match="not the requested vit_h"):
         sam.load_image_encoder(workspace / "tiny_sam.pt", "vit_h")
+
+
+def test_project_segmenter_reads_a_seg_net_file_with_infrared_input(tmp_path: Path) -> None:
+    """The SegNet format (fused Y + infrared inputs) loads through segmenter.weights, frozen, with
+    gradients reaching its fused input (a freshly saved network stands in for the shipped one)."""
+    seg_net = pytest.importorskip("sage_ros.model.seg_net")
+    from sage_ros.classes import class_table
+    from sage_ros.training.segmenter import build_segmenter, label_lookup
+
+    torch.manual_seed(0)
+    net = seg_net.SegNet(inputs=("fused", "infrared"), num_classes=4)
+    path = seg_net.save_net(net, tmp_path / "seg_net_test.npz", class_table("msrs").to_json())
+    seg = build_segmenter("project", 9, path)
+    assert seg.inputs == ("fused_y", "ir") and list(seg.class_names) == ["unlabelled", "car", "person", "bike"]
+    assert not any(p.requires_grad for p in seg.parameters()) and not seg.training
+    fused = torch.rand(2, 1, 64, 96, requires_grad=True)
+    logits = seg(fused, torch.rand(2, 1, 64, 96))
+    assert logits.shape == (2, 4, 64, 96)
+    logits.logsumexp(1).sum().backward()
+    assert fused.grad is not None and fused.grad.abs().sum() > 0
+    table = label_lookup(class_table("fmb").names, seg.class_names, 255)
+    fmb = class_table("fmb").names
+    assert table[fmb.index("person")] == 2 and table[fmb.index("bicycle")] == 3 and table[fmb.index("sky")] == 0
