@@ -77,6 +77,13 @@ def main() -> int:
                                              threads=args.threads)),
         ("openvino int8 (QDQ)", BackendConfig(name="openvino", onnx_path=int8_path, threads=args.threads)),
     ]
+    from sage_ros.cpu_features import choose_precision, read_cpu_features
+
+    features = read_cpu_features()
+    print(f"CPU: {features.summary()}  (a shared machine: compare rows of one run, not runs)")
+    for name in ("openvino", "onnxruntime"):
+        chosen, why = choose_precision(name, features)
+        print(f"  precision auto on {name}: {chosen} ({why})")
     print(f"weights {weights}; median of {args.runs} runs after {args.warmup} warm-up; one process")
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))

@@ -5,7 +5,7 @@ Protocol (both images in MSRS are 640x480, so a low-resolution thermal camera is
   pixel averaging). `rgb` = the IR registered back up to 1024x768 (as the node does) and fused there;
   `thermal` = fused at 640x480, fused Y brought back with the visible detail layer.
 - msrs: the MSRS eval split (names from splits.csv). RGB native 640x480, thermal camera simulated at
-  320x240 (4x fewer pixels, a harsher ratio than 640x512 vs 1280x720's 2.8x).
+  384x288 (2.78x fewer pixels: the ratio of a 640x512 thermal camera to a 1280x720 RGB one).
 - msrs_up (--upscaled): visible upscaled to 1280x960 (bicubic), thermal native 640x480.
 Reported: PSNR of the final 8-bit RGB image against the full-resolution fp32 fusion of the same pair,
 and the fusion metrics (sage_ros.metrics, on the fused Y against the registered IR and the visible Y at
@@ -104,9 +104,11 @@ def main() -> int:
         names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"]
     if args.limit:
         names = names[: args.limit]
-    pairs = [(cv2.imread(str(msrs / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(msrs / "vi" / f"{n}.png")))
-             for n in names]
-    run_set("msrs eval, thermal 320x240 vs RGB 640x480", pairs, full, low, lambda hw: (hw[0] // 2, hw[1] // 2))
+    pairs = [
+        (cv2.imread(str(msrs / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(msrs / "vi" / f"{n}.png")))
+        for n in names
+    ]
+    run_set("msrs eval, thermal 384x288 vs RGB 640x480", pairs, full, low, lambda hw: (288, 384))
     if args.upscaled:
         up = [(ir, cv2.resize(vis, (1280, 960), interpolation=cv2.INTER_CUBIC)) for ir, vis in pairs]
         run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640))

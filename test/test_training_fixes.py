@@ -297,3 +297,13 @@ def test_project_segmenter_reads_a_seg_net_file_with_infrared_input(tmp_path: Pa
     table = label_lookup(class_table("fmb").names, seg.class_names, 255)
     fmb = class_table("fmb").names
     assert table[fmb.index("person")] == 2 and table[fmb.index("bicycle")] == 3 and table[fmb.index("sky")] == 0
+
+
+def test_mask_cache_path_follows_the_dataset_root() -> None:
+    from sage_ros.training.config import ConfigError, load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "config" / "train_msrs.yaml", ["data.root=/data/MSRS"])
+    assert cfg.data.mask_cache == "/data/MSRS/sam_masks/train"
+    with pytest.raises(ConfigError, match="root"):
+        config_from_dict({"data": {"mask_cache": "{home}/masks"}})

@@ -29,7 +29,9 @@ class DataConfig:
     split: str = "train"
     crop: list[int] | None = field(default_factory=lambda: [192, 256])  # H, W; null = full frames
     flip: bool = True
-    mask_cache: str | None = None  # folder written by `train masks`; null = whole-image masks
+    # Folder written by `train masks` ('{root}' and '{split}' are replaced by data.root / data.split);
+    # null = whole-image masks.
+    mask_cache: str | None = None
     top_k: int = 4
     paired_masks: bool = True  # upstream: as many IR masks as VIS masks per pair (min of the two)
     labels: str | bool = "auto"
@@ -171,6 +173,12 @@ _CHOICES = {
 
 def config_from_dict(values: dict) -> TrainConfig:
     cfg = _fill(TrainConfig, values or {}, "")
+    if cfg.data.mask_cache:
+        # So that overriding data.root alone moves the cache with the dataset.
+        try:
+            cfg.data.mask_cache = str(cfg.data.mask_cache).format(root=cfg.data.root, split=cfg.data.split)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"data.mask_cache: only {{root}} and {{split}} may appear in braces ({exc})") from exc
     for (section, key), allowed in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
