@@ -1,6 +1,6 @@
-"""Cost of the segmentation head: student alone vs student+head, per backend, same process.
+"""Cost of the segmentation network: student alone vs student+network, per backend, same process.
 
-    python benchmarks/seg_head.py [--checkpoint PATH] [--head PATH] [--size 480 640] [--repeats 15]
+    python benchmarks/seg_head.py [--checkpoint PATH] [--net SEG.onnx] [--size 480 640] [--repeats 15]
 
 Both models run on the same random 640x480 input in alternation (A, B, A, B, ...), so a machine whose
 load changes during the run (other jobs, frequency scaling) affects both alike; the median of each is
@@ -40,49 +40,55 @@ def _time_pair(a, b, y: np.ndarray, ir: np.ndarray, repeats: int) -> dict[str, l
     return times
 
 
+def _cpu_flags() -> str:
+    """Model name and the SIMD flags that matter for these runtimes, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+    return f"{model}; " + " ".join(f for f in wanted if f in flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--head", type=Path, default=None, help="head .npz (default: the shipped one)")
+    parser.add_argument("--net", type=Path, default=None,
+                        help="standalone seg graph .onnx (default: the shipped sage_ros/data/seg_net_msrs.onnx)")
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: runtime's)")
-    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino", "torch"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
     args = parser.parse_args(argv)
 
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.export import export_student
-    from sage_ros.model.seg_head import (
-        SegHead,
-        count_macs_per_pixel,
-        default_head_path,
-        export_student_with_head,
-    )
+    from sage_ros.model_files import export_checkpoint, shipped_head
 
     checkpoint = args.checkpoint or (SHARED_CHECKPOINT if SHARED_CHECKPOINT.is_file() else default_checkpoint())
     if not checkpoint.is_file():
         print(f"no student checkpoint at {checkpoint}: run `sage-ros weights fetch` or pass --checkpoint")
         return 1
-    head_path = args.head or default_head_path()
-    if not head_path.is_file():
-        print(f"no head weights at {head_path}: run `sage-ros seg train` or pass --head")
+    head_path = args.net or shipped_head()
+    if head_path is None or not Path(head_path).is_file():
+        print(f"no segmentation network at {head_path}: run `sage-ros seg train` or pass --net")
         return 1
     h, w = args.size
     rng = np.random.default_rng(0)
     y = rng.random((h, w), dtype=np.float32)
     ir = rng.random((h, w), dtype=np.float32)
     print(f"input {w}x{h}, {args.repeats} alternating runs each, threads={args.threads or 'default'}")
-    print(f"head: {count_macs_per_pixel(SegHead()):.0f} MAC/pixel (student ~65.1 k)")
+    print(f"network: {head_path}")
+    print("CPU flags: " + _cpu_flags())
     columns = ["median wall", "best wall", "median cpu"]
     header = "".join(f"{c + ' ms (student / +head / ratio)':>42}" for c in columns)
     print(f"{'backend':<12}{header}")
     with tempfile.TemporaryDirectory() as tmp:
-        alone_onnx = export_student(load_student(checkpoint), Path(tmp) / "student.onnx")
-        seg_onnx = export_student_with_head(checkpoint, head_path, Path(tmp) / "student_seg.onnx")
+        alone_onnx = export_checkpoint(checkpoint, Path(tmp) / "student.onnx", None)
+        seg_onnx = export_checkpoint(checkpoint, Path(tmp) / "student_seg.onnx", head_path)
         for name in args.backends:
             plain = BackendConfig(name=name, onnx_path=alone_onnx, weights_path=checkpoint, threads=args.threads)
             seg = BackendConfig(name=name, onnx_path=seg_onnx, weights_path=checkpoint, threads=args.threads)
-            seg.extra["head_path"] = str(head_path)
             try:
                 a, b = create_backend(plain), create_backend(seg)
             except BackendError as exc:

@@ -78,7 +78,7 @@ def composed(tmp_path_factory):
             named = {"fused": fused, "infrared": it, "visible": yt}
             logits = net(torch.cat([named[k] for k in net.inputs], 1))
         crops.append({"y": y, "ir": ir_f, "ids": logits.argmax(1)[0].to(torch.uint8).numpy()})
-    return {"model": model, "seg": seg_onnx, "crops": crops, "net": net}
+    return {"model": model, "seg": seg_onnx, "crops": crops, "net": net, "weights": weights}
 
 
 def test_standalone_graph_follows_the_contract(composed):
@@ -103,10 +103,12 @@ def test_composed_model_passes_the_tensorrt_static_check(composed):
     assert [o.name for o in model.graph.output] == ["fused_y", "class_ids"]
 
 
-@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino", "torch"])
 def test_every_cpu_backend_gives_the_torch_class_ids(composed, name):
+    config = BackendConfig(name=name, onnx_path=composed["model"], weights_path=CHECKPOINT, threads=1)
+    config.extra["head_path"] = str(composed["weights"])  # the torch backend runs the .npz weights
     try:
-        backend = create_backend(BackendConfig(name=name, onnx_path=composed["model"], threads=1))
+        backend = create_backend(config)
     except BackendError as exc:
         pytest.skip(f"{name} backend unavailable here: {exc}")
     try:
@@ -156,8 +158,14 @@ def test_a_short_training_run_lowers_the_loss():
         box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
         frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir, "visible": ir}, box))
     config = NetTrainConfig(steps=40, batch=4, widths=(8, 8, 16, 16), lr=1e-2, log_every=0, threads=1)
-    _, losses = train_net(frames, config)
+    net, losses = train_net(frames, config)
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4])
+    # Same seed, same thread count: the same weights bit for bit (what makes the shipped file rebuildable).
+    again, _ = train_net(frames, NetTrainConfig(**{**config.__dict__, "steps": 5}))
+    once_more, _ = train_net(frames, NetTrainConfig(**{**config.__dict__, "steps": 5}))
+    for a, b in zip(again.state_dict().values(), once_more.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(net.classifier.weight, again.classifier.weight)
 
 
 def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):

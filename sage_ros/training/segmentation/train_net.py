@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class NetTrainConfig:
     inputs: tuple[str, ...] = ("fused", "infrared")
     num_classes: int = DEFAULT_NUM_CLASSES
-    widths: tuple[int, ...] = (16, 24, 48, 64)
+    widths: tuple[int, ...] = (12, 16, 32, 48)
     steps: int = 1500
     batch: int = 16
     lr: float = 4e-3
