@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -66,8 +67,18 @@ def _stamp(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+def shm_only_profile(profile: Path, workdir: Path) -> Path:
+    """A copy of a Fast DDS profile without its UDP transport: same-host traffic only (the segment
+    size is what matters between processes on one host, and nothing may leave this machine)."""
+    head, sep, users = profile.read_text().partition("<userTransports>")
+    text = head + sep + re.sub(r"\s*<transport_id>sage_udp</transport_id>", "", users, count=1)
+    out = workdir / f"shm_only_{profile.name}"
+    out.write_text(text)
+    return out
+
+
 def run_row(model: Path, publisher: str, node_qos: str, pairs: int, timeout: float, threads: int,
-            src: Path | None, workdir: Path, salt: int) -> dict:
+            src: Path | None, workdir: Path, salt: int, profile: Path | None = None) -> dict:
     thermal, rgb = frames(OFFICIAL, (640, 512), (1280, 720))
     t_fields, r_fields = encode_image(thermal, "mono16"), encode_image(rgb, "bgr8")
     params = {
@@ -79,9 +90,13 @@ def run_row(model: Path, publisher: str, node_qos: str, pairs: int, timeout: flo
         params["qos.reliability"] = node_qos
     domain = pick_domain_id(salt)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
+    if profile is not None:  # for the camera (this process) only: the node keeps Fast DDS defaults
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     probe = Probe(domain, input_reliability=publisher)  # the camera is up before the node
+    os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     node = SourceNodeProcess(params, domain, workdir / f"node_{publisher}_{node_qos}.log", src=src).start()
-    row = {"publisher": publisher, "node_qos": node_qos, "sent": 0, "fused": 0}
+    row = {"publisher": publisher + (" + large-frames profile" if profile else ""), "node_qos": node_qos,
+           "sent": 0, "fused": 0}
     try:
         if not probe.wait_for_node(90.0):
             raise RuntimeError(f"node did not come up:\n{node.log_text()}")
@@ -134,6 +149,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--node-src", type=Path, default=None, help="folder holding another sage_ros/ to run")
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--publisher-profile", type=Path, default=None,
+                    help="Fast DDS profile for the camera process, e.g. config/fastdds_large_frames.xml "
+                         "(used without its UDP transport)")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
@@ -142,13 +160,14 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.1f} at start (shared machine)")
     workdir = Path(tempfile.mkdtemp(prefix="qos_match_"))
     model = args.model or exported_student(OFFICIAL / "checkpoints.pt", Path(tempfile.gettempdir()) / "sage_models")
+    profile = shm_only_profile(args.publisher_profile, workdir) if args.publisher_profile else None
     rows = []
     salt = 0
     for node_qos in args.node_qos:
         for publisher in args.publisher:
             salt += 1
             row = run_row(model, publisher, node_qos, args.pairs, args.timeout, args.threads, args.node_src,
-                          workdir, salt)
+                          workdir, salt, profile)
             rows.append(row)
             print(row, flush=True)
     src = f" (node from {args.node_src})" if args.node_src else ""

@@ -256,6 +256,18 @@ def test_inference_raising_mid_stream_is_counted_and_the_stream_recovers(onnx_mo
             assert acc["received"] == acc["fates"] == 4, acc
         assert f"model failed on a {RW // 2}x{RH // 2} pair" in proc.log_text()
         assert proc.alive()
+        # Inference runs nicer than the executor and DDS threads (they must not starve on a busy CPU).
+        nices = _thread_nices(proc.proc.pid)
+        assert max(nices) - min(nices) >= 5, nices
+
+
+def _thread_nices(pid: int) -> list[int]:
+    """The nice value of every thread of a process (/proc/<pid>/task/<tid>/stat, field 19)."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            out.append(int(f.read().rsplit(")", 1)[1].split()[16]))
+    return out
 
 
 # --- signals in every lifecycle state --------------------------------------------------------------
