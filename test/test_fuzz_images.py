@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed (pip install 'sage_ros[dev]')")
+hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed (pip install -e '.[dev]')")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -212,7 +212,7 @@ def _random_case(rng: np.random.Generator) -> SimpleNamespace:
 
 
 def test_hundreds_of_malformed_messages_over_dds_are_counted_by_cause_and_survived(tmp_path_factory):
-    pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+    pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
     if not CHECKPOINT.is_file():
         pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
     from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 from sage_ros.encodings import encode_image  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, exported_student  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 from test_node_dds import (  # noqa: E402
     CHECKPOINT,

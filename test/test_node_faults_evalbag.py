@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("rosbags", reason="rosbags not installed (pip install 'sage_ros[eval]')")
+pytest.importorskip("rosbags", reason="rosbags not installed (pip install -e '.[eval]')")
 
 from test_eval_bag import OFFICIAL, T0, _crops, _raw_image_msg  # noqa: E402
 

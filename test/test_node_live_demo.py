@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 from sage_ros.node.harness import exported_student  # noqa: E402
 from sage_ros.node.live_demo import run_live_demo  # noqa: E402

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 pytest.importorskip("torch", reason="exporting the model needs torch")
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
