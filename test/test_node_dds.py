@@ -515,3 +515,21 @@ def test_every_message_is_accounted_for_across_deactivate_activate_and_cleanup_c
     finally:
         probe.close()
         proc.stop()
+
+
+def test_auto_qos_choice_and_distinct_problem_logging_units():
+    from rclpy.qos import ReliabilityPolicy as R
+
+    from sage_ros.node.fusion_node import _Throttle, match_publishers
+
+    assert match_publishers([]) == ("best_effort", "no publisher yet")
+    assert match_publishers([R.RELIABLE, R.RELIABLE]) == ("reliable", "all 2 publisher(s) RELIABLE")
+    assert match_publishers([R.RELIABLE, R.BEST_EFFORT]) == ("best_effort", "1 of 2 publisher(s) BEST_EFFORT")
+    throttle = _Throttle(period=5.0, max_distinct=3)
+    assert throttle("rgb_unsupported_encoding", 0.0, "'bayer_rggb8'") == 0  # first sight: logged
+    assert throttle("rgb_unsupported_encoding", 0.1, "'bayer_rggb8'") is None  # same problem: throttled
+    assert throttle("rgb_unsupported_encoding", 0.2, "''") == 1  # a new detail is named at once
+    assert throttle("rgb_unsupported_encoding", 0.3, "'x'") == 0
+    assert throttle("rgb_unsupported_encoding", 0.4, "'y'") is None  # past max_distinct: per-cause throttle
+    assert len(throttle) == 3
+    assert throttle("rgb_unsupported_encoding", 6.0, "'z'") == 1  # period over: logged with the repeat count
