@@ -35,14 +35,25 @@ for name in launch launch_ros message_filters; do
 done
 
 echo "installing ros2/launch and launch_ros from $SRC (dependencies from PyPI, the packages with --no-deps)"
+# The upstream setup.py files make setuptools print pages of deprecation warnings: keep them in a log,
+# shown only when pip fails.
+LOG=$DEST/pip.log
+pip_quiet() {
+  if ! "$VENV/bin/pip" install --quiet "$@" >>"$LOG" 2>&1; then
+    cat "$LOG" >&2
+    echo "error: pip install $* failed (log: $LOG)" >&2
+    exit 1
+  fi
+}
+: >"$LOG"
 # Their setup.py files ask for `ament_index_python`, which PyPI names ros-ament-index-python.
-"$VENV/bin/pip" install --quiet ros-lifecycle-msgs osrf-pycommon ros-ament-index-python lark pyyaml packaging
-"$VENV/bin/pip" install --quiet --no-deps \
+pip_quiet ros-lifecycle-msgs osrf-pycommon ros-ament-index-python lark pyyaml packaging
+pip_quiet --no-deps \
   "$DEST/launch/launch" "$DEST/launch/launch_xml" "$DEST/launch/launch_yaml" \
   "$DEST/launch_ros/launch_ros" "$DEST/launch_ros/ros2launch"
 
 # message_filters' setup.py is a ROS 1 catkin file: put its Python sources on the venv's path instead.
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$DEST/message_filters/src" > "$site/sage_ros_message_filters.pth"
-"$VENV/bin/python" -c 'import launch, message_filters; print("launch, launch_ros, message_filters installed")' \
+"$VENV/bin/python" -c 'import launch, message_filters; print("launch, launch_ros and message_filters installed (importing launch_ros also needs composition_interfaces: a ROS distribution, or the test placeholder)")' \
   2>&1 | tail -1
