@@ -32,10 +32,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
 from sage_ros.encodings import encode_image  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
+from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
+from sage_ros.pipeline import FusionPipeline  # noqa: E402
+from sage_ros.registration import Registration  # noqa: E402
+from sage_ros.thermal import ThermalNormalizer  # noqa: E402
 
 CONFIGS = {
     "old": {"fusion.resolution": "rgb", "precision": "fp32"},
@@ -120,6 +125,7 @@ def main() -> int:
           f"threads {args.threads}, QoS reliable, {args.frames} paced pairs per configuration\n")
 
     nodes, probes, logs, node_side = {}, {}, {}, {}
+    in_process: dict[str, list[float]] = {n: [] for n in names}
     try:
         for i, name in enumerate(names):
             domain = pick_domain_id(31 + 7 * i)
@@ -150,6 +156,21 @@ def main() -> int:
             recv, msg = found()
             return (recv - stamp) * 1e-6, msg
 
+        # The same per-pair work without ROS, in this process (decode, normalise, register, model, colour):
+        # one run per configuration per round, between the node pairs, so it sees the same load.
+        from types import SimpleNamespace
+
+        th_msg = SimpleNamespace(**thermal_fields.__dict__)
+        rgb_msg = SimpleNamespace(**rgb_fields.__dict__)
+        local = {}
+        for name in names:
+            cfg = CONFIGS[name]
+            backend = create_backend(BackendConfig(name=args.backend, onnx_path=model, threads=args.threads,
+                                                   precision=cfg["precision"]))
+            local[name] = PairProcessor(FusionPipeline(backend, cfg["fusion.resolution"]), ThermalNormalizer(),
+                                        Registration(homography))
+            local[name].process(th_msg, rgb_msg)  # warm-up
+        in_process: dict[str, list[float]] = {n: [] for n in names}
         e2e: dict[str, list[float]] = {n: [] for n in names}
         quality: dict[str, list[float]] = {n: [] for n in names}
         lost = dict.fromkeys(names, 0)
@@ -164,6 +185,11 @@ def main() -> int:
                 if k:
                     e2e[name].append(got[0])
                 images[name] = image_of(got[1])
+            if k:
+                for name in names[k % len(names):] + names[: k % len(names)]:
+                    start = time.perf_counter()
+                    local[name].process(th_msg, rgb_msg)
+                    in_process[name].append((time.perf_counter() - start) * 1000.0)
             if "old" in images:
                 for name in names:
                     if name != "old" and name in images:
@@ -215,6 +241,14 @@ def main() -> int:
         inside = f"{float(side.get('processing_p50_ms', 'nan')):.0f} / {float(side.get('inference_p50_ms', 'nan')):.0f}"
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
               f"{inside} | {rate} | {q} |")
+    base_local = percentiles_ms(in_process["old"])["p50"] if in_process.get("old") else None
+    print("\nsame pairs in this process without ROS (decode + normalise + register + model + colour), interleaved:")
+    print("| configuration | p50 ms | p95 ms | speed-up (p50) |")
+    print("|---|---|---|---|")
+    for name in names:
+        p = percentiles_ms(in_process[name]) if in_process[name] else {"p50": float("nan"), "p95": float("nan")}
+        speed = f"x{base_local / p['p50']:.2f}" if base_local and in_process[name] else "-"
+        print(f"| {name}: {LABELS[name]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} |")
     for name in names:
         if lost[name]:
             print(f"{name}: {lost[name]} paced pairs lost (timeout {args.pair_timeout:g} s)")
