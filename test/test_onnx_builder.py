@@ -140,3 +140,23 @@ def test_reader_matches_torch_load(checkpoint_path: Path):
     assert set(ours) == set(theirs)
     for key, tensor in theirs.items():
         np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
+
+
+def test_weights_fetch_without_torch_builds_the_model_and_says_where_files_came_from(official_dir: Path, tmp_path):
+    """`sage-ros weights fetch` in a process where `import torch` fails: checked files, then a model."""
+    dest = tmp_path / "cache"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from sage_ros.cli import main\n"
+        f"sys.exit(main(['weights', 'fetch', '--mirror', {str(official_dir)!r}, '--dest', {str(dest)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "checkpoints.pt  sha256 ecfde477ca4c... verified  (mirror " in out
+    assert "torch-free builder" in out
+    meta = json.loads((dest / "sage_student.json").read_text())
+    assert meta["builder"] == "numpy" and meta["checkpoint_sha256"].startswith("ecfde477")
+    model = onnx.load(dest / "sage_student.onnx")
+    assert [i.name for i in model.graph.input] == ["vis_y", "ir"]
+    assert f"ONNX model: {dest / 'sage_student.onnx'}" in out
