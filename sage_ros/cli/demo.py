@@ -126,6 +126,9 @@ def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:
         [p[0] for p in pairs], [p[1] for p in pairs],
         ensure_onnx(args.model, args.weights), out / "live",
         backend=args.backend if args.backend != "torch" else "auto",
+        # The node fuses as the offline run above did (same precision and resolution rule).
+        precision=args.precision,
+        resolution=res if isinstance(res := args.resolution, str) else f"{res[1]}x{res[0]}",
     )
     print(f"  pairs sent {stats['pairs_sent']}, fused images received {stats['fused_received']}, "
           f"end-to-end latency p50 {stats['latency_p50_ms']:.0f} ms, max {stats['latency_max_ms']:.0f} ms")

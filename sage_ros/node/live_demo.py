@@ -52,6 +52,8 @@ def run_live_demo(
     timeout_per_pair: float = 60.0,
     startup_timeout: float = 60.0,
     domain_id: int | None = None,
+    precision: str = "auto",
+    resolution: str = "thermal",
 ) -> dict[str, Any]:
     """Publish the pairs live through the fusion node and save what it publishes.
 
@@ -79,6 +81,8 @@ def run_live_demo(
         "model_path": str(onnx_path),
         "backend": backend,
         "threads": int(threads),
+        "precision": precision,
+        "fusion.resolution": resolution,
         # Same-host demo: RELIABLE so no frame is lost to UDP fragment drops (see docs/node.md).
         "qos.reliability": "reliable",
         "diagnostics.period": 0.5,
