@@ -58,7 +58,10 @@ class SourceNodeProcess(NodeProcess):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         # cwd = the other tree: `python -m` puts it first on sys.path.
-        self.proc = subprocess.Popen(self.command(), env=env, cwd=str(self.src), stdout=self._log_file,
+        cmd = self.command()
+        if not (self.src / "sage_ros" / "node" / "run.py").is_file():  # older trees: no run module yet
+            cmd = [("sage_ros.node.fusion_node" if c == "sage_ros.node.run" else c) for c in cmd]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=str(self.src), stdout=self._log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
