@@ -69,7 +69,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sage-ros = sage_ros.cli:main",
-            "fusion_node = sage_ros.node.fusion_node:main",
+            "fusion_node = sage_ros.node.run:main",  # records signals before the heavy imports
         ],
     },
 )

@@ -56,3 +56,16 @@ def test_every_dds_starter_uses_the_helper() -> None:
         text = (repo / rel).read_text()
         assert "NodeProcess" in text or "local_dds_env" in text, rel
         assert "ROS_DOMAIN_ID=" not in text, f"{rel} sets a domain without the helper"
+
+
+def test_pick_domain_id_skips_a_domain_in_use() -> None:
+    """The pid-derived id is probed: a domain another participant on this host uses is skipped."""
+    pytest.importorskip("rclpy")
+    from sage_ros.node.harness import Probe, domain_in_use
+
+    first = pick_domain_id(91)
+    assert not domain_in_use(first)
+    with Probe(first, diagnostics=False):
+        assert domain_in_use(first)
+        second = pick_domain_id(91)
+        assert second != first and 100 <= second < 200

@@ -7,7 +7,6 @@ released model runs quickly on a CPU.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
@@ -19,11 +18,11 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 from sage_ros.encodings import encode_image  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe, exported_student  # noqa: E402
+from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
-DOMAIN = os.getpid() % 100 + 100  # this module's own ROS domain: no cross-talk with parallel runs
+DOMAIN = pick_domain_id(0)  # this module's own ROS domain (pid-derived, probed): no cross-talk with parallel runs
 MS = 1_000_000
 TH, TW = 128, 160
 RH, RW = 256, 320

@@ -41,9 +41,9 @@ from test_node_dds import (  # noqa: E402
     wait_inputs_matched,
 )
 
-from sage_ros.node.harness import NodeProcess, Probe, exported_student, local_dds_env  # noqa: E402
+from sage_ros.node.harness import NodeProcess, Probe, exported_student, local_dds_env, pick_domain_id  # noqa: E402
 
-DOMAIN = os.getpid() % 100 + 100 + 20  # away from test_node_dds' domains in the same run
+DOMAIN = pick_domain_id(20)  # away from test_node_dds' domains in the same run (pid-derived, probed)
 
 
 @pytest.fixture(scope="module")

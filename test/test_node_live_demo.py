@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from sage_ros.node.harness import exported_student  # noqa: E402
+from sage_ros.node.harness import exported_student, pick_domain_id  # noqa: E402
 from sage_ros.node.live_demo import run_live_demo  # noqa: E402
 
 OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "sage_official"
@@ -46,7 +45,7 @@ def test_live_demo_returns_what_the_node_published_identical_to_offline_fusion(s
     ir_paths, vis_paths, onnx = small_pairs
     stats = run_live_demo(
         ir_paths, vis_paths, onnx, tmp_path / "out", rate_hz=5.0, backend="onnxruntime", threads=1,
-        domain_id=os.getpid() % 100 + 110,
+        domain_id=pick_domain_id(10),
     )
     assert stats["pairs_sent"] == 2 and stats["fused_received"] == 2, stats
     assert stats["node_alive"]

@@ -63,3 +63,40 @@ def test_repeated_signals_shut_down_cleanly(model: Path, tmp_path: Path, signals
     log = proc.log_text()
     assert code == 0, f"exit code {code}\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
+
+
+def _wait_until_loaded(pid: int, library: str, timeout: float = 60.0) -> bool:
+    """Wait until the process has mapped `library` (a point of its start-up, not a time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if library in Path(f"/proc/{pid}/maps").read_text():
+                return True
+        except OSError:
+            return False
+        time.sleep(0.002)
+    return False
+
+
+# Points of the start-up, in order: numpy's C core (the first heavy import, after the executable's
+# entry point started recording signals), rclpy's extension (mid-imports), ONNX Runtime (configure).
+STARTUP_POINTS = ["_multiarray_umath", "_rclpy_pybind11", "onnxruntime_pybind11_state"]
+
+
+@pytest.mark.parametrize("point", STARTUP_POINTS)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_while_starting_ends_cleanly(model: Path, tmp_path: Path, point: str, sig) -> None:
+    """A stop requested while the executable is still importing or configuring (Ctrl-C right after
+    `ros2 launch`): exit 0, no traceback. (Before the interpreter has run any of our code, e.g.
+    during Python's own `site` import, no Python program can handle a signal.)"""
+    params = {"model_path": str(model), "backend": "onnxruntime", "threads": 1}
+    proc = NodeProcess(params, pick_domain_id(71), tmp_path / "node.log").start()
+    try:
+        assert _wait_until_loaded(proc.proc.pid, point), proc.log_text()
+        proc.proc.send_signal(sig)
+        code = proc.proc.wait(timeout=60)
+    finally:
+        proc.stop(timeout=5)
+    log = proc.log_text()
+    assert code == 0, f"exit code {code}\n{log[-3000:]}"
+    assert "Traceback" not in log, log[-3000:]

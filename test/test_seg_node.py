@@ -7,7 +7,6 @@ backend, and carry the RGB frame's stamp and frame_id.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,14 +20,14 @@ pytest.importorskip("torch", reason="exporting the model needs torch")
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.classes import load_class_table, overlay  # noqa: E402
 from sage_ros.model.seg_head import default_head_path, export_student_with_head  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe  # noqa: E402
+from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
 MSRS = SHARED / "datasets" / "msrs"
 PAIR = "00828N"
-DOMAIN = (os.getpid() + 7) % 100 + 100  # this module's own ROS domain
+DOMAIN = pick_domain_id(7)  # this module's own ROS domain (pid-derived, probed)
 
 
 def _stamp(msg) -> int:

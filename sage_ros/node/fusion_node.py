@@ -9,7 +9,7 @@ sync callback only puts the pair into a one-slot mailbox; a worker thread takes 
 decodes, normalises, registers, fuses and publishes with the RGB header. The executor never waits
 for inference. Every received message ends in exactly one counted fate (docs/node.md, Accounting);
 input QoS follows the publishers by default (`qos.reliability: auto`, re-checked every second).
-Run: `fusion_node`, `python -m sage_ros.node.fusion_node` or `ros2 run sage_ros fusion_node`.
+Run: `fusion_node`, `python -m sage_ros.node.run` or `ros2 run sage_ros fusion_node`.
 """
 
 from __future__ import annotations
@@ -705,7 +705,7 @@ class FusionNode(LifecycleNode):
             self._diag_pub.publish(array)
 
 
-def _record_shutdown_signals() -> list[int]:
+def _record_shutdown_signals(received: list[int] | None = None) -> list[int]:
     """Python-level SIGINT/SIGTERM handlers that only record the signal; installed BEFORE rclpy.init.
 
     rclpy's own handlers (which wake the executor and shut the context down) chain to the handler
@@ -714,7 +714,7 @@ def _record_shutdown_signals() -> list[int]:
     Ctrl-C or a supervisor's second SIGTERM landing in executor.shutdown or destroy_node killed
     the node with a traceback (exit -2 / -15) instead of letting the shutdown finish.
     """
-    received: list[int] = []
+    received = [] if received is None else received
 
     def record(signum: int, frame: Any) -> None:
         received.append(signum)
@@ -741,8 +741,10 @@ def _shutdown(node: FusionNode | None, executor: SingleThreadedExecutor | None) 
             print(f"[sage_fusion] {what} failed during shutdown: {exc!r}", file=sys.stderr)
 
 
-def main(args: list[str] | None = None) -> int:
-    received = _record_shutdown_signals()
+def main(args: list[str] | None = None, received: list[int] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM. `received`: signals already recorded by `sage_ros.node.run`
+    (the executable's entry point, which starts recording before this module's imports)."""
+    received = _record_shutdown_signals(received)
     rclpy.init(args=args)
     node = executor = None
     try:
@@ -757,7 +759,9 @@ def main(args: list[str] | None = None) -> int:
                     "autostart: configure failed; the node stays up unconfigured: fix the cause, then "
                     "configure it again through its lifecycle services"
                 )
-        executor.spin()
+        # A signal recorded before rclpy's handlers were installed asked for a stop nobody acted on.
+        if not received:
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:

@@ -1,6 +1,7 @@
 """Drive the fusion node from outside over real DDS: used by the live demo, the tests and the benchmark.
 
-`NodeProcess` runs `python -m sage_ros.node.fusion_node` in a child process on its own ROS domain;
+`NodeProcess` runs `python -m sage_ros.node.run` (what the `fusion_node` executable runs) in a child
+process on its own ROS domain;
 `Probe` is an rclpy node in the calling process (its own Context) that publishes thermal/RGB frames
 and records everything the fusion node publishes, with receive times. Nothing here is mocked: the
 two processes talk through Fast DDS exactly as a robot's camera drivers and consumers would.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,9 +42,33 @@ OUTPUT_TOPICS = ("fused/image_raw", "fused/camera_info", "segmentation/mask", "s
 LOCAL_DDS_ENV = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1"}
 
 
+def domain_in_use(domain: int, participants: int = 8) -> bool:
+    """Whether a DDS participant on this host already uses `domain`.
+
+    Probed the way the RTPS standard port mapping allows: participant i of domain d binds the
+    metatraffic unicast port 7410 + 250 d + 2 i (Fast DDS and Cyclone both follow it), and a port a
+    participant holds cannot be bound again.
+    """
+    base = 7400 + 250 * domain + 10
+    for i in range(participants):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(("", base + 2 * i))
+            except OSError:
+                return True
+    return False
+
+
 def pick_domain_id(salt: int = 0) -> int:
-    """A ROS domain id derived from the pid, so parallel runs of different people never cross-talk."""
-    return (os.getpid() + salt) % 100 + 100
+    """A ROS domain id for a test, benchmark or demo: derived from the pid (and `salt`), then probed,
+    moving on to the next id while another participant on this host already uses it. Ids 100-199
+    stay clear of the default domain 0 and of the port mapping's limit (232)."""
+    start = (os.getpid() + salt) % 100
+    for k in range(100):
+        domain = 100 + (start + k) % 100
+        if not domain_in_use(domain):
+            return domain
+    return 100 + start
 
 
 def local_dds_env(domain_id: int | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -93,7 +119,7 @@ class NodeProcess:
         self._log_file = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "sage_ros.node.fusion_node", "--ros-args"]
+        cmd = [sys.executable, "-m", "sage_ros.node.run", "--ros-args"]  # the executable's entry point
         if self.params_file is not None:
             cmd += ["--params-file", str(self.params_file)]  # the -p overrides after it win
         for name, value in self.params.items():
