@@ -151,6 +151,8 @@ def export_checkpoint(
         if not head_path.is_file():
             raise RuntimeError(f"segmentation network {head_path} does not exist")
         head_meta = _head_sidecar(head_path)
+        if not isinstance(head_meta.get("classes"), list):
+            raise RuntimeError(f"segmentation metadata {head_path.with_suffix('.json')} has no 'classes' list")
         model = attach_segmentation(model, load_seg_model(head_path))
         meta.update(
             outputs=["fused_y", "class_ids"],
