@@ -88,10 +88,10 @@ def test_box_target_has_ignore_ring_and_smaller_box_wins():
 def test_thermal_rule_finds_a_warm_standing_figure_only():
     rng = np.random.default_rng(0)
     ir = rng.normal(80, 2, (240, 320)).clip(0, 255).astype(np.uint8)
-    ir[100:130, 50:58] = 200  # warm, tall: a person
+    ir[100:140, 50:60] = 200  # warm, tall: a person
     ir[200:208, 200:240] = 200  # warm, wide: not a person
     mask = thermal_rule_mask(ir)
     assert set(np.unique(mask)) <= {0, 2}
     dets = components_to_detections(mask, None, (2,))
-    assert match_components(dets, [Box(2, 50, 100, 58, 130)], 2) == (1, 1, 1)
+    assert match_components(dets, [Box(2, 50, 100, 60, 140)], 2) == (1, 1, 1)
     assert mask[200:208, 200:240].max() == 0

@@ -17,13 +17,17 @@ PERSON = 2
 
 def thermal_rule_mask(
     ir_u8: np.ndarray,
-    window: int = 41,
+    window: int = 101,
     percentile: float = 98.5,
     tall: float = 1.3,
-    min_height: int = 12,
-    close: int = 5,
+    min_height: int = 30,
+    close: int = 9,
 ) -> np.ndarray:
-    """HxW uint8 IR -> HxW uint8 class ids (0 background, 2 person)."""
+    """HxW uint8 IR -> HxW uint8 class ids (0 background, 2 person).
+
+    The defaults were chosen on the MSRS *train* split (grid over window 61/101, tallness 1.3/1.8,
+    minimum height 20/30/45 px, closing 5/9; best person F1 0.24 there against the fusion boxes).
+    """
     ir = np.asarray(ir_u8, np.float32)
     local = cv2.blur(ir, (window, window), borderType=cv2.BORDER_REFLECT)
     diff = ir - local

@@ -39,9 +39,9 @@ class NetTrainConfig:
     inputs: tuple[str, ...] = ("fused", "infrared")
     num_classes: int = DEFAULT_NUM_CLASSES
     widths: tuple[int, ...] = (12, 16, 32, 48)
-    steps: int = 1500
-    batch: int = 16
-    lr: float = 4e-3
+    steps: int = 2000
+    batch: int = 8
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup: int = 50
     target_mode: str = "box"
@@ -183,12 +183,15 @@ def low_logits(net: SegNet, frames: Sequence[LowFrame]) -> list[torch.Tensor]:
 
 @torch.inference_mode()
 def full_prediction(
-    logits: torch.Tensor, hw: tuple[int, int], background_bias: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Low-res logits -> full-size (class ids uint8, softmax probabilities (C, H, W)), as the graph does."""
+    logits: torch.Tensor, hw: tuple[int, int], background_bias: float = 0.0, with_probs: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Low-res logits -> full-size (class ids uint8, softmax probabilities (C, H, W) or None), as the
+    graph does (bilinear upsampling of the logits, then ArgMax)."""
     logits = logits.clone()
     logits[0] += background_bias
     full = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0]
+    if not with_probs:
+        return full.argmax(0).to(torch.uint8).numpy(), None
     probs = torch.softmax(full, 0)
     return probs.argmax(0).to(torch.uint8).numpy(), probs.numpy()
 
@@ -222,8 +225,8 @@ def score_logits(
 ) -> NetScores:
     dets, lights = [], []
     for logit, frame in zip(logits, frames, strict=True):
-        ids, probs = full_prediction(logit, hw, background_bias)
-        dets.append(components_to_detections(ids, probs if with_ap else None, (1, 2, 3), min_area=min_area))
+        ids, probs = full_prediction(logit, hw, background_bias, with_probs=with_ap)
+        dets.append(components_to_detections(ids, probs, (1, 2, 3), min_area=min_area))
         lights.append(frame.light)
     f1, ap = {}, {}
     for light in ("day", "night", "all"):
