@@ -191,3 +191,22 @@ def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):
         assert ids.dtype == np.uint8 and ids.shape == (240, 320) and ids.max() <= 3
         overlay = cv2.imread(str(tmp_path / "overlays" / m.name), cv2.IMREAD_COLOR)
         assert overlay.shape == (240, 320, 3)
+
+
+def test_pixel_labels_train_without_boxes():
+    """FMB/MSRS pixel labels: the label itself is the target (moved with the image), any class count."""
+    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.train_net import NetTrainConfig, _augment, train_net
+
+    rng = np.random.default_rng(1)
+    label = np.zeros((120, 160), np.uint8)
+    label[40:80, 20:60] = 4
+    label[0:10, :] = 255  # unknown
+    image = {"fused": rng.random((120, 160), dtype=np.float32)}
+    frame = LowFrame("x", "day", "msrs", image, np.zeros((0, 5), np.float32), label)
+    config = NetTrainConfig(inputs=("fused",), num_classes=5, steps=3, batch=2, widths=(8, 8, 8, 8),
+                            log_every=0, zoom=(1.0, 1.0))
+    _, target = _augment(frame, config, np.random.default_rng(0))
+    assert set(np.unique(target)) == {0, 4, 255} and (target == 4).sum() == (label == 4).sum()
+    _, losses = train_net([frame], config)
+    assert len(losses) == 3 and all(np.isfinite(losses))

@@ -62,6 +62,11 @@ def register(subparsers) -> None:
     _train_options(train)
     train.add_argument("--inputs", default="fused,infrared",
                        help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
+    train.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
+                       help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
+                       "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")
+    train.add_argument("--classes", choices=["msrs", "fmb"], default="msrs",
+                       help="class table of the labels (default msrs: 0 background, 1 car, 2 person, 3 bike)")
     train.add_argument("--out", type=Path, required=True,
                        help="weights X.npz; X.onnx (standalone seg graph) and X.json are written beside it")
     train.add_argument("--work-dir", type=Path, default=None, help="resume checkpoints (default: next to --out)")
@@ -145,17 +150,45 @@ def _train(args) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    data = _training_data(args)
+    from dataclasses import replace
+
+    from sage_ros.classes import class_table
+
+    table = class_table(args.classes)
+    data = _label_data(args, len(table.names)) if args.labels else _training_data(args)
     if data is None:
         return 1
     train, frames = data
-    config = _config(args, inputs)
+    config = replace(_config(args, inputs), num_classes=len(table.names) if args.labels else 4)
     net, info = fit(config, frames, train, args.work_dir or args.out.parent / (args.out.stem + "_work"))
-    info |= {"box_source": args.box_source, "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
-    save_trained(net, info, args.out)
+    if args.labels:
+        info |= {"targets": f"pixel labels ({args.labels[0]})", "dataset": str(args.labels[1])}
+    else:
+        info |= {"box_source": args.box_source, "targets": f"{args.target} pseudo-masks from human boxes",
+                 "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
+    save_trained(net, info, args.out, classes=table.to_json())
     print(f"network written to {args.out} (+ .onnx, .json beside it); "
           f"loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
     return 0
+
+
+def _label_data(args, num_classes: int):
+    """Pixel-labelled train split (MSRS or FMB layout) as training frames; no thumbnails."""
+    from sage_ros.training.segmentation.data import load_pixel_labels
+    from sage_ros.training.segmentation.net_data import frames_from_samples
+    from sage_ros.training.segmentation.net_experiment import SplitData
+
+    checkpoint = _checkpoint(args)
+    if checkpoint is None:
+        return None
+    layout, root = args.labels
+    try:
+        samples = load_pixel_labels(layout, root, "train", checkpoint, num_classes, args.cache_dir, args.threads)
+    except (ValueError, OSError) as exc:
+        log.error("could not load the %s pixel labels at %s: %s", layout, root, exc)
+        return None
+    frames = frames_from_samples(samples, pixel_labels=True)
+    return SplitData(frames, [[] for _ in frames]), frames
 
 
 def _split_names(msrs: Path, split: str) -> dict[str, str]:

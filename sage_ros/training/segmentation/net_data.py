@@ -37,6 +37,7 @@ class LowFrame:
     source: str  # 'msrs' (full-resolution pair) or 'thumb' (128x128 train thumbnail)
     inputs: dict[str, np.ndarray]  # 'fused' | 'visible' | 'infrared' -> (h, w) float32 in [0, 1]
     boxes: np.ndarray
+    label: np.ndarray | None = None  # (h, w) uint8 pixel labels (IGNORE where unknown), when the data has them
 
 
 def _norm_boxes(boxes, width: int, height: int) -> np.ndarray:
@@ -44,13 +45,23 @@ def _norm_boxes(boxes, width: int, height: int) -> np.ndarray:
     return np.asarray(rows, np.float32).reshape(-1, 5)
 
 
-def frames_from_samples(samples: Sequence[SegSample], box_source: str = "fusion") -> list[LowFrame]:
-    """Full-resolution samples -> frames averaged down by 4 (as the exported graph does)."""
+def frames_from_samples(
+    samples: Sequence[SegSample], box_source: str = "fusion", pixel_labels: bool = False
+) -> list[LowFrame]:
+    """Full-resolution samples -> frames averaged down by 4 (as the exported graph does).
+
+    With `pixel_labels` the samples' masks are real labels: each 4x4 cell takes the label at its centre.
+    """
     frames = []
     for s in samples:
         h, w = s.mask.shape
         inputs = {k: downsample(v) for k, v in s.inputs.items()}
-        frames.append(LowFrame(s.name, s.light, "msrs", inputs, _norm_boxes(s.boxes.get(box_source, []), w, h)))
+        label = None
+        if pixel_labels:
+            lh, lw = next(iter(inputs.values())).shape
+            label = np.ascontiguousarray(s.mask[2::4, 2::4][:lh, :lw])
+        frames.append(LowFrame(s.name, s.light, "msrs", inputs, _norm_boxes(s.boxes.get(box_source, []), w, h),
+                               label))
     return frames
 
 

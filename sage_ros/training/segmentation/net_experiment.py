@@ -74,7 +74,9 @@ def fit(
         work_dir.mkdir(parents=True, exist_ok=True)
         ckpt = work_dir / f"resume_{'+'.join(config.inputs)}_s{config.seed}.pt"
     net, losses = train_net(frames, config, ckpt)
-    calibration = calibrate_background(net, calib.frames, calib.boxes, FULL_HW)
+    # Box-trained networks get their background bias from the train boxes; pixel labels need none.
+    has_boxes = any(len(b) for b in calib.boxes)
+    calibration = calibrate_background(net, calib.frames, calib.boxes, FULL_HW) if has_boxes else {}
     tail = max(len(losses) // 10, 1)
     info = {
         "input_kinds": list(config.inputs),
@@ -128,11 +130,13 @@ def f1_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def save_trained(net: SegNet, info: dict, out_npz: Path, export: bool = True) -> Path:
+def save_trained(
+    net: SegNet, info: dict, out_npz: Path, export: bool = True, classes: list[dict] | None = None
+) -> Path:
     """Weights (.npz) + sidecar; with `export`, the standalone ONNX graph next to it sharing the sidecar."""
     from sage_ros.model.seg_net import export_net, read_metadata
 
-    classes = class_table("msrs").to_json()
+    classes = classes or class_table("msrs").to_json()
     save_net(net, out_npz, classes, info)
     if export:
         meta = read_metadata(out_npz)

@@ -72,6 +72,12 @@ def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) 
     image = np.stack([
         cv2.warpAffine(c, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) for c in image
     ])
+    label = None
+    if frame.label is not None:
+        label = frame.label if frame.label.shape == (h, w) else cv2.resize(frame.label, (w, h),
+                                                                           interpolation=cv2.INTER_NEAREST)
+        label = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=IGNORE)
     if len(boxes):
         boxes[:, [1, 3]] = (boxes[:, [1, 3]] * w * s + m[0, 2]) / w
         boxes[:, [2, 4]] = (boxes[:, [2, 4]] * h * s + m[1, 2]) / h
@@ -82,6 +88,9 @@ def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) 
             boxes[:, [1, 3]] = 1.0 - boxes[:, [3, 1]]
     gammas = np.exp(rng.uniform(-0.25, 0.25, size=(len(image), 1, 1))).astype(np.float32)
     image = np.clip(image, 0.0, 1.0) ** gammas
+    if label is not None:
+        # Pixel labels (MSRS Segmentation_labels, FMB): the label itself, moved with the image.
+        return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label)
     ir = image[config.inputs.index("infrared")] if "infrared" in config.inputs else None
     target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir)
     if s < 1:
@@ -95,7 +104,7 @@ def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) 
 def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
     counts = np.zeros(config.num_classes)
     for f in frames:
-        t = build_target(f.boxes, LOW_HW, "box", config.band)
+        t = f.label if f.label is not None else build_target(f.boxes, LOW_HW, "box", config.band)
         counts += np.bincount(t[t != IGNORE].ravel(), minlength=config.num_classes)[: config.num_classes]
     counts = np.maximum(counts, 1.0)
     return np.clip(np.sqrt(counts[0] / counts), 1.0, config.class_weight_cap).astype(np.float32)
