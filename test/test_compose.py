@@ -94,12 +94,16 @@ def test_real_student_with_shipped_head_matches_single_graph_export(checkpoint_p
     """The composed default model equals the one-graph torch export of student + head, bit for bit."""
     pytest.importorskip("torch", reason="the one-graph reference export needs PyTorch")
     import cv2
+    import torch
 
-    from sage_ros.model.seg_head import default_head_path, export_student_with_head
+    from sage_ros.model.seg_head import SegHead, export_student_with_head, save_head
     from sage_ros.model_files import export_checkpoint
 
-    reference = export_student_with_head(checkpoint_path, default_head_path(), tmp_path / "one.onnx")
-    composed = export_checkpoint(checkpoint_path, tmp_path / "composed.onnx", default_head_path())
+    # The older head format (.npz, exported through torch); the package now ships seg_net_msrs.onnx.
+    torch.manual_seed(0)
+    head_path = save_head(SegHead().eval(), tmp_path / "head.npz")
+    reference = export_student_with_head(checkpoint_path, head_path, tmp_path / "one.onnx")
+    composed = export_checkpoint(checkpoint_path, tmp_path / "composed.onnx", head_path)
     official = checkpoint_path.parent
     ir = cv2.imread(str(official / "Ir/00000.png"), cv2.IMREAD_GRAYSCALE)[None, None] / np.float32(255)
     vis = cv2.imread(str(official / "Vis/00000.png"))

@@ -19,7 +19,7 @@ pytest.importorskip("torch", reason="exporting the model needs torch")
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.classes import load_class_table, overlay  # noqa: E402
-from sage_ros.model.seg_head import default_head_path, export_student_with_head  # noqa: E402
+from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint, shipped_head  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
@@ -37,9 +37,10 @@ def _stamp(msg) -> int:
 def test_node_publishes_the_heads_mask_with_the_rgb_header(tmp_path):
     if not CHECKPOINT.is_file() or not (MSRS / "ir" / f"{PAIR}.png").is_file():
         pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS})")
-    if not default_head_path().is_file():
-        pytest.skip(f"shipped head weights missing at {default_head_path()}")
-    model = export_student_with_head(CHECKPOINT, None, tmp_path / "student_seg.onnx")
+    if shipped_head() is None:
+        pytest.skip("no segmentation network shipped in sage_ros/data")
+    # The default model: the student composed with the shipped segmentation network.
+    model = export_checkpoint(CHECKPOINT, tmp_path / "student_seg.onnx", DEFAULT_HEAD)
     ir = np.ascontiguousarray(cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
     vis = np.ascontiguousarray(cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=1))
