@@ -48,6 +48,10 @@ def test_torch_free_model_equals_pytorch_export_on_the_sample_pairs(checkpoint_p
     a, b = onnx.load(by_torch), onnx.load(by_numpy)
     assert _io(a) == _io(b)
     assert not [n for n in b.graph.node if n.op_type == "BatchNormalization"]
+    from sage_ros.tensorrt.onnx_checks import check_onnx_for_tensorrt
+
+    report = check_onnx_for_tensorrt(b)  # the robot's TensorRT route takes the torch-free model too
+    assert report.ok and not report.warnings, report.summary()
     meta_a = json.loads(by_torch.with_suffix(".json").read_text())
     meta_b = json.loads(by_numpy.with_suffix(".json").read_text())
     assert (meta_a.pop("builder"), meta_b.pop("builder")) == ("torch", "numpy")
