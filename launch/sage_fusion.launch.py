@@ -30,7 +30,7 @@ ARGUMENTS = [
     ("fused_topic", "fused/image_raw", "fused rgb8 output"),
     ("backend", "", "override the params file: auto | tensorrt | openvino | onnxruntime | torch"),
     ("model_path", "", "override the params file: exported ONNX model"),
-    ("precision", "", "override the params file: fp32 | bf16 (openvino) | fp16 | int8 (tensorrt)"),
+    ("precision", "", "override the params file: auto | fp32 | bf16 (openvino) | fp16 | int8 (tensorrt)"),
     ("engine_path", "", "override the params file: an explicit TensorRT engine file"),
     ("engine_dir", "", "override the params file: TensorRT engine cache folder"),
     ("use_sim_time", "false", "use /clock (bag replay)"),

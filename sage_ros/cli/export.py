@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a student checkpoint to ONNX for the runtime backends",
-        description="Export the student to ONNX with a JSON metadata sidecar (needs PyTorch).",
+        description="Export the student to ONNX with a JSON metadata sidecar (PyTorch's exporter when torch is "
+        "installed, else the torch-free builder: same graph).",
     )
     parser.add_argument("--weights", type=Path, default=None, help=f"checkpoint (default {default_checkpoint()})")
     parser.add_argument("--out", type=Path, default=None, help=f"ONNX file (default {default_onnx()})")
