@@ -157,3 +157,21 @@ def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tm
     mse = np.mean((full.fused_rgb.astype(np.float64) - low.fused_rgb) ** 2)
     psnr = 10 * np.log10(255**2 / mse)
     assert psnr >= 35.0, f"final image {psnr:.2f} dB against full-resolution fusion (measured ~41 dB)"
+
+
+def test_fuse_folder_takes_a_lower_resolution_thermal_folder(tmp_path: Path):
+    """`sage-ros fuse --resolution thermal` with IR images at the thermal camera's own (same-aspect) size."""
+    from sage_ros.folder_fusion import fuse_folder
+
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vis").mkdir()
+    ir, vis = _pair(120, 160, seed=4)
+    cv2.imwrite(str(tmp_path / "ir" / "a.png"), resize_area(ir, (60, 80)))
+    cv2.imwrite(str(tmp_path / "vis" / "a.png"), vis)
+    backend = _Recorder()
+    report = fuse_folder(FusionPipeline(backend, "thermal"), tmp_path / "ir", tmp_path / "vis", tmp_path / "out")
+    assert report.fused == ["a"] and backend.sizes == [(60, 80)]
+    assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == (120, 160, 3)
+    # rgb resolution cannot use an unregistered smaller IR image: reported, not raised.
+    report = fuse_folder(FusionPipeline(backend, "rgb"), tmp_path / "ir", tmp_path / "vis", tmp_path / "out2")
+    assert "differ in size" in report.failed["a"]
