@@ -62,10 +62,12 @@ def fusion_size(
 
     `thermal`: the RGB frame's aspect with (about) the thermal camera's pixel count, never more than the
     RGB frame itself (a higher-resolution thermal camera gains nothing from upsampling the visible).
+    A fixed (height, width) is capped at the RGB frame's size, side by side.
     """
     rh, rw = int(rgb_hw[0]), int(rgb_hw[1])
     if isinstance(resolution, tuple):
-        return int(resolution[0]), int(resolution[1])
+        # Never above the RGB frame: upsampling the inputs adds cost and no information.
+        return min(int(resolution[0]), rh), min(int(resolution[1]), rw)
     if resolution == "rgb" or thermal_hw is None:
         return rh, rw
     th, tw = int(thermal_hw[0]), int(thermal_hw[1])

@@ -42,6 +42,7 @@ def test_fusion_size_follows_the_thermal_pixel_count_in_the_rgb_aspect():
     assert abs(h * w / (512 * 640) - 1) < 0.01 and abs(w / h - 1280 / 720) < 0.01
     assert fusion_size("rgb", (720, 1280), (512, 640)) == (720, 1280)
     assert fusion_size((360, 640), (720, 1280), (512, 640)) == (360, 640)
+    assert fusion_size((1080, 1920), (720, 1280), (512, 640)) == (720, 1280)  # capped at the RGB frame
     # A thermal camera with as many pixels as the RGB one (or more) changes nothing.
     assert fusion_size("thermal", (480, 640), (480, 640)) == (480, 640)
     assert fusion_size("thermal", (480, 640), (960, 1280)) == (480, 640)
