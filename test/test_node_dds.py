@@ -81,7 +81,8 @@ def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(runnin
     proc, probe = running
     rng = np.random.default_rng(0)
     order = random.Random(0)
-    base = time.time_ns()
+    # Stamps in the past (12 x 200 ms): latency = receive - stamp then always exceeds the processing.
+    base = time.time_ns() - 3_000_000_000
     true_stamps, lonely_stamps = [], []
     probe.publish_info(RW, RH, base, "rgb_optical")
     time.sleep(0.2)
@@ -426,7 +427,10 @@ def test_every_message_is_accounted_for_across_deactivate_activate_and_cleanup_c
             and s["in_flight"] == "0"
             and int(s["outputs"]) + int(s.get("drop_superseded", "0")) == expect_outputs_plus_superseded,
             60.0)
-        assert status is not None, (sent, probe.latest_status(), proc.log_text())
+        if status is None:
+            last = {k: v for k, v in (probe.latest_status() or {}).items() if "_ms" not in k}
+            pytest.fail(f"not at rest: sent {sent}, expected outputs+superseded {expect_outputs_plus_superseded}\n"
+                        f"{last}\n{proc.log_text()[-4000:]}")
         return status
 
     def check_identity(status):
@@ -458,6 +462,8 @@ def test_every_message_is_accounted_for_across_deactivate_activate_and_cleanup_c
         mismatch = stamp()  # square thermal, 5:4 RGB, no homography: pairs, then fails
         send("thermal", np.full((128, 128), 3000, np.uint16), "mono16", mismatch)
         send("rgb", _rgb(rng), "bgr8", mismatch)
+        # Counted as failed before the burst (else a burst pair could supersede it in the mailbox).
+        assert probe.wait_for_status(lambda s: _drop(s, "failed_size_mismatch") == 1, 60.0), probe.latest_status()
         for _ in range(4):  # a burst faster than the model: some pairs superseded
             send_pair(stamp(40), wait=False)
             time.sleep(0.05)
