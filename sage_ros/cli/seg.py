@@ -62,6 +62,8 @@ def register(subparsers) -> None:
     _train_options(train)
     train.add_argument("--inputs", default="fused,infrared",
                        help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
+    train.add_argument("--init", type=Path, default=None,
+                       help="start from these weights (.npz, same inputs and widths): a second training cycle")
     train.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
                        help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
                        "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")
@@ -159,7 +161,8 @@ def _train(args) -> int:
     if data is None:
         return 1
     train, frames = data
-    config = replace(_config(args, inputs), num_classes=len(table.names) if args.labels else 4)
+    config = replace(_config(args, inputs), num_classes=len(table.names) if args.labels else 4,
+                     init=str(args.init) if args.init else None)
     net, info = fit(config, frames, train, args.work_dir or args.out.parent / (args.out.stem + "_work"))
     if args.labels:
         info |= {"targets": f"pixel labels ({args.labels[0]})", "dataset": str(args.labels[1])}

@@ -52,6 +52,8 @@ class NetTrainConfig:
     full_res_share: float = 0.5
     zoom: tuple[float, float] = (0.75, 1.33)
     seed: int = 0
+    # Warm start: weights (.npz) of a network with the same inputs and widths (a second training cycle).
+    init: str | None = None
     threads: int = 1
     log_every: int = 50
     checkpoint_every: int = 250
@@ -123,6 +125,15 @@ def train_net(
     if config.threads:
         torch.set_num_threads(config.threads)
     net = SegNet(config.inputs, config.num_classes, config.widths).train()
+    if config.init:
+        from sage_ros.model.seg_net import load_net
+
+        start = load_net(config.init)
+        if (start.inputs, start.widths, start.num_classes) != (net.inputs, net.widths, net.num_classes):
+            raise ValueError(f"--init {config.init}: inputs/widths/classes {start.inputs} {start.widths} "
+                             f"{start.num_classes} differ from the configured {net.inputs} {net.widths}")
+        net.load_state_dict(start.state_dict())
+        net.train()
     weights = torch.from_numpy(class_weights(frames, config))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
