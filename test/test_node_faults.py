@@ -273,7 +273,8 @@ def _thread_nices(pid: int) -> list[int]:
 # --- signals in every lifecycle state --------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("state", ["unconfigured", "inactive", "active", "configuring"])
-def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path, state, sig):
+def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path, state, sig, monkeypatch):
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # a hung shutdown gets SIGABRT: every thread's stack in the log
     domain = DOMAIN + 4 + (2 * ["unconfigured", "inactive", "active", "configuring"].index(state)
                            + (sig == signal.SIGTERM))
     params = _params(onnx_model, autostart=state == "active")
@@ -307,7 +308,13 @@ def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path
             assert future.result().current_state.label == state
     finally:
         probe.close()
-        code = proc.stop(timeout=60.0, sig=sig)
+        proc.proc.send_signal(sig)
+        try:
+            proc.proc.wait(timeout=60.0)
+        except subprocess.TimeoutExpired:
+            proc.proc.send_signal(signal.SIGABRT)  # faulthandler writes where it hangs
+            time.sleep(2.0)
+        code = proc.stop(timeout=5.0)
     log = proc.log_text()
     assert code == 0, f"exit code {code} after {sig.name} in {state}:\n{log}"
     assert "Traceback" not in log, log
