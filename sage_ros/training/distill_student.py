@@ -31,13 +31,15 @@ with (seed, k), so a resumed run draws the same batches as an uninterrupted one.
 
 Outputs in --out: checkpoint_last.pt (full state, written atomically every --checkpoint-every steps),
 metrics.csv, train.log (when run from the CLI), and at the end fast_student.npz (plain float32 arrays)
-plus fast_student.onnx/.json (fusion-only, BatchNorm folded). `--ship DIR` copies the three into DIR
-(the package's sage_ros/data).
+plus fast_student.onnx/.json (fusion-only, BatchNorm folded; statistics as trained or re-estimated on
+32 whole train frames, whichever matches the teacher better on other train frames: `final_statistics`).
+`--ship DIR` copies the three into DIR (the package's sage_ros/data).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
@@ -177,6 +179,72 @@ def distill_loss(
     return total, parts
 
 
+# ------------------------------------------------------------------------------ BatchNorm statistics
+
+BN_FRAMES = 32
+
+
+def recalibrate_batchnorm(student: FastStudent, bank: PairBank, frames: int = BN_FRAMES, seed: int = 0) -> int:
+    """Replace the BatchNorm running statistics by their plain average over `frames` whole train frames.
+
+    During training they are an exponential average of the last few batches: small crops, a quarter of
+    them squashed thumbnails. Deployment runs whole 640x480 frames, so the statistics the folded graph
+    bakes in are re-estimated on exactly that (forward passes only; the weights do not change).
+    """
+    rng = np.random.default_rng([seed, 1_000_003])
+    picks = rng.permutation(len(bank.frames))[:frames]
+    norms = [m for m in student.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    device = next(student.parameters()).device
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration passes
+        student.train()
+        with torch.no_grad():
+            for i in picks:
+                x = torch.from_numpy(bank.frames[int(i)][None].astype(np.float32) / np.float32(255.0)).to(device)
+                student(x[:, :1], x[:, 1:])
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+        student.eval()
+    return len(picks)
+
+
+def teacher_psnr(student: FastStudent, teacher: nn.Module, bank: PairBank, frames: int = 6, seed: int = 0) -> float:
+    """Mean PSNR (dB, outputs clamped to [0, 1]) of the student against the teacher on whole train frames
+    drawn apart from the BatchNorm calibration frames."""
+    rng = np.random.default_rng([seed, 2_000_003])
+    picks = rng.permutation(len(bank.frames))[:frames]
+    student.eval()
+    values = []
+    with torch.no_grad():
+        for i in picks:
+            x = torch.from_numpy(bank.frames[int(i)][None].astype(np.float32) / np.float32(255.0))
+            ref = teacher(x[:, :1], x[:, 1:])[0].clamp(0, 1)
+            out = student(x[:, :1], x[:, 1:])[0].clamp(0, 1)
+            values.append(float(10 * torch.log10(1.0 / F.mse_loss(out, ref).clamp_min(1e-12))))
+    return float(np.mean(values))
+
+
+def final_statistics(student: FastStudent, teacher: nn.Module, bank: PairBank, seed: int) -> tuple[FastStudent, dict]:
+    """The deployable copy: BatchNorm statistics as trained (running averages of the training batches) or
+    re-estimated on whole frames (`recalibrate_batchnorm`), whichever matches the teacher better on whole
+    train frames. Returns the chosen model (CPU, eval mode) and what was measured."""
+    trained = copy.deepcopy(student).cpu().eval()
+    recalibrated = copy.deepcopy(trained)
+    frames = recalibrate_batchnorm(recalibrated, bank, seed=seed)
+    teacher = teacher.cpu().eval()
+    scores = {"trained": teacher_psnr(trained, teacher, bank, seed=seed),
+              "recalibrated": teacher_psnr(recalibrated, teacher, bank, seed=seed)}
+    choice = max(scores, key=scores.get)
+    log.info("BatchNorm statistics: teacher PSNR %.2f dB as trained, %.2f dB re-estimated on %d frames: %s",
+             scores["trained"], scores["recalibrated"], frames, choice)
+    info = {"batchnorm": choice, "batchnorm_frames": frames, "teacher_psnr_db_train_frames": scores}
+    return (recalibrated if choice == "recalibrated" else trained), info
+
+
 # ---------------------------------------------------------------------------------------- trainer
 
 
@@ -308,8 +376,10 @@ class Distiller:
             "trained_on": "MSRS train split (splits.csv) + MSRS train thumbnails",
         }
         meta.update(provenance or {})
-        npz = save_fast_weights(self.student.cpu().eval(), self.out_dir / NPZ_NAME, meta)
-        self.student.to(self.device)
+        final, info = final_statistics(self.student, self.teacher, self.bank, self.cfg.seed)
+        self.teacher.to(self.device)
+        meta.update(info)
+        npz = save_fast_weights(final, self.out_dir / NPZ_NAME, meta)
         onnx_path = export_fast_onnx(npz, self.out_dir / ONNX_NAME)
         return npz, onnx_path
 
@@ -333,7 +403,7 @@ def export_fast_onnx(npz: Path, onnx_path: Path) -> Path:
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
-    """fast_student.npz + .onnx from a run's checkpoint (also mid-run, to evaluate it), without data."""
+    """fast_student.npz + .onnx from a run's checkpoint (also mid-run, to evaluate it)."""
     from sage_ros.weights import sha256_of
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -346,7 +416,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
         "teacher_sha256": sha256_of(Path(cfg.teacher)) if Path(cfg.teacher).is_file() else None,
         "trained_on": "MSRS train split (splits.csv) + MSRS train thumbnails",
     }
-    npz = save_fast_weights(student.eval(), Path(out_dir) / NPZ_NAME, meta)
+    student, info = final_statistics(student, load_student(cfg.teacher), PairBank(Path(cfg.data), None), cfg.seed)
+    meta.update(info)
+    npz = save_fast_weights(student, Path(out_dir) / NPZ_NAME, meta)
     return npz, export_fast_onnx(npz, Path(out_dir) / ONNX_NAME)
 
 
