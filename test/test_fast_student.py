@@ -233,3 +233,12 @@ def test_node_runs_the_fast_student(tmp_path, monkeypatch):
     got = np.frombuffer(bytes(fused.data), np.uint8).reshape(fused.height, fused.step)[:, : 3 * fused.width]
     assert np.array_equal(got.reshape(fused.height, fused.width, 3), expected.fused_rgb)
     assert os.environ["SAGE_ROS_HOME"] == str(tmp_path / "home")
+
+
+def test_distillation_refuses_a_gpu_it_does_not_have(tmp_path):
+    from sage_ros.training.distill_student import DistillConfig, Distiller, DistillError
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: nothing to refuse")
+    with pytest.raises(DistillError, match="no CUDA GPU"):
+        Distiller(DistillConfig(teacher=str(CHECKPOINT), data=str(MSRS)), tmp_path, device="cuda")
