@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
 
-from sage_ros.model.seg_head import SegHead, load_head  # noqa: E402
+from sage_ros.model.seg_head import SegHead  # noqa: E402
 from sage_ros.training.segmentation.boxes import IGNORE  # noqa: E402
 from sage_ros.training.segmentation.data import load_msrs_boxes  # noqa: E402
 from sage_ros.training.segmentation.train import (  # noqa: E402
@@ -117,17 +117,19 @@ def test_cli_trains_from_pixel_labels_in_the_msrs_layout(tmp_path):
         cv2.imwrite(str(root / "ir" / f"p{i}.png"), ir)
         cv2.imwrite(str(root / "vi" / f"p{i}.png"), vis)
         cv2.imwrite(str(root / "Segmentation_labels" / f"p{i}.png"), label)
-    out = tmp_path / "head.npz"
+    out = tmp_path / "net.npz"
     code = main([
         "seg", "train", "--labels", "msrs", str(tmp_path / "msrs_full"), "--checkpoint", str(CHECKPOINT),
-        "--cache-dir", str(tmp_path / "cache"), "--steps", "3", "--batch", "2", "--crop", "64", "96",
-        "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"), "--steps", "3", "--batch", "2", "--widths", "8", "8", "8", "8",
+        "--classes", "msrs", "--out", str(out),
     ])
     assert code == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["num_classes"] == 9 and meta["classes"][7]["name"] == "color_cone"
-    assert meta["trained_on"] == "fused" and meta["targets"].startswith("pixel labels")
-    assert load_head(out).num_classes == 9
+    assert meta["input_kinds"] == ["fused", "infrared"] and meta["targets"].startswith("pixel labels")
+    from sage_ros.model.seg_net import load_net
+
+    assert load_net(out).num_classes == 9 and out.with_suffix(".onnx").is_file()
 
 
 def test_cli_reports_a_missing_checkpoint(tmp_path, caplog):
