@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
-from sage_ros.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
+from sage_ros.image.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
 from sage_ros.paths import default_checkpoint  # noqa: E402
 
 
@@ -62,8 +62,8 @@ def main() -> int:
     weights = args.weights or (args.official / "checkpoints.pt")
     if not weights.is_file():
         weights = default_checkpoint()
-    from sage_ros.model_files import export_checkpoint
-    from sage_ros.quantize import quantize_int8
+    from sage_ros.model.model_files import export_checkpoint
+    from sage_ros.model.quantize import quantize_int8
 
     tmp = Path(tempfile.mkdtemp(prefix="sage_bench_"))
     onnx_path = export_checkpoint(weights, tmp / "student.onnx")

@@ -50,7 +50,7 @@ def load_pair(official: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray, s
     try:
         import cv2
 
-        from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+        from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 
         vis = cv2.imread(str(official / "Vis" / "00000.png"), cv2.IMREAD_COLOR)
         ir = cv2.imread(str(official / "Ir" / "00000.png"), cv2.IMREAD_UNCHANGED)
@@ -342,7 +342,7 @@ def _export_default(weights: Path, tmp: Path, args) -> Path | None:
     if args.no_trt and args.no_ort:
         return None
     try:
-        from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
+        from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
 
         return export_checkpoint(weights, tmp / "default" / "sage_student.onnx", DEFAULT_HEAD)
     except Exception as exc:  # noqa: BLE001 - onnx missing on the GPU machine: torch rows still run

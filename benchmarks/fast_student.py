@@ -5,7 +5,7 @@ One process, one run:
 2. speed: ms per 640x480 frame of both fusion-only models on onnxruntime, OpenVINO and PyTorch eager,
    timed interleaved (released, fast, released, fast, ...) so machine load hits both alike; median of
    --runs after --warmup; CPU flags printed next to the numbers;
-3. quality: the nine fusion metrics (sage_ros.metrics, F = Y of the colour output, as eval-bag and
+3. quality: the nine fusion metrics (sage_ros.evaluation.metrics, F = Y of the colour output, as eval-bag and
    evaluation.compare score) of both models on every MSRS `eval` pair of splits.csv, the fast/released
    ratio per metric (acceptance: >= 0.97 on each), and the PSNR of the fast student's fused Y (8-bit)
    against the released student's.
@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
-from sage_ros.datasets import images_by_stem, read_infrared, read_visible  # noqa: E402
 from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb  # noqa: E402
-from sage_ros.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.metrics import FUSION_METRICS, FusionScorer  # noqa: E402
+from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer  # noqa: E402
+from sage_ros.image.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
+from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
 BACKENDS = ("onnxruntime", "openvino", "torch")

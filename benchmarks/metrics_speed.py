@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros import metrics as m
+from sage_ros.evaluation import metrics as m
 from sage_ros.evaluation.baselines import BASELINES, score_methods
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

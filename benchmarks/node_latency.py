@@ -34,13 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
-from sage_ros.encodings import encode_image  # noqa: E402
+from sage_ros.image.encodings import encode_image  # noqa: E402
+from sage_ros.image.registration import Registration  # noqa: E402
+from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
-from sage_ros.registration import Registration  # noqa: E402
-from sage_ros.thermal import ThermalNormalizer  # noqa: E402
 
 CONFIGS = {
     "old": {"fusion.resolution": "rgb", "precision": "fp32"},
@@ -91,7 +91,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def default_model(checkpoint: Path, out_dir: Path) -> Path:
     """The default two-output model, built once into out_dir (torch-free where torch is absent)."""
-    from sage_ros.model_files import DEFAULT_HEAD, ensure_onnx
+    from sage_ros.model.model_files import DEFAULT_HEAD, ensure_onnx
 
     return ensure_onnx(out_dir / "sage_student.onnx", checkpoint, DEFAULT_HEAD)
 

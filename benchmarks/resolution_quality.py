@@ -8,7 +8,7 @@ Protocol (both images in MSRS are 640x480, so a low-resolution thermal camera is
   384x288 (2.78x fewer pixels: the ratio of a 640x512 thermal camera to a 1280x720 RGB one).
 - msrs_up (--upscaled): visible upscaled to 1280x960 (bicubic), thermal native 640x480.
 Reported: PSNR of the final 8-bit RGB image against the full-resolution fp32 fusion of the same pair,
-and the fusion metrics (sage_ros.metrics, on the fused Y against the registered IR and the visible Y at
+and the fusion metrics (sage_ros.evaluation.metrics, on the fused Y against the registered IR and the visible Y at
 the RGB size) averaged over the split, with the relative difference.
 
     python benchmarks/resolution_quality.py --model MODEL.onnx [--limit N] [--upscaled]
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
-from sage_ros.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.metrics import FusionScorer  # noqa: E402
+from sage_ros.evaluation.metrics import FusionScorer  # noqa: E402
+from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
 SHARED = REPO.parent / "shared"

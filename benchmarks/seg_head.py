@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
     args = parser.parse_args(argv)
 
-    from sage_ros.model_files import export_checkpoint, shipped_head
+    from sage_ros.model.model_files import export_checkpoint, shipped_head
 
     checkpoint = args.checkpoint or (SHARED_CHECKPOINT if SHARED_CHECKPOINT.is_file() else default_checkpoint())
     if not checkpoint.is_file():

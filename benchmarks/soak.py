@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_ros.encodings import encode_image  # noqa: E402
+from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.node.harness import (  # noqa: E402
     NodeProcess,
     Probe,

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from sage_ros.backends.base import FusionBackend
-from sage_ros.imaging import (
+from sage_ros.image.imaging import (
     ImageInputError,
     VisibleChannels,
     check_pair_sizes,

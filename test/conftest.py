@@ -55,6 +55,6 @@ def msrs_dir() -> Path:
 def student_onnx(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The released student exported to ONNX once per test session."""
     pytest.importorskip("torch", reason="exporting the student needs PyTorch")
-    from sage_ros.model_files import export_checkpoint
+    from sage_ros.model.model_files import export_checkpoint
 
     return export_checkpoint(checkpoint_path, tmp_path_factory.mktemp("model") / "sage_student.onnx")

@@ -15,8 +15,8 @@ from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stam
 from sage_ros.bags.dataset_bag import GT_TOPIC, RGB_TOPIC, THERMAL_TOPIC, MakeBagOptions, write_dataset_bag
 from sage_ros.bags.messages import deserialize
 from sage_ros.cli import main as cli_main
-from sage_ros.datasets import DatasetError, discover
-from sage_ros.encodings import decode_msg
+from sage_ros.image.encodings import decode_msg
+from sage_ros.pairing.datasets import DatasetError, discover
 
 H, W = 40, 56
 
@@ -215,7 +215,7 @@ def test_compressed_images_decode_with_their_depth():
     colour = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
     image, encoding = decode_any(compressed_image_message(colour, "png", 5, "rgb"), COMPRESSED_TYPE)
     assert encoding == "bgr8" and np.array_equal(image, colour)
-    # Plain Image messages go through sage_ros.encodings unchanged.
+    # Plain Image messages go through sage_ros.image.encodings unchanged.
     image, encoding = decode_any(image_message(colour, "rgb8", 5, "rgb"), "sensor_msgs/msg/Image")
     assert encoding == "rgb8" and np.array_equal(image, colour)
 

@@ -96,8 +96,8 @@ def test_real_student_with_shipped_head_matches_single_graph_export(checkpoint_p
     import cv2
     import torch
 
+    from sage_ros.model.model_files import export_checkpoint
     from sage_ros.model.seg_head import SegHead, export_student_with_head, save_head
-    from sage_ros.model_files import export_checkpoint
 
     # The older head format (.npz, exported through torch); the package now ships seg_net_msrs.onnx.
     torch.manual_seed(0)

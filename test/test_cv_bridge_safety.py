@@ -1,13 +1,13 @@
 """cv_bridge is used when installed, except for the images upstream cv_bridge decodes wrongly: a row
 padding that is not a multiple of the pixel size (sheared, no error) and, under NumPy >= 2, big-endian
-multi-byte images (it raises). Those go through sage_ros.encodings."""
+multi-byte images (it raises). Those go through sage_ros.image.encodings."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sage_ros.encodings import decode_msg, encode_image
+from sage_ros.image.encodings import decode_msg, encode_image
 from sage_ros.node.processing import cv_bridge_available, cv_bridge_problem
 
 NUMPY2 = int(np.__version__.split(".")[0]) >= 2
@@ -57,7 +57,7 @@ def test_our_decoder_handles_every_such_case() -> None:
 def test_node_decoder_with_real_cv_bridge_matches_ours_on_the_bad_cases() -> None:
     from sensor_msgs.msg import Image
 
-    from sage_ros.encodings import fill_msg
+    from sage_ros.image.encodings import fill_msg
     from sage_ros.node.processing import cv_bridge_decoder
 
     decode = cv_bridge_decoder()

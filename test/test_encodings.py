@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sage_ros.encodings import (
+from sage_ros.image.encodings import (
     ImageInputError,
     InvalidPixelsError,
     MalformedImageError,

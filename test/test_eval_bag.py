@@ -16,8 +16,8 @@ import pytest
 from sage_ros.bags import BagWriter, image_message, open_bag, stamp_of
 from sage_ros.bags.messages import deserialize
 from sage_ros.cli import main as cli_main
-from sage_ros.encodings import decode_msg
-from sage_ros.metrics import FUSION_METRICS, confusion_matrix, segmentation_score
+from sage_ros.evaluation.metrics import FUSION_METRICS, confusion_matrix, segmentation_score
+from sage_ros.image.encodings import decode_msg
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL = SHARED / "sage_official"

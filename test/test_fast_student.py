@@ -30,9 +30,9 @@ from sage_ros.model.fast_student import (  # noqa: E402
     load_fast_student,
     read_fast_metadata,
 )
+from sage_ros.model.model_variants import ensure_fast_onnx, fast_onnx, fast_weights, variant_of  # noqa: E402
 from sage_ros.model.student import SageStudent  # noqa: E402
-from sage_ros.model_variants import ensure_fast_onnx, fast_onnx, fast_weights, variant_of  # noqa: E402
-from sage_ros.weights import sha256_of  # noqa: E402
+from sage_ros.model.weights import sha256_of  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
@@ -98,7 +98,7 @@ def test_fast_weights_that_do_not_fit_are_refused_with_a_clear_error(tmp_path):
 
 def test_model_fast_composes_with_the_shipped_segmentation_network(tmp_path, monkeypatch):
     from sage_ros.cli._common import add_backend_arguments, backend_from_args
-    from sage_ros.model_files import shipped_head
+    from sage_ros.model.model_files import shipped_head
 
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))
     assert variant_of("fast") == "fast" and variant_of(None) is None and variant_of("x.onnx") is None

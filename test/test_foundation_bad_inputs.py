@@ -14,7 +14,7 @@ from sage_ros.cli import main as cli_main
 torch = pytest.importorskip("torch", reason="checkpoint loading needs PyTorch")
 
 from sage_ros.model.checkpoint import WeightsError, load_student  # noqa: E402
-from sage_ros.weights import CHECKPOINT, FetchError, fetch  # noqa: E402
+from sage_ros.model.weights import CHECKPOINT, FetchError, fetch  # noqa: E402
 
 
 def test_missing_weights_names_the_file(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_backend_errors_are_clear(tmp_path: Path, student_onnx: Path, checkpoint
 def test_default_model_is_student_plus_shipped_head_and_is_exported_once(checkpoint_path: Path, tmp_path: Path):
     import json
 
-    from sage_ros.model_files import ensure_onnx, shipped_head
+    from sage_ros.model.model_files import ensure_onnx, shipped_head
 
     if shipped_head() is None:
         pytest.skip("this install has no shipped segmentation head")

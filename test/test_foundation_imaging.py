@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sage_ros.imaging import (
+from sage_ros.image.imaging import (
     ImageInputError,
     check_pair_sizes,
     fused_to_rgb8,
@@ -63,7 +63,7 @@ def test_size_mismatch_is_a_clear_error() -> None:
 
 
 def test_fast_colour_path_equals_reference_arithmetic() -> None:
-    from sage_ros.imaging import ycrcb_to_rgb
+    from sage_ros.image.imaging import ycrcb_to_rgb
 
     rng = np.random.default_rng(3)
     vis = visible_to_ycrcb(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))

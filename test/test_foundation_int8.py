@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from sage_ros.backends import BackendConfig, create_backend
-from sage_ros.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb
+from sage_ros.image.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb
 
 pytest.importorskip("onnxruntime.quantization")
 
 
 def test_int8_model_stays_close_to_fp32_on_held_out_pairs(student_onnx: Path, official_dir: Path, msrs_dir: Path):
-    from sage_ros.model_files import ensure_int8
+    from sage_ros.model.model_files import ensure_int8
 
     int8 = ensure_int8(student_onnx, official_dir)
     fp32_backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=student_onnx))

@@ -25,17 +25,17 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis not installed 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sage_ros.encodings import (  # noqa: E402
+from sage_ros.image.encodings import (  # noqa: E402
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
     ImageInputError,
     check_message,
 )
+from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
 from sage_ros.node.processing import PairProcessor, classify_error  # noqa: E402
-from sage_ros.thermal import ThermalNormalizer  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SAGE_FUZZ_EXAMPLES", "10000"))
-# Bytes per pixel of each encoding the package decodes (independent of sage_ros.encodings' table).
+# Bytes per pixel of each encoding the package decodes (independent of sage_ros.image.encodings' table).
 BPP = {"mono8": 1, "8UC1": 1, "mono16": 2, "16UC1": 2, "32FC1": 4, "rgb8": 3, "bgr8": 3, "rgba8": 4,
        "bgra8": 4, "yuv422": 2, "uyvy": 2, "yuv422_yuy2": 2, "yuyv": 2}
 YUV = {"yuv422", "uyvy", "yuv422_yuy2", "yuyv"}

@@ -1,4 +1,4 @@
-"""Known-answer tests for sage_ros.metrics, plus the official reference outputs against a plain average."""
+"""Known-answer tests for sage_ros.evaluation.metrics, plus the official reference outputs against a plain average."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sage_ros import metrics as m
+from sage_ros.evaluation import metrics as m
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OFFICIAL = SHARED / "sage_official"

@@ -17,7 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from sage_ros.encodings import encode_image  # noqa: E402
+from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -128,7 +128,7 @@ def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(runnin
     assert "with QoS RELIABLE depth 5" in proc.log_text()
     from sage_ros.node.processing import cv_bridge_available
 
-    assert ("decoding with cv_bridge" if cv_bridge_available() else "decoding with sage_ros.encodings") in (
+    assert ("decoding with cv_bridge" if cv_bridge_available() else "decoding with sage_ros.image.encodings") in (
         proc.log_text()
     )
 

@@ -64,7 +64,7 @@ import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
-from sage_ros.encodings import encode_image, fill_msg
+from sage_ros.image.encodings import encode_image, fill_msg
 
 reliability, th, tw, rh, rw = sys.argv[1], *map(int, sys.argv[2:6])
 rclpy.init()

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from sage_ros.encodings import InvalidPixelsError, encode_image
+from sage_ros.image.encodings import InvalidPixelsError, encode_image
+from sage_ros.image.registration import Registration, RegistrationError, parse_homography
+from sage_ros.image.thermal import NormalizerConfig, ThermalNormalizer
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import message_filters_available
 from sage_ros.node.processing import (
@@ -26,8 +28,6 @@ from sage_ros.node.processing import (
 )
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, OK, WARN, NodeStats, RateMeter
-from sage_ros.registration import Registration, RegistrationError, parse_homography
-from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -163,7 +163,7 @@ def test_rate_meter_and_health_verdicts():
 
 
 def test_error_causes():
-    from sage_ros.encodings import decode_image
+    from sage_ros.image.encodings import decode_image
 
     for fields, cause in (
         (("bayer_rggb8", 2, 2, 2, 0, bytes(4)), CAUSE_ENCODING),
@@ -179,7 +179,7 @@ def test_error_causes():
 @pytest.mark.skipif(not message_filters_available(), reason="message_filters not installed (not on PyPI)")
 def test_message_filters_adapter_pairs_like_ours():
     from sage_ros.node.mf_sync import MessageFiltersSync
-    from sage_ros.sync import ApproximateTimeSync
+    from sage_ros.pairing.sync import ApproximateTimeSync
 
     ms = 1_000_000
     got_mf, got_ours = [], []
@@ -259,7 +259,7 @@ def test_docs_name_every_parameter():
 def test_cv_bridge_decoder_matches_ours():
     from sensor_msgs.msg import Image
 
-    from sage_ros.encodings import decode_msg, fill_msg
+    from sage_ros.image.encodings import decode_msg, fill_msg
     from sage_ros.node.processing import cv_bridge_decoder
 
     decode = cv_bridge_decoder()

@@ -40,7 +40,7 @@ def _grey(fused: np.ndarray) -> np.ndarray:
 
 def test_torch_free_model_equals_pytorch_export_on_the_sample_pairs(checkpoint_path: Path, tmp_path: Path):
     pytest.importorskip("torch", reason="the reference is PyTorch's own export")
-    from sage_ros.model_files import export_checkpoint
+    from sage_ros.model.model_files import export_checkpoint
 
     # The default two-output model both ways: student by PyTorch / by numpy, same seg subgraph.
     by_torch = export_checkpoint(checkpoint_path, tmp_path / "torch.onnx", "default", builder="torch")
@@ -76,7 +76,7 @@ def test_builder_does_not_need_torch(checkpoint_path: Path, tmp_path: Path):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from pathlib import Path\n"
-        "import sage_ros.model_files as mf\n"
+        "import sage_ros.model.model_files as mf\n"
         f"p = mf.export_checkpoint(Path({str(checkpoint_path)!r}), Path({str(out)!r}), None, builder='numpy')\n"
         "print(p)\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"

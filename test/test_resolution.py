@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from sage_ros.backends.base import BackendOutput, FusionBackend
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
+from sage_ros.image.registration import Registration
+from sage_ros.image.thermal import NormalizerConfig, ThermalNormalizer
 from sage_ros.node.processing import PairProcessor, scale_homography
 from sage_ros.pipeline import (
     FusionPipeline,
@@ -20,8 +22,6 @@ from sage_ros.pipeline import (
     resize_area,
     upsample_with_detail,
 )
-from sage_ros.registration import Registration
-from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
 
 
 def test_parse_resolution():
@@ -144,7 +144,7 @@ def test_node_registration_goes_straight_to_the_fusion_grid():
 def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tmp_path: Path):
     """Real student on a real pair, thermal camera simulated at 640x480 for a 1024x768 RGB frame."""
     from sage_ros.backends import BackendConfig, create_backend
-    from sage_ros.model_files import export_checkpoint
+    from sage_ros.model.model_files import export_checkpoint
 
     model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", None, builder="numpy")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
@@ -162,7 +162,7 @@ def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tm
 
 def test_fuse_folder_takes_a_lower_resolution_thermal_folder(tmp_path: Path):
     """`sage-ros fuse --resolution thermal` with IR images at the thermal camera's own (same-aspect) size."""
-    from sage_ros.folder_fusion import fuse_folder
+    from sage_ros.cli._folder_fusion import fuse_folder
 
     (tmp_path / "ir").mkdir()
     (tmp_path / "vis").mkdir()

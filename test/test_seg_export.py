@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
-from sage_ros.classes import load_class_table  # noqa: E402
-from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
+from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
+from sage_ros.model.classes import load_class_table  # noqa: E402
 from sage_ros.model.seg_head import (  # noqa: E402
     HeadWeightsError,
     SegHead,

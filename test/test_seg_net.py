@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from sage_ros.backends import BackendConfig, BackendError, create_backend  # noqa: E402
-from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
+from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
 from sage_ros.model.seg_net import (  # noqa: E402
     SegNet,
     SegNetError,
@@ -58,7 +58,7 @@ def _net_weights(tmp: Path) -> Path:
 def composed(tmp_path_factory):
     _shared_or_skip()
     from sage_ros.model.checkpoint import load_student
-    from sage_ros.model_files import export_checkpoint
+    from sage_ros.model.model_files import export_checkpoint
 
     tmp = tmp_path_factory.mktemp("seg_net")
     weights = _net_weights(tmp)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from sage_ros.sync import ApproximateTimeSync, seconds_to_ns
+from sage_ros.pairing.sync import ApproximateTimeSync, seconds_to_ns
 
 MS = 1_000_000
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
-from sage_ros.sync import ApproximateTimeSync
+from sage_ros.pairing.sync import ApproximateTimeSync
 
 MS = 1_000_000
 needs_mf = pytest.mark.skipif(not message_filters_available(),

@@ -76,7 +76,7 @@ def test_auto_falls_back_with_a_clear_log_line(student_onnx: Path, caplog) -> No
 
 @pytest.fixture(scope="module")
 def real_pair(official_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+    from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 
     vis = cv2.imread(str(official_dir / "Vis" / "00000.png"), cv2.IMREAD_COLOR)
     ir = cv2.imread(str(official_dir / "Ir" / "00000.png"), cv2.IMREAD_UNCHANGED)

@@ -174,7 +174,7 @@ def default_model_path(checkpoint_path: Path, tmp_path_factory: pytest.TempPathF
     """The model users get by default (`sage-ros export`, `weights fetch`, the node), built by the same
     function they go through, whatever network it composes."""
     pytest.importorskip("torch", reason="exporting the default model needs PyTorch")
-    from sage_ros.model_files import ensure_onnx
+    from sage_ros.model.model_files import ensure_onnx
 
     return ensure_onnx(tmp_path_factory.mktemp("default_model") / "sage_student.onnx", checkpoint_path)
 
@@ -240,7 +240,7 @@ def test_float16_copy_of_the_default_model_runs_and_agrees(default_model_path: P
     import cv2
 
     ort = pytest.importorskip("onnxruntime")
-    from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+    from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
     from sage_ros.tensorrt.onnx_fp16 import fp16_onnx_bytes
 
     half = fp16_onnx_bytes(default_model_path)
@@ -259,7 +259,7 @@ def test_float16_copy_of_the_default_model_runs_and_agrees(default_model_path: P
 
 def test_default_model_from_the_torch_free_builder_passes_too(checkpoint_path: Path, tmp_path: Path) -> None:
     """A robot without PyTorch builds the default model with the numpy builder: same checks."""
-    from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
+    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
 
     try:
         path = export_checkpoint(checkpoint_path, tmp_path / "sage_student.onnx", DEFAULT_HEAD, builder="numpy")

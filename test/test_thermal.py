@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sage_ros.imaging import ImageInputError
-from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
+from sage_ros.image.imaging import ImageInputError
+from sage_ros.image.thermal import NormalizerConfig, ThermalNormalizer
 
 RNG = np.random.default_rng(5)
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from sage_ros.backends import BackendConfig, create_backend
-from sage_ros.classes import load_class_table
 from sage_ros.cli import main as cli_main
+from sage_ros.model.classes import load_class_table
 from sage_ros.pipeline import FusionPipeline
 from sage_ros.training.config import ConfigError, config_from_dict, load_config
 from sage_ros.training.datasets import sage_records
@@ -158,7 +158,7 @@ def test_resume_continues_from_the_checkpoint_and_exports(first_run, workspace: 
     ir = cv2.imread(str(workspace / "pairs" / "Ir" / "00001.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(workspace / "pairs" / "Vis" / "00001.png"), cv2.IMREAD_COLOR)
     student = resumed.student.eval()
-    from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+    from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 
     with torch.no_grad():
         y = torch.from_numpy(visible_to_ycrcb(vis).y)[None, None]

@@ -280,7 +280,7 @@ def test_project_segmenter_reads_a_seg_net_file_with_infrared_input(tmp_path: Pa
     """The SegNet format (fused Y + infrared inputs) loads through segmenter.weights, frozen, with
     gradients reaching its fused input (a freshly saved network stands in for the shipped one)."""
     seg_net = pytest.importorskip("sage_ros.model.seg_net")
-    from sage_ros.classes import class_table
+    from sage_ros.model.classes import class_table
     from sage_ros.training.segmenter import build_segmenter, label_lookup
 
     torch.manual_seed(0)

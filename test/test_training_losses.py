@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_ros.imaging import ycrcb_to_rgb
+from sage_ros.image.imaging import ycrcb_to_rgb
 from sage_ros.training import losses
 from sage_ros.training.losses import LossWeights
 

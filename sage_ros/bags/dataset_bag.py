@@ -16,7 +16,7 @@ import numpy as np
 
 from sage_ros.bags.messages import image_message
 from sage_ros.bags.writer import BagWriter
-from sage_ros.datasets import FolderDataset, read_infrared, read_label, read_visible
+from sage_ros.pairing.datasets import FolderDataset, read_infrared, read_label, read_visible
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from rosbags.typesys import Stores, get_typestore
 
-from sage_ros.encodings import decode_msg, encode_image, fill_msg
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.encodings import decode_msg, encode_image, fill_msg
+from sage_ros.image.imaging import ImageInputError
 
 #: sensor_msgs/Image and its header are identical from Humble to Kilted; one store serves all.
 TYPESTORE = get_typestore(Stores.LATEST)

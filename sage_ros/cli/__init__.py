@@ -2,6 +2,7 @@
 
 Each subcommand lives in its own module of this package and exposes
 `register(subparsers) -> None`; modules are discovered so a new subcommand is one new file.
+`_`-prefixed modules (`_common`, `_folder_fusion`) are helpers the subcommands share, never discovered.
 """
 
 from __future__ import annotations

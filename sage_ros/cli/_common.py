@@ -58,8 +58,8 @@ def _resolution(text: str) -> str | tuple[int, int]:
 
 def backend_from_args(args: argparse.Namespace) -> FusionBackend:
     """Create the backend the options ask for, exporting the ONNX model first if needed."""
-    from sage_ros.model_files import ensure_onnx
-    from sage_ros.model_variants import ensure_fast_onnx, fast_weights, variant_of
+    from sage_ros.model.model_files import ensure_onnx
+    from sage_ros.model.model_variants import ensure_fast_onnx, fast_weights, variant_of
 
     variant = variant_of(args.model)
     weights = args.weights or default_checkpoint()
@@ -74,7 +74,7 @@ def backend_from_args(args: argparse.Namespace) -> FusionBackend:
             onnx_path = ensure_onnx(onnx_path, weights)
     if args.precision == "int8" and args.backend in ("onnxruntime", "openvino"):
         # CPU int8 runs a QDQ copy of the model; TensorRT calibrates int8 itself from the fp32 graph.
-        from sage_ros.model_files import ensure_int8
+        from sage_ros.model.model_files import ensure_int8
 
         onnx_path = ensure_int8(onnx_path, getattr(args, "calib", None))
     config = BackendConfig(

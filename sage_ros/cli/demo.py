@@ -11,12 +11,12 @@ import numpy as np
 
 from sage_ros import install_hint
 from sage_ros.backends import BackendError
-from sage_ros.classes import load_class_table, overlay
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
-from sage_ros.folder_fusion import read_image, side_by_side, write_rgb
+from sage_ros.cli._folder_fusion import read_image, side_by_side, write_rgb
+from sage_ros.model.classes import load_class_table, overlay
+from sage_ros.model.weights import CHECKPOINT, FetchError, fetch, sample_pairs
 from sage_ros.paths import MIRROR_ENV, default_onnx
 from sage_ros.pipeline import FusionPipeline
-from sage_ros.weights import CHECKPOINT, FetchError, fetch, sample_pairs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,7 +99,7 @@ def _against_reference(official: Path, name: str, fused_rgb: np.ndarray) -> str:
 
 def _say_model_build(args: argparse.Namespace) -> None:
     """Tell the user when the ONNX model is about to be built (a few seconds, once) and how."""
-    from sage_ros.model_files import onnx_is_current, torch_available
+    from sage_ros.model.model_files import onnx_is_current, torch_available
 
     model = Path(args.model) if args.model else default_onnx()
     if args.backend == "torch" or (args.model and model.is_file()):
@@ -118,7 +118,7 @@ def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:
         print(f"live mode needs rclpy ({install_hint('ros')}, or source a ROS 2 installation): {exc}",
               file=sys.stderr)
         return 1
-    from sage_ros.model_files import ensure_onnx
+    from sage_ros.model.model_files import ensure_onnx
 
     pairs = sample_pairs(official)
     print(f"publishing {len(pairs)} pairs as live topics through the sage_fusion node (real DDS)...")

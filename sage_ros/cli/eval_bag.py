@@ -11,16 +11,16 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.bags import BagReadError
-from sage_ros.classes import load_class_table
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
 from sage_ros.evaluation import EvalOptions, evaluate_bag
+from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
 from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown, write_json
-from sage_ros.metrics import FUSION_METRICS
+from sage_ros.image.thermal import MODES, NormalizerConfig
+from sage_ros.model.classes import load_class_table
 from sage_ros.node.settings import PARAMS
 from sage_ros.paths import default_onnx
 from sage_ros.pipeline import FusionPipeline
-from sage_ros.thermal import MODES, NormalizerConfig
 
 SLOP_DEFAULT = next(p.default for p in PARAMS if p.name == "sync.slop")  # one value for node and eval-bag
 

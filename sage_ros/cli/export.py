@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_ros.model.checkpoint import WeightsError
-    from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
+    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
 
     weights = args.weights or default_checkpoint()
     out = args.out or default_onnx()

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
-from sage_ros.folder_fusion import fuse_folder, pair_folders
+from sage_ros.cli._folder_fusion import fuse_folder, pair_folders
 from sage_ros.pipeline import FusionPipeline
 
 
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _class_table(args: argparse.Namespace):
     """The classes named in the model's sidecar (the MSRS classes when it names none)."""
-    from sage_ros.classes import load_class_table
+    from sage_ros.model.classes import load_class_table
     from sage_ros.paths import default_onnx
 
     model = getattr(args, "model", None)

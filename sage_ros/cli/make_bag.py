@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.bags.dataset_bag import GT_TOPIC, RGB_TOPIC, THERMAL_TOPIC, MakeBagOptions, write_dataset_bag
-from sage_ros.datasets import DatasetError, discover
+from sage_ros.pairing.datasets import DatasetError, discover
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

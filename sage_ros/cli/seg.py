@@ -154,7 +154,7 @@ def _train(args) -> int:
         return 2
     from dataclasses import replace
 
-    from sage_ros.classes import class_table
+    from sage_ros.model.classes import class_table
 
     table = class_table(args.classes)
     data = _label_data(args, len(table.names)) if args.labels else _training_data(args)
@@ -294,7 +294,7 @@ def _experiment(args) -> int:
 
 
 def _export(args) -> int:
-    from sage_ros.model_files import DEFAULT_HEAD, export_checkpoint
+    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
     from sage_ros.paths import models_dir
 
     checkpoint = _checkpoint(args)

@@ -7,8 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from sage_ros.model.weights import CHECKPOINT, MANIFEST, UPSTREAM_COMMIT, UPSTREAM_REPO, FetchError, fetch
 from sage_ros.paths import MIRROR_ENV, default_onnx, official_dir
-from sage_ros.weights import CHECKPOINT, MANIFEST, UPSTREAM_COMMIT, UPSTREAM_REPO, FetchError, fetch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"weights and samples in {dest}")
     if args.no_export:
         return 0
-    from sage_ros.model_files import ensure_onnx
+    from sage_ros.model.model_files import ensure_onnx
 
     # Without PyTorch the model is built by the torch-free builder (model/onnx_builder.py).
     builder = "PyTorch's exporter" if importlib.util.find_spec("torch") else "the torch-free builder"

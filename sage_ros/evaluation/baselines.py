@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sage_ros.metrics import FusionScorer
+from sage_ros.evaluation.metrics import FusionScorer
 
 #: report order; "SAGE" is the model under test
 METHODS = ("SAGE", "average", "max", "visible")

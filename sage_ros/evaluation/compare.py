@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sage_ros.datasets import images_by_stem, read_infrared, read_visible
 from sage_ros.evaluation.baselines import BASELINES, luminance_of_bgr, luminance_of_rgb
-from sage_ros.metrics import FUSION_METRICS, FusionScorer
+from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer
+from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible
 
 
 def compare(

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from sage_ros.evaluation.baselines import METHODS
+from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.runner import EvalResult
-from sage_ros.metrics import FUSION_METRICS
 
 _COLOURS = {"SAGE": "#d62728", "average": "#7f7f7f", "max": "#1f77b4", "visible": "#2ca02c"}
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from sage_ros.evaluation.baselines import METHODS
+from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.runner import EvalResult
-from sage_ros.metrics import FUSION_METRICS
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -93,7 +93,7 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
             "thermal_normalisation_detail": describe_thermal(opts.thermal),
             "thermal_normalisation_reason": getattr(opts, "thermal_reason", ""),
         },
-        "metric_definitions": "sage_ros.metrics (SAGE_SPEC section 7): F = Y of the fused RGB, "
+        "metric_definitions": "sage_ros.evaluation.metrics (SAGE_SPEC section 7): F = Y of the fused RGB, "
         "A = infrared grey, B = visible Y; two-source metrics are sums over A and B",
         "methods": list(METHODS),
         "mean": mean_metrics(result),
@@ -178,7 +178,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         lines += [
             "",
             "Baselines use the same pairs: `average` = (IR + VIS Y)/2, `max` = per-pixel maximum, "
-            "`visible` = VIS Y alone. Metric definitions: `sage_ros/metrics.py`.",
+            "`visible` = VIS Y alone. Metric definitions: `sage_ros/evaluation/metrics.py`.",
             "",
             SSIM_NOTE,
             "",

@@ -1,8 +1,8 @@
 """Replay a bag through the node's synchroniser and fusion pipeline; score and record every pair.
 
-The path a frame takes here is the node's: header stamps into `sage_ros.sync.ApproximateTimeSync`
-(same slop, queue size and thermal offset semantics), `sage_ros.encodings` to decode,
-`sage_ros.thermal.ThermalNormalizer` for 16-bit/float thermal, `sage_ros.pipeline.FusionPipeline`
+The path a frame takes here is the node's: header stamps into `sage_ros.pairing.sync.ApproximateTimeSync`
+(same slop, queue size and thermal offset semantics), `sage_ros.image.encodings` to decode,
+`sage_ros.image.thermal.ThermalNormalizer` for 16-bit/float thermal, `sage_ros.pipeline.FusionPipeline`
 to fuse. Nothing that goes wrong with one message stops the run: it is counted by cause in
 `problems` and the next message is read.
 """
@@ -22,14 +22,14 @@ import numpy as np
 
 from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stamp_of
 from sage_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, decode_any, deserialize
-from sage_ros.classes import ClassTable, overlay
-from sage_ros.encodings import to_bgr8
 from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb, score_methods
-from sage_ros.imaging import ImageInputError, unit_to_uint8
-from sage_ros.metrics import confusion_matrix, segmentation_score
+from sage_ros.evaluation.metrics import confusion_matrix, segmentation_score
+from sage_ros.image.encodings import to_bgr8
+from sage_ros.image.imaging import ImageInputError, unit_to_uint8
+from sage_ros.image.thermal import NormalizerConfig, ThermalNormalizer
+from sage_ros.model.classes import ClassTable, overlay
+from sage_ros.pairing.sync import ApproximateTimeSync, seconds_to_ns
 from sage_ros.pipeline import FusionPipeline
-from sage_ros.sync import ApproximateTimeSync, seconds_to_ns
-from sage_ros.thermal import NormalizerConfig, ThermalNormalizer
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def evaluate_bag(
     `progress(total)` may return a tqdm-like object (with `update()`); it is advanced per message read.
     Raises BagReadError only when the bag cannot be opened at all or lacks the thermal/RGB topics.
     """
-    from sage_ros.classes import class_table as builtin_table
+    from sage_ros.model.classes import class_table as builtin_table
 
     options = options or EvalOptions()
     class_table = class_table or builtin_table("msrs")

@@ -1,4 +1,7 @@
-"""PyTorch definitions of the SAGE networks used at run time (the student) and for export.
+"""The SAGE networks and their files.
 
-Importing this package imports torch: the ROS node and the ONNX/OpenVINO/TensorRT backends never do.
+The PyTorch definitions (`student`, `fast_student`, `seg_net`, `seg_head`, `checkpoint`, `export`, `compose`)
+import torch; the file-level modules (`weights`, `model_files`, `model_variants`, `quantize`, `classes`,
+`onnx_builder`) do not, and the ROS node and the ONNX/OpenVINO/TensorRT backends use only those.
+This package's __init__ imports nothing, so `import sage_ros.model.weights` stays torch-free.
 """

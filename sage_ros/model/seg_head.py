@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sage_ros.classes import ClassTable, class_table
+from sage_ros.model.classes import ClassTable, class_table
 from sage_ros.model.student import SageStudent
 
 # MSRS ids 0 unlabelled, 1 car, 2 person, 3 bike: the classes human boxes exist for.

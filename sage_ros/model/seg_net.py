@@ -211,7 +211,7 @@ def export_net(net: SegNet, out_onnx: str | Path, metadata: dict | None = None,
     ONNX Runtime, OpenVINO and TensorRT 8.6+). The sidecar gets `sha256` of the written graph.
     """
     from sage_ros.model.export import OPSET, fold_batchnorm
-    from sage_ros.weights import sha256_of
+    from sage_ros.model.weights import sha256_of
 
     out_onnx = Path(out_onnx)
     out_onnx.parent.mkdir(parents=True, exist_ok=True)

@@ -41,14 +41,16 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
 from sage_ros.backends import BackendError, create_backend
-from sage_ros.classes import load_class_table
-from sage_ros.encodings import (
+from sage_ros.image.encodings import (
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
     check_message,
     decode_msg,
 )
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
+from sage_ros.image.registration import Registration
+from sage_ros.image.thermal import ThermalNormalizer
+from sage_ros.model.classes import load_class_table
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
 from sage_ros.node.processing import (
@@ -60,10 +62,8 @@ from sage_ros.node.processing import (
 )
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, NodeStats
+from sage_ros.pairing.sync import ApproximateTimeSync, seconds_to_ns
 from sage_ros.pipeline import FusionPipeline
-from sage_ros.registration import Registration
-from sage_ros.sync import ApproximateTimeSync, seconds_to_ns
-from sage_ros.thermal import ThermalNormalizer
 
 NODE_NAME = "sage_fusion"
 TOPICS = {
@@ -286,7 +286,7 @@ class FusionNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(settings["diagnostics.period"], self._publish_diagnostics)
         seg = f"yes ({len(self.class_table.names)} classes)" if self.class_table else "no"
-        decoder = "cv_bridge" if use_bridge else "sage_ros.encodings (cv_bridge " + (
+        decoder = "cv_bridge" if use_bridge else "sage_ros.image.encodings (cv_bridge " + (
             "disabled)" if cv_bridge_available() else "not installed)")
         log.info(
             f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
@@ -309,7 +309,7 @@ class FusionNode(LifecycleNode):
             which = "message_filters.ApproximateTimeSynchronizer"
         else:
             self._sync = ApproximateTimeSync(**sync_args)
-            which = "sage_ros.sync.ApproximateTimeSync" + (
+            which = "sage_ros.pairing.sync.ApproximateTimeSync" + (
                 "" if s["sync.use_message_filters"] else " (message_filters disabled by parameter)"
             )
         log.info(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sage_ros.encodings import ImageFields, encode_image
+from sage_ros.image.encodings import ImageFields, encode_image
 
 TOPIC_TYPES = {
     "thermal/image_raw": "Image",
@@ -271,7 +271,7 @@ class Probe:
         return False
 
     def publish(self, topic: str, fields: ImageFields, stamp_ns: int, frame_id: str = "") -> None:
-        from sage_ros.encodings import fill_msg
+        from sage_ros.image.encodings import fill_msg
 
         msg = self._types()["Image"]()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
@@ -346,8 +346,8 @@ def exported_student(checkpoint: Path, out_dir: Path, with_head_classes: int = 0
         return out
     import torch
 
-    from sage_ros.classes import class_table
     from sage_ros.model.checkpoint import load_student
+    from sage_ros.model.classes import class_table
     from sage_ros.model.export import export_onnx, export_student, fold_batchnorm
 
     torch.set_num_threads(1)

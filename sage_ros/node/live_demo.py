@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sage_ros.encodings import decode_msg
+from sage_ros.image.encodings import decode_msg
 from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id
 from sage_ros.node.stats import percentiles_ms
 

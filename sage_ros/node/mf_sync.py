@@ -1,5 +1,5 @@
 """`message_filters.ApproximateTimeSynchronizer` behind the same `add(index, stamp_ns, msg)` interface as
-`sage_ros.sync.ApproximateTimeSync`, so the node's code is identical on both paths.
+`sage_ros.pairing.sync.ApproximateTimeSync`, so the node's code is identical on both paths.
 
 The node feeds both from its own subscriptions (one QoS setting, one validation step, one set of input
 counters). Each message travels wrapped with a header carrying the offset-corrected stamp, so the
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sage_ros.sync import SyncStats, seconds_to_ns
+from sage_ros.pairing.sync import SyncStats, seconds_to_ns
 
 
 def message_filters_available() -> bool:
@@ -79,7 +79,7 @@ class MessageFiltersSync:
             self._received[index] += 1
             if stamp_ns < 0 or ns < 0:
                 # message_filters raises inside the synchroniser on a negative stamp (rclpy Time refuses
-                # it); count it as rejected like sage_ros.sync.ApproximateTimeSync does.
+                # it); count it as rejected like sage_ros.pairing.sync.ApproximateTimeSync does.
                 self._rejected[index] += 1
                 return
         header = self._Header(stamp=self._Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))

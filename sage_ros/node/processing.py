@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sage_ros.classes import ClassTable, overlay
-from sage_ros.encodings import (  # _LAYOUTS: the pixel sizes cv_bridge would assume
+from sage_ros.image.encodings import (  # _LAYOUTS: the pixel sizes cv_bridge would assume
     _LAYOUTS,
     THERMAL_ENCODINGS,
     InvalidPixelsError,
@@ -24,9 +23,10 @@ from sage_ros.encodings import (  # _LAYOUTS: the pixel sizes cv_bridge would as
     decode_msg,
     to_bgr8,
 )
+from sage_ros.image.registration import Registration, RegistrationError
+from sage_ros.image.thermal import ThermalNormalizer
+from sage_ros.model.classes import ClassTable, overlay
 from sage_ros.pipeline import FusionPipeline
-from sage_ros.registration import Registration, RegistrationError
-from sage_ros.thermal import ThermalNormalizer
 
 # Drop causes, as counted in diagnostics; also the keys `classify_error` returns.
 CAUSE_ENCODING = "unsupported_encoding"
@@ -38,7 +38,7 @@ CAUSE_BAD_INPUT = "bad_input"
 
 def classify_error(exc: Exception) -> str:
     """Map an input exception to a diagnostics drop cause."""
-    from sage_ros.encodings import InvalidPixelsError, MalformedImageError
+    from sage_ros.image.encodings import InvalidPixelsError, MalformedImageError
 
     if isinstance(exc, UnsupportedEncodingError):
         return CAUSE_ENCODING
@@ -64,7 +64,7 @@ def cv_bridge_problem(encoding: str, step: int, is_bigendian: bool) -> str | Non
     cv_bridge's `imgmsg_to_cv2` takes the row width as step / itemsize / channels, so a row padding
     that is not a multiple of the pixel size gives a sheared image with no error (rgb8 with 2 bytes
     of padding, mono16 with 1). Under NumPy >= 2 it raises on every big-endian multi-byte image (it
-    calls ndarray.newbyteorder, removed in NumPy 2). The node decodes those with sage_ros.encodings.
+    calls ndarray.newbyteorder, removed in NumPy 2). The node decodes those with sage_ros.image.encodings.
     """
     try:
         layout = _LAYOUTS[encoding]

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from sage_ros.backends import BACKEND_NAMES, PRECISIONS, BackendConfig
-from sage_ros.model_variants import VARIANTS, ModelVariantError, ensure_fast_onnx, fast_weights
+from sage_ros.image.registration import parse_homography
+from sage_ros.image.thermal import MODES, NormalizerConfig
+from sage_ros.model.model_variants import VARIANTS, ModelVariantError, ensure_fast_onnx, fast_weights
 from sage_ros.paths import default_onnx
 from sage_ros.pipeline import parse_resolution
-from sage_ros.registration import parse_homography
-from sage_ros.thermal import MODES, NormalizerConfig
 
 RELIABILITIES = ("best_effort", "reliable")
 # Inputs also take `auto`: match the publishers found on each topic (as `ros2 topic echo` does).
@@ -47,7 +47,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
     ParamSpec("engine_dir", "", "TensorRT: engine cache folder"),
-    ParamSpec("use_cv_bridge", True, "decode with cv_bridge when installed (false: always sage_ros.encodings)"),
+    ParamSpec("use_cv_bridge", True, "decode with cv_bridge when installed (false: always sage_ros.image.encodings)"),
     ParamSpec("frame_id", "", "output frame_id override; empty keeps the RGB header's frame_id"),
     ParamSpec("sync.slop", 0.03, "max stamp difference (s) for a thermal/RGB pair"),
     ParamSpec("sync.queue_size", 10, "messages kept per input while waiting for a partner"),

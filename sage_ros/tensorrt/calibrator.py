@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.datasets import images_by_stem
-from sage_ros.imaging import ImageInputError, infrared_to_grey, visible_to_ycrcb
+from sage_ros.image.imaging import ImageInputError, infrared_to_grey, visible_to_ycrcb
+from sage_ros.pairing.datasets import images_by_stem
 from sage_ros.tensorrt.engine_cache import EngineSpec
 
 log = logging.getLogger(__name__)

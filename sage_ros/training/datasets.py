@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.datasets import DatasetError, Pair, find_child_dir, images_by_stem
-from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
+from sage_ros.pairing.datasets import DatasetError, Pair, find_child_dir, images_by_stem
 from sage_ros.training.mask_cache import load_pair_masks
 
 #: label value for pixels without a class (padding added by crops larger than the image)

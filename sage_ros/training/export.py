@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from sage_ros import __version__
-from sage_ros.classes import ClassTable, class_table
+from sage_ros.model.classes import ClassTable, class_table
 from sage_ros.model.export import export_student
 from sage_ros.training.config import TrainConfig
 
@@ -16,7 +16,7 @@ INPUT_NORMALISATION = {
     "vis_y": "luminance of the 8-bit BGR visible image (OpenCV COLOR_BGR2YCrCb, BT.601) divided by 255",
     "ir": "infrared as one grey channel divided by 255 (or a float image already in [0, 1])",
     "layout": "NCHW float32, N=1, C=1, any H and W",
-    "fused_y": "Tanh output; clamp to [0, 1], recombine with the visible Cr/Cb (sage_ros.imaging)",
+    "fused_y": "Tanh output; clamp to [0, 1], recombine with the visible Cr/Cb (sage_ros.image.imaging)",
 }
 
 
@@ -26,7 +26,7 @@ def class_table_for(classes: str | list[str]) -> ClassTable:
         return class_table(classes)
     if not classes:
         raise ValueError("output.classes is an empty list")
-    from sage_ros.classes import table_from_json
+    from sage_ros.model.classes import table_from_json
 
     return table_from_json([{"id": i, "name": str(n)} for i, n in enumerate(classes)])
 

@@ -18,7 +18,7 @@ _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _SOBEL_Y = ((-1.0, -2.0, -1.0), (0.0, 0.0, 0.0), (1.0, 2.0, 1.0))
 CS_EPS = 1e-7
 
-# Same YCrCb -> RGB coefficients as sage_ros.imaging (the run-time colour step), in torch.
+# Same YCrCb -> RGB coefficients as sage_ros.image.imaging (the run-time colour step), in torch.
 _CR_TO_R, _CR_TO_G, _CB_TO_G, _CB_TO_B = 1.403, -0.714, -0.344, 1.773
 
 #: Phi: masked grey image batch (N, 1, H, W) -> list of feature maps (the truncated SAM encoder)
@@ -137,7 +137,7 @@ def feature_loss(out_taps: Sequence[torch.Tensor], ref_taps: Sequence[torch.Tens
 def fused_rgb(fused_y: torch.Tensor, crcb: torch.Tensor) -> torch.Tensor:
     """Fused luminance (N, 1, H, W) + visible chroma (N, 2, H, W) -> RGB (N, 3, H, W) in [0, 1].
 
-    Differentiable twin of `sage_ros.imaging.ycrcb_to_rgb`: the segmenter sees what users see.
+    Differentiable twin of `sage_ros.image.imaging.ycrcb_to_rgb`: the segmenter sees what users see.
     """
     dcr, dcb = crcb[:, :1] - 0.5, crcb[:, 1:2] - 0.5
     rgb = torch.cat(

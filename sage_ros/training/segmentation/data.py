@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 from sage_ros.paths import cache_dir
 from sage_ros.training.datasets import PairRecord, read_pair, records_for
 from sage_ros.training.segmentation.boxes import (

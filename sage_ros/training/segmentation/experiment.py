@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sage_ros.classes import class_table
+from sage_ros.model.classes import class_table
 from sage_ros.model.seg_head import SegHead, save_head
 from sage_ros.training.segmentation.boxes import BOX_SOURCES, IGNORE
 from sage_ros.training.segmentation.data import INPUT_KINDS, SegSample

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sage_ros.classes import class_table
+from sage_ros.model.classes import class_table
 from sage_ros.model.seg_net import SegNet, count_macs, save_net
 from sage_ros.training.segmentation.boxes import Box
 from sage_ros.training.segmentation.data import load_msrs_boxes
@@ -140,7 +140,7 @@ def save_trained(
     save_net(net, out_npz, classes, info)
     if export:
         meta = read_metadata(out_npz)
-        from sage_ros.weights import sha256_of
+        from sage_ros.model.weights import sha256_of
 
         meta["weights_sha256"] = sha256_of(out_npz)
         export_net(net, out_npz.with_suffix(".onnx"), meta)

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
 
 __all__ = [
     "ImageFields",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
 
 __all__ = ["NormalizerConfig", "ThermalNormalizer", "MODES"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.classes import ClassTable, overlay
-from sage_ros.classes import class_table as default_class_table
-from sage_ros.datasets import images_by_stem
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
+from sage_ros.model.classes import ClassTable, overlay
+from sage_ros.model.classes import class_table as default_class_table
+from sage_ros.pairing.datasets import images_by_stem
 from sage_ros.pipeline import FusionPipeline, FusionResult
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.imaging import infrared_to_grey, visible_to_ycrcb
+from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 
 log = logging.getLogger(__name__)
 

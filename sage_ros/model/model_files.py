@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from sage_ros.model.weights import sha256_of
 from sage_ros.paths import default_checkpoint, default_onnx
-from sage_ros.weights import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def shipped_head() -> Path | None:
     Preferred: the standalone seg graph `data/seg_net_msrs.onnx` (composes without PyTorch); else the
     older head weights `data/seg_head_msrs.npz` (turned into a graph with PyTorch).
     """
-    data = Path(__file__).resolve().parent / "data"
+    data = Path(__file__).resolve().parents[1] / "data"
     if (data / "seg_net_msrs.onnx").is_file():
         return data / "seg_net_msrs.onnx"
     npz = data / "seg_head_msrs.npz"
@@ -188,8 +188,8 @@ def ensure_onnx(
 
 def ensure_int8(onnx_path: Path, calibration_dir: Path | None = None) -> Path:
     """The int8 QDQ sibling `<name>_int8.onnx` of an fp32 model, calibrated once on real pairs."""
+    from sage_ros.model.quantize import quantize_int8
     from sage_ros.paths import official_dir
-    from sage_ros.quantize import quantize_int8
 
     onnx_path = Path(onnx_path)
     int8_path = onnx_path.with_name(onnx_path.stem + "_int8.onnx")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from sage_ros.imaging import ImageInputError
+from sage_ros.image.imaging import ImageInputError
 
 __all__ = ["Registration", "RegistrationError", "parse_homography"]
 

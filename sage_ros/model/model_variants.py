@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from sage_ros.model.weights import sha256_of
 from sage_ros.paths import models_dir
-from sage_ros.weights import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class ModelVariantError(RuntimeError):
 
 
 def _data_dir() -> Path:
-    return Path(__file__).resolve().parent / "data"
+    return Path(__file__).resolve().parents[1] / "data"
 
 
 def fast_onnx() -> Path:
@@ -90,7 +90,7 @@ def ensure_fast_onnx(onnx_path: Path | None = None, head: Path | str | None = "d
     fusion-only graph (the shipped file itself). The composed graph is written to `onnx_path` (default:
     <models dir>/sage_fast_student.onnx) with a JSON sidecar, and reused while its sources are unchanged.
     """
-    from sage_ros.model_files import _head_sidecar, _resolve_head
+    from sage_ros.model.model_files import _head_sidecar, _resolve_head
 
     student = fast_onnx()
     head_path = _resolve_head(head)
@@ -103,7 +103,7 @@ def ensure_fast_onnx(onnx_path: Path | None = None, head: Path | str | None = "d
     import onnx
 
     from sage_ros.model.compose import attach_segmentation
-    from sage_ros.model_files import load_seg_model
+    from sage_ros.model.model_files import load_seg_model
 
     head_meta = _head_sidecar(head_path)
     model = attach_segmentation(onnx.load(str(student)), load_seg_model(head_path))

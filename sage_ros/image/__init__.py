@@ -1,0 +1,1 @@
+"""Image handling without ROS or torch: colour math, message decoding, thermal normalisation, registration."""
