@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sage_ros.model.classes import ClassTable, class_table
+from sage_ros.model.npz_weights import load_state, read_sidecar
 from sage_ros.model.student import SageStudent
 
 # MSRS ids 0 unlabelled, 1 car, 2 person, 3 bike: the classes human boxes exist for.
@@ -144,16 +145,7 @@ class HeadWeightsError(RuntimeError):
 
 
 def read_head_metadata(path: str | Path) -> dict:
-    sidecar = head_metadata_path(path)
-    if not sidecar.is_file():
-        raise HeadWeightsError(f"segmentation head {path}: metadata file {sidecar} is missing")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadWeightsError(f"segmentation head metadata {sidecar} is not valid JSON: {exc}") from exc
-    if meta.get("format") != HEAD_FORMAT:
-        raise HeadWeightsError(f"{sidecar}: format {meta.get('format')!r}, expected {HEAD_FORMAT!r}")
-    return meta
+    return read_sidecar(path, HEAD_FORMAT, HeadWeightsError, "segmentation head")
 
 
 def load_head(path: str | Path) -> SegHead:
@@ -163,21 +155,7 @@ def load_head(path: str | Path) -> SegHead:
         raise HeadWeightsError(f"segmentation head weights {path} do not exist")
     meta = read_head_metadata(path)
     head = SegHead(num_classes=int(meta["num_classes"]), width=int(meta.get("width", 32)))
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise HeadWeightsError(f"segmentation head weights {path} could not be read: {exc}") from exc
-    expected = head.state_dict()
-    if set(arrays) != set(expected):
-        missing = sorted(set(expected) - set(arrays))[:3]
-        extra = sorted(set(arrays) - set(expected))[:3]
-        raise HeadWeightsError(f"{path} does not match the head: missing {missing}, unexpected {extra}")
-    for k, v in expected.items():
-        if tuple(arrays[k].shape) != tuple(v.shape):
-            raise HeadWeightsError(f"{path}: {k} has shape {arrays[k].shape}, expected {tuple(v.shape)}")
-    head.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
-    return head.eval()
+    return load_state(head, path, HeadWeightsError, "segmentation head")
 
 
 def head_class_table(path: str | Path) -> list[dict]:

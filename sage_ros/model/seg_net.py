@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sage_ros.model.npz_weights import load_state, read_sidecar
+
 NET_FORMAT = "sage_ros.seg_net/1"
 DEFAULT_NUM_CLASSES = 4  # MSRS ids: 0 background, 1 car, 2 person, 3 bike
 #: Input names of the ONNX graph per input kind (the names the compose contract defines).
@@ -149,16 +151,7 @@ def save_net(net: SegNet, path: str | Path, classes: list[dict], info: dict | No
 
 
 def read_metadata(path: str | Path) -> dict:
-    sidecar = metadata_path(path)
-    if not sidecar.is_file():
-        raise SegNetError(f"segmentation network {path}: metadata file {sidecar} is missing")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as exc:
-        raise SegNetError(f"segmentation network metadata {sidecar} is not valid JSON: {exc}") from exc
-    if meta.get("format") != NET_FORMAT:
-        raise SegNetError(f"{sidecar}: format {meta.get('format')!r}, expected {NET_FORMAT!r}")
-    return meta
+    return read_sidecar(path, NET_FORMAT, SegNetError, "segmentation network")
 
 
 def load_net(path: str | Path) -> SegNet:
@@ -168,21 +161,7 @@ def load_net(path: str | Path) -> SegNet:
         raise SegNetError(f"segmentation network weights {path} do not exist")
     meta = read_metadata(path)
     net = SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"])
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise SegNetError(f"segmentation network weights {path} could not be read: {exc}") from exc
-    expected = net.state_dict()
-    if set(arrays) != set(expected):
-        raise SegNetError(f"{path} does not match the network: keys differ "
-                          f"(missing {sorted(set(expected) - set(arrays))[:3]}, "
-                          f"unexpected {sorted(set(arrays) - set(expected))[:3]})")
-    for k, v in expected.items():
-        if tuple(arrays[k].shape) != tuple(v.shape):
-            raise SegNetError(f"{path}: {k} has shape {arrays[k].shape}, expected {tuple(v.shape)}")
-    net.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in arrays.items()})
-    return net.eval()
+    return load_state(net, path, SegNetError, "segmentation network")
 
 
 class _ClassIds(nn.Module):
