@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sage_ros.model.student import NEGATIVE_SLOPE
+from sage_ros.model.student import NEGATIVE_SLOPE, SageStudent, channel_adjust
 
 
 @dataclass(frozen=True)
@@ -53,17 +52,13 @@ def _block(in_channels: int, width: int, convs: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _adjust(in_channels: int, width: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, width, 1, bias=True), nn.BatchNorm2d(width), nn.LeakyReLU(NEGATIVE_SLOPE)
-    )
-
-
-class FastStudent(nn.Module):
-    """forward(y, ir) -> (fused, (x1, x2, x3, x4, x5)), like `SageStudent` but `arch.width` channels."""
+class FastStudent(SageStudent):
+    """forward(y, ir) -> (fused, (x1, x2, x3, x4, x5)), `SageStudent`'s own forward at `arch.width` channels."""
 
     def __init__(self, arch: FastArch = SHIPPED_ARCH) -> None:
-        super().__init__()
+        # Same topology and module names as the released student (so the same forward, export and
+        # state-dict layout serve both); only the block depths and the width differ.
+        nn.Module.__init__(self)
         if arch.width < 1 or arch.full_res_convs < 1 or arch.low_res_convs < 1:
             raise ValueError(f"invalid fast student architecture {arch}")
         self.arch = arch
@@ -71,23 +66,11 @@ class FastStudent(nn.Module):
         self.module1 = _block(2, w, arch.full_res_convs)
         self.module2 = _block(w, w, arch.low_res_convs)
         self.module3 = _block(w, w, arch.low_res_convs)
-        self.adjust_channels4 = _adjust(2 * w, w)
+        self.adjust_channels4 = channel_adjust(2 * w, w)
         self.module4 = _block(w, w, arch.low_res_convs)
-        self.adjust_channels5 = _adjust(2 * w, w)
+        self.adjust_channels5 = channel_adjust(2 * w, w)
         self.module5 = _block(w, w, arch.full_res_convs)
         self.final_decoder = nn.Sequential(nn.Conv2d(w, 1, 3, padding=1, bias=True), nn.Tanh())
-
-    def forward(
-        self, y: torch.Tensor, ir: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        x1 = self.module1(torch.cat([y, ir], dim=1))
-        x2 = self.module2(F.max_pool2d(x1, 2))
-        x3 = self.module3(F.max_pool2d(x2, 2))
-        up3 = F.interpolate(x3, size=x2.shape[-2:], mode="bilinear", align_corners=False)
-        x4 = self.module4(self.adjust_channels4(torch.cat([up3, x2], dim=1)))
-        up4 = F.interpolate(x4, size=x1.shape[-2:], mode="bilinear", align_corners=False)
-        x5 = self.module5(self.adjust_channels5(torch.cat([up4, x1], dim=1)))
-        return self.final_decoder(x5), (x1, x2, x3, x4, x5)
 
 
 # ------------------------------------------------------------------------------------------ cost
