@@ -248,7 +248,10 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
             assert probe.wait_until(future.done, 30.0), f"{name} timed out"
             return future.result()
 
-        assert call(GetState, "/sage_fusion/get_state", GetState.Request()).current_state.label == "unconfigured"
+        get_state = node.create_client(GetState, "/sage_fusion/get_state")
+        assert get_state.wait_for_service(timeout_sec=20.0), proc.log_text()
+        response = probe.call_idempotent(get_state, GetState.Request(), 30.0)
+        assert response is not None and response.current_state.label == "unconfigured", proc.log_text()
         assert proc.alive()
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(onnx_model))
         result = call(SetParameters, "/sage_fusion/set_parameters",
@@ -347,21 +350,34 @@ def test_model_failure_is_an_error_in_diagnostics_and_the_node_survives(onnx_mod
 
 
 # --- accounting: every received message ends in exactly one counted fate --------------------------
+TRANSITION_GOAL = {"configure": "inactive", "activate": "active", "deactivate": "inactive",
+                   "cleanup": "unconfigured", "shutdown": "finalized"}
+
+
 def lifecycle(probe, proc, transition: str) -> bool:
     """Ask the node for a lifecycle transition (configure, activate, deactivate, cleanup) over its service."""
     from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
+    from lifecycle_msgs.srv import ChangeState, GetState
 
     client = probe.node.create_client(ChangeState, "/sage_fusion/change_state")
+    state_client = probe.node.create_client(GetState, "/sage_fusion/get_state")
     try:
         assert client.wait_for_service(timeout_sec=30.0), f"change_state not available\n{proc.log_text()}"
         req = ChangeState.Request()
         req.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
         future = client.call_async(req)
-        assert probe.wait_until(future.done, 120.0), f"{transition} timed out\n{proc.log_text()}"
+        # A transition is not safe to resend, so a lost response (see Probe.call_idempotent) is
+        # recognised by asking for the state: the transition happened when the node is in its goal state.
+        deadline = time.monotonic() + 120.0
+        while not probe.wait_until(future.done, 10.0):
+            state = probe.call_idempotent(state_client, GetState.Request(), 10.0)
+            if state is not None and state.current_state.label == TRANSITION_GOAL[transition]:
+                return True
+            assert time.monotonic() < deadline, f"{transition} timed out\n{proc.log_text()}"
         return bool(future.result().success)
     finally:
         probe.node.destroy_client(client)
+        probe.node.destroy_client(state_client)
 
 
 def wait_inputs_matched(probe, reliability: str = "RELIABLE", timeout: float = 30.0) -> bool:

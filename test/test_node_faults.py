@@ -302,10 +302,12 @@ def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path
             req.transition.id = Transition.TRANSITION_CONFIGURE
             change.call_async(req)
             time.sleep(1.0)  # the request reached the node; configure takes several seconds
-        future = client.call_async(GetState.Request())
         if state != "configuring":
-            assert probe.wait_until(future.done, 30.0)
-            assert future.result().current_state.label == state
+            response = probe.call_idempotent(client, GetState.Request(), 30.0)
+            assert response is not None, f"get_state unanswered for 30 s\n{proc.log_text()}"
+            assert response.current_state.label == state
+        else:
+            client.call_async(GetState.Request())  # a request in flight while the signal lands
     finally:
         probe.close()
         proc.proc.send_signal(sig)

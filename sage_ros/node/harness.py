@@ -302,6 +302,25 @@ class Probe:
             time.sleep(0.02)
         return predicate()
 
+    def call_idempotent(self, client: Any, request: Any, timeout: float, resend_after: float = 5.0) -> Any:
+        """The response to a request that is safe to repeat (GetState, GetParameters), or None on timeout.
+
+        Why resend: `wait_for_service` returns once the server's request reader is matched, but the
+        server's response writer may not have matched this client's reader yet; DDS then drops the
+        response and the future never completes (seen on a loaded 2-core CI machine). A repeated
+        read-only request costs nothing and gets answered once discovery has settled.
+        """
+        deadline = time.monotonic() + timeout
+        future = client.call_async(request)
+        while True:
+            wait = min(resend_after, deadline - time.monotonic())
+            if self.wait_until(future.done, max(wait, 0.0)):
+                return future.result()
+            if time.monotonic() >= deadline:
+                return None
+            client.remove_pending_request(future)
+            future = client.call_async(request)
+
     def latest_status(self, name_part: str = "sage_fusion") -> dict[str, str] | None:
         """Key/values (plus `_level`, `_message`) of the newest diagnostics status naming `name_part`."""
         with self._lock:
