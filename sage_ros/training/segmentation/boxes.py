@@ -10,83 +10,24 @@ IGNORE so that training neither rewards nor punishes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-IGNORE = 255
-#: YOLO classes of the MSRS detection labels (boxes/classes.txt: 0 person, 1 bicycle, 2 car)
-#: mapped to MSRS pixel-label ids (1 car, 2 person, 3 bike).
-MSRS_YOLO_TO_ID = {0: 2, 1: 3, 2: 1}
+# Box and YOLO parsing live in the run-time package (make-bag and eval-bag use them without torch);
+# re-exported here so that every existing import of these names keeps working.
+from sage_ros.evaluation.components import (  # noqa: F401 - re-exports
+    IGNORE,
+    MSRS_YOLO_TO_ID,
+    Box,
+    BoxFileError,
+    parse_yolo,
+    read_yolo,
+)
+
 BOX_SOURCES = ("infrared", "visible", "fusion")
 PSEUDO_MODES = ("thermal", "box")
-_EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class Box:
-    """A labelled box in pixels: class id (already mapped), [x0, x1) x [y0, y1)."""
-
-    class_id: int
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def area(self) -> int:
-        return max(self.x1 - self.x0, 0) * max(self.y1 - self.y0, 0)
-
-    def as_xyxy(self) -> tuple[float, float, float, float]:
-        return float(self.x0), float(self.y0), float(self.x1), float(self.y1)
-
-
-class BoxFileError(ValueError):
-    """A YOLO label file with a malformed line."""
-
-
-def parse_yolo(
-    text: str, width: int, height: int, class_map: dict[int, int] | None = None, source: str = "<text>"
-) -> list[Box]:
-    """Parse YOLO lines `class cx cy w h` (normalised) into pixel boxes clipped to the image.
-
-    Classes missing from `class_map` are skipped (a dataset may label more than the head predicts).
-    """
-    boxes: list[Box] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise BoxFileError(f"{source}:{number}: expected 'class cx cy w h', got {line!r}")
-        try:
-            yolo_class = int(parts[0])
-            cx, cy, bw, bh = (float(p) for p in parts[1:])
-        except ValueError as exc:
-            raise BoxFileError(f"{source}:{number}: not numbers: {line!r}") from exc
-        class_id = class_map.get(yolo_class) if class_map is not None else yolo_class
-        if class_id is None:
-            continue
-        # Outward to whole pixels; the epsilon keeps 0.15 * 100 = 15.000000000000002 at 15.
-        x0 = int(np.clip(np.floor((cx - bw / 2) * width + _EPS), 0, width))
-        x1 = int(np.clip(np.ceil((cx + bw / 2) * width - _EPS), 0, width))
-        y0 = int(np.clip(np.floor((cy - bh / 2) * height + _EPS), 0, height))
-        y1 = int(np.clip(np.ceil((cy + bh / 2) * height - _EPS), 0, height))
-        if x1 > x0 and y1 > y0:
-            boxes.append(Box(class_id, x0, y0, x1, y1))
-    return boxes
-
-
-def read_yolo(
-    path: str | Path, width: int, height: int, class_map: dict[int, int] | None = MSRS_YOLO_TO_ID
-) -> list[Box]:
-    """Boxes of one YOLO file; a missing file means no boxes (images without objects have none)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return parse_yolo(path.read_text(), width, height, class_map, source=str(path))
 
 
 def box_dir(msrs_root: str | Path, source: str) -> Path:
