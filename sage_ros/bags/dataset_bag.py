@@ -1,4 +1,4 @@
-"""A folder dataset -> a ROS 2 bag of thermal, RGB and ground-truth image streams.
+"""A folder dataset -> a ROS 2 bag of thermal, RGB and ground-truth streams (labels, boxes, pair names).
 
 Stamps follow a nominal frame rate; optional uniform jitter and a fixed thermal offset make the
 two streams arrive the way real drivers deliver them, so bag evaluation exercises the synchroniser.
@@ -7,15 +7,24 @@ two streams arrive the way real drivers deliver them, so bag evaluation exercise
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from sage_ros.bags.messages import image_message
+from sage_ros.bags.detections import (
+    BOXES_TOPIC,
+    DETECTIONS_TYPE,
+    STRING_TYPE,
+    detections_message,
+    pair_name_message,
+)
+from sage_ros.bags.messages import IMAGE_TYPE, image_message
 from sage_ros.bags.writer import BagWriter
+from sage_ros.model.classes import class_table
 from sage_ros.pairing.datasets import FolderDataset, read_infrared, read_label, read_visible
 
 log = logging.getLogger(__name__)
@@ -23,6 +32,10 @@ log = logging.getLogger(__name__)
 THERMAL_TOPIC = "/thermal/image_raw"
 RGB_TOPIC = "/rgb/image_raw"
 GT_TOPIC = "/segmentation/ground_truth"
+
+#: Boxes of one pair: (name, image width, image height) -> boxes (objects with class_id and
+#: as_xyxy(), in pixels), or None when the pair has no box file (then no message is written).
+BoxSource = Callable[[str, int, int], Sequence[Any] | None]
 
 
 @dataclass
@@ -40,6 +53,11 @@ class MakeBagOptions:
     thermal_topic: str = THERMAL_TOPIC
     rgb_topic: str = RGB_TOPIC
     gt_topic: str = GT_TOPIC
+    boxes_topic: str = BOXES_TOPIC
+    # One std_msgs/String per pair holding its name, log time = the pair's RGB stamp; None: not written.
+    pair_name_topic: str | None = None
+    # Box class id -> the class_id string of its hypothesis (MSRS: "car", "person", "bike").
+    class_names: tuple[str, ...] = field(default_factory=lambda: class_table("msrs").names)
     thermal_frame: str = "thermal_camera"
     rgb_frame: str = "rgb_camera"
     seed: int = 0
@@ -63,6 +81,7 @@ class MakeBagSummary:
     frames: int
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # pair name -> reason
+    box_errors: dict[str, str] = field(default_factory=dict)  # pair name -> why its boxes were left out
 
 
 def frame_stamps(n: int, options: MakeBagOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -91,9 +110,14 @@ def write_dataset_bag(
     out: str | Path,
     options: MakeBagOptions | None = None,
     on_frame: Callable[[str], None] | None = None,
+    boxes: BoxSource | None = None,
 ) -> MakeBagSummary:
     """Write every pair of `dataset` as one thermal, one RGB and (if labelled) one label message.
 
+    `boxes` adds a vision_msgs/Detection2DArray per pair that has boxes (an empty array for a pair
+    whose box list is empty: a frame without objects), stamped like the RGB frame; a box source that
+    raises ValueError (a malformed file) leaves that pair's boxes out and is reported in `box_errors`.
+    With `options.pair_name_topic` each pair's name is written too (std_msgs/String).
     Messages are written in log-time order (log time = header stamp, as a recorder on the same
     clock would see them). A pair that cannot be read is skipped and reported, the rest written.
     """
@@ -108,15 +132,36 @@ def write_dataset_bag(
         schedule.append((int(rgb_stamps[i]), 1, i, "rgb"))
         if pair.label_path is not None:
             schedule.append((int(rgb_stamps[i]), 2, i, "label"))
+        if boxes is not None:
+            schedule.append((int(rgb_stamps[i]), 3, i, "boxes"))
+        if options.pair_name_topic:
+            schedule.append((int(rgb_stamps[i]), 4, i, "name"))
     schedule.sort()
+    rgb_sizes: dict[int, tuple[int, int]] = {}  # frame index -> (width, height), for normalised boxes
     summary = MakeBagSummary(Path(out), frames=0)
     with BagWriter(out, storage=options.storage) as writer:
         for t, _, i, kind in schedule:
             pair = pairs[i]
             if pair.name in summary.skipped:
                 continue
+            msgtype = IMAGE_TYPE
             try:
-                if kind == "thermal":
+                if kind == "boxes":
+                    if i not in rgb_sizes:
+                        continue
+                    try:
+                        found = boxes(pair.name, *rgb_sizes[i])
+                    except ValueError as exc:
+                        summary.box_errors[pair.name] = str(exc)
+                        log.warning("boxes of pair %s left out: %s", pair.name, exc)
+                        continue
+                    if found is None:
+                        continue
+                    msg = detections_message(found, t, options.rgb_frame, options.class_names)
+                    topic, msgtype = options.boxes_topic, DETECTIONS_TYPE
+                elif kind == "name":
+                    msg, topic, msgtype = pair_name_message(pair.name), options.pair_name_topic, STRING_TYPE
+                elif kind == "thermal":
                     image = _thermal_image(read_infrared(pair.ir_path), options)
                     msg = image_message(image, options.thermal_encoding, t, options.thermal_frame)
                     topic = options.thermal_topic
@@ -126,6 +171,7 @@ def write_dataset_bag(
                         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
                     msg = image_message(image, options.rgb_encoding, t, options.rgb_frame)
                     topic = options.rgb_topic
+                    rgb_sizes[i] = (image.shape[1], image.shape[0])
                 else:
                     msg = image_message(read_label(pair.label_path), "mono8", t, options.rgb_frame)
                     topic = options.gt_topic
@@ -133,7 +179,7 @@ def write_dataset_bag(
                 summary.skipped[pair.name] = str(exc)
                 log.warning("skipping pair %s: %s", pair.name, exc)
                 continue
-            writer.write(topic, t, msg)
+            writer.write(topic, t, msg, msgtype)
             if on_frame is not None and kind == "rgb":
                 on_frame(pair.name)
         summary.counts = dict(writer.counts)

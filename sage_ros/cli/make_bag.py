@@ -9,6 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.bags.dataset_bag import GT_TOPIC, RGB_TOPIC, THERMAL_TOPIC, MakeBagOptions, write_dataset_bag
+from sage_ros.bags.detections import BOXES_TOPIC, PAIR_NAME_TOPIC
+from sage_ros.evaluation.components import MSRS_YOLO_TO_ID, parse_yolo
 from sage_ros.pairing.datasets import DatasetError, discover
 
 
@@ -17,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "make-bag",
         help="turn a folder dataset into a ROS 2 bag (thermal, RGB, ground truth)",
         description="Writes thermal/image_raw, rgb/image_raw and, where labels exist, "
-        "segmentation/ground_truth, stamped at a chosen rate with optional jitter and thermal offset. "
+        "segmentation/ground_truth, stamped at a chosen rate with optional jitter and thermal offset; "
+        "with --boxes, human boxes as vision_msgs/Detection2DArray; each pair's name on /dataset/pair_names. "
         "Layouts: Ir/ Vis/ (SAGE samples), ir/ vi/ [label/] (MSRS), Infrared/ Visible/ [Label/] (MSRS, FMB).",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
@@ -46,6 +49,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--thermal-topic", default=THERMAL_TOPIC)
     parser.add_argument("--rgb-topic", default=RGB_TOPIC)
     parser.add_argument("--gt-topic", default=GT_TOPIC)
+    parser.add_argument(
+        "--boxes", type=Path, default=None, metavar="DIR",
+        help="folder of YOLO box files NAME.txt (`class cx cy w h`, normalised; MSRS classes 0 person, "
+        "1 bicycle, 2 car), e.g. ../shared/datasets/msrs/boxes/fusion: written to --boxes-topic, stamped "
+        "like the RGB frame; a pair without a file gets no message, an empty file an empty array",
+    )
+    parser.add_argument("--boxes-topic", default=BOXES_TOPIC, help=f"default {BOXES_TOPIC}")
+    parser.add_argument(
+        "--pair-names-topic", default=PAIR_NAME_TOPIC,
+        help=f"std_msgs/String with each pair's file name, log time = its RGB stamp (default {PAIR_NAME_TOPIC}; "
+        "eval-bag writes the names on its contact sheet); '' to leave it out",
+    )
     parser.add_argument("--seed", type=int, default=0, help="jitter random seed")
     parser.set_defaults(func=run)
 
@@ -69,19 +84,46 @@ def run(args: argparse.Namespace) -> int:
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         gt_topic=args.gt_topic,
+        boxes_topic=args.boxes_topic,
+        pair_name_topic=args.pair_names_topic or None,
         seed=args.seed,
     )
+    if args.boxes is not None and not args.boxes.is_dir():
+        print(f"error: box folder {args.boxes} does not exist", file=sys.stderr)
+        return 2
     for name in dataset.only_ir + dataset.only_vis:
         print(f"unpaired: {name} (no partner in the other folder), left out", file=sys.stderr)
     try:
         with tqdm(total=len(dataset.pairs), unit="pair", desc="writing bag", file=sys.stderr) as bar:
-            summary = write_dataset_bag(dataset, args.out, options, on_frame=lambda _n: bar.update())
+            summary = write_dataset_bag(
+                dataset, args.out, options, on_frame=lambda _n: bar.update(), boxes=_box_source(args.boxes)
+            )
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, reason in summary.skipped.items():
         print(f"skipped: {name}: {reason}", file=sys.stderr)
+    for name, reason in summary.box_errors.items():
+        print(f"boxes left out: {name}: {reason}", file=sys.stderr)
     counts = ", ".join(f"{t}: {n}" for t, n in summary.counts.items())
     where = f"{summary.path} ({options.storage}; {counts})"
     print(f"layout {dataset.layout}: wrote {summary.frames} frames to {where}")
-    return 1 if summary.skipped else 0
+    return 1 if summary.skipped or summary.box_errors else 0
+
+
+def _box_source(folder: Path | None):
+    """NAME, width, height -> the pixel boxes of folder/NAME.txt (MSRS YOLO classes), None without a file.
+
+    The same parsing as `sage-ros seg eval` (`sage_ros.evaluation.components.parse_yolo`), so a bag's
+    boxes equal the boxes that command scores against.
+    """
+    if folder is None:
+        return None
+
+    def boxes(name: str, width: int, height: int):
+        path = folder / f"{name}.txt"
+        if not path.is_file():
+            return None
+        return parse_yolo(path.read_text(), width, height, MSRS_YOLO_TO_ID, source=str(path))
+
+    return boxes
