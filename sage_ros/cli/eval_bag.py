@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.backends import BackendError
-from sage_ros.bags import BagReadError
+from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
 from sage_ros.cli._common import add_backend_arguments, backend_from_args
 from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Reads the bag (MCAP or sqlite3, damaged ones by scanning), pairs thermal and RGB "
         "frames with the node's synchroniser, fuses them, and writes report.json, report.md, PNG plots "
         "and an output bag with the inputs plus /fused/image_raw (and masks for models with a "
-        "segmentation head). Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated, "
+        "segmentation head). With a boxes topic (vision_msgs/Detection2DArray, `make-bag --boxes`) the "
+        "class-id mask is scored against the boxes as `sage-ros seg eval` does. "
+        "Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated, "
         "3 the results could not be written (disk full, ...): the incomplete output is removed.",
     )
     parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap / .db3 file")
@@ -41,6 +43,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rgb-topic", default="/rgb/image_raw")
     parser.add_argument(
         "--gt-topic", default="/segmentation/ground_truth", help="mono8 class-id labels (optional)"
+    )
+    parser.add_argument(
+        "--boxes-topic", default=BOXES_TOPIC,
+        help="vision_msgs/Detection2DArray human boxes, matched to pairs by the RGB stamp: mask components "
+        f"are scored against them at IoU 0.5 (default {BOXES_TOPIC}; skipped with a note when absent)",
+    )
+    parser.add_argument(
+        "--min-area", type=int, default=6, help="mask components smaller than this (px) are speckle (default 6)"
+    )
+    parser.add_argument(
+        "--pair-names-topic", default=PAIR_NAME_TOPIC,
+        help=f"std_msgs/String pair names written by make-bag, shown on the contact sheet (default {PAIR_NAME_TOPIC})",
     )
     parser.add_argument(
         "--slop", type=float, default=SLOP_DEFAULT,
@@ -139,6 +153,9 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         gt_topic=args.gt_topic,
+        boxes_topic=args.boxes_topic,
+        pair_names_topic=args.pair_names_topic,
+        box_min_area=args.min_area,
         slop_s=args.slop,
         queue_size=args.queue_size,
         thermal_offset_ms=args.thermal_offset_ms,
@@ -196,6 +213,15 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     mean = report["mean"]
     if mean:
         print("mean " + ", ".join(f"{k} {mean['SAGE'][k]:.3f}" for k in FUSION_METRICS) + " (SAGE)")
+    boxes = report["masks_vs_boxes"]
+    if "scores" in boxes:
+        every = boxes["scores"].get("all")
+        if every:
+            f1 = "-" if every["mean_f1"] is None else f"{100 * every['mean_f1']:.1f}"
+            print(f"masks vs boxes ({boxes['topic']}, IoU 0.5): mean F1 {f1} over "
+                  f"{boxes['pairs_scored']} pairs ({boxes['pairs_without_boxes']} without boxes)")
+    else:
+        print(f"masks vs boxes: {boxes['note']}")
     for name, path in files.items():
         print(f"{name}: {path}")
     if n == 0:

@@ -72,7 +72,9 @@ def _labelled(image: np.ndarray, text: str) -> np.ndarray:
 
 
 def contact_sheet(result: EvalResult, metric: str, path: Path, count: int = 3) -> Path | None:
-    """Rows of IR | visible | fused for the `count` best and worst pairs by SAGE's `metric`."""
+    """Rows of IR | visible | fused (| class overlay, for a model with class ids) for the `count` best
+    and worst pairs by SAGE's `metric`; each row names its pair (the dataset file name the bag carries
+    on /dataset/pair_names, else the RGB stamp in seconds)."""
     scored = [p for p in result.pairs if p.metrics and p.index in result.thumbnails]
     if not scored:
         return None
@@ -83,10 +85,10 @@ def contact_sheet(result: EvalResult, metric: str, path: Path, count: int = 3) -
     chosen += [("worst", p) for p in worst if p not in best]
     rows = []
     for tag, p in chosen:
-        ir, vis, fused = result.thumbnails[p.index]
+        thumbs = result.thumbnails[p.index]
         value = p.metrics["SAGE"][metric]
-        head = f"{tag} #{p.index} {metric} {value:.3f}"
-        cells = [_labelled(ir, head), _labelled(vis, "visible"), _labelled(fused, "SAGE fused")]
+        titles = [p.label, f"{tag} {metric} {value:.3f}", "SAGE fused", "classes"]
+        cells = [_labelled(image, text) for image, text in zip(thumbs, titles, strict=False)]
         height = min(c.shape[0] for c in cells)
         rows.append(np.hstack([c[:height] for c in cells]))
     width = max(r.shape[1] for r in rows)

@@ -66,6 +66,10 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
             "pipeline_ms": p.pipeline_ms,
             "inference_ms": p.inference_ms,
         }
+        if p.name:
+            entry["name"] = p.name
+        if p.boxes_f1 is not None:
+            entry["boxes"] = p.boxes_f1
         if p.metrics:
             entry["metrics"] = p.metrics
         if p.miou is not None:
@@ -86,6 +90,8 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
             "thermal_topic": opts.thermal_topic,
             "rgb_topic": opts.rgb_topic,
             "gt_topic": opts.gt_topic,
+            "boxes_topic": opts.boxes_topic,
+            "pair_names_topic": opts.pair_names_topic,
             "slop_s": opts.slop_s,
             "queue_size": opts.queue_size,
             "thermal_offset_ms": opts.thermal_offset_ms,
@@ -98,6 +104,7 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
         "methods": list(METHODS),
         "mean": mean_metrics(result),
         "segmentation": result.segmentation if result.segmentation else {"note": _segmentation_note(result)},
+        "masks_vs_boxes": result.boxes if result.boxes else {"note": _boxes_note(result)},
         "pairing": pairing_summary(result),
         "latency_ms": {
             "pipeline": latency_summary([p.pipeline_ms for p in result.pairs]),
@@ -120,6 +127,45 @@ def _segmentation_note(result: EvalResult) -> str:
     if not result.has_segmentation:
         return "ground truth present but the model has no segmentation head: mIoU not computed"
     return "no pair had a matching ground-truth label"
+
+
+def _boxes_note(result: EvalResult) -> str:
+    if not result.boxes_topic:
+        return f"no boxes topic ({result.options.boxes_topic}) in the bag: masks not scored against boxes"
+    return "boxes present but the model has no segmentation output (class ids): masks not scored"
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.1f}"
+
+
+def _boxes_markdown(boxes: dict[str, Any]) -> list[str]:
+    lines = ["## Masks vs boxes", ""]
+    if "scores" not in boxes:
+        return lines + [boxes["note"] + ".", ""]
+    lines += [
+        f"Mask components (8-connected, >= {boxes['min_area']} px) matched one-to-one to the human boxes on "
+        f"`{boxes['topic']}` at IoU >= {boxes['iou_threshold']}, as `sage-ros seg eval` scores them. "
+        f"Pairs scored: {boxes['pairs_scored']}; pairs without a boxes message: {boxes['pairs_without_boxes']}.",
+        "",
+    ]
+    for group, sc in boxes["scores"].items():
+        lines += [
+            f"**{group}** ({sc['images']} pairs): mean F1 {_pct(sc['mean_f1'])}; components per image "
+            f"{sc['components_per_image']:.2f} vs boxes per image {sc['boxes_per_image']:.2f}; "
+            f"false components per object-free frame {_fmt(sc['false_components_per_empty_frame'], 2)} "
+            f"({sc['empty_frames']} object-free frame(s)).",
+            "",
+            "| class | boxes | components | matched | precision | recall | F1 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, c in sc["classes"].items():
+            lines.append(
+                f"| {name} | {c['boxes']} | {c['predicted']} | {c['tp']} | {_pct(c['precision'])} | "
+                f"{_pct(c['recall'])} | {_pct(c['f1'])} |"
+            )
+        lines.append("")
+    return lines
 
 
 def describe_thermal(cfg: Any) -> str:
@@ -196,6 +242,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     else:
         lines.append(seg["note"] + ".")
     lines.append("")
+    lines += _boxes_markdown(report["masks_vs_boxes"])
     pairing = report["pairing"]
     sync = pairing["sync"]
     lines += [
@@ -244,12 +291,12 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     pairs = report["pairs"]
     if pairs and "metrics" in pairs[0]:
         cols = ("EN", "MI", "VIF", "Qabf", "SSIM")
-        lines += ["## Per pair (SAGE)", "", "| # | stamp (s) | gap (ms) | " + " | ".join(cols) + " | ms |"]
-        lines.append("|---" * (len(cols) + 4) + "|")
+        lines += ["## Per pair (SAGE)", "", "| # | pair | stamp (s) | gap (ms) | " + " | ".join(cols) + " | ms |"]
+        lines.append("|---" * (len(cols) + 5) + "|")
         for p in pairs:
             sage = p["metrics"]["SAGE"]
             lines.append(
-                f"| {p['index']} | {p['rgb_stamp_ns'] / 1e9:.3f} | {p['stamp_gap_ms']:.1f} | "
+                f"| {p['index']} | {p.get('name', '-')} | {p['rgb_stamp_ns'] / 1e9:.3f} | {p['stamp_gap_ms']:.1f} | "
                 + " | ".join(_fmt(sage[c]) for c in cols)
                 + f" | {p['pipeline_ms']:.0f} |"
             )

@@ -3,8 +3,10 @@
 The path a frame takes here is the node's: header stamps into `sage_ros.pairing.sync.ApproximateTimeSync`
 (same slop, queue size and thermal offset semantics), `sage_ros.image.encodings` to decode,
 `sage_ros.image.thermal.ThermalNormalizer` for 16-bit/float thermal, `sage_ros.pipeline.FusionPipeline`
-to fuse. Nothing that goes wrong with one message stops the run: it is counted by cause in
-`problems` and the next message is read.
+to fuse. With a boxes topic (vision_msgs/Detection2DArray, e.g. from `make-bag --boxes`) and a model
+that outputs class ids, each pair's mask is scored against the boxes with the RGB frame's stamp by
+`sage_ros.evaluation.components`, the functions `sage-ros seg eval` uses. Nothing that goes wrong
+with one message stops the run: it is counted by cause in `problems` and the next message is read.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ import cv2
 import numpy as np
 
 from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stamp_of
+from sage_ros.bags.detections import (
+    BOXES_TOPIC,
+    DETECTIONS_TYPE,
+    PAIR_NAME_TOPIC,
+    STRING_TYPE,
+    DecodedBox,
+    decode_detections,
+)
 from sage_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, decode_any, deserialize
 from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb, score_methods
+from sage_ros.evaluation.components import Detection, components_to_detections, f1_scores
 from sage_ros.evaluation.metrics import confusion_matrix, segmentation_score
 from sage_ros.image.encodings import to_bgr8
 from sage_ros.image.imaging import ImageInputError, unit_to_uint8
@@ -40,12 +51,12 @@ THUMB_WIDTH = 160  # contact-sheet thumbnails (keeps a 6-row sheet around 0.5 MB
 _MAX_DETAILS = 200  # problem descriptions kept verbatim; the counts keep going
 
 
-def _auto_thermal(options: EvalOptions, gt_topic: str | None) -> EvalOptions:
+def _auto_thermal(options: EvalOptions, dataset_topic: str | None) -> EvalOptions:
     if options.thermal.mode != "percentile":
         return replace(options, thermal_reason="as given")
-    if gt_topic is not None:
+    if dataset_topic is not None:
         return replace(options, thermal=replace(options.thermal, ema_alpha=1.0),
-                       thermal_reason=f"auto: per frame, because the bag has {gt_topic} (a dataset of unrelated "
+                       thermal_reason=f"auto: per frame, because the bag has {dataset_topic} (a dataset of unrelated "
                        "frames, where a window carried across frames would mix scenes)")
     return replace(options, thermal_reason="auto: smoothed across frames as in the node, because the bag has no "
                    "ground-truth topic (a camera stream); use --thermal-mode per-frame for a dataset bag")
@@ -56,6 +67,9 @@ class EvalOptions:
     thermal_topic: str = "/thermal/image_raw"
     rgb_topic: str = "/rgb/image_raw"
     gt_topic: str = "/segmentation/ground_truth"
+    boxes_topic: str = BOXES_TOPIC  # vision_msgs/Detection2DArray human boxes (optional)
+    pair_names_topic: str = PAIR_NAME_TOPIC  # std_msgs/String pair names, log time = RGB stamp (optional)
+    box_min_area: int = 6  # mask components smaller than this are speckle (as `seg eval --min-area`)
     slop_s: float = 0.05
     queue_size: int = 10
     thermal_offset_ms: float = 0.0  # added to thermal stamps before pairing (node parameter semantics)
@@ -81,6 +95,13 @@ class PairRecord:
     inference_ms: float
     metrics: dict[str, dict[str, float]] | None = None  # method -> metric -> value
     miou: float | None = None
+    name: str | None = None  # the dataset pair's name, when the bag carries one for this stamp
+    boxes_f1: dict[str, int] | None = None  # components, boxes, matched: when scored against boxes
+
+    @property
+    def label(self) -> str:
+        """The pair's name, else its RGB stamp in seconds."""
+        return self.name if self.name else f"t={self.rgb_stamp_ns / 1e9:.3f}s"
 
 
 @dataclass
@@ -97,8 +118,12 @@ class EvalResult:
     problem_counts: Counter = field(default_factory=Counter)
     problem_details: list[dict[str, str]] = field(default_factory=list)
     segmentation: dict[str, Any] | None = None
-    thumbnails: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # index -> (IR, visible, fused) thumbnails, plus the class overlay when the model has class ids
+    thumbnails: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict)
     gt_frames: int = 0
+    boxes_topic: str | None = None  # the boxes topic found in the bag
+    box_frames: int = 0
+    boxes: dict[str, Any] | None = None  # masks vs boxes scores (see `_Replay.finish`)
     wall_s: float = 0.0
 
     def problem(self, kind: str, detail: str) -> None:
@@ -132,12 +157,19 @@ class _Replay:
         class_table: ClassTable,
         labels: dict[int, np.ndarray],
         writer: BagWriter | None,
+        boxes: dict[int, list[DecodedBox]] | None = None,
+        names: dict[int, str] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.result = result
         self.table = class_table
         self.labels = labels
         self.writer = writer
+        self.boxes = boxes or {}
+        self.names = names or {}
+        # Scored pairs in order: (pair name or None, mask components, human boxes).
+        self.box_scored: list[tuple[str | None, list[Detection], list[DecodedBox]]] = []
+        self.box_missing = 0
         self.normalizer = ThermalNormalizer(result.options.thermal)
         self.confusion: np.ndarray | None = None
         self.seen = 0
@@ -181,7 +213,8 @@ class _Replay:
             return
         pipeline_ms = (time.perf_counter() - start) * 1000.0
         record = PairRecord(
-            index, rgb_stamp, th_stamp, (ir.shape[1], ir.shape[0]), pipeline_ms, fused.inference_ms
+            index, rgb_stamp, th_stamp, (ir.shape[1], ir.shape[0]), pipeline_ms, fused.inference_ms,
+            name=self.names.get(rgb_stamp),
         )
         ir_u8 = ir if ir.dtype == np.uint8 else unit_to_uint8(ir)
         vis_y = luminance_of_bgr(vis_bgr)
@@ -189,9 +222,15 @@ class _Replay:
         if res.options.compute_metrics:
             record.metrics = score_methods(ir_u8, vis_y, fused_y)
         self._segmentation(record, fused.class_ids, rgb_stamp, where)
+        self._score_boxes(record, fused.class_ids, rgb_stamp)
         res.pairs.append(record)
         fused_bgr = cv2.cvtColor(fused.fused_rgb, cv2.COLOR_RGB2BGR)
-        res.thumbnails[index] = (_thumb(ir_u8), _thumb(vis_bgr), _thumb(fused_bgr))
+        thumbs = [_thumb(ir_u8), _thumb(vis_bgr), _thumb(fused_bgr)]
+        if fused.class_ids is not None:
+            # The node's overlay (class colours over the fused image), as /segmentation/overlay shows it.
+            blend = overlay(fused.fused_rgb, fused.class_ids, self.table)
+            thumbs.append(_thumb(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)))
+        res.thumbnails[index] = tuple(thumbs)
         if self.writer is not None:
             self._write_outputs(rgb_msg, max(th_time, rgb_time), fused)
 
@@ -218,6 +257,29 @@ class _Replay:
         self.confusion[:n, :n] += cm
         record.miou = segmentation_score(cm).miou
 
+    def _score_boxes(self, record: PairRecord, class_ids: np.ndarray | None, stamp: int) -> None:
+        if class_ids is None or not self.result.boxes_topic:
+            return
+        truth = self.boxes.get(stamp)
+        if truth is None:
+            self.box_missing += 1  # a dataset pair without a box file: not scored, counted
+            return
+        detections = components_to_detections(
+            class_ids, None, self.scored_classes, min_area=self.result.options.box_min_area
+        )
+        self.box_scored.append((record.name, detections, truth))
+        one = f1_scores([detections], [truth], self.scored_classes)
+        record.boxes_f1 = {
+            "components": sum(c.predicted for c in one.per_class.values()),
+            "boxes": sum(c.boxes for c in one.per_class.values()),
+            "matched": sum(c.tp for c in one.per_class.values()),
+        }
+
+    @property
+    def scored_classes(self) -> tuple[int, ...]:
+        """Object classes of the model's table (every id but 0): (1, 2, 3) for MSRS car/person/bike."""
+        return tuple(range(1, len(self.table.names)))
+
     def _write_outputs(self, rgb_msg: Any, log_time: int, fused: Any) -> None:
         # Outputs carry the RGB frame's stamp and frame_id (what the node publishes); their log time
         # is when the pair was complete, so the bag stays in time order.
@@ -237,6 +299,45 @@ class _Replay:
                 "iou": {self.table.name(c): v for c, v in score.iou.items()},
                 "pairs": sum(1 for p in self.result.pairs if p.miou is not None),
             }
+        if self.result.boxes_topic and self.result.has_segmentation:
+            self.result.boxes = self._box_summary()
+
+    def _box_summary(self) -> dict[str, Any]:
+        """Masks vs boxes over the scored pairs, as `sage-ros seg eval` reports them (by class name),
+        split by day/night when every scored pair's name ends in D or N (the MSRS naming)."""
+        scored = self.box_scored
+        out: dict[str, Any] = {
+            "topic": self.result.boxes_topic,
+            "iou_threshold": 0.5,
+            "min_area": self.result.options.box_min_area,
+            "pairs_scored": len(scored),
+            "pairs_without_boxes": self.box_missing,
+        }
+        groups: dict[str, list] = {"all": scored}
+        names = [n for n, _, _ in scored]
+        if names and all(n and n[-1] in "DN" for n in names):
+            for light, suffix in (("day", "D"), ("night", "N")):
+                chosen = [s for s in scored if s[0][-1] == suffix]
+                if chosen:
+                    groups[light] = chosen
+        out["scores"] = {}
+        for group, items in groups.items():
+            if not items:
+                continue
+            scores = f1_scores([d for _, d, _ in items], [b for _, _, b in items], self.scored_classes)
+            entry = scores.to_json()
+            entry["classes"] = {self.table.name(int(c)): v for c, v in entry["classes"].items()}
+            out["scores"][group] = _nan_to_none(entry)
+        return out
+
+
+def _nan_to_none(value: Any) -> Any:
+    """NaN (a class with neither boxes nor components) as JSON null: report.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _read_labels(source: Any, topic: str, result: EvalResult) -> dict[int, np.ndarray]:
@@ -251,6 +352,39 @@ def _read_labels(source: Any, topic: str, result: EvalResult) -> dict[int, np.nd
         except Exception as exc:  # noqa: BLE001 - one bad label must not end the run
             result.problem("ground-truth", f"label at log time {m.log_time_ns / 1e9:.3f}s unreadable: {exc}")
     return labels
+
+
+def _read_boxes(
+    source: Any, topic: str, result: EvalResult, class_names: tuple[str, ...]
+) -> dict[int, list[DecodedBox]]:
+    boxes: dict[int, list[DecodedBox]] = {}
+    unknown: Counter = Counter()
+    for m in source.messages([topic]):
+        try:
+            if m.msgtype != DETECTIONS_TYPE:
+                raise ValueError(f"holds {m.msgtype}, expected {DETECTIONS_TYPE}")
+            decoded = decode_detections(deserialize(m.raw, m.msgtype), class_names)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the run
+            result.problem("boxes", f"{topic} at log time {m.log_time_ns / 1e9:.3f}s unreadable: {exc}")
+            continue
+        unknown.update(decoded.unknown_classes)
+        boxes[decoded.stamp_ns] = decoded.boxes
+    for name, count in sorted(unknown.items()):
+        result.problem("boxes", f"{count} box(es) on {topic} with class {name!r}, not a class of the model: left out")
+    return boxes
+
+
+def _read_names(source: Any, topic: str) -> dict[int, str]:
+    """Pair names by log time (make-bag writes each at its pair's RGB stamp); unreadable ones are skipped."""
+    names: dict[int, str] = {}
+    for m in source.messages([topic]):
+        if m.msgtype != STRING_TYPE:
+            return {}
+        try:
+            names[m.log_time_ns] = str(deserialize(m.raw, m.msgtype).data)
+        except Exception:  # noqa: BLE001 - a name is a label for the contact sheet, never worth an error
+            continue
+    return names
 
 
 def evaluate_bag(
@@ -300,19 +434,29 @@ def evaluate_bag(
                     f"expected {IMAGE_TYPE} or {COMPRESSED_TYPE}"
                 )
         gt_topic = _resolve_topic(options.gt_topic, source.topics)
+        boxes_topic = _resolve_topic(options.boxes_topic, source.topics) if options.boxes_topic else None
+        names_topic = _resolve_topic(options.pair_names_topic, source.topics) if options.pair_names_topic else None
         if options.thermal_auto:
-            options = _auto_thermal(options, gt_topic)
+            options = _auto_thermal(options, gt_topic or boxes_topic or names_topic)
             result.options = options
         labels: dict[int, np.ndarray] = {}
         if gt_topic is not None:
             labels = _read_labels(source, gt_topic, result)
             result.gt_frames = len(labels)
-        topics = [t for t in (thermal_topic, rgb_topic, gt_topic) if t is not None]
+        boxes: dict[int, list[DecodedBox]] = {}
+        if boxes_topic is not None:
+            result.boxes_topic = boxes_topic
+            boxes = _read_boxes(source, boxes_topic, result, class_table.names)
+            result.box_frames = len(boxes)
+        names = _read_names(source, names_topic) if names_topic is not None else {}
+        # Side topics are copied into the output bag with the inputs; only images go to the synchroniser.
+        side = {t for t in (gt_topic, boxes_topic, names_topic) if t is not None}
+        topics = [t for t in (thermal_topic, rgb_topic, gt_topic, boxes_topic, names_topic) if t is not None]
         writer = None
         if options.output_bag is not None:
             writer = BagWriter(options.output_bag, storage=options.output_storage or source.storage)
             writer.__enter__()
-        replay = _Replay(pipeline, result, class_table, labels, writer)
+        replay = _Replay(pipeline, result, class_table, labels, writer, boxes, names)
         sync = ApproximateTimeSync(
             2,
             queue_size=options.queue_size,
@@ -327,7 +471,7 @@ def evaluate_bag(
                     bar.update()
                 if writer is not None:
                     writer.write_raw(m.topic, m.log_time_ns, m.raw, m.msgtype)
-                if m.topic == gt_topic:
+                if m.topic in side:
                     continue
                 try:
                     msg = deserialize(m.raw, m.msgtype)
