@@ -95,3 +95,21 @@ def test_thermal_rule_finds_a_warm_standing_figure_only():
     dets = components_to_detections(mask, None, (2,))
     assert match_components(dets, [Box(2, 50, 100, 60, 140)], 2) == (1, 1, 1)
     assert mask[200:208, 200:240].max() == 0
+
+
+def test_separation_lines_split_touching_objects_of_one_class_only():
+    # Two cars side by side, the second overlapping the first; a person over the first car.
+    boxes = np.array([[1, 0.05, 0.2, 0.55, 0.8], [1, 0.45, 0.3, 0.85, 0.7], [2, 0.1, 0.25, 0.2, 0.75]],
+                     np.float32)
+    plain = build_target(boxes, (20, 40), "box", band=0.5)
+    lines = np.zeros((20, 40), bool)
+    split = build_target(boxes, (20, 40), "box", band=0.5, separation=1.0, lines=lines)
+    cars = components_to_detections((plain == 1).astype(np.uint8), None, (1,), min_area=1)
+    assert len(cars) == 1  # filled boxes: the two cars merge into one component
+    cars = components_to_detections((split == 1).astype(np.uint8), None, (1,), min_area=1)
+    assert len(cars) == 2  # with the line: one component per car
+    # The line is one pixel column just left of the second car (x0 = 18.0 px), on the first car's pixels.
+    assert lines[10, 17] and split[10, 17] == 0 and not lines[10, 18] and split[10, 18] == 1
+    # No line around the person: it is another class, so it is a separate component anyway.
+    assert not lines[:, 3].any() and not lines[:, 8].any()
+    assert split[10, 5] == 2 and (split[lines] == 0).all()

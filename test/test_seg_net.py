@@ -206,7 +206,7 @@ def test_pixel_labels_train_without_boxes():
     frame = LowFrame("x", "day", "msrs", image, np.zeros((0, 5), np.float32), label)
     config = NetTrainConfig(inputs=("fused",), num_classes=5, steps=3, batch=2, widths=(8, 8, 8, 8),
                             log_every=0, zoom=(1.0, 1.0))
-    _, target = _augment(frame, config, np.random.default_rng(0))
+    _, target, _ = _augment(frame, config, np.random.default_rng(0))
     assert set(np.unique(target)) == {0, 4, 255} and (target == 4).sum() == (label == 4).sum()
     _, losses = train_net([frame], config)
     assert len(losses) == 3 and all(np.isfinite(losses))

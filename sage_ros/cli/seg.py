@@ -50,6 +50,11 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=["box", "thermal"], default="box",
                         help="pseudo-masks: 'box' fills boxes (edge ring ignored), 'thermal' keeps the warm part "
                         "of each box and ignores the rest")
+    parser.add_argument("--separation", type=float, default=0.0, metavar="PX",
+                        help="background lines this wide (pixels at the network's 1/4 resolution) between touching "
+                        "objects of one class, so that they come out as separate components (0: none)")
+    parser.add_argument("--separation-weight", type=float, default=1.0,
+                        help="loss weight of the separation-line pixels")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -117,7 +122,8 @@ def _config(args, inputs: tuple[str, ...]):
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
     return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
-                          target_mode=args.target, seed=args.seed, threads=args.threads)
+                          target_mode=args.target, seed=args.seed, threads=args.threads,
+                          separation=args.separation, separation_weight=args.separation_weight)
 
 
 def _inputs(text: str) -> tuple[str, ...]:

@@ -125,6 +125,8 @@ def build_target(
     mode: str = "box",
     band: float = 0.5,
     ir: np.ndarray | None = None,
+    separation: float = 0.0,
+    lines: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boxes (normalised) -> (h, w) uint8 target: 0 background, class ids, IGNORE where unsure.
 
@@ -133,6 +135,13 @@ def build_target(
     'thermal': inside each box only the warm pixels (Otsu on the IR crop, falling back to the whole
     box when implausible) get the class, the rest of the box is IGNORE. Larger boxes are painted first
     so a smaller (usually nearer) object wins; pixels outside every box are background.
+
+    `separation` > 0: where a box lies on a larger object of the same class (parked cars in a row,
+    people walking together), the pixels within `separation` pixels outside its outline become
+    background. The metric counts one component per object, and a filled-box target merges touching
+    objects of one class into one component (the target's own score on MSRS drops from 0.96 to 0.83
+    mean F1 through merging alone); these lines teach the network to leave a gap. `lines`, an (h, w)
+    bool array, receives where they were drawn (for a heavier loss weight there).
     """
     if mode not in TARGET_MODES:
         raise ValueError(f"target mode must be one of {TARGET_MODES}, not {mode!r}")
@@ -163,6 +172,14 @@ def build_target(
             ring = ring | (core & ~warm)
             core = core & warm
         target[ring & ~labelled] = IGNORE
+        if separation > 0:
+            line = (depth <= 0) & (depth > -separation) & (target == int(cls)) & labelled
+            target[line] = 0
+            labelled &= ~line
+            if lines is not None:
+                lines |= line
         target[core] = int(cls)
         labelled |= core
+        if lines is not None:
+            lines &= ~core
     return target

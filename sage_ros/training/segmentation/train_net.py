@@ -47,6 +47,9 @@ class NetTrainConfig:
     target_mode: str = "box"
     band: float = 0.5
     class_weight_cap: float = 5.0
+    # Background lines between touching objects of one class (net_data.build_target) and their loss weight.
+    separation: float = 0.0
+    separation_weight: float = 1.0
     # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
     # the thumbnails when there are any.
     full_res_share: float = 0.5
@@ -60,8 +63,11 @@ class NetTrainConfig:
     extra: dict = field(default_factory=dict)
 
 
-def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) float32 image and (h, w) uint8 target of one augmented frame at LOW_HW."""
+def _augment(
+    frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(C, h, w) float32 image, (h, w) uint8 target and (h, w) bool separation lines (or None) of one
+    augmented frame at LOW_HW."""
     h, w = LOW_HW
     image = np.stack([frame.inputs[k] for k in config.inputs]).astype(np.float32)
     if image.shape[1:] != (h, w):
@@ -92,15 +98,17 @@ def _augment(frame: LowFrame, config: NetTrainConfig, rng: np.random.Generator) 
     image = np.clip(image, 0.0, 1.0) ** gammas
     if label is not None:
         # Pixel labels (MSRS Segmentation_labels, FMB): the label itself, moved with the image.
-        return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label)
+        return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label), None
     ir = image[config.inputs.index("infrared")] if "infrared" in config.inputs else None
-    target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir)
+    lines = np.zeros((h, w), bool) if config.separation > 0 else None
+    target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir, separation=config.separation,
+                          lines=lines)
     if s < 1:
         # Reflected borders copy objects without their boxes: leave them out of the loss.
         ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
         outside = (xs < m[0, 2]) | (xs > m[0, 2] + s * w) | (ys < m[1, 2]) | (ys > m[1, 2] + s * h)
         target[outside[:, ::-1] if flip else outside] = IGNORE
-    return np.ascontiguousarray(image), target
+    return np.ascontiguousarray(image), target, lines
 
 
 def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
@@ -110,6 +118,20 @@ def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndar
         counts += np.bincount(t[t != IGNORE].ravel(), minlength=config.num_classes)[: config.num_classes]
     counts = np.maximum(counts, 1.0)
     return np.clip(np.sqrt(counts[0] / counts), 1.0, config.class_weight_cap).astype(np.float32)
+
+
+def _loss(
+    logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor, lines: torch.Tensor, line_weight: float
+) -> torch.Tensor:
+    """Class-weighted cross-entropy over the labelled pixels; separation-line pixels count `line_weight`
+    times (a one-pixel gap is a small share of the pixels but decides whether two objects merge)."""
+    if line_weight == 1.0 or not bool(lines.any()):
+        return F.cross_entropy(logits, target, weight=class_weight, ignore_index=IGNORE)
+    per_pixel = F.cross_entropy(logits, target, weight=class_weight, ignore_index=IGNORE, reduction="none")
+    valid = target != IGNORE
+    pixel_weight = torch.where(lines, torch.tensor(line_weight), torch.tensor(1.0)) * valid
+    norm = (class_weight[target.clamp(max=len(class_weight) - 1)] * pixel_weight).sum().clamp(min=1e-6)
+    return (per_pixel * pixel_weight).sum() / norm
 
 
 def train_net(
@@ -160,15 +182,16 @@ def train_net(
             log.info("resumed from %s at step %d", checkpoint_path, start_step)
     t0 = time.perf_counter()
     for step in range(start_step, config.steps):
-        images, targets = [], []
+        images, targets, line_maps = [], [], []
         for _ in range(config.batch):
             pool = full if (not thumbs or (full and rng.random() < config.full_res_share)) else thumbs
-            image, target = _augment(pool[int(rng.integers(len(pool)))], config, rng)
+            image, target, lines = _augment(pool[int(rng.integers(len(pool)))], config, rng)
             images.append(image)
             targets.append(target)
+            line_maps.append(lines if lines is not None else np.zeros(target.shape, bool))
         x = torch.from_numpy(np.stack(images))
         y = torch.from_numpy(np.stack(targets).astype(np.int64))
-        loss = F.cross_entropy(net.forward_low(x), y, weight=weights, ignore_index=IGNORE)
+        loss = _loss(net.forward_low(x), y, weights, torch.from_numpy(np.stack(line_maps)), config.separation_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
