@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy not installed (pip install 'sage_ros[ros]')")
+pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO.parent / "shared" / "sage_official" / "checkpoints.pt"

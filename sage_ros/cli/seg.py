@@ -56,6 +56,9 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--separation-weight", type=float, default=1.0,
                         help="loss weight of the separation-line pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="training arithmetic: bf16 autocast is 1.5-2x faster on CPUs with AMX or AVX-512 BF16 "
+                             "(weights and loss stay float32; the exported graph is float32)")
 
 
 def register(subparsers) -> None:
@@ -123,7 +126,8 @@ def _config(args, inputs: tuple[str, ...]):
 
     return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
                           target_mode=args.target, seed=args.seed, threads=args.threads,
-                          separation=args.separation, separation_weight=args.separation_weight)
+                          separation=args.separation, separation_weight=args.separation_weight,
+                          precision=args.precision)
 
 
 def _inputs(text: str) -> tuple[str, ...]:

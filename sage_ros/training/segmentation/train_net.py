@@ -58,6 +58,10 @@ class NetTrainConfig:
     # Warm start: weights (.npz) of a network with the same inputs and widths (a second training cycle).
     init: str | None = None
     threads: int = 1
+    # "bf16": autocast the forward pass to bfloat16 with channels-last tensors (weights, optimiser and
+    # loss stay float32). 1.5-2x faster per step on CPUs with AMX or AVX-512 BF16; emulated (slow) on
+    # others. The exported graph is float32 either way.
+    precision: str = "fp32"
     log_every: int = 50
     checkpoint_every: int = 250
     extra: dict = field(default_factory=dict)
@@ -143,10 +147,14 @@ def train_net(
     """Train a new SegNet (resuming from `checkpoint_path` when it holds a matching state)."""
     if not frames:
         raise ValueError("no training frames")
+    if config.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {config.precision!r}")
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
     net = SegNet(config.inputs, config.num_classes, config.widths).train()
+    bf16 = config.precision == "bf16"
+    layout = torch.channels_last if bf16 else torch.contiguous_format
     if config.init:
         from sage_ros.model.seg_net import load_net
 
@@ -156,6 +164,7 @@ def train_net(
                              f"{start.num_classes} differ from the configured {net.inputs} {net.widths}")
         net.load_state_dict(start.state_dict())
         net.train()
+    net = net.to(memory_format=layout)
     weights = torch.from_numpy(class_weights(frames, config))
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
@@ -189,9 +198,11 @@ def train_net(
             images.append(image)
             targets.append(target)
             line_maps.append(lines if lines is not None else np.zeros(target.shape, bool))
-        x = torch.from_numpy(np.stack(images))
+        x = torch.from_numpy(np.stack(images)).contiguous(memory_format=layout)
         y = torch.from_numpy(np.stack(targets).astype(np.int64))
-        loss = _loss(net.forward_low(x), y, weights, torch.from_numpy(np.stack(line_maps)), config.separation_weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net.forward_low(x)
+        loss = _loss(logits.float(), y, weights, torch.from_numpy(np.stack(line_maps)), config.separation_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -208,7 +219,7 @@ def train_net(
                         "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
                         "torch_rng": torch.get_rng_state(), "losses": losses, "step": step + 1},
                        checkpoint_path)
-    return net.eval(), losses
+    return net.to(memory_format=torch.contiguous_format).eval(), losses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,10 +244,22 @@ def full_prediction(
     logits = logits.clone()
     logits[0] += background_bias
     full = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0]
+    ids = _first_argmax(full.numpy())
     if not with_probs:
-        return full.argmax(0).to(torch.uint8).numpy(), None
-    probs = torch.softmax(full, 0)
-    return probs.argmax(0).to(torch.uint8).numpy(), probs.numpy()
+        return ids, None
+    return ids, torch.softmax(full, 0).numpy()
+
+
+def _first_argmax(scores: np.ndarray) -> np.ndarray:
+    """ArgMax over axis 0 of (C, H, W) as uint8, the first index winning ties (as ONNX ArgMax does).
+    A running comparison: torch.argmax over the strided class axis took ~0.1 s per 640x480 frame."""
+    ids = np.zeros(scores.shape[1:], np.uint8)
+    best = scores[0].copy()
+    for cls in range(1, len(scores)):
+        better = scores[cls] > best
+        ids[better] = cls
+        np.maximum(best, scores[cls], out=best)
+    return ids
 
 
 def frame_boxes(frame: LowFrame, hw: tuple[int, int]) -> list[Box]:
