@@ -175,6 +175,40 @@ def test_a_short_training_run_lowers_the_loss():
         train_net(frames, NetTrainConfig(**{**config.__dict__, "precision": "fp16"}))
 
 
+def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
+    """`seg train` runs the shipped recipe (a first cycle, then a warm restart) in one call; the result must
+    be the weights the two documented commands give (first cycle saved, second started with --init)."""
+    from dataclasses import replace
+
+    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.net_experiment import SplitData, fit, fit_two_cycles
+    from sage_ros.training.segmentation.train_net import NetTrainConfig
+
+    rng = np.random.default_rng(1)
+    frames = []
+    for i in range(4):
+        ir = rng.normal(0.3, 0.03, (120, 160)).astype(np.float32)
+        x0, y0 = int(rng.integers(10, 130)), int(rng.integers(10, 70))
+        ir[y0:y0 + 30, x0:x0 + 12] = 0.9
+        box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
+        frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir}, box))
+    from sage_ros.training.segmentation.boxes import Box
+
+    calib = SplitData(frames, [[Box(2, int(f.boxes[0, 1] * 640), int(f.boxes[0, 2] * 480),
+                                    int(f.boxes[0, 3] * 640), int(f.boxes[0, 4] * 480))] for f in frames])
+    config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
+    one_call, info = fit_two_cycles(config, 4, 1e-3, frames, calib, tmp_path / "one", CLASSES)
+    assert len(info["cycles"]) == 2 and info["train_config"]["steps"] == 4
+
+    first, first_info = fit(config, frames, calib, tmp_path / "two")
+    save_net(first, tmp_path / "cycle1.npz", CLASSES, first_info)
+    two_commands, _ = fit(replace(config, steps=4, lr=1e-3, init=str(tmp_path / "cycle1.npz")), frames, calib,
+                          tmp_path / "two")
+    for a, b in zip(one_call.state_dict().values(), two_commands.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(one_call.classifier.weight, first.classifier.weight)
+
+
 def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):
     ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
     ir_dir.mkdir()

@@ -66,13 +66,16 @@ def load_training_frames(
 
 def fit(
     config: NetTrainConfig, frames: Sequence[LowFrame], calib: SplitData, work_dir: Path | None = None,
+    tag: str = "",
 ) -> tuple[SegNet, dict]:
-    """Train, then calibrate the background bias on the TRAINING split; returns the net and its info."""
+    """Train, then calibrate the background bias on the TRAINING split; returns the net and its info.
+
+    `tag` names the resume checkpoint apart from other runs of the same inputs and seed in `work_dir`."""
     start = time.perf_counter()
     ckpt = None
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = work_dir / f"resume_{'+'.join(config.inputs)}_s{config.seed}.pt"
+        ckpt = work_dir / f"resume_{'+'.join(config.inputs)}_s{config.seed}{tag}.pt"
     net, losses = train_net(frames, config, ckpt)
     # Box-trained networks get their background bias from the train boxes; pixel labels need none.
     has_boxes = any(len(b) for b in calib.boxes)
@@ -89,6 +92,33 @@ def fit(
         "macs_640x480": count_macs(net),
         "parameters": int(sum(p.numel() for p in net.parameters())),
     } | calibration
+    return net, info
+
+
+def fit_two_cycles(
+    config: NetTrainConfig, restart_steps: int, restart_lr: float, frames: Sequence[LowFrame], calib: SplitData,
+    work_dir: Path, classes: list[dict] | None = None,
+) -> tuple[SegNet, dict]:
+    """The shipped recipe in one call: `fit(config)`, then a warm restart of `restart_steps` at `restart_lr`
+    from the calibrated first-cycle weights (a second cosine cycle), calibrated again.
+
+    The first cycle's weights go through `work_dir/cycle1.npz` and the second cycle starts from that file
+    exactly as `seg train --init cycle1.npz --steps S --lr LR` would: the result is the same bit for bit as
+    the two commands (tested). On both splits here the restart raised the train-split mean F1 (0.40 ->
+    0.45 and 0.51 -> 0.53; docs/segmentation.md)."""
+    net, first = fit(config, frames, calib, work_dir)
+    if restart_steps <= 0:
+        return net, first
+    cycle1 = work_dir / "cycle1.npz"
+    save_net(net, cycle1, classes or class_table("msrs").to_json(), first)
+    second_config = replace(config, steps=restart_steps, lr=restart_lr, init=str(cycle1))
+    net, second = fit(second_config, frames, calib, work_dir, tag="_cycle2")
+    keep = ("train_config", "first_loss", "final_loss", "train_seconds", "class_biases", "calibrated_train_mean_f1")
+    info = second | {
+        "train_seconds": round(first["train_seconds"] + second["train_seconds"], 1),
+        "first_loss": first["first_loss"],
+        "cycles": [{k: first.get(k) for k in keep}, {k: second.get(k) for k in keep}],
+    }
     return net, info
 
 

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 class NetTrainConfig:
     inputs: tuple[str, ...] = ("fused", "infrared")
     num_classes: int = DEFAULT_NUM_CLASSES
-    widths: tuple[int, ...] = (12, 16, 32, 48)
-    steps: int = 2000
+    # The shipped network's recipe (docs/model_card.md); `sage-ros seg train` defaults to it, with bf16.
+    widths: tuple[int, ...] = (16, 32, 64, 96)
+    steps: int = 8000
     batch: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -48,8 +49,8 @@ class NetTrainConfig:
     band: float = 0.5
     class_weight_cap: float = 5.0
     # Background lines between touching objects of one class (net_data.build_target) and their loss weight.
-    separation: float = 0.0
-    separation_weight: float = 1.0
+    separation: float = 1.0
+    separation_weight: float = 5.0
     # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
     # the thumbnails when there are any.
     full_res_share: float = 0.5
