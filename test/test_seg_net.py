@@ -198,7 +198,7 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
                                     int(f.boxes[0, 3] * 640), int(f.boxes[0, 4] * 480))] for f in frames])
     config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
     one_call, info = fit_two_cycles(config, 4, 1e-3, frames, calib, tmp_path / "one", CLASSES)
-    assert len(info["cycles"]) == 2 and info["train_config"]["steps"] == 4
+    assert len(info["training_cycles"]) == 2 and info["train_config"]["steps"] == 4
 
     first, first_info = fit(config, frames, calib, tmp_path / "two")
     save_net(first, tmp_path / "cycle1.npz", CLASSES, first_info)

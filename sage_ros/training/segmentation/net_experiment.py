@@ -19,6 +19,7 @@ import numpy as np
 
 from sage_ros.model.classes import class_table
 from sage_ros.model.seg_net import SegNet, count_macs, save_net
+from sage_ros.model.weights import sha256_of
 from sage_ros.training.segmentation.boxes import Box
 from sage_ros.training.segmentation.data import load_msrs_boxes
 from sage_ros.training.segmentation.net_data import LowFrame, frames_from_samples, load_thumbnails
@@ -113,13 +114,19 @@ def fit_two_cycles(
     save_net(net, cycle1, classes or class_table("msrs").to_json(), first)
     second_config = replace(config, steps=restart_steps, lr=restart_lr, init=str(cycle1))
     net, second = fit(second_config, frames, calib, work_dir, tag="_cycle2")
-    keep = ("train_config", "first_loss", "final_loss", "train_seconds", "class_biases", "calibrated_train_mean_f1")
     info = second | {
         "train_seconds": round(first["train_seconds"] + second["train_seconds"], 1),
         "first_loss": first["first_loss"],
-        "cycles": [{k: first.get(k) for k in keep}, {k: second.get(k) for k in keep}],
+        "training_cycles": [_cycle_summary(config, first) | {"weights_sha256": sha256_of(cycle1)},
+                            _cycle_summary(second_config, second)],
     }
     return net, info
+
+
+def _cycle_summary(config: NetTrainConfig, info: dict) -> dict:
+    return {"steps": config.steps, "lr": config.lr, "seed": config.seed, "train_seconds": info.get("train_seconds"),
+            "final_loss": info.get("final_loss"), "class_biases": info.get("class_biases"),
+            "train_mean_f1": info.get("calibrated_train_mean_f1")}
 
 
 def evaluate_net(net: SegNet, data: SplitData, min_area: int = 6) -> NetScores:
@@ -170,8 +177,6 @@ def save_trained(
     save_net(net, out_npz, classes, info)
     if export:
         meta = read_metadata(out_npz)
-        from sage_ros.model.weights import sha256_of
-
         meta["weights_sha256"] = sha256_of(out_npz)
         export_net(net, out_npz.with_suffix(".onnx"), meta)
     return out_npz
