@@ -144,19 +144,25 @@ def test_bad_weights_files_give_clear_errors(tmp_path):
         load_net(path)
 
 
-def test_a_short_training_run_lowers_the_loss():
+def _warm_people_frames(count: int, seed: int) -> list:
+    """Warm upright rectangles (people) on a noisy background at 160x120, boxes in normalised units."""
     from sage_ros.training.segmentation.net_data import LowFrame
-    from sage_ros.training.segmentation.train_net import NetTrainConfig, train_net
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     frames = []
-    for i in range(8):
-        # Warm upright rectangles (people) on a noisy background, boxes given in normalised units.
+    for i in range(count):
         ir = rng.normal(0.3, 0.03, (120, 160)).astype(np.float32)
         x0, y0 = int(rng.integers(10, 130)), int(rng.integers(10, 70))
         ir[y0:y0 + 30, x0:x0 + 12] = 0.9
         box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
         frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir, "visible": ir}, box))
+    return frames
+
+
+def test_a_short_training_run_lowers_the_loss():
+    from sage_ros.training.segmentation.train_net import NetTrainConfig, train_net
+
+    frames = _warm_people_frames(8, seed=0)
     config = NetTrainConfig(steps=40, batch=4, widths=(8, 8, 16, 16), lr=1e-2, log_every=0, threads=1)
     net, losses = train_net(frames, config)
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4])
@@ -180,20 +186,11 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
     be the weights the two documented commands give (first cycle saved, second started with --init)."""
     from dataclasses import replace
 
-    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.boxes import Box
     from sage_ros.training.segmentation.net_experiment import SplitData, fit, fit_two_cycles
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
-    rng = np.random.default_rng(1)
-    frames = []
-    for i in range(4):
-        ir = rng.normal(0.3, 0.03, (120, 160)).astype(np.float32)
-        x0, y0 = int(rng.integers(10, 130)), int(rng.integers(10, 70))
-        ir[y0:y0 + 30, x0:x0 + 12] = 0.9
-        box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
-        frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir}, box))
-    from sage_ros.training.segmentation.boxes import Box
-
+    frames = _warm_people_frames(4, seed=1)
     calib = SplitData(frames, [[Box(2, int(f.boxes[0, 1] * 640), int(f.boxes[0, 2] * 480),
                                     int(f.boxes[0, 3] * 640), int(f.boxes[0, 4] * 480))] for f in frames])
     config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
