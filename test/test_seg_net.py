@@ -206,6 +206,26 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
     assert not torch.equal(one_call.classifier.weight, first.classifier.weight)
 
 
+def test_seg_train_defaults_are_the_shipped_networks_recipe():
+    """The documented rebuild is `seg train --seed 1`: every other setting must come from the defaults, so
+    the defaults must equal what the shipped sidecar records for both cycles."""
+    from sage_ros.cli import build_parser
+
+    meta = read_metadata(default_net_path())
+    args = build_parser().parse_args(["seg", "train", "--out", "x.npz"])
+    first, restart = meta["training_cycles"]
+    config = meta["train_config"]  # the restart's configuration; the first cycle differs in steps and lr
+    assert (args.steps, args.lr) == (first["steps"], first["lr"])
+    assert (args.restart_steps, args.restart_lr) == (restart["steps"], restart["lr"])
+    assert list(args.widths) == config["widths"] == meta["widths"]
+    assert (args.batch, args.separation, args.separation_weight, args.precision, args.target) == (
+        config["batch"], config["separation"], config["separation_weight"], config["precision"],
+        config["target_mode"])
+    from sage_ros.training.segmentation.recipe import SHIPPED_SEED
+
+    assert first["seed"] == restart["seed"] == config["seed"] == SHIPPED_SEED
+
+
 def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):
     ir_dir, vis_dir = tmp_path / "ir", tmp_path / "vi"
     ir_dir.mkdir()

@@ -39,24 +39,26 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_options(parser: argparse.ArgumentParser) -> None:
-    # The shipped network's recipe (docs/model_card.md).
-    from_defaults = {"steps": 8000, "batch": 8, "lr": 3e-3}
+    # The shipped network's recipe (docs/model_card.md), from its single definition.
+    from sage_ros.training.segmentation import recipe
+
     parser.add_argument("--thumbs", type=Path, default=_SHARED_THUMBS,
                         help="128x128 MSRS train thumbnails with boxes (extra training frames); 'none' to skip")
-    parser.add_argument("--steps", type=int, default=from_defaults["steps"])
-    parser.add_argument("--batch", type=int, default=from_defaults["batch"])
-    parser.add_argument("--lr", type=float, default=from_defaults["lr"])
-    parser.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 96], metavar="W")
+    parser.add_argument("--steps", type=int, default=recipe.STEPS)
+    parser.add_argument("--batch", type=int, default=recipe.BATCH)
+    parser.add_argument("--lr", type=float, default=recipe.LR)
+    parser.add_argument("--widths", type=int, nargs=4, default=list(recipe.WIDTHS), metavar="W")
     parser.add_argument("--target", choices=["box", "thermal"], default="box",
                         help="pseudo-masks: 'box' fills boxes (edge ring ignored), 'thermal' keeps the warm part "
                         "of each box and ignores the rest")
-    parser.add_argument("--separation", type=float, default=1.0, metavar="PX",
+    parser.add_argument("--separation", type=float, default=recipe.SEPARATION, metavar="PX",
                         help="background lines this wide (pixels at the network's 1/4 resolution) between touching "
                         "objects of one class, so that they come out as separate components (0: none)")
-    parser.add_argument("--separation-weight", type=float, default=5.0,
+    parser.add_argument("--separation-weight", type=float, default=recipe.SEPARATION_WEIGHT,
                         help="loss weight of the separation-line pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"random seed (the shipped network: {recipe.SHIPPED_SEED})")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=recipe.PRECISION,
                         help="training arithmetic: bf16 autocast is 1.5-2x faster on CPUs with AMX or AVX-512 BF16 "
                              "(weights and loss stay float32; the exported graph is float32)")
 
@@ -73,10 +75,12 @@ def register(subparsers) -> None:
     train.add_argument("--init", type=Path, default=None,
                        help="start from these weights (.npz, same inputs and widths): one more training cycle "
                        "(no automatic restart after it)")
-    train.add_argument("--restart-steps", type=int, default=2000,
+    from sage_ros.training.segmentation import recipe
+
+    train.add_argument("--restart-steps", type=int, default=recipe.RESTART_STEPS,
                        help="after the first cycle, a warm restart of this many steps from its calibrated weights "
                        "(0: none; skipped with --init or --labels)")
-    train.add_argument("--restart-lr", type=float, default=1.5e-3, help="peak learning rate of the restart")
+    train.add_argument("--restart-lr", type=float, default=recipe.RESTART_LR, help="peak learning rate of the restart")
     train.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
                        help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
                        "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from sage_ros.model.seg_net import DEFAULT_NUM_CLASSES, SegNet
+from sage_ros.training.segmentation import recipe
 from sage_ros.training.segmentation.boxes import IGNORE, Box
 from sage_ros.training.segmentation.evaluate import (
     F1Scores,
@@ -38,19 +39,19 @@ log = logging.getLogger(__name__)
 class NetTrainConfig:
     inputs: tuple[str, ...] = ("fused", "infrared")
     num_classes: int = DEFAULT_NUM_CLASSES
-    # The shipped network's recipe (docs/model_card.md); `sage-ros seg train` defaults to it, with bf16.
-    widths: tuple[int, ...] = (16, 32, 64, 96)
-    steps: int = 8000
-    batch: int = 8
-    lr: float = 3e-3
+    # The shipped network's recipe (segmentation/recipe.py); `sage-ros seg train` adds bf16 and the restart.
+    widths: tuple[int, ...] = recipe.WIDTHS
+    steps: int = recipe.STEPS
+    batch: int = recipe.BATCH
+    lr: float = recipe.LR
     weight_decay: float = 1e-4
     warmup: int = 50
     target_mode: str = "box"
     band: float = 0.5
     class_weight_cap: float = 5.0
     # Background lines between touching objects of one class (net_data.build_target) and their loss weight.
-    separation: float = 1.0
-    separation_weight: float = 5.0
+    separation: float = recipe.SEPARATION
+    separation_weight: float = recipe.SEPARATION_WEIGHT
     # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
     # the thumbnails when there are any.
     full_res_share: float = 0.5

@@ -1,0 +1,22 @@
+"""The shipped segmentation network's training recipe, in one place.
+
+`NetTrainConfig` and `sage-ros seg train` both take their defaults from here, so the documented rebuild
+command (docs/model_card.md) cannot drift from the library. Torch-free: the CLI reads it while building
+its parser.
+"""
+
+WIDTHS = (16, 32, 64, 96)
+STEPS = 8000
+BATCH = 8
+LR = 3e-3
+# Background lines between touching boxes of one class (pixels at 1/4 resolution) and their loss weight.
+SEPARATION = 1.0
+SEPARATION_WEIGHT = 5.0
+# The shipped file was trained with bf16 autocast (AVX-512 BF16 CPU); the library default stays fp32,
+# which any CPU runs at full speed.
+PRECISION = "bf16"
+# Warm restart after the first cycle, from its calibrated weights.
+RESTART_STEPS = 2000
+RESTART_LR = 1.5e-3
+# Of seeds 0-2, the one with the best train-split mean F1 (docs/segmentation.md).
+SHIPPED_SEED = 1
