@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,13 @@ import pytest
 from sage_ros.node.harness import LOCAL_DDS_ENV, NodeProcess, local_dds_env, pick_domain_id
 
 
-def _environ_of(pid: int) -> dict[str, str]:
+def _environ_of(pid: int, marker: bytes) -> dict[str, str]:
+    # Until the child has exec'ed, /proc/PID/environ still shows the parent's start-up environment
+    # block (os.environ changes made later are not in it), so wait for the new command line first.
+    deadline = time.monotonic() + 10.0
+    while marker not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the child never exec'ed its command"
+        time.sleep(0.01)
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
@@ -42,7 +49,7 @@ def test_node_process_child_gets_it(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     proc = Sleeper({}, 157, tmp_path / "log.txt").start()
     try:
-        env = _environ_of(proc.proc.pid)
+        env = _environ_of(proc.proc.pid, b"time.sleep(30)")
     finally:
         proc.stop(timeout=5)
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env["ROS_LOCALHOST_ONLY"] == "1"
