@@ -144,25 +144,10 @@ def test_bad_weights_files_give_clear_errors(tmp_path):
         load_net(path)
 
 
-def _warm_people_frames(count: int, seed: int) -> list:
-    """Warm upright rectangles (people) on a noisy background at 160x120, boxes in normalised units."""
-    from sage_ros.training.segmentation.net_data import LowFrame
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(count):
-        ir = rng.normal(0.3, 0.03, (120, 160)).astype(np.float32)
-        x0, y0 = int(rng.integers(10, 130)), int(rng.integers(10, 70))
-        ir[y0:y0 + 30, x0:x0 + 12] = 0.9
-        box = np.array([[2, x0 / 160, y0 / 120, (x0 + 12) / 160, (y0 + 30) / 120]], np.float32)
-        frames.append(LowFrame(str(i), "day", "msrs", {"fused": ir, "infrared": ir, "visible": ir}, box))
-    return frames
-
-
-def test_a_short_training_run_lowers_the_loss():
+def test_a_short_training_run_lowers_the_loss(warm_people_frames):
     from sage_ros.training.segmentation.train_net import NetTrainConfig, train_net
 
-    frames = _warm_people_frames(8, seed=0)
+    frames = warm_people_frames(8, seed=0)
     config = NetTrainConfig(steps=40, batch=4, widths=(8, 8, 16, 16), lr=1e-2, log_every=0, threads=1)
     net, losses = train_net(frames, config)
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4])
@@ -181,18 +166,16 @@ def test_a_short_training_run_lowers_the_loss():
         train_net(frames, NetTrainConfig(**{**config.__dict__, "precision": "fp16"}))
 
 
-def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
+def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path, warm_people_frames, box_split):
     """`seg train` runs the shipped recipe (a first cycle, then a warm restart) in one call; the result must
     be the weights the two documented commands give (first cycle saved, second started with --init)."""
     from dataclasses import replace
 
-    from sage_ros.training.segmentation.boxes import Box
-    from sage_ros.training.segmentation.net_experiment import SplitData, fit, fit_two_cycles
+    from sage_ros.training.segmentation.net_experiment import fit, fit_two_cycles
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
-    frames = _warm_people_frames(4, seed=1)
-    calib = SplitData(frames, [[Box(2, int(f.boxes[0, 1] * 640), int(f.boxes[0, 2] * 480),
-                                    int(f.boxes[0, 3] * 640), int(f.boxes[0, 4] * 480))] for f in frames])
+    frames = warm_people_frames(4, seed=1)
+    calib = box_split(frames)
     config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
     one_call, info = fit_two_cycles(config, 4, 1e-3, frames, calib, tmp_path / "one", CLASSES)
     assert len(info["training_cycles"]) == 2 and info["train_config"]["steps"] == 4
@@ -207,23 +190,29 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path):
 
 
 def test_seg_train_defaults_are_the_shipped_networks_recipe():
-    """The documented rebuild is `seg train --seed 1`: every other setting must come from the defaults, so
-    the defaults must equal what the shipped sidecar records for both cycles."""
+    """The documented rebuild is `seg train --seed 0 1 2 3 4`: every other setting must come from the
+    defaults, so the defaults must equal what the shipped sidecar records for the ensemble and for both
+    training cycles of each member."""
+    from dataclasses import replace
+
     from sage_ros.cli import build_parser
+    from sage_ros.cli.seg import _config
+    from sage_ros.training.segmentation.recipe import SHIPPED_SEEDS
+    from sage_ros.training.segmentation.train_net import config_json
 
     meta = read_metadata(default_net_path())
     args = build_parser().parse_args(["seg", "train", "--out", "x.npz"])
-    first, restart = meta["training_cycles"]
-    config = meta["train_config"]  # the restart's configuration; the first cycle differs in steps and lr
-    assert (args.steps, args.lr) == (first["steps"], first["lr"])
-    assert (args.restart_steps, args.restart_lr) == (restart["steps"], restart["lr"])
-    assert list(args.widths) == config["widths"] == meta["widths"]
-    assert (args.batch, args.separation, args.separation_weight, args.precision, args.target) == (
-        config["batch"], config["separation"], config["separation_weight"], config["precision"],
-        config["target_mode"])
-    from sage_ros.training.segmentation.recipe import SHIPPED_SEED
-
-    assert first["seed"] == restart["seed"] == config["seed"] == SHIPPED_SEED
+    ensemble = meta["ensemble"]
+    assert tuple(ensemble["seeds"]) == SHIPPED_SEEDS and meta["members"] == len(SHIPPED_SEEDS)
+    assert (args.restart_steps, args.restart_lr) == (ensemble["restart_steps"], ensemble["restart_lr"])
+    expected = config_json(replace(_config(args, tuple(meta["input_kinds"])), num_classes=meta["num_classes"]))
+    expected.pop("seed")
+    assert meta["train_config"] == expected
+    for member in ensemble["members"]:
+        first, restart = member["training_cycles"]
+        assert (first["steps"], first["lr"], first["seed"]) == (args.steps, args.lr, member["seed"])
+        assert (restart["steps"], restart["lr"], restart["seed"]) == (args.restart_steps, args.restart_lr,
+                                                                      member["seed"])
 
 
 def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):

@@ -56,8 +56,9 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                         "objects of one class, so that they come out as separate components (0: none)")
     parser.add_argument("--separation-weight", type=float, default=recipe.SEPARATION_WEIGHT,
                         help="loss weight of the separation-line pixels")
-    parser.add_argument("--seed", type=int, default=0,
-                        help=f"random seed (the shipped network: {recipe.SHIPPED_SEED})")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="random seed; several seeds train one network each and ship the average of their "
+                        f"logits (the shipped network: --seed {' '.join(map(str, recipe.SHIPPED_SEEDS))})")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=recipe.PRECISION,
                         help="training arithmetic: bf16 autocast is 1.5-2x faster on CPUs with AMX or AVX-512 BF16 "
                              "(weights and loss stay float32; the exported graph is float32)")
@@ -134,7 +135,7 @@ def _config(args, inputs: tuple[str, ...]):
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
     return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
-                          target_mode=args.target, seed=args.seed, threads=args.threads,
+                          target_mode=args.target, seed=args.seed[0], threads=args.threads,
                           separation=args.separation, separation_weight=args.separation_weight,
                           precision=args.precision)
 
@@ -164,12 +165,16 @@ def _training_data(args):
 
 
 def _train(args) -> int:
-    from sage_ros.training.segmentation.net_experiment import fit, fit_two_cycles, save_trained
+    from sage_ros.training.segmentation.net_experiment import fit, fit_ensemble, fit_two_cycles, save_trained
 
     try:
         inputs = _inputs(args.inputs)
     except ValueError as exc:
         log.error("%s", exc)
+        return 2
+    seeds = list(dict.fromkeys(args.seed))
+    if len(seeds) > 1 and (args.init or args.labels):
+        log.error("several seeds (an ensemble) train the box recipe from scratch: not with --init or --labels")
         return 2
     from dataclasses import replace
 
@@ -185,6 +190,9 @@ def _train(args) -> int:
     work_dir = args.work_dir or args.out.parent / (args.out.stem + "_work")
     if args.init or args.labels:
         net, info = fit(config, frames, train, work_dir)
+    elif len(seeds) > 1:
+        net, info = fit_ensemble(config, seeds, args.restart_steps, args.restart_lr, frames, train, work_dir,
+                                 table.to_json())
     else:
         net, info = fit_two_cycles(config, args.restart_steps, args.restart_lr, frames, train, work_dir,
                                    table.to_json())
@@ -194,8 +202,12 @@ def _train(args) -> int:
         info |= {"box_source": args.box_source, "targets": f"{args.target} pseudo-masks from human boxes",
                  "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
     save_trained(net, info, args.out, classes=table.to_json())
-    print(f"network written to {args.out} (+ .onnx, .json beside it); "
-          f"loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
+    if len(seeds) > 1:
+        print(f"ensemble of {len(seeds)} networks (seeds {seeds}) written to {args.out} (+ .onnx, .json beside "
+              f"it); members in {work_dir}, {info['train_seconds']:.0f} s of training")
+    else:
+        print(f"network written to {args.out} (+ .onnx, .json beside it); "
+              f"loss {info['first_loss']:.3f} -> {info['final_loss']:.3f}, {info['train_seconds']:.0f} s")
     return 0
 
 

@@ -95,6 +95,49 @@ class SegNet(nn.Module):
         low = F.avg_pool2d(image, DOWNSAMPLE)
         return _up(self.forward_low(low), image)
 
+    def shift_logits(self, bias: torch.Tensor) -> None:
+        """Add a per-class constant to the logits, folded into the classifier bias (no run-time op)."""
+        with torch.no_grad():
+            self.classifier.bias += bias
+
+
+class SegEnsemble(nn.Module):
+    """Several SegNets of one architecture (e.g. seeds of one recipe) whose logits are averaged.
+
+    Why: single networks trained on 223 pairs over-fit and differ from seed to seed about as much as
+    recipes do; the average of their logits is steadier on unseen pairs (docs/segmentation.md). The
+    inputs are pooled once and only the averaged 4 logits are upsampled, so K members cost K times the
+    network's convolutions, not K times its upsampling and ArgMax. Same interface as SegNet."""
+
+    def __init__(self, members: Sequence[SegNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        first = members[0]
+        for m in members[1:]:
+            if (m.inputs, m.num_classes, m.widths) != (first.inputs, first.num_classes, first.widths):
+                raise ValueError(
+                    "ensemble members must share inputs, classes and widths: "
+                    f"{(first.inputs, first.num_classes, first.widths)} vs {(m.inputs, m.num_classes, m.widths)}"
+                )
+        self.members = nn.ModuleList(members)
+        self.inputs, self.num_classes, self.widths = first.inputs, first.num_classes, first.widths
+
+    def forward_low(self, low: torch.Tensor) -> torch.Tensor:
+        total = self.members[0].forward_low(low)
+        for member in self.members[1:]:
+            total = total + member.forward_low(low)
+        return total * (1.0 / len(self.members))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        low = F.avg_pool2d(image, DOWNSAMPLE)
+        return _up(self.forward_low(low), image)
+
+    def shift_logits(self, bias: torch.Tensor) -> None:
+        # The same shift in every member shifts their mean by exactly that much.
+        for member in self.members:
+            member.shift_logits(bias)
+
 
 def downsample(image: np.ndarray) -> np.ndarray:
     """HxW float32 -> (H//4)x(W//4) by 4x4 area averaging: exactly what AveragePool does in the graph."""
@@ -132,7 +175,7 @@ def metadata_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_net(net: SegNet, path: str | Path, classes: list[dict], info: dict | None = None) -> Path:
+def save_net(net: SegNet | SegEnsemble, path: str | Path, classes: list[dict], info: dict | None = None) -> Path:
     """Write `path` (.npz float32 state dict) and its `.json` sidecar (architecture, classes, info)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +183,7 @@ def save_net(net: SegNet, path: str | Path, classes: list[dict], info: dict | No
     np.savez_compressed(path, **state)
     meta = {
         "format": NET_FORMAT,
+        "members": len(net.members) if isinstance(net, SegEnsemble) else 1,
         "input_kinds": list(net.inputs),
         "num_classes": net.num_classes,
         "widths": list(net.widths),
@@ -154,13 +198,18 @@ def read_metadata(path: str | Path) -> dict:
     return read_sidecar(path, NET_FORMAT, SegNetError, "segmentation network")
 
 
-def load_net(path: str | Path) -> SegNet:
-    """A SegNet from `path` (.npz) and its sidecar, strict about keys and shapes, in eval mode."""
+def load_net(path: str | Path) -> SegNet | SegEnsemble:
+    """A SegNet (or an ensemble of them) from `path` (.npz) and its sidecar, strict about keys and shapes,
+    in eval mode."""
     path = Path(path)
     if not path.is_file():
         raise SegNetError(f"segmentation network weights {path} do not exist")
     meta = read_metadata(path)
-    net = SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"])
+    members = meta.get("members", 1)
+    if not isinstance(members, int) or members < 1:
+        raise SegNetError(f"{metadata_path(path)}: 'members' must be >= 1, found {members}")
+    nets = [SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"]) for _ in range(members)]
+    net = nets[0] if members == 1 else SegEnsemble(nets)
     return load_state(net, path, SegNetError, "segmentation network")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.model.classes import class_table
-from sage_ros.model.seg_net import SegNet, count_macs, save_net
+from sage_ros.model.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
 from sage_ros.model.weights import sha256_of
 from sage_ros.training.segmentation.boxes import Box
 from sage_ros.training.segmentation.data import load_msrs_boxes
@@ -123,13 +123,85 @@ def fit_two_cycles(
     return net, info
 
 
+def member_path(work_dir: Path, seed: int) -> Path:
+    """Where `fit_ensemble` keeps (and looks for) the member of one seed."""
+    return work_dir / f"member_s{seed}.npz"
+
+
+def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_lr: float) -> bool:
+    """True when a network's sidecar records exactly `fit_two_cycles(config, restart_steps, restart_lr)`.
+
+    What `seg train --seed S --out X` writes qualifies, so members trained one by one (e.g. in parallel
+    processes) and copied to `member_path` are used as they are instead of being trained again."""
+    recorded = dict(meta.get("train_config") or {})
+    cycles = meta.get("training_cycles")
+    if restart_steps > 0:
+        if not cycles or len(cycles) != 2:
+            return False
+        first, second = cycles
+        if (second.get("steps"), second.get("lr"), second.get("seed")) != (restart_steps, restart_lr, config.seed):
+            return False
+        # The recorded configuration is the restart's: the first cycle differs in steps, lr and init.
+        recorded |= {"steps": first.get("steps"), "lr": first.get("lr"), "init": None}
+    elif cycles:
+        return False
+    return recorded == config_json(config)
+
+
+def fit_ensemble(
+    config: NetTrainConfig, seeds: Sequence[int], restart_steps: int, restart_lr: float,
+    frames: Sequence[LowFrame], calib: SplitData, work_dir: Path, classes: list[dict] | None = None,
+) -> tuple[SegEnsemble, dict]:
+    """`fit_two_cycles` once per seed, then the members' logits averaged and calibrated again on the
+    TRAINING split (the members' own biases were chosen for each alone).
+
+    Each member is saved as `member_path(work_dir, seed)` before the next one starts, and a member file
+    already there that `trained_by` this recipe and seed is reused: the command resumes after an
+    interruption, and a member is the same bits as `seg train --seed S` writes (tested)."""
+    classes = classes or class_table("msrs").to_json()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    members, summaries = [], []
+    for seed in seeds:
+        member_config = replace(config, seed=seed)
+        path = member_path(work_dir, seed)
+        if path.is_file() and trained_by(read_metadata(path), member_config, restart_steps, restart_lr):
+            log.info("ensemble member seed %d: using %s (trained by this recipe)", seed, path)
+            net = load_net(path)
+        else:
+            net, info = fit_two_cycles(member_config, restart_steps, restart_lr, frames, calib,
+                                       work_dir / f"member_s{seed}_work", classes)
+            save_trained(net, info, path, export=False, classes=classes)
+        meta = read_metadata(path)
+        members.append(net)
+        summaries.append({"seed": seed, "file": path.name, "weights_sha256": sha256_of(path),
+                          "train_seconds": meta.get("train_seconds"),
+                          "train_mean_f1": meta.get("calibrated_train_mean_f1"),
+                          "training_cycles": meta.get("training_cycles")})
+    ensemble = SegEnsemble(members)
+    calibration = calibrate_background(ensemble, calib.frames, calib.boxes, FULL_HW)
+    recipe_config = config_json(config)
+    recipe_config.pop("seed")
+    info = {
+        "input_kinds": list(config.inputs),
+        "train_config": recipe_config,
+        "ensemble": {"seeds": list(seeds), "restart_steps": restart_steps, "restart_lr": restart_lr,
+                     "members": summaries},
+        "train_frames": {"msrs_full_resolution": sum(f.source == "msrs" for f in frames),
+                         "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)},
+        "train_seconds": round(sum(m["train_seconds"] or 0.0 for m in summaries), 1),
+        "macs_640x480": count_macs(ensemble),
+        "parameters": int(sum(p.numel() for p in ensemble.parameters())),
+    } | calibration
+    return ensemble, info
+
+
 def _cycle_summary(config: NetTrainConfig, info: dict) -> dict:
     return {"steps": config.steps, "lr": config.lr, "seed": config.seed, "train_seconds": info.get("train_seconds"),
             "final_loss": info.get("final_loss"), "class_biases": info.get("class_biases"),
             "train_mean_f1": info.get("calibrated_train_mean_f1")}
 
 
-def evaluate_net(net: SegNet, data: SplitData, min_area: int = 6) -> NetScores:
+def evaluate_net(net: SegNet | SegEnsemble, data: SplitData, min_area: int = 6) -> NetScores:
     return score_logits(low_logits(net, data.frames), data.frames, data.boxes, FULL_HW, 0.0, min_area)
 
 
@@ -168,10 +240,10 @@ def f1_table(rows: dict[str, dict]) -> str:
 
 
 def save_trained(
-    net: SegNet, info: dict, out_npz: Path, export: bool = True, classes: list[dict] | None = None
+    net: SegNet | SegEnsemble, info: dict, out_npz: Path, export: bool = True, classes: list[dict] | None = None
 ) -> Path:
     """Weights (.npz) + sidecar; with `export`, the standalone ONNX graph next to it sharing the sidecar."""
-    from sage_ros.model.seg_net import export_net, read_metadata
+    from sage_ros.model.seg_net import export_net
 
     classes = classes or class_table("msrs").to_json()
     save_net(net, out_npz, classes, info)

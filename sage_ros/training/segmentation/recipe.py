@@ -18,5 +18,6 @@ PRECISION = "bf16"
 # Warm restart after the first cycle, from its calibrated weights.
 RESTART_STEPS = 2000
 RESTART_LR = 1.5e-3
-# Of seeds 0-2, the one with the best train-split mean F1 (docs/segmentation.md).
-SHIPPED_SEED = 1
+# The shipped network is the average of the logits of this recipe's networks for these seeds, calibrated
+# again on the train split (docs/segmentation.md): one network alone over-fits and varies by seed.
+SHIPPED_SEEDS = (0, 1, 2, 3, 4)

@@ -158,9 +158,12 @@ def train_net(
     bf16 = config.precision == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
     if config.init:
-        from sage_ros.model.seg_net import load_net
+        from sage_ros.model.seg_net import SegEnsemble, load_net
 
         start = load_net(config.init)
+        if isinstance(start, SegEnsemble):
+            raise ValueError(f"--init {config.init} is an ensemble of {len(start.members)} networks: start from "
+                             "one of its members (member_s<seed>.npz in its work dir)")
         if (start.inputs, start.widths, start.num_classes) != (net.inputs, net.widths, net.num_classes):
             raise ValueError(f"--init {config.init}: inputs/widths/classes {start.inputs} {start.widths} "
                              f"{start.num_classes} differ from the configured {net.inputs} {net.widths}")
@@ -348,8 +351,7 @@ def calibrate_background(
         bias[cls] += pick
         score = tried[pick]
         class_scores[str(cls)] = {str(v): round(f, 4) for v, f in tried.items()}
-    with torch.no_grad():
-        net.classifier.bias += bias
+    net.shift_logits(bias)
     log.info("logit biases %s (training-split mean F1 %.3f; background grid %s)", bias.tolist(), score,
              {b: round(v, 3) for b, v in scores.items()})
     return {"background_bias": best, "class_biases": bias.tolist(), "calibrated_train_mean_f1": score,
