@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: runtime's)")
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 (default) | bf16 | auto (what the node picks on this CPU) | int8, for both models")
     args = parser.parse_args(argv)
 
     from sage_ros.model.model_files import export_checkpoint, shipped_head
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     y = rng.random((h, w), dtype=np.float32)
     ir = rng.random((h, w), dtype=np.float32)
-    print(f"input {w}x{h}, {args.repeats} alternating runs each, threads={args.threads or 'default'}")
+    print(f"input {w}x{h}, {args.repeats} alternating runs each, threads={args.threads or 'default'}, "
+          f"precision {args.precision}")
     print(f"network: {head_path}")
     print("CPU flags: " + _cpu_flags())
     columns = ["median wall", "best wall", "median cpu"]
@@ -87,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         alone_onnx = export_checkpoint(checkpoint, Path(tmp) / "student.onnx", None)
         seg_onnx = export_checkpoint(checkpoint, Path(tmp) / "student_seg.onnx", head_path)
         for name in args.backends:
-            plain = BackendConfig(name=name, onnx_path=alone_onnx, weights_path=checkpoint, threads=args.threads)
-            seg = BackendConfig(name=name, onnx_path=seg_onnx, weights_path=checkpoint, threads=args.threads)
+            plain, seg = (BackendConfig(name=name, onnx_path=path, weights_path=checkpoint, threads=args.threads,
+                                        precision=args.precision) for path in (alone_onnx, seg_onnx))
             try:
                 a, b = create_backend(plain), create_backend(seg)
             except BackendError as exc:
