@@ -114,7 +114,13 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     """`seg train --seed 0 1` trains what `seg train --seed 0` and `--seed 1` train, averages them, and run
     again finds its members and trains nothing: the command resumes and members may be trained apart."""
     from sage_ros.training.segmentation import net_experiment
-    from sage_ros.training.segmentation.net_experiment import fit_ensemble, fit_two_cycles, member_path, trained_by
+    from sage_ros.training.segmentation.net_experiment import (
+        fit_ensemble,
+        fit_two_cycles,
+        frame_counts,
+        member_path,
+        trained_by,
+    )
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
     frames = warm_people_frames(4, seed=2)
@@ -135,6 +141,10 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=0), 4, 1e-3)
     assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1, lr=1e-2), 4,
                           1e-3)
+    assert trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 4, 1e-3,
+                      frame_counts(frames))
+    assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 4, 1e-3,
+                          frame_counts(frames[:3]))
 
     def no_training(*args, **kwargs):
         raise AssertionError("a member trained by this recipe was trained again")

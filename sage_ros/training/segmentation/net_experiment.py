@@ -85,8 +85,7 @@ def fit(
     info = {
         "input_kinds": list(config.inputs),
         "train_config": config_json(config),
-        "train_frames": {"msrs_full_resolution": sum(f.source == "msrs" for f in frames),
-                         "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)},
+        "train_frames": frame_counts(frames),
         "first_loss": losses[0] if losses else None,
         "final_loss": float(np.mean(losses[-tail:])) if losses else None,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -128,8 +127,16 @@ def member_path(work_dir: Path, seed: int) -> Path:
     return work_dir / f"member_s{seed}.npz"
 
 
-def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_lr: float) -> bool:
-    """True when a network's sidecar records exactly `fit_two_cycles(config, restart_steps, restart_lr)`.
+def frame_counts(frames: Sequence[LowFrame]) -> dict[str, int]:
+    """How many full-resolution pairs and thumbnails a network was trained on (recorded in its sidecar)."""
+    return {"msrs_full_resolution": sum(f.source == "msrs" for f in frames),
+            "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)}
+
+
+def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_lr: float,
+               frames: dict[str, int] | None = None) -> bool:
+    """True when a network's sidecar records exactly `fit_two_cycles(config, restart_steps, restart_lr)`
+    (and, when `frames` is given, on that many training frames: `frame_counts`).
 
     What `seg train --seed S --out X` writes qualifies, so members trained one by one (e.g. in parallel
     processes) and copied to `member_path` are used as they are instead of being trained again."""
@@ -144,6 +151,8 @@ def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_l
         # The recorded configuration is the restart's: the first cycle differs in steps, lr and init.
         recorded |= {"steps": first.get("steps"), "lr": first.get("lr"), "init": None}
     elif cycles:
+        return False
+    if frames is not None and meta.get("train_frames") != frames:
         return False
     return recorded == config_json(config)
 
@@ -160,14 +169,17 @@ def fit_ensemble(
     interruption, and a member is the same bits as `seg train --seed S` writes (tested)."""
     classes = classes or class_table("msrs").to_json()
     work_dir.mkdir(parents=True, exist_ok=True)
+    counts = frame_counts(frames)
     members, summaries = [], []
     for seed in seeds:
         member_config = replace(config, seed=seed)
         path = member_path(work_dir, seed)
-        if path.is_file() and trained_by(read_metadata(path), member_config, restart_steps, restart_lr):
+        if path.is_file() and trained_by(read_metadata(path), member_config, restart_steps, restart_lr, counts):
             log.info("ensemble member seed %d: using %s (trained by this recipe)", seed, path)
             net = load_net(path)
         else:
+            if path.is_file():
+                log.warning("%s was trained by another recipe or on other data: training seed %d again", path, seed)
             net, info = fit_two_cycles(member_config, restart_steps, restart_lr, frames, calib,
                                        work_dir / f"member_s{seed}_work", classes)
             save_trained(net, info, path, export=False, classes=classes)
@@ -186,8 +198,7 @@ def fit_ensemble(
         "train_config": recipe_config,
         "ensemble": {"seeds": list(seeds), "restart_steps": restart_steps, "restart_lr": restart_lr,
                      "members": summaries},
-        "train_frames": {"msrs_full_resolution": sum(f.source == "msrs" for f in frames),
-                         "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)},
+        "train_frames": counts,
         "train_seconds": round(sum(m["train_seconds"] or 0.0 for m in summaries), 1),
         "macs_640x480": count_macs(ensemble),
         "parameters": int(sum(p.numel() for p in ensemble.parameters())),
