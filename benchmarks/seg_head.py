@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--net", type=Path, default=None,
-                        help="standalone seg graph .onnx (default: the shipped sage_ros/data/seg_net_msrs.onnx)")
+                        help="standalone seg graph .onnx (default: the graph of the shipped network)")
     parser.add_argument("--size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend (default: runtime's)")

@@ -99,7 +99,7 @@ def test_real_student_with_shipped_head_matches_single_graph_export(checkpoint_p
     from sage_ros.model.model_files import export_checkpoint
     from sage_ros.model.seg_head import SegHead, export_student_with_head, save_head
 
-    # The older head format (.npz, exported through torch); the package now ships seg_net_msrs.onnx.
+    # The older head format (.npz, exported through torch); the package now ships SegNet weights instead.
     torch.manual_seed(0)
     head_path = save_head(SegHead().eval(), tmp_path / "head.npz")
     reference = export_student_with_head(checkpoint_path, head_path, tmp_path / "one.onnx")

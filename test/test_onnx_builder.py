@@ -163,4 +163,6 @@ def test_weights_fetch_without_torch_builds_the_model_and_says_where_files_came_
     assert meta["builder"] == "numpy" and meta["checkpoint_sha256"].startswith("ecfde477")
     model = onnx.load(dest / "sage_student.onnx")
     assert [i.name for i in model.graph.input] == ["vis_y", "ir"]
+    # The shipped segmentation network is made a graph without torch too: both outputs.
+    assert [o.name for o in model.graph.output] == ["fused_y", "class_ids"]
     assert f"ONNX model: {dest / 'sage_student.onnx'}" in out

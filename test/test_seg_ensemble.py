@@ -65,7 +65,10 @@ def test_members_must_share_the_architecture():
 def test_weights_round_trip_and_bad_member_counts_are_refused(tmp_path):
     ensemble = SegEnsemble(_members(2))
     path = save_net(ensemble, tmp_path / "ens.npz", CLASSES)
-    assert read_metadata(path)["members"] == 2
+    meta = read_metadata(path)
+    # Stored as its members: one plain network state per file, listed in the one sidecar.
+    assert meta["members"] == 2 and meta["member_files"] == ["ens.m0.npz", "ens.m1.npz"]
+    assert not path.exists() and all((tmp_path / n).is_file() for n in meta["member_files"])
     again = load_net(path)
     assert isinstance(again, SegEnsemble) and len(again.members) == 2
     for a, b in zip(ensemble.state_dict().values(), again.state_dict().values(), strict=True):
@@ -73,16 +76,20 @@ def test_weights_round_trip_and_bad_member_counts_are_refused(tmp_path):
     single = save_net(SegNet(widths=WIDTHS), tmp_path / "one.npz", CLASSES)
     assert isinstance(load_net(single), SegNet)
     meta = json.loads(path.with_suffix(".json").read_text())
-    for bad, message in ((3, "missing"), (0, "members"), ("2", "members")):
+    for bad, message in ((3, "2 member files for 3 members"), (0, "members"), ("2", "members")):
         path.with_suffix(".json").write_text(json.dumps(meta | {"members": bad}))
         with pytest.raises(SegNetError, match=message):
             load_net(path)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    (tmp_path / "ens.m1.npz").unlink()
+    with pytest.raises(SegNetError, match="ens.m1.npz do not exist"):
+        load_net(path)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_exported_ensemble_gives_torch_class_ids(tmp_path, runtime):
     ensemble = SegEnsemble(_members(3)).eval()
-    graph = export_net(ensemble, tmp_path / "ens.onnx", sample_hw=(64, 96))
+    graph = export_net(ensemble, tmp_path / "ens.onnx")
     rng = np.random.default_rng(0)
     fused, ir = (rng.random((1, 1, 120, 160), dtype=np.float32) for _ in range(2))
     with torch.inference_mode():
@@ -153,3 +160,21 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     again, _ = fit_ensemble(config, [0, 1], 4, 1e-3, frames, calib, tmp_path / "ens", CLASSES)
     for a, b in zip(ensemble.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shipped_graph_is_built_from_the_weights_once_and_again_when_they_change(tmp_path):
+    """What `weights fetch` / `export` use: the graph of the packaged weights, kept in the models cache."""
+    from sage_ros.model.model_files import shipped_seg_graph
+    from sage_ros.model.seg_graph import weights_sha256
+
+    weights = save_net(SegEnsemble(_members(2)), tmp_path / "w" / "net.npz", CLASSES)
+    out = tmp_path / "models" / "net.onnx"
+    built = shipped_seg_graph(weights, out)
+    assert built == out and json.loads(out.with_suffix(".json").read_text())["weights_sha256"] == weights_sha256(
+        weights)
+    stamp = out.stat().st_mtime_ns
+    assert shipped_seg_graph(weights, out) == out and out.stat().st_mtime_ns == stamp  # current: not rebuilt
+    save_net(SegEnsemble(_members(3)[1:]), weights, CLASSES)  # other weights under the same name
+    shipped_seg_graph(weights, out)
+    assert json.loads(out.with_suffix(".json").read_text())["weights_sha256"] == weights_sha256(weights)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["net.json", "net.onnx"]  # no leftovers

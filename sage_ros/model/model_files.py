@@ -1,9 +1,10 @@
 """Finding the model a command or node should run, exporting it from the checkpoint when needed.
 
 The default model is the released student plus the segmentation network this project trained on MSRS
-(`sage_ros/data/seg_net_msrs.onnx`, or the older `seg_head_msrs.npz`): one graph, two outputs (fused Y
-exactly the student's, class ids), joined by `sage_ros.model.compose`. The student graph is built by
-PyTorch's exporter when torch is installed and by the torch-free `model.onnx_builder` otherwise.
+(`sage_ros/data/seg_net_msrs.*`, made a graph without PyTorch, or the older `seg_head_msrs.npz`): one
+graph, two outputs (fused Y exactly the student's, class ids), joined by `sage_ros.model.compose`. The
+student graph is built by PyTorch's exporter when torch is installed and by the torch-free
+`model.onnx_builder` otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from sage_ros.model.weights import sha256_of
-from sage_ros.paths import default_checkpoint, default_onnx
+from sage_ros.paths import default_checkpoint, default_onnx, models_dir
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,48 @@ BUILDER_ENV = "SAGE_ROS_ONNX_BUILDER"  # "torch" or "numpy": force one student b
 
 
 def shipped_head() -> Path | None:
-    """The segmentation network shipped in the package, if this install has it.
+    """The segmentation network shipped in the package, as a standalone seg graph, if this install has it.
 
-    Preferred: the standalone seg graph `data/seg_net_msrs.onnx` (composes without PyTorch); else the
-    older head weights `data/seg_head_msrs.npz` (turned into a graph with PyTorch).
+    Preferred: the network weights `data/seg_net_msrs.*` (an ensemble stored as its members), turned into
+    a graph without PyTorch (`seg_graph`) once and kept in the models cache; else the older head weights
+    `data/seg_head_msrs.npz` (turned into a graph with PyTorch).
     """
+    from sage_ros.model.seg_graph import weights_present
+
     data = Path(__file__).resolve().parents[1] / "data"
-    if (data / "seg_net_msrs.onnx").is_file():
-        return data / "seg_net_msrs.onnx"
+    if weights_present(data / "seg_net_msrs.npz"):
+        return shipped_seg_graph(data / "seg_net_msrs.npz")
     npz = data / "seg_head_msrs.npz"
     if npz.is_file():
         if torch_available():
             return npz
-        log.warning("the shipped segmentation head %s needs PyTorch to become a graph and no standalone "
-                    "seg_net_msrs.onnx is installed: the default model is fusion-only (no class ids)", npz.name)
+        log.warning("the shipped segmentation head %s needs PyTorch to become a graph and no segmentation "
+                    "network is installed: the default model is fusion-only (no class ids)", npz.name)
     return None
+
+
+def shipped_seg_graph(weights: Path, out_onnx: Path | None = None) -> Path:
+    """The graph of the shipped network in the models cache, built (torch-free) when missing or when the
+    weights changed since (the graph's sidecar records their sha256)."""
+    from sage_ros.model.seg_graph import graph_from_weights, weights_sha256
+
+    out_onnx = out_onnx or models_dir() / "seg_net_msrs.onnx"
+    sidecar = out_onnx.with_suffix(".json")
+    if out_onnx.is_file() and sidecar.is_file():
+        try:
+            if json.loads(sidecar.read_text()).get("weights_sha256") == weights_sha256(weights):
+                return out_onnx
+        except (OSError, ValueError):
+            pass  # unreadable sidecar: build again
+    log.info("building the segmentation graph %s from %s", out_onnx, weights.name)
+    out_onnx.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the target and moved into place (graph first, then the sidecar that vouches for it),
+    # so a process starting at the same time never reads half a file.
+    with tempfile.TemporaryDirectory(dir=out_onnx.parent) as tmp:
+        built = graph_from_weights(weights, Path(tmp) / out_onnx.name)
+        os.replace(built, out_onnx)
+        os.replace(built.with_suffix(".json"), sidecar)
+    return out_onnx
 
 
 def _resolve_head(head: Path | str | None) -> Path | None:
@@ -120,7 +148,7 @@ def load_seg_model(head_path: Path):
     if not torch_available():
         raise RuntimeError(
             f"segmentation head {head_path.name} is stored as weights (.npz), which needs PyTorch to become "
-            "a graph; use a standalone seg graph (.onnx, e.g. sage_ros/data/seg_net_msrs.onnx) or --no-head"
+            "a graph; use a standalone seg graph (.onnx, e.g. from `sage-ros seg train`) or --no-head"
         )
     from sage_ros.model.export import export_seg_head
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch only where weights are loaded into a module: the sidecar reader is torch-free
+    from torch import nn
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -34,6 +36,8 @@ def read_sidecar(path: str | Path, fmt: str, error: type[Exception], what: str) 
 
 def load_state(module: nn.Module, path: str | Path, error: type[Exception], what: str) -> nn.Module:
     """Fill `module` from the arrays in `path`, strict about keys and shapes; returns it in eval mode."""
+    import torch
+
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

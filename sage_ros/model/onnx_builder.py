@@ -201,9 +201,10 @@ def expected_keys() -> set[str]:
 
 
 def fold_conv_bn(state: Mapping[str, np.ndarray], conv: str, bn: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Conv weights and bias with the following eval-mode BatchNorm folded in (float64 maths, float32 out)."""
+    """Conv weights and bias with the following eval-mode BatchNorm folded in (float64 maths, float32 out).
+    A conv without a bias (one followed by BatchNorm needs none) counts as bias 0."""
     w = state[f"{conv}.weight"].astype(np.float64)
-    b = state[f"{conv}.bias"].astype(np.float64)
+    b = state[f"{conv}.bias"].astype(np.float64) if f"{conv}.bias" in state else np.zeros(w.shape[0])
     if bn is not None:
         var = state[f"{bn}.running_var"].astype(np.float64)
         scale = state[f"{bn}.weight"].astype(np.float64) / np.sqrt(var + BN_EPS)

@@ -12,13 +12,13 @@ fused Y clamped to [0, 1]) and optionally `ir` / `vis_y` (the student's own inpu
 `class_ids` (N,H,W) uint8 with ArgMax in the graph. The same module trains on any input combination,
 which is what the fused / visible / infrared experiment compares.
 
-Weights on disk: `.npz` (plain arrays, no pickle) + `.json` sidecar (architecture, classes, training).
+Weights on disk: `.npz` (plain arrays, no pickle) + `.json` sidecar (architecture, classes, training); an
+ensemble as its members' files (`seg_graph.py`, which also builds the graph without PyTorch).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,13 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sage_ros.model.npz_weights import load_state, read_sidecar
+from sage_ros.model.npz_weights import load_state
+from sage_ros.model.seg_graph import (
+    DOWNSAMPLE,
+    INPUT_NAMES,
+    NET_FORMAT,
+    SegNetError,
+    member_file_name,
+    read_metadata,
+    weight_files,
+    write_seg_graph,
+)
 
-NET_FORMAT = "sage_ros.seg_net/1"
 DEFAULT_NUM_CLASSES = 4  # MSRS ids: 0 background, 1 car, 2 person, 3 bike
-#: Input names of the ONNX graph per input kind (the names the compose contract defines).
-INPUT_NAMES = {"fused": "fused_y", "infrared": "ir", "visible": "vis_y"}
-DOWNSAMPLE = 4
 
 
 def _cbr(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -167,10 +173,6 @@ def count_macs(net: SegNet, hw: tuple[int, int] = (480, 640)) -> float:
 # Weights on disk
 
 
-class SegNetError(RuntimeError):
-    """A segmentation network file that is missing, corrupt or does not match the architecture."""
-
-
 def metadata_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
@@ -179,93 +181,60 @@ def save_net(net: SegNet | SegEnsemble, path: str | Path, classes: list[dict], i
     """Write `path` (.npz float32 state dict) and its `.json` sidecar (architecture, classes, info)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-    np.savez_compressed(path, **state)
+    members = list(net.members) if isinstance(net, SegEnsemble) else [net]
+    # An ensemble is stored as its members (seg_graph's module docstring says why); one network as itself.
+    files = [path] if len(members) == 1 else [path.parent / member_file_name(path, i) for i in range(len(members))]
+    for member, file in zip(members, files, strict=True):
+        np.savez_compressed(file, **{k: v.detach().cpu().numpy() for k, v in member.state_dict().items()})
     meta = {
         "format": NET_FORMAT,
-        "members": len(net.members) if isinstance(net, SegEnsemble) else 1,
+        "members": len(members),
         "input_kinds": list(net.inputs),
         "num_classes": net.num_classes,
         "widths": list(net.widths),
         "classes": classes[: net.num_classes],
     }
+    if len(members) > 1:
+        meta["member_files"] = [f.name for f in files]
     meta.update(info or {})
     metadata_path(path).write_text(json.dumps(meta, indent=2) + "\n")
     return path
 
 
-def read_metadata(path: str | Path) -> dict:
-    return read_sidecar(path, NET_FORMAT, SegNetError, "segmentation network")
-
-
 def load_net(path: str | Path) -> SegNet | SegEnsemble:
-    """A SegNet (or an ensemble of them) from `path` (.npz) and its sidecar, strict about keys and shapes,
-    in eval mode."""
+    """A SegNet (or an ensemble of them) from `path` (.npz name) and its sidecar, strict about keys and
+    shapes, in eval mode."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not metadata_path(path).is_file():
         raise SegNetError(f"segmentation network weights {path} do not exist")
     meta = read_metadata(path)
     members = meta.get("members", 1)
     if not isinstance(members, int) or members < 1:
         raise SegNetError(f"{metadata_path(path)}: 'members' must be >= 1, found {members}")
-    nets = [SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"]) for _ in range(members)]
-    net = nets[0] if members == 1 else SegEnsemble(nets)
-    return load_state(net, path, SegNetError, "segmentation network")
+    files = weight_files(path, meta) if members > 1 else [path]
+    nets = []
+    for file in files:
+        if not file.is_file():
+            raise SegNetError(f"segmentation network weights {file} do not exist")
+        net = SegNet(meta["input_kinds"], int(meta["num_classes"]), meta["widths"])
+        nets.append(load_state(net, file, SegNetError, "segmentation network"))
+    return nets[0] if members == 1 else SegEnsemble(nets).eval()
 
 
-class _ClassIds(nn.Module):
-    """The exported graph: named single-channel inputs -> class ids (N, H, W) uint8."""
-
-    def __init__(self, net: SegNet) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, *images: torch.Tensor) -> torch.Tensor:
-        return torch.argmax(self.net(torch.cat(images, 1)), dim=1).to(torch.uint8)
-
-
-def graph_input_names(net: SegNet) -> list[str]:
+def graph_input_names(net: SegNet | SegEnsemble) -> list[str]:
     return [INPUT_NAMES[k] for k in net.inputs]
 
 
-def export_net(net: SegNet, out_onnx: str | Path, metadata: dict | None = None,
-               sample_hw: tuple[int, int] = (480, 640)) -> Path:
-    """Export the standalone seg graph (opset 17, dynamic N/H/W) and its `.json` sidecar.
+def export_net(net: SegNet | SegEnsemble, out_onnx: str | Path, metadata: dict | None = None) -> Path:
+    """Write the standalone seg graph (opset 17, dynamic N/H/W) and its `.json` sidecar.
 
     Next to weights `X.npz` the graph is `X.onnx` and both share `X.json`: pass the weights' metadata
-    (read_metadata) so the one sidecar describes both.
-
-    BatchNorm is folded; ops: AveragePool, Conv, Relu, Resize, Concat, Sub, ArgMax, Cast (all in
-    ONNX Runtime, OpenVINO and TensorRT 8.6+). The sidecar gets `sha256` of the written graph.
+    (read_metadata) so the one sidecar describes both. The graph is built by `seg_graph` from the
+    weights as numpy arrays, the same builder `sage-ros weights fetch` uses without PyTorch.
     """
-    from sage_ros.model.export import OPSET, fold_batchnorm
-    from sage_ros.model.weights import sha256_of
-
-    out_onnx = Path(out_onnx)
-    out_onnx.parent.mkdir(parents=True, exist_ok=True)
-    model = _ClassIds(fold_batchnorm(net)).eval()
-    names = graph_input_names(net)
-    h, w = sample_hw
-    dynamic = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
-    dynamic["class_ids"] = {0: "batch", 1: "height", 2: "width"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            tuple(torch.rand(1, 1, h, w) for _ in names),
-            str(out_onnx),
-            input_names=names,
-            output_names=["class_ids"],
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    meta = {"model": "sage_ros_seg_net", "inputs": names, "outputs": ["class_ids"], "opset": OPSET}
-    meta.update(metadata or {})
-    meta["sha256"] = sha256_of(out_onnx)
-    out_onnx.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return out_onnx
+    members = list(net.members) if isinstance(net, SegEnsemble) else [net]
+    states = [{k: v.detach().cpu().numpy() for k, v in m.state_dict().items()} for m in members]
+    return write_seg_graph(states, graph_input_names(net), out_onnx, metadata)
 
 
 def default_net_path() -> Path:

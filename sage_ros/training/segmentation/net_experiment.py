@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.model.classes import class_table
+from sage_ros.model.seg_graph import graph_from_weights
 from sage_ros.model.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
 from sage_ros.model.weights import sha256_of
 from sage_ros.training.segmentation.boxes import Box
@@ -253,15 +254,12 @@ def f1_table(rows: dict[str, dict]) -> str:
 def save_trained(
     net: SegNet | SegEnsemble, info: dict, out_npz: Path, export: bool = True, classes: list[dict] | None = None
 ) -> Path:
-    """Weights (.npz) + sidecar; with `export`, the standalone ONNX graph next to it sharing the sidecar."""
-    from sage_ros.model.seg_net import export_net
-
+    """Weights (.npz, or member files for an ensemble) + sidecar; with `export`, the standalone ONNX graph
+    built from those files next to them, sharing the sidecar."""
     classes = classes or class_table("msrs").to_json()
     save_net(net, out_npz, classes, info)
     if export:
-        meta = read_metadata(out_npz)
-        meta["weights_sha256"] = sha256_of(out_npz)
-        export_net(net, out_npz.with_suffix(".onnx"), meta)
+        graph_from_weights(out_npz, out_npz.with_suffix(".onnx"))
     return out_npz
 
 
