@@ -123,7 +123,13 @@ def run_live_demo(
             stats["files"].append(str(path))
             stats["latency_ms"].append((recv_ns - stamp) * 1e-6)
         stats["fused_received"] = len(stats["files"])
-        time.sleep(0.6)  # one more diagnostics period so the counters include the last pair
+        # Diagnostics whose counters include the last pair: a period (0.5 s) or more on a loaded machine,
+        # so wait for that status rather than a fixed time (a fixed 0.6 s found none under CI load).
+        def counted_all() -> bool:
+            status = probe.latest_status()
+            return status is not None and status.get("outputs") == str(stats["fused_received"])
+
+        probe.wait_until(counted_all, 10.0)
         stats["diagnostics"] = probe.latest_status()
         stats["node_alive"] = proc.alive()
     lat = percentiles_ms(stats["latency_ms"])

@@ -89,8 +89,11 @@ def _project_candidates(weights: str | Path | None) -> list[Path]:
 
 def load_project_segmenter(weights: str | Path | None = None) -> ProjectSegmenter:
     """The shipped (or a given) project segmentation network, frozen; SegNet preferred over SegHead."""
+    from sage_ros.model.seg_graph import weights_present
+
     for path in _project_candidates(weights):
-        if not path.is_file():
+        # A SegNet ensemble is named by its .npz path but stored as member files (seg_graph).
+        if not path.is_file() and not weights_present(path):
             continue
         meta_path = path.with_suffix(".json")
         fmt = ""
