@@ -760,8 +760,11 @@ def main(args: list[str] | None = None, received: list[int] | None = None) -> in
                     "configure it again through its lifecycle services"
                 )
         # A signal recorded before rclpy's handlers were installed asked for a stop nobody acted on.
-        if not received:
-            executor.spin()
+        # Bounded waits instead of spin(): rclpy's handler normally wakes the executor, but once in CI a
+        # SIGTERM to an idle unconfigured node left spin() waiting for 60 s; the recorded signal (or the
+        # context rclpy shut down) now ends the loop within half a second whatever the wake-up did.
+        while not received and rclpy.ok():
+            executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
