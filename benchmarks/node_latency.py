@@ -6,7 +6,11 @@ process and ROS domain, all with the default model (released student + segmentat
 
 - `old`:   fusion.resolution rgb,     precision fp32  (the defaults before issue 11)
 - `new`:   fusion.resolution thermal, precision auto  (today's defaults: bf16 where the CPU has it)
-- `res`:   fusion.resolution thermal, precision fp32  (resolution alone = what an AVX2-only CPU gets)
+- `res`:   fusion.resolution thermal, precision fp32  (resolution alone, on this CPU's kernels)
+- `old-avx2`, `new-avx2`: `old` and `new` with ONEDNN_MAX_CPU_ISA=AVX2 in the node's environment:
+  OpenVINO (what `auto` picks on a CPU) then runs the kernels an AVX2-only CPU runs, and `auto` sees an
+  AVX2-only CPU (fp32). `new-avx2` is scored against `old-avx2`: the issue's AVX2-only comparison.
+  ONNX Runtime ignores the cap (its kernels dispatch on cpuid alone), so these two need OpenVINO.
 
 Paced and interleaved: pair k goes to old, then new, then res, each sent once the previous came back,
 so every configuration sees the same machine load (this machine is shared) and the numbers are latency,
@@ -20,6 +24,7 @@ Then each node free-runs at --rate Hz for --seconds, one after the other: the ra
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -46,12 +51,20 @@ CONFIGS = {
     "old": {"fusion.resolution": "rgb", "precision": "fp32"},
     "new": {"fusion.resolution": "thermal", "precision": "auto"},
     "res": {"fusion.resolution": "thermal", "precision": "fp32"},
+    "old-avx2": {"fusion.resolution": "rgb", "precision": "fp32"},
+    "new-avx2": {"fusion.resolution": "thermal", "precision": "auto"},
 }
 LABELS = {
     "old": "rgb res, fp32 (old defaults)",
     "new": "thermal res, precision auto (new defaults)",
-    "res": "thermal res, fp32 (AVX2-only equivalent)",
+    "res": "thermal res, fp32 (resolution alone)",
+    "old-avx2": "old defaults, AVX2 kernels",
+    "new-avx2": "new defaults, AVX2 kernels",
 }
+AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP}
+# Each configuration's speed-up and PSNR are against the old defaults on the same kernels.
+BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -108,21 +121,41 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="free-running camera rate (Hz), 0 = skip")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--pair-timeout", type=float, default=60.0)
-    parser.add_argument("--configs", default="old,new,res", help="comma-separated subset of old,new,res")
+    parser.add_argument("--dds-profile", type=Path, default=None,
+                        help="Fast DDS XML profile (FASTDDS_DEFAULT_PROFILES_FILE), e.g. "
+                             "config/fastdds_large_frames.xml: larger shared-memory segments for multi-MB frames")
+    parser.add_argument("--dds-profile-on", choices=("all", "nodes", "camera"), default="all",
+                        help="which side gets --dds-profile: the nodes, this process (the camera and the viewer "
+                             "of the outputs), or both")
+    parser.add_argument("--configs", default="old,new,res,old-avx2,new-avx2",
+                        help=f"comma-separated subset of {','.join(CONFIGS)}")
     args = parser.parse_args()
 
     names = [c for c in args.configs.split(",") if c]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     thermal_wh, rgb_wh = parse_size(args.thermal), parse_size(args.rgb)
     cache = Path(tempfile.gettempdir()) / "sage_bench_default"
     model = args.model or default_model(args.official / "checkpoints.pt", cache)
     counts, vis = frames(args.official, thermal_wh, rgb_wh)
     homography = centred_homography(thermal_wh, rgb_wh)
     thermal_fields, rgb_fields = encode_image(counts, "mono16"), encode_image(vis, "bgr8")
+    node_env: dict[str, str] = {}
+    if args.dds_profile is not None:
+        profile = str(args.dds_profile.resolve())
+        if args.dds_profile_on in ("all", "camera"):
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile  # read once, when this process's rmw starts
+        if args.dds_profile_on in ("all", "nodes"):
+            node_env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     features = read_cpu_features()
     print(f"CPU: {features.summary()}")
+    if any(n in ENVS for n in names):
+        print(f"*-avx2 nodes run with {AVX2_CAP}: {read_cpu_features(environ=AVX2_CAP).summary()}")
     print("(shared 2-core machine loaded by other jobs: absolute times vary; ratios come from one interleaved run)")
     print(f"thermal {args.thermal} mono16, RGB {args.rgb} bgr8, model {model.name}, backend {args.backend}, "
-          f"threads {args.threads}, QoS reliable, {args.frames} paced pairs per configuration\n")
+          f"threads {args.threads}, QoS reliable, {args.frames} paced pairs per configuration, Fast DDS profile "
+          f"{args.dds_profile or 'default'}{' on ' + args.dds_profile_on if args.dds_profile else ''}\n")
 
     nodes, probes, logs, node_side = {}, {}, {}, {}
     in_process: dict[str, list[float]] = {n: [] for n in names}
@@ -136,7 +169,8 @@ def main() -> int:
                 **CONFIGS[name],
             }
             logs[name] = Path(tempfile.gettempdir()) / f"sage_bench_node_{name}_{domain}.log"
-            nodes[name] = NodeProcess(params, domain, logs[name]).start()
+            env = {**node_env, **ENVS.get(name, {})}
+            nodes[name] = NodeProcess(params, domain, logs[name], env=env).start()
             probes[name] = Probe(domain, input_reliability="reliable")
         for name in names:
             if not probes[name].wait_for_node(180.0):
@@ -157,13 +191,16 @@ def main() -> int:
             return (recv - stamp) * 1e-6, msg
 
         # The same per-pair work without ROS, in this process (decode, normalise, register, model, colour):
-        # one run per configuration per round, between the node pairs, so it sees the same load.
+        # one run per configuration per round, between the node pairs, so it sees the same load. The
+        # ISA-capped configurations need a process of their own (the cap is read once at load): nodes only.
         from types import SimpleNamespace
+
+        local_names = [n for n in names if n not in ENVS]
 
         th_msg = SimpleNamespace(**thermal_fields.__dict__)
         rgb_msg = SimpleNamespace(**rgb_fields.__dict__)
         local = {}
-        for name in names:
+        for name in local_names:
             cfg = CONFIGS[name]
             backend = create_backend(BackendConfig(name=args.backend, onnx_path=model, threads=args.threads,
                                                    precision=cfg["precision"]))
@@ -185,15 +222,15 @@ def main() -> int:
                 if k:
                     e2e[name].append(got[0])
                 images[name] = image_of(got[1])
-            if k:
-                for name in names[k % len(names):] + names[: k % len(names)]:
+            if k and local_names:
+                for name in local_names[k % len(local_names):] + local_names[: k % len(local_names)]:
                     start = time.perf_counter()
                     local[name].process(th_msg, rgb_msg)
                     in_process[name].append((time.perf_counter() - start) * 1000.0)
-            if "old" in images:
-                for name in names:
-                    if name != "old" and name in images:
-                        quality[name].append(psnr(images["old"], images[name]))
+            for name in names:
+                base_name = BASELINE[name]
+                if name != base_name and name in images and base_name in images:
+                    quality[name].append(psnr(images[base_name], images[name]))
 
         time.sleep(1.5)  # one more diagnostics period: the node-side percentiles of the paced pairs
         node_side = {n: probes[n].latest_status() or {} for n in names}
@@ -227,12 +264,16 @@ def main() -> int:
         why = re.search(r"precision auto -> (\S+) on (\S+): ([^\[\n]+)", text)
         chosen[name] = (backend.group(1) if backend else "?", why.group(3).strip() if why else "explicit")
 
-    base = percentiles_ms(e2e["old"])["p50"] if e2e.get("old") else None
-    print("| configuration | backend (precision) | e2e p50 ms | e2e p95 ms | speed-up (p50) | node: processing / "
-          f"model p50 ms | sustained Hz (sent/fused at {args.rate:g} Hz) | PSNR vs old, min dB |")
+    def p50_of(series: dict[str, list[float]], name: str) -> float | None:
+        return percentiles_ms(series[name])["p50"] if series.get(name) else None
+
+    print("| configuration | backend (precision) | e2e p50 ms | e2e p95 ms | speed-up (p50) vs its baseline | "
+          f"node: processing / model p50 ms | sustained Hz (sent/fused at {args.rate:g} Hz) | "
+          "PSNR vs its baseline, min dB |")
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         p = percentiles_ms(e2e[name]) if e2e[name] else {"p50": float("nan"), "p95": float("nan")}
+        base = p50_of(e2e, BASELINE[name])
         speed = f"x{base / p['p50']:.2f}" if base and e2e[name] else "-"
         sent_fused = sustained.get(name)
         rate = f"{sent_fused[2]:.2f} ({sent_fused[0]}/{sent_fused[1]})" if sent_fused else "-"
@@ -241,12 +282,12 @@ def main() -> int:
         inside = f"{float(side.get('processing_p50_ms', 'nan')):.0f} / {float(side.get('inference_p50_ms', 'nan')):.0f}"
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
               f"{inside} | {rate} | {q} |")
-    base_local = percentiles_ms(in_process["old"])["p50"] if in_process.get("old") else None
     print("\nsame pairs in this process without ROS (decode + normalise + register + model + colour), interleaved:")
     print("| configuration | p50 ms | p95 ms | speed-up (p50) |")
     print("|---|---|---|---|")
-    for name in names:
+    for name in local_names:
         p = percentiles_ms(in_process[name]) if in_process[name] else {"p50": float("nan"), "p95": float("nan")}
+        base_local = p50_of(in_process, BASELINE[name])
         speed = f"x{base_local / p['p50']:.2f}" if base_local and in_process[name] else "-"
         print(f"| {name}: {LABELS[name]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} |")
     for name in names:

@@ -8,11 +8,17 @@ The choice rule (issue: pick the fastest variant whose quality gate is met):
   but measured 39-42 dB against fp32 on the sample pairs, under the 40 dB gate on some of them.
 - GPU backends (TensorRT, torch on CUDA) keep fp32 under `auto`; fp16/int8 are explicit choices there.
 An explicit precision always wins. No ROS or runtime import here.
+
+`ONEDNN_MAX_CPU_ISA` (oneDNN's instruction-set cap, honoured by OpenVINO's CPU plugin: measured here, its
+convolutions switch from brgconv_avx512 to brgconv_avx2 kernels under AVX2) hides the flags above the cap:
+a CPU capped below AVX-512 BF16 runs bf16 emulated, so `auto` must decide on what the runtime may use.
+The same cap lets a benchmark run an AVX2-only CPU's code paths on an AVX-512 machine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +28,15 @@ INTERESTING = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16
 BF16_GATE_DB = 40.0
 # Measured PSNR against fp32 (dB) on the six sample pairs: what the gate is checked against.
 MEASURED_DB = {"openvino-bf16": 54.0, "onnxruntime-int8": 39.0}
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
+# The oneDNN level each flag needs, and the level each cap value allows (oneDNN's names, in its order:
+# SSE41 < AVX < AVX2 < AVX2_VNNI < AVX512_CORE < _VNNI < _BF16 < _AMX). Flags not listed are kept.
+_FLAG_LEVEL = {"avx2": 2, "fma": 2, "avx_vnni": 3, "avx512f": 4, "avx512_vnni": 5, "avx512_bf16": 6,
+               "amx_tile": 7, "amx_bf16": 7, "amx_int8": 7}
+_CAP_LEVEL = {"SSE41": 0, "AVX": 1, "AVX2": 2, "AVX2_VNNI": 3, "AVX2_VNNI_2": 3, "AVX512_CORE": 4,
+              "AVX512_CORE_VNNI": 5, "AVX512_CORE_BF16": 6, "AVX512_CORE_FP16": 6, "AVX10_1_512": 6,
+              "AVX10_2_512": 6, "AVX512_CORE_AMX": 7, "AVX512_CORE_AMX_FP16": 7, "AVX10_1_512_AMX": 7,
+              "AVX10_1_512_AMX_FP16": 7, "AVX10_2_512_AMX_2": 7}
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class CpuFeatures:
     flags: frozenset[str]
     model_name: str = ""
     cores: int = 0
+    isa_cap: str = ""  # the ONEDNN_MAX_CPU_ISA value that removed flags, if any
 
     def has(self, flag: str) -> bool:
         return flag in self.flags
@@ -57,7 +73,22 @@ class CpuFeatures:
     def summary(self) -> str:
         present = [f for f in INTERESTING if f in self.flags]
         name = f"{self.model_name}, " if self.model_name else ""
-        return f"{name}{self.cores or '?'} cores, flags: {' '.join(present) or 'none of ' + '/'.join(INTERESTING)}"
+        cap = f" (capped at {self.isa_cap} by {ISA_CAP_ENV})" if self.isa_cap else ""
+        return f"{name}{self.cores or '?'} cores, flags: {' '.join(present) or 'none of ' + '/'.join(INTERESTING)}{cap}"
+
+
+def apply_isa_cap(features: CpuFeatures, cap: str | None) -> CpuFeatures:
+    """The features a oneDNN runtime may use under `cap` (an ONEDNN_MAX_CPU_ISA value).
+
+    Unset, empty, DEFAULT, ALL or a name this table does not know leave the features as they are (oneDNN
+    itself ignores a value it cannot parse)."""
+    level = _CAP_LEVEL.get((cap or "").strip().upper())
+    if level is None:
+        return features
+    kept = frozenset(f for f in features.flags if _FLAG_LEVEL.get(f, -1) <= level)
+    if kept == features.flags:
+        return features
+    return CpuFeatures(kept, features.model_name, features.cores, cap.strip().upper())
 
 
 def parse_cpuinfo(text: str) -> CpuFeatures:
@@ -75,12 +106,15 @@ def parse_cpuinfo(text: str) -> CpuFeatures:
     return CpuFeatures(flags, model, len(flag_sets))
 
 
-def read_cpu_features(path: Path = CPUINFO) -> CpuFeatures:
-    """This machine's CPU features; an empty set where /proc/cpuinfo cannot be read (not Linux)."""
+def read_cpu_features(path: Path = CPUINFO, environ: Mapping[str, str] | None = None) -> CpuFeatures:
+    """This machine's CPU features as the runtimes may use them (after any ONEDNN_MAX_CPU_ISA cap); an
+    empty set where /proc/cpuinfo cannot be read (not Linux)."""
+    environ = os.environ if environ is None else environ
     try:
-        return parse_cpuinfo(Path(path).read_text(errors="replace"))
+        features = parse_cpuinfo(Path(path).read_text(errors="replace"))
     except OSError:
-        return CpuFeatures(frozenset(), "", os.cpu_count() or 0)
+        features = CpuFeatures(frozenset(), "", os.cpu_count() or 0)
+    return apply_isa_cap(features, environ.get(ISA_CAP_ENV))
 
 
 def choose_precision(backend: str, features: CpuFeatures) -> tuple[str, str]:

@@ -99,3 +99,57 @@ def test_this_machine_reads_without_error():
     feats = cpu_features.read_cpu_features()
     assert isinstance(feats, CpuFeatures)
     assert feats.summary()
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "expected", "summary_says"),
+    [
+        (SAPPHIRE_RAPIDS, "AVX2", "fp32", "capped at AVX2"),  # an AVX2-only CPU's code paths
+        (SAPPHIRE_RAPIDS, "avx512_core_vnni", "fp32", "capped at AVX512_CORE_VNNI"),  # VNNI, no BF16
+        (SAPPHIRE_RAPIDS, "AVX512_CORE_BF16", "bf16", "capped at AVX512_CORE_BF16"),  # no AMX, BF16 kept
+        (AVX512_BF16, "AVX512_CORE_AMX", "bf16", None),  # a cap above the CPU removes nothing
+        (AVX512_BF16, "DEFAULT", "bf16", None),
+        (AVX512_BF16, "not-an-isa", "bf16", None),  # oneDNN ignores what it cannot parse; so do we
+        (AVX512_BF16, "", "bf16", None),
+    ],
+)
+def test_onednn_isa_cap_is_what_auto_decides_on(tmp_path, flags, cap, expected, summary_says):
+    info = tmp_path / "cpuinfo"
+    info.write_text(_cpuinfo(flags))
+    feats = cpu_features.read_cpu_features(info, environ={"ONEDNN_MAX_CPU_ISA": cap})
+    assert choose_precision("openvino", feats)[0] == expected
+    if summary_says:
+        assert summary_says in feats.summary()
+        assert not feats.amx
+    else:
+        assert feats.flags == parse_cpuinfo(_cpuinfo(flags)).flags and "capped" not in feats.summary()
+    if cap.upper() == "AVX2":
+        assert feats.avx2 and not feats.avx512 and not feats.vnni and "fma" in feats.flags
+
+
+def test_openvino_honours_the_isa_cap(tmp_path):
+    """The cap the benchmark uses to run an AVX2-only CPU's kernels really reaches OpenVINO's convolutions."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [16, 1, 3, 3], np.ones(144, np.float32).tolist())
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 64, 64])], [w],
+    )
+    model = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    probe = (
+        "import sys, openvino as ov\n"
+        "cm = ov.Core().compile_model(sys.argv[1], 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})\n"
+        "print(' '.join(op.get_rt_info()['primitiveType'].astype(str) for op in cm.get_runtime_model().get_ops()"
+        " if 'primitiveType' in op.get_rt_info()))\n"
+    )
+    env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", probe, str(model)], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    kernels = out.split()
+    assert any("avx2" in k for k in kernels), kernels  # the convolution runs an AVX2 kernel ...
+    assert not any("avx512" in k or "amx" in k for k in kernels), kernels  # ... and nothing above it

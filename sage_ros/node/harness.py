@@ -108,9 +108,11 @@ class NodeProcess:
         remaps: dict[str, str] | None = None,
         namespace: str | None = None,
         params_file: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.params = params
         self.params_file = params_file
+        self.env = dict(env or {})  # extra environment for the child (e.g. ONEDNN_MAX_CPU_ISA)
         self.domain_id = domain_id
         self.log_path = Path(log_path)
         self.remaps = remaps or {}
@@ -132,6 +134,8 @@ class NodeProcess:
 
     def start(self) -> NodeProcess:
         env = local_dds_env(self.domain_id)
+        env.update(self.env)
+        env.update(LOCAL_DDS_ENV)  # extra variables never widen discovery
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
