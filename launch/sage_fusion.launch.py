@@ -9,6 +9,9 @@ given here override it when not empty. The node is a lifecycle node that configu
 itself (`autostart`); set autostart to false in the params file to drive it with `ros2 lifecycle`.
 `rviz:=true` on a machine without rviz2 starts the node alone and says why (instead of failing the
 launch after the node started, which left the node running without its launch).
+`dds_profile:=large_frames` gives the node the package's Fast DDS profile for multi-MB frames (bigger
+shared-memory segments; docs/node.md): the fused image and overlay reach same-host subscribers without
+UDP fragments. Give the camera driver the same profile: that is where most of the gain is (docs/speed.md).
 """
 
 import os
@@ -36,6 +39,8 @@ ARGUMENTS = [
     ("use_sim_time", "false", "use /clock (bag replay)"),
     ("rviz", "false", "start rviz2 with the sage_fusion view"),
     ("log_level", "info", "node log level"),
+    ("dds_profile", "", "Fast DDS profile for the node: '' keeps the environment's, large_frames = the package's "
+                        "config/fastdds_large_frames.xml, or a path to an XML profile"),
 ]
 
 
@@ -48,6 +53,7 @@ def _nodes(context, *args, **kwargs):
         if arg(name):
             overrides[name] = arg(name)
     fusion = Node(
+        additional_env=_dds_env(arg("dds_profile"), context),
         package="sage_ros",
         executable="fusion_node",
         name="sage_fusion",
@@ -80,6 +86,19 @@ def _nodes(context, *args, **kwargs):
         parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
     )
     return [fusion, rviz]
+
+
+def _dds_env(choice: str, context) -> dict[str, str]:
+    """FASTDDS_DEFAULT_PROFILES_FILE for the node from the dds_profile argument ({} = inherit)."""
+    if not choice:
+        return {}
+    if choice == "large_frames":
+        share = FindPackageShare("sage_ros").perform(context)
+        choice = os.path.join(share, "config", "fastdds_large_frames.xml")
+    if not os.path.isfile(choice):
+        # A profile Fast DDS cannot read is ignored with only a warning in its own log: say it here.
+        raise RuntimeError(f"dds_profile:={choice}: no such file (use large_frames, a path, or leave it empty)")
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": os.path.abspath(choice)}
 
 
 def _rviz2_missing() -> str:

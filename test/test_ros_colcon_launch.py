@@ -176,8 +176,9 @@ def _topics_of(probe_node, name: str, namespace: str, timeout: float) -> tuple[s
 
 
 def _run_launch(install: Path, home: Path, tmp_path: Path, salt: int, arguments: dict[str, str],
-                node: tuple[str, str]) -> tuple[set[str], set[str], str, int]:
-    """Launch, wait for the node's topics, SIGINT the launch; returns (subs, pubs, output, exit code)."""
+                node: tuple[str, str], while_running=None) -> tuple[set[str], set[str], str, int]:
+    """Launch, wait for the node's topics, call `while_running()`, SIGINT the launch; returns (subs, pubs,
+    output, exit code)."""
     import rclpy
     from rclpy.context import Context
 
@@ -192,6 +193,8 @@ def _run_launch(install: Path, home: Path, tmp_path: Path, salt: int, arguments:
     probe = rclpy.create_node("sage_launch_probe", context=context)
     try:
         subs, pubs = _topics_of(probe, node[0], node[1], 90.0)
+        if while_running is not None:
+            while_running()
     finally:
         probe.destroy_node()
         rclpy.try_shutdown(context=context)
@@ -234,8 +237,20 @@ def test_launch_with_overrides(install: Path, model_home: Path, tmp_path: Path) 
         "fused_topic": "fused_custom/image",
         "backend": "onnxruntime",
         "log_level": "debug",
+        "dds_profile": "large_frames",
     }
-    subs, pubs, output, code = _run_launch(install, model_home, tmp_path, 72, arguments, ("sage_fusion", "/robot1"))
+    profiles = []
+
+    def read_node_environment() -> None:
+        for pid in _fusion_pids(install):
+            env = dict(kv.split("=", 1) for kv in (Path("/proc") / str(pid) / "environ").read_bytes()
+                       .decode(errors="replace").split("\0") if "=" in kv)
+            profiles.append(env.get("FASTDDS_DEFAULT_PROFILES_FILE", ""))
+
+    subs, pubs, output, code = _run_launch(install, model_home, tmp_path, 72, arguments, ("sage_fusion", "/robot1"),
+                                           read_node_environment)
+    # The node got the installed large-frames profile, and a probe without it still discovers its topics.
+    assert profiles and all(p.endswith("share/sage_ros/config/fastdds_large_frames.xml") for p in profiles), profiles
     assert {"/boson/image_raw", "/camera/color/image_raw", "/camera/color/camera_info"} <= subs, (subs, output[-2000:])
     # Relative names resolve in the namespace: the remapped fused topic and the unremapped camera_info.
     assert {"/robot1/fused_custom/image", "/robot1/fused/camera_info"} <= pubs, (pubs, output[-2000:])
