@@ -12,6 +12,7 @@ from sage_ros.image.imaging import (
     infrared_to_grey,
     unit_to_uint8,
     visible_to_ycrcb,
+    ycrcb_to_rgb,
 )
 
 
@@ -36,6 +37,17 @@ def test_colour_reconstruction_follows_spec_coefficients() -> None:
     assert list(rgb) == [int(np.floor(np.clip(v, 0, 1) * 255 + 0.5)) for v in expected]
     # And it is close to the original colour (RGB order out).
     assert np.abs(rgb.astype(int) - np.array([200, 60, 30])).max() <= 3
+
+
+@pytest.mark.parametrize("hw", [(720, 1280), (481, 643), (3, 2), (1, 1)])
+def test_banded_colour_conversion_is_byte_identical_to_the_whole_frame_formula(hw) -> None:
+    """fused_to_rgb8 works in cache-sized bands of rows; any band size gives the reference's bytes."""
+    rng = np.random.default_rng(hw[0])
+    vis = visible_to_ycrcb(rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
+    fused = (rng.random(hw, dtype=np.float32) * 1.2 - 0.1).astype(np.float32)  # out of range too
+    reference = unit_to_uint8(ycrcb_to_rgb(fused, vis.cr, vis.cb))
+    for block in (1, 1000, 1 << 16, 1 << 40):
+        assert np.array_equal(fused_to_rgb8(fused, vis, block_pixels=block), reference), block
 
 
 def test_unit_to_uint8_rounds_half_up_and_clamps() -> None:

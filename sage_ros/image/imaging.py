@@ -113,34 +113,44 @@ def ycrcb_to_rgb(y: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def fused_to_rgb8(fused_y: np.ndarray, vis: VisibleChannels) -> np.ndarray:
+def fused_to_rgb8(fused_y: np.ndarray, vis: VisibleChannels, block_pixels: int = 1 << 16) -> np.ndarray:
     """The final fused colour image, HxWx3 uint8 RGB, exactly as upstream writes it.
 
-    Same arithmetic as `unit_to_uint8(ycrcb_to_rgb(...))`, operation for operation in float32, but one
-    channel at a time in place: at 1280x720 this is the largest per-frame cost outside the model.
+    Same arithmetic as `unit_to_uint8(ycrcb_to_rgb(...))`, operation for operation in float32, one
+    channel at a time in place, over bands of rows of about `block_pixels` pixels: a band's temporaries
+    stay in the CPU cache between the seven passes (at 1280x720 whole-frame passes took 16-21 ms here,
+    bands of 64 k pixels 5-6 ms; every element is computed the same way, so the bytes are identical).
     """
     if fused_y.shape != vis.y.shape:
         raise ImageInputError(f"fused Y {fused_y.shape} does not match visible {vis.y.shape}")
     y = fused_y.astype(np.float32, copy=False)
-    dcr = vis.cr - np.float32(0.5)
-    dcb = vis.cb - np.float32(0.5)
-    out = np.empty((*y.shape, 3), dtype=np.uint8)
-    chan = np.empty_like(y)
-    term = np.empty_like(y)
-    for index, (k_cr, k_cb) in enumerate(((_CR_TO_R, 0.0), (_CR_TO_G, _CB_TO_G), (0.0, _CB_TO_B))):
-        if k_cr:
-            np.multiply(dcr, k_cr, out=term)
-            np.add(y, term, out=chan)
-        else:
-            chan[...] = y
-        if k_cb:
-            np.multiply(dcb, k_cb, out=term)
-            chan += term
-        np.clip(chan, 0.0, 1.0, out=chan)
-        chan *= np.float32(255.0)
-        chan += np.float32(0.5)
-        np.floor(chan, out=chan)
-        out[..., index] = chan
+    height, width = y.shape
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, min(height, int(block_pixels) // max(1, width)))
+    chan = np.empty((rows, width), np.float32)
+    term = np.empty_like(chan)
+    dcr = np.empty_like(chan)
+    dcb = np.empty_like(chan)
+    for top in range(0, height, rows):
+        band = slice(top, min(height, top + rows))
+        n = band.stop - band.start
+        yb, c, t, r, b = y[band], chan[:n], term[:n], dcr[:n], dcb[:n]
+        np.subtract(vis.cr[band], np.float32(0.5), out=r)
+        np.subtract(vis.cb[band], np.float32(0.5), out=b)
+        for index, (k_cr, k_cb) in enumerate(((_CR_TO_R, 0.0), (_CR_TO_G, _CB_TO_G), (0.0, _CB_TO_B))):
+            if k_cr:
+                np.multiply(r, k_cr, out=t)
+                np.add(yb, t, out=c)
+            else:
+                c[...] = yb
+            if k_cb:
+                np.multiply(b, k_cb, out=t)
+                c += t
+            np.clip(c, 0.0, 1.0, out=c)
+            c *= np.float32(255.0)
+            c += np.float32(0.5)
+            np.floor(c, out=c)
+            out[band, :, index] = c
     return out
 
 
