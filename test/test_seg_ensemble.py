@@ -122,6 +122,7 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     again finds its members and trains nothing: the command resumes and members may be trained apart."""
     from sage_ros.training.segmentation import net_experiment
     from sage_ros.training.segmentation.net_experiment import (
+        Restart,
         fit_ensemble,
         fit_two_cycles,
         frame_counts,
@@ -133,7 +134,8 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     frames = warm_people_frames(4, seed=2)
     calib = box_split(frames)
     config = NetTrainConfig(steps=6, batch=2, widths=WIDTHS, log_every=0, threads=1, checkpoint_every=0)
-    ensemble, info = fit_ensemble(config, [0, 1], 4, 1e-3, frames, calib, tmp_path / "ens", CLASSES)
+    restarts = [Restart(4, 1e-3)]
+    ensemble, info = fit_ensemble(config, [0, 1], restarts, frames, calib, tmp_path / "ens", CLASSES)
     assert isinstance(ensemble, SegEnsemble) and len(ensemble.members) == 2
     assert [m["seed"] for m in info["ensemble"]["members"]] == [0, 1] and "seed" not in info["train_config"]
     assert "class_biases" in info and info["parameters"] == 2 * sum(
@@ -143,21 +145,21 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     member = load_net(member_path(tmp_path / "ens", 1))
     for a, b in zip(alone.state_dict().values(), member.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 4, 1e-3)
-    assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 5, 1e-3)
-    assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=0), 4, 1e-3)
-    assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1, lr=1e-2), 4,
-                          1e-3)
-    assert trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 4, 1e-3,
-                      frame_counts(frames))
-    assert not trained_by(read_metadata(member_path(tmp_path / "ens", 1)), replace(config, seed=1), 4, 1e-3,
-                          frame_counts(frames[:3]))
+    meta = read_metadata(member_path(tmp_path / "ens", 1))
+    assert trained_by(meta, replace(config, seed=1), restarts)
+    assert not trained_by(meta, replace(config, seed=1), [Restart(5, 1e-3)])
+    assert not trained_by(meta, replace(config, seed=1), [Restart(4, 1e-3, gap_lines=1.5)])
+    assert not trained_by(meta, replace(config, seed=1), [Restart(4, 1e-3), Restart(2, 1e-3)])
+    assert not trained_by(meta, replace(config, seed=0), restarts)
+    assert not trained_by(meta, replace(config, seed=1, lr=1e-2), restarts)
+    assert trained_by(meta, replace(config, seed=1), restarts, frame_counts(frames))
+    assert not trained_by(meta, replace(config, seed=1), restarts, frame_counts(frames[:3]))
 
     def no_training(*args, **kwargs):
         raise AssertionError("a member trained by this recipe was trained again")
 
-    monkeypatch.setattr(net_experiment, "fit_two_cycles", no_training)
-    again, _ = fit_ensemble(config, [0, 1], 4, 1e-3, frames, calib, tmp_path / "ens", CLASSES)
+    monkeypatch.setattr(net_experiment, "fit_cycles", no_training)
+    again, _ = fit_ensemble(config, [0, 1], restarts, frames, calib, tmp_path / "ens", CLASSES)
     for a, b in zip(ensemble.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

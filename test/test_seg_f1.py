@@ -113,3 +113,26 @@ def test_separation_lines_split_touching_objects_of_one_class_only():
     # No line around the person: it is another class, so it is a separate component anyway.
     assert not lines[:, 3].any() and not lines[:, 8].any()
     assert split[10, 5] == 2 and (split[lines] == 0).all()
+
+
+def test_gap_lines_keep_facing_objects_of_one_class_apart():
+    # Two people side by side 0.5 px apart (at 40x20), a third far away, a car touching the second person,
+    # and two people one above the other with a 1 px gap.
+    boxes = np.array([[2, 0.10, 0.10, 0.30, 0.90], [2, 0.3125, 0.10, 0.50, 0.90], [2, 0.80, 0.10, 0.90, 0.90],
+                      [1, 0.50, 0.30, 0.70, 0.70]], np.float32)
+    plain = build_target(boxes, (20, 40), "box", band=0.5)
+    lines = np.zeros((20, 40), bool)
+    split = build_target(boxes, (20, 40), "box", band=0.5, lines=lines, gap_lines=1.5)
+    # Without the line the 0.5 px gap is IGNORE only: nothing tells the network the two people are two.
+    assert plain[10, 12] == IGNORE and not (plain[3:17, 12] == 0).any()
+    # With it: one background column at the middle of the gap (x = 12.25 px -> pixel 12), over the shared
+    # rows, marked for the heavier loss weight.
+    assert (split[3:17, 12] == 0).all() and lines[3:17, 12].all()
+    # Only there: not towards the far person (gap 12 px > 1.5), not between the person and the car (classes
+    # differ), and everything else is as without gap lines.
+    assert lines.sum() == lines[:, 12].sum()
+    assert np.array_equal(np.where(lines, plain, split), plain)
+    stacked = np.array([[2, 0.1, 0.05, 0.3, 0.45], [2, 0.1, 0.50, 0.3, 0.95]], np.float32)
+    lines = np.zeros((20, 40), bool)
+    split = build_target(stacked, (20, 40), "box", band=0.5, lines=lines, gap_lines=1.5)
+    assert lines[9, 5:11].all() and (split[9, 5:11] == 0).all() and lines.sum() == lines[9].sum()

@@ -191,14 +191,68 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path, warm_people_fram
     assert not torch.equal(one_call.classifier.weight, first.classifier.weight)
 
 
+def test_three_cycles_equal_their_commands_and_resume_at_a_cycle_boundary(tmp_path, warm_people_frames, box_split,
+                                                                          monkeypatch):
+    """The recipe's fine-tuning cycle (gap lines) is `seg train --init cycle2.npz --gap-lines G` after the two
+    cycles; a work dir that already holds cycle 2 of this recipe trains only the third cycle, to the same bits."""
+    from dataclasses import replace
+
+    from sage_ros.training.segmentation import net_experiment
+    from sage_ros.training.segmentation.net_experiment import Restart, fit, fit_cycles
+    from sage_ros.training.segmentation.train_net import NetTrainConfig
+
+    frames = warm_people_frames(4, seed=3)
+    calib = box_split(frames)
+    config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
+    restarts = [Restart(4, 1e-3), Restart(3, 5e-4, gap_lines=1.5)]
+    one_call, info = fit_cycles(config, restarts, frames, calib, tmp_path / "one", CLASSES)
+    cycles = info["training_cycles"]
+    assert [(c["steps"], c["gap_lines"]) for c in cycles] == [(6, 0.0), (4, 0.0), (3, 1.5)]
+    assert all("weights_sha256" in c for c in cycles[:2]) and info["train_config"]["gap_lines"] == 1.5
+
+    first, first_info = fit(config, frames, calib, tmp_path / "cmds")
+    save_net(first, tmp_path / "c1.npz", CLASSES, first_info)
+    second, second_info = fit(replace(config, steps=4, lr=1e-3, init=str(tmp_path / "c1.npz")), frames, calib,
+                              tmp_path / "cmds")
+    save_net(second, tmp_path / "c2.npz", CLASSES, second_info)
+    third, _ = fit(replace(config, steps=3, lr=5e-4, init=str(tmp_path / "c2.npz"), gap_lines=1.5), frames, calib,
+                   tmp_path / "cmds")
+    for a, b in zip(one_call.state_dict().values(), third.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    # Resume: cycle2.npz of this recipe is reused (fit runs once, for the third cycle), same result.
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    for suffix in (".npz", ".json"):
+        (resume / f"cycle2{suffix}").write_bytes((tmp_path / "one" / f"cycle2{suffix}").read_bytes())
+    calls = []
+    real_fit = net_experiment.fit
+
+    def counting_fit(cfg, *args, **kwargs):
+        calls.append(cfg.steps)
+        return real_fit(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(net_experiment, "fit", counting_fit)
+    resumed, resumed_info = fit_cycles(config, restarts, frames, calib, resume, CLASSES)
+    assert calls == [3]
+    assert [c["steps"] for c in resumed_info["training_cycles"]] == [6, 4, 3]
+    for a, b in zip(one_call.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # A cycle 2 of another recipe is not reused.
+    calls.clear()
+    fit_cycles(config, [Restart(5, 1e-3), restarts[1]], frames, calib, resume, CLASSES)
+    assert calls == [6, 5, 3]
+
+
 def test_seg_train_defaults_are_the_shipped_networks_recipe():
     """The documented rebuild is `seg train --seed 0 1 2 3 4`: every other setting must come from the
-    defaults, so the defaults must equal what the shipped sidecar records for the ensemble and for both
-    training cycles of each member."""
-    from dataclasses import replace
+    defaults, so the defaults must equal what the shipped sidecar records for the ensemble and for every
+    training cycle of each member."""
+    from dataclasses import asdict, replace
 
     from sage_ros.cli import build_parser
     from sage_ros.cli.seg import _config
+    from sage_ros.training.segmentation.net_experiment import recipe_restarts
     from sage_ros.training.segmentation.recipe import SHIPPED_SEEDS
     from sage_ros.training.segmentation.train_net import config_json
 
@@ -206,15 +260,18 @@ def test_seg_train_defaults_are_the_shipped_networks_recipe():
     args = build_parser().parse_args(["seg", "train", "--out", "x.npz"])
     ensemble = meta["ensemble"]
     assert tuple(ensemble["seeds"]) == SHIPPED_SEEDS and meta["members"] == len(SHIPPED_SEEDS)
-    assert (args.restart_steps, args.restart_lr) == (ensemble["restart_steps"], ensemble["restart_lr"])
+    restarts = recipe_restarts(args.restart_steps, args.restart_lr, args.finetune_steps, args.finetune_lr,
+                               args.finetune_gap_lines)
+    assert ensemble["restarts"] == [asdict(r) for r in restarts] and len(restarts) == 2
     expected = config_json(replace(_config(args, tuple(meta["input_kinds"])), num_classes=meta["num_classes"]))
     expected.pop("seed")
     assert meta["train_config"] == expected
     for member in ensemble["members"]:
-        first, restart = member["training_cycles"]
-        assert (first["steps"], first["lr"], first["seed"]) == (args.steps, args.lr, member["seed"])
-        assert (restart["steps"], restart["lr"], restart["seed"]) == (args.restart_steps, args.restart_lr,
-                                                                      member["seed"])
+        first, *later = member["training_cycles"]
+        assert (first["steps"], first["lr"], first["seed"], first.get("gap_lines", 0.0)) == (
+            args.steps, args.lr, member["seed"], args.gap_lines)
+        assert [(c["steps"], c["lr"], c["seed"], c.get("gap_lines", 0.0)) for c in later] == [
+            (r.steps, r.lr, member["seed"], r.gap_lines) for r in restarts]
 
 
 def test_fuse_masks_writes_one_mask_per_pair(composed, tmp_path):

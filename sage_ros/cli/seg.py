@@ -59,6 +59,9 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="random seed; several seeds train one network each and ship the average of their "
                         f"logits (the shipped network: --seed {' '.join(map(str, recipe.SHIPPED_SEEDS))})")
+    parser.add_argument("--gap-lines", type=float, default=0.0,
+                        help="background lines in gaps of at most this many pixels (1/4 resolution) between facing "
+                        "boxes of one class, in the first cycle (the recipe adds them in its fine-tuning cycle)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=recipe.PRECISION,
                         help="training arithmetic: bf16 autocast is 1.5-2x faster on CPUs with AMX or AVX-512 BF16 "
                              "(weights and loss stay float32; the exported graph is float32)")
@@ -82,6 +85,14 @@ def register(subparsers) -> None:
                        help="after the first cycle, a warm restart of this many steps from its calibrated weights "
                        "(0: none; skipped with --init or --labels)")
     train.add_argument("--restart-lr", type=float, default=recipe.RESTART_LR, help="peak learning rate of the restart")
+    train.add_argument("--finetune-steps", type=int, default=recipe.FINETUNE_STEPS,
+                       help="after the restart, a fine-tuning cycle of this many steps from its calibrated weights, "
+                       "with gap lines in the targets (0: none)")
+    train.add_argument("--finetune-lr", type=float, default=recipe.FINETUNE_LR,
+                       help="peak learning rate of the fine-tuning cycle")
+    train.add_argument("--finetune-gap-lines", type=float, default=recipe.FINETUNE_GAP_LINES,
+                       help="background lines in gaps of at most this many pixels at 1/4 resolution between facing "
+                       "boxes of one class, in the fine-tuning cycle (0: none)")
     train.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
                        help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
                        "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")
@@ -137,7 +148,7 @@ def _config(args, inputs: tuple[str, ...]):
     return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
                           target_mode=args.target, seed=args.seed[0], threads=args.threads,
                           separation=args.separation, separation_weight=args.separation_weight,
-                          precision=args.precision)
+                          precision=args.precision, gap_lines=args.gap_lines)
 
 
 def _inputs(text: str) -> tuple[str, ...]:
@@ -165,7 +176,13 @@ def _training_data(args):
 
 
 def _train(args) -> int:
-    from sage_ros.training.segmentation.net_experiment import fit, fit_ensemble, fit_two_cycles, save_trained
+    from sage_ros.training.segmentation.net_experiment import (
+        fit,
+        fit_cycles,
+        fit_ensemble,
+        recipe_restarts,
+        save_trained,
+    )
 
     try:
         inputs = _inputs(args.inputs)
@@ -188,14 +205,14 @@ def _train(args) -> int:
     config = replace(_config(args, inputs), num_classes=len(table.names) if args.labels else 4,
                      init=str(args.init) if args.init else None)
     work_dir = args.work_dir or args.out.parent / (args.out.stem + "_work")
+    restarts = recipe_restarts(args.restart_steps, args.restart_lr, args.finetune_steps, args.finetune_lr,
+                               args.finetune_gap_lines)
     if args.init or args.labels:
         net, info = fit(config, frames, train, work_dir)
     elif len(seeds) > 1:
-        net, info = fit_ensemble(config, seeds, args.restart_steps, args.restart_lr, frames, train, work_dir,
-                                 table.to_json())
+        net, info = fit_ensemble(config, seeds, restarts, frames, train, work_dir, table.to_json())
     else:
-        net, info = fit_two_cycles(config, args.restart_steps, args.restart_lr, frames, train, work_dir,
-                                   table.to_json())
+        net, info = fit_cycles(config, restarts, frames, train, work_dir, table.to_json())
     if args.labels:
         info |= {"targets": f"pixel labels ({args.labels[0]})", "dataset": str(args.labels[1])}
     else:

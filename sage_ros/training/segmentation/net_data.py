@@ -127,6 +127,7 @@ def build_target(
     ir: np.ndarray | None = None,
     separation: float = 0.0,
     lines: np.ndarray | None = None,
+    gap_lines: float = 0.0,
 ) -> np.ndarray:
     """Boxes (normalised) -> (h, w) uint8 target: 0 background, class ids, IGNORE where unsure.
 
@@ -182,4 +183,37 @@ def build_target(
         labelled |= core
         if lines is not None:
             lines &= ~core
+    if gap_lines > 0 and len(boxes) > 1:
+        _draw_gap_lines(target, boxes, hw, gap_lines, lines)
     return target
+
+
+def _draw_gap_lines(target: np.ndarray, boxes: np.ndarray, hw: tuple[int, int], gap: float,
+                    lines: np.ndarray | None) -> None:
+    """Background lines in the gaps between facing boxes of one class (build_target's `gap_lines`)."""
+    h, w = hw
+    px = boxes.copy()
+    px[:, [1, 3]] *= w
+    px[:, [2, 4]] *= h
+    for i in range(len(px)):
+        for j in range(i + 1, len(px)):
+            if px[i, 0] != px[j, 0]:
+                continue
+            _, x0i, y0i, x1i, y1i = px[i]
+            _, x0j, y0j, x1j, y1j = px[j]
+            for axis in (0, 1):
+                if axis == 0:  # side by side: a vertical line
+                    near, far = (x1i, x0j) if x0i <= x0j else (x1j, x0i)
+                    shared0, shared1 = max(y0i, y0j), min(y1i, y1j)
+                else:  # one above the other: a horizontal line
+                    near, far = (y1i, y0j) if y0i <= y0j else (y1j, y0i)
+                    shared0, shared1 = max(x0i, x0j), min(x1i, x1j)
+                width = far - near
+                if width < 0.0 or width > gap or shared1 - shared0 < 1.0:
+                    continue  # overlapping (separation's case), too far apart, or barely facing
+                centre = int(np.clip(round(0.5 * (near + far) - 0.5), 0, (w if axis == 0 else h) - 1))
+                start, stop = int(np.ceil(shared0 - 0.5)), int(np.floor(shared1 - 0.5)) + 1
+                where = (slice(start, stop), centre) if axis == 0 else (centre, slice(start, stop))
+                target[where] = 0
+                if lines is not None:
+                    lines[where] = True

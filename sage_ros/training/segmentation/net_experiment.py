@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,31 +96,82 @@ def fit(
     return net, info
 
 
+@dataclass(frozen=True)
+class Restart:
+    """A training cycle after the first: `steps` at peak `lr`, warm-started from the previous cycle's
+    calibrated weights, with gap lines of `gap_lines` pixels in its targets (0: none)."""
+
+    steps: int
+    lr: float
+    gap_lines: float = 0.0
+
+
+def recipe_restarts(restart_steps: int, restart_lr: float, finetune_steps: int = 0, finetune_lr: float = 0.0,
+                    finetune_gap_lines: float = 0.0) -> list[Restart]:
+    """The cycles after the first that the shipped recipe runs (the warm restart, then the fine-tuning
+    cycle); a cycle of 0 steps is left out."""
+    cycles = [Restart(restart_steps, restart_lr), Restart(finetune_steps, finetune_lr, finetune_gap_lines)]
+    kept = []
+    for cycle in cycles:
+        if cycle.steps <= 0:
+            break  # a later cycle starts from the one before: none after a skipped cycle
+        kept.append(cycle)
+    return kept
+
+
+def fit_cycles(
+    config: NetTrainConfig, restarts: Sequence[Restart], frames: Sequence[LowFrame], calib: SplitData,
+    work_dir: Path, classes: list[dict] | None = None,
+) -> tuple[SegNet, dict]:
+    """The shipped recipe in one call: `fit(config)`, then each restart from the calibrated weights of the
+    cycle before (a new cosine cycle), calibrated again.
+
+    Cycle k's weights go through `work_dir/cycle<k>.npz` and cycle k+1 starts from that file exactly as
+    `seg train --init cycle<k>.npz --steps S --lr LR` would: the result is the same bit for bit as the
+    separate commands (tested). A `cycle<k>.npz` already there whose sidecar records the same cycles, seed
+    and data is used instead of training them again, so the command resumes at a cycle boundary (and a
+    network trained by the first k cycles of this recipe can be carried on). The restart raised the
+    train-split mean F1 in every run here and was neutral on the eval split; the fine-tuning cycle with
+    gap lines (docs/segmentation.md) is what lifted the eval split."""
+    classes = classes or class_table("msrs").to_json()
+    counts = frame_counts(frames)
+    total = len(restarts) + 1
+    net, info, done, reused = None, None, 0, False
+    for k in range(total - 1, 0, -1):  # the longest prefix of the recipe already on disk
+        path = work_dir / f"cycle{k}.npz"
+        if path.is_file() and trained_by(read_metadata(path), config, restarts[: k - 1], counts):
+            log.info("cycles 1-%d: using %s (trained by this recipe)", k, path)
+            net, info, done, reused = load_net(path), read_metadata(path), k, True
+            break
+    if net is None:
+        net, info = fit(config, frames, calib, work_dir)
+        done = 1
+    summaries = list(info.get("training_cycles") or [_cycle_summary(config, info)])
+    seconds = float(info.get("train_seconds") or 0.0)
+    first_loss = info.get("first_loss")
+    for k in range(done, total):
+        previous = work_dir / f"cycle{k}.npz"
+        if not (reused and k == done):
+            # Cycle 1's sidecar is a one-cycle network's; later ones list their cycles (what resuming checks).
+            save_net(net, previous, classes, info if k == 1 else info | {"training_cycles": summaries})
+        summaries[-1] = summaries[-1] | {"weights_sha256": sha256_of(previous)}
+        restart = restarts[k - 1]
+        cycle_config = replace(config, steps=restart.steps, lr=restart.lr, init=str(previous),
+                               gap_lines=restart.gap_lines)
+        net, info = fit(cycle_config, frames, calib, work_dir, tag=f"_cycle{k + 1}")
+        seconds += info["train_seconds"]
+        summaries.append(_cycle_summary(cycle_config, info))
+    if total == 1:
+        return net, info
+    return net, info | {"train_seconds": round(seconds, 1), "first_loss": first_loss, "training_cycles": summaries}
+
+
 def fit_two_cycles(
     config: NetTrainConfig, restart_steps: int, restart_lr: float, frames: Sequence[LowFrame], calib: SplitData,
     work_dir: Path, classes: list[dict] | None = None,
 ) -> tuple[SegNet, dict]:
-    """The shipped recipe in one call: `fit(config)`, then a warm restart of `restart_steps` at `restart_lr`
-    from the calibrated first-cycle weights (a second cosine cycle), calibrated again.
-
-    The first cycle's weights go through `work_dir/cycle1.npz` and the second cycle starts from that file
-    exactly as `seg train --init cycle1.npz --steps S --lr LR` would: the result is the same bit for bit as
-    the two commands (tested). The restart raised the train-split mean F1 in every run here; on the eval
-    split it was neutral on average over three seeds (docs/segmentation.md)."""
-    net, first = fit(config, frames, calib, work_dir)
-    if restart_steps <= 0:
-        return net, first
-    cycle1 = work_dir / "cycle1.npz"
-    save_net(net, cycle1, classes or class_table("msrs").to_json(), first)
-    second_config = replace(config, steps=restart_steps, lr=restart_lr, init=str(cycle1))
-    net, second = fit(second_config, frames, calib, work_dir, tag="_cycle2")
-    info = second | {
-        "train_seconds": round(first["train_seconds"] + second["train_seconds"], 1),
-        "first_loss": first["first_loss"],
-        "training_cycles": [_cycle_summary(config, first) | {"weights_sha256": sha256_of(cycle1)},
-                            _cycle_summary(second_config, second)],
-    }
-    return net, info
+    """`fit_cycles` with the warm restart alone (the recipe before the fine-tuning cycle)."""
+    return fit_cycles(config, recipe_restarts(restart_steps, restart_lr), frames, calib, work_dir, classes)
 
 
 def member_path(work_dir: Path, seed: int) -> Path:
@@ -134,23 +185,26 @@ def frame_counts(frames: Sequence[LowFrame]) -> dict[str, int]:
             "msrs_train_thumbnails": sum(f.source != "msrs" for f in frames)}
 
 
-def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_lr: float,
+def trained_by(meta: dict, config: NetTrainConfig, restarts: Sequence[Restart],
                frames: dict[str, int] | None = None) -> bool:
-    """True when a network's sidecar records exactly `fit_two_cycles(config, restart_steps, restart_lr)`
-    (and, when `frames` is given, on that many training frames: `frame_counts`).
+    """True when a network's sidecar records exactly `fit_cycles(config, restarts)` (and, when `frames` is
+    given, on that many training frames: `frame_counts`).
 
     What `seg train --seed S --out X` writes qualifies, so members trained one by one (e.g. in parallel
     processes) and copied to `member_path` are used as they are instead of being trained again."""
     recorded = dict(meta.get("train_config") or {})
+    recorded.setdefault("gap_lines", 0.0)  # sidecars written before gap lines existed had none
     cycles = meta.get("training_cycles")
-    if restart_steps > 0:
-        if not cycles or len(cycles) != 2:
+    if restarts:
+        if not cycles or len(cycles) != len(restarts) + 1:
             return False
-        first, second = cycles
-        if (second.get("steps"), second.get("lr"), second.get("seed")) != (restart_steps, restart_lr, config.seed):
-            return False
-        # The recorded configuration is the restart's: the first cycle differs in steps, lr and init.
-        recorded |= {"steps": first.get("steps"), "lr": first.get("lr"), "init": None}
+        for restart, cycle in zip(restarts, cycles[1:], strict=True):
+            if (cycle.get("steps"), cycle.get("lr"), cycle.get("seed"), cycle.get("gap_lines", 0.0)) != (
+                    restart.steps, restart.lr, config.seed, restart.gap_lines):
+                return False
+        # The recorded configuration is the last cycle's: the first differs in steps, lr, init and gap lines.
+        recorded |= {"steps": cycles[0].get("steps"), "lr": cycles[0].get("lr"), "init": None,
+                     "gap_lines": cycles[0].get("gap_lines", 0.0)}
     elif cycles:
         return False
     if frames is not None and meta.get("train_frames") != frames:
@@ -159,10 +213,10 @@ def trained_by(meta: dict, config: NetTrainConfig, restart_steps: int, restart_l
 
 
 def fit_ensemble(
-    config: NetTrainConfig, seeds: Sequence[int], restart_steps: int, restart_lr: float,
+    config: NetTrainConfig, seeds: Sequence[int], restarts: Sequence[Restart],
     frames: Sequence[LowFrame], calib: SplitData, work_dir: Path, classes: list[dict] | None = None,
 ) -> tuple[SegEnsemble, dict]:
-    """`fit_two_cycles` once per seed, then the members' logits averaged and calibrated again on the
+    """`fit_cycles` once per seed, then the members' logits averaged and calibrated again on the
     TRAINING split (the members' own biases were chosen for each alone).
 
     Each member is saved as `member_path(work_dir, seed)` before the next one starts, and a member file
@@ -175,14 +229,14 @@ def fit_ensemble(
     for seed in seeds:
         member_config = replace(config, seed=seed)
         path = member_path(work_dir, seed)
-        if path.is_file() and trained_by(read_metadata(path), member_config, restart_steps, restart_lr, counts):
+        if path.is_file() and trained_by(read_metadata(path), member_config, restarts, counts):
             log.info("ensemble member seed %d: using %s (trained by this recipe)", seed, path)
             net = load_net(path)
         else:
             if path.is_file():
                 log.warning("%s was trained by another recipe or on other data: training seed %d again", path, seed)
-            net, info = fit_two_cycles(member_config, restart_steps, restart_lr, frames, calib,
-                                       work_dir / f"member_s{seed}_work", classes)
+            net, info = fit_cycles(member_config, restarts, frames, calib, work_dir / f"member_s{seed}_work",
+                                   classes)
             save_trained(net, info, path, export=False, classes=classes)
         meta = read_metadata(path)
         members.append(net)
@@ -197,8 +251,7 @@ def fit_ensemble(
     info = {
         "input_kinds": list(config.inputs),
         "train_config": recipe_config,
-        "ensemble": {"seeds": list(seeds), "restart_steps": restart_steps, "restart_lr": restart_lr,
-                     "members": summaries},
+        "ensemble": {"seeds": list(seeds), "restarts": [asdict(r) for r in restarts], "members": summaries},
         "train_frames": counts,
         "train_seconds": round(sum(m["train_seconds"] or 0.0 for m in summaries), 1),
         "macs_640x480": count_macs(ensemble),
@@ -208,7 +261,8 @@ def fit_ensemble(
 
 
 def _cycle_summary(config: NetTrainConfig, info: dict) -> dict:
-    return {"steps": config.steps, "lr": config.lr, "seed": config.seed, "train_seconds": info.get("train_seconds"),
+    return {"steps": config.steps, "lr": config.lr, "seed": config.seed, "gap_lines": config.gap_lines,
+            "train_seconds": info.get("train_seconds"),
             "final_loss": info.get("final_loss"), "class_biases": info.get("class_biases"),
             "train_mean_f1": info.get("calibrated_train_mean_f1")}
 

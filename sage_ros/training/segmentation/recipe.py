@@ -18,6 +18,11 @@ PRECISION = "bf16"
 # Warm restart after the first cycle, from its calibrated weights.
 RESTART_STEPS = 2000
 RESTART_LR = 1.5e-3
+# Then a short fine-tuning cycle from the restart's calibrated weights, with background lines in the gaps
+# between facing boxes of one class (pixels at 1/4 resolution).
+FINETUNE_STEPS = 1000
+FINETUNE_LR = 1e-3
+FINETUNE_GAP_LINES = 1.5
 # The shipped network is the average of the logits of this recipe's networks for these seeds, calibrated
 # again on the train split (docs/segmentation.md): one network alone over-fits and varies by seed.
 SHIPPED_SEEDS = (0, 1, 2, 3, 4)

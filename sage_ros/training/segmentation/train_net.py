@@ -52,6 +52,9 @@ class NetTrainConfig:
     # Background lines between touching objects of one class (net_data.build_target) and their loss weight.
     separation: float = recipe.SEPARATION
     separation_weight: float = recipe.SEPARATION_WEIGHT
+    # Background lines in gaps of at most this many pixels (1/4 resolution) between facing boxes of one class
+    # (net_data.build_target); the shipped recipe uses them in its last, fine-tuning cycle only.
+    gap_lines: float = 0.0
     # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
     # the thumbnails when there are any.
     full_res_share: float = 0.5
@@ -106,9 +109,9 @@ def _augment(
         # Pixel labels (MSRS Segmentation_labels, FMB): the label itself, moved with the image.
         return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label), None
     ir = image[config.inputs.index("infrared")] if "infrared" in config.inputs else None
-    lines = np.zeros((h, w), bool) if config.separation > 0 else None
+    lines = np.zeros((h, w), bool) if config.separation > 0 or config.gap_lines > 0 else None
     target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir, separation=config.separation,
-                          lines=lines)
+                          lines=lines, gap_lines=config.gap_lines)
     if s < 1:
         # Reflected borders copy objects without their boxes: leave them out of the loss.
         ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
@@ -120,7 +123,8 @@ def _augment(
 def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
     counts = np.zeros(config.num_classes)
     for f in frames:
-        t = f.label if f.label is not None else build_target(f.boxes, LOW_HW, "box", config.band)
+        t = f.label if f.label is not None else build_target(f.boxes, LOW_HW, "box", config.band,
+                                                             gap_lines=config.gap_lines)
         counts += np.bincount(t[t != IGNORE].ravel(), minlength=config.num_classes)[: config.num_classes]
     counts = np.maximum(counts, 1.0)
     return np.clip(np.sqrt(counts[0] / counts), 1.0, config.class_weight_cap).astype(np.float32)
