@@ -226,36 +226,49 @@ def check_student_state(state: Mapping[str, np.ndarray], source: str = "checkpoi
         raise CheckpointError(f"{source}: module1.0.weight has shape {tuple(first)}, expected ({WIDTH}, 2, 3, 3)")
 
 
+class GraphParts:
+    """The nodes and initializers of a graph being built, with unique node names `<prefix>/<Op>_<n>`
+    (shared by the student builder here and the segmentation graph builder, `seg_graph`)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = 0
+
+    def node(self, op: str, inputs: list[str], **attrs) -> str:
+        """Append an `op` node on `inputs`; returns its (single) output's name, which is also its name."""
+        from onnx import helper
+
+        self._count += 1
+        out = f"{self.prefix}/{op}_{self._count}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """Add `value` as the initializer `name`; returns the name."""
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+
 def build_student_model_proto(state: Mapping[str, np.ndarray]):
     """The fusion-only student graph (BatchNorm folded) from a numpy state dict."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     check_student_state(state)
-    nodes: list = []
-    inits: list = []
-    counter = {"n": 0}
-
-    def name(kind: str) -> str:
-        counter["n"] += 1
-        return f"/{kind}_{counter['n']}"
+    parts = GraphParts()
 
     def conv(x: str, conv_key: str, bn_key: str | None, pad: int) -> str:
         w, b = fold_conv_bn(state, conv_key, bn_key)
-        wn, bn_ = f"{conv_key}.weight", f"{conv_key}.bias"
-        inits.extend([numpy_helper.from_array(w, wn), numpy_helper.from_array(b, bn_)])
         k = int(w.shape[-1])
-        out = name("Conv")
-        nodes.append(helper.make_node(
-            "Conv", [x, wn, bn_], [out], name=out, kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1],
-            dilations=[1, 1], group=1,
-        ))
-        return out
+        return parts.node("Conv", [x, parts.const(f"{conv_key}.weight", w), parts.const(f"{conv_key}.bias", b)],
+                          kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1], dilations=[1, 1], group=1)
 
     def leaky(x: str) -> str:
-        out = name("LeakyRelu")
-        nodes.append(helper.make_node("LeakyRelu", [x], [out], name=out, alpha=NEGATIVE_SLOPE))
-        return out
+        return parts.node("LeakyRelu", [x], alpha=NEGATIVE_SLOPE)
 
     def block(x: str, prefix: str) -> str:
         for conv_key, bn_key, pad in _block(prefix):
@@ -266,26 +279,16 @@ def build_student_model_proto(state: Mapping[str, np.ndarray]):
         return leaky(conv(x, f"{prefix}.0", f"{prefix}.1", 0))
 
     def concat(a: str, b: str) -> str:
-        out = name("Concat")
-        nodes.append(helper.make_node("Concat", [a, b], [out], name=out, axis=1))
-        return out
+        return parts.node("Concat", [a, b], axis=1)
 
     def maxpool(x: str) -> str:
-        out = name("MaxPool")
-        nodes.append(helper.make_node("MaxPool", [x], [out], name=out, kernel_shape=[2, 2], strides=[2, 2]))
-        return out
+        return parts.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
 
     def resize_like(x: str, like: str) -> str:
         # Bilinear, align_corners=False, to the reference's own size (odd H, W work as in PyTorch).
         # Both tensors have WIDTH channels, so the reference's full shape is the target size.
-        shape = name("Shape")
-        nodes.append(helper.make_node("Shape", [like], [shape], name=shape))
-        out = name("Resize")
-        nodes.append(helper.make_node(
-            "Resize", [x, "", "", shape], [out], name=out, mode="linear",
-            coordinate_transformation_mode="half_pixel", nearest_mode="floor",
-        ))
-        return out
+        return parts.node("Resize", [x, "", "", parts.node("Shape", [like])], mode="linear",
+                          coordinate_transformation_mode="half_pixel", nearest_mode="floor")
 
     x1 = block(concat("vis_y", "ir"), "module1")
     x2 = block(maxpool(x1), "module2")
@@ -293,15 +296,15 @@ def build_student_model_proto(state: Mapping[str, np.ndarray]):
     x4 = block(adjust(concat(resize_like(x3, x2), x2), "adjust_channels4"), "module4")
     x5 = block(adjust(concat(resize_like(x4, x1), x1), "adjust_channels5"), "module5")
     decoded = conv(x5, "final_decoder.0", None, 1)
-    nodes.append(helper.make_node("Tanh", [decoded], [OUTPUT_NAME], name="/Tanh"))
+    parts.nodes.append(helper.make_node("Tanh", [decoded], [OUTPUT_NAME], name="/Tanh"))
 
     dims = [1, 1, "height", "width"]
     graph = helper.make_graph(
-        nodes,
+        parts.nodes,
         "sage_student",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in INPUT_NAMES],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, dims)],
-        inits,
+        parts.initializers,
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sage_ros.onnx_builder"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.model.npz_weights import read_sidecar, sidecar_path
-from sage_ros.model.onnx_builder import OPSET, fold_conv_bn
+from sage_ros.model.onnx_builder import OPSET, GraphParts, fold_conv_bn
 from sage_ros.model.weights import sha256_of
 
 NET_FORMAT = "sage_ros.seg_net/1"
@@ -109,24 +109,10 @@ def _fold(state: Mapping[str, np.ndarray], unit: str) -> tuple[np.ndarray, np.nd
 def build_seg_graph(states: Sequence[Mapping[str, np.ndarray]], input_names: Sequence[str]):
     """The standalone seg graph (inputs `input_names`, output `class_ids`) of one or more members."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    nodes: list = []
-    inits: list = []
-    count = {"n": 0}
-
-    def out(kind: str) -> str:
-        count["n"] += 1
-        return f"/seg/{kind}_{count['n']}"
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, name))
-        return name
-
-    def node(op: str, inputs: list[str], **attrs) -> str:
-        name = out(op)
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
+    parts = GraphParts("/seg")
+    node, const = parts.node, parts.const
 
     def conv(x: str, weight: np.ndarray, bias: np.ndarray, prefix: str, dilation: int = 1, stride: int = 1) -> str:
         k = weight.shape[-1]
@@ -174,13 +160,13 @@ def build_seg_graph(states: Sequence[Mapping[str, np.ndarray]], input_names: Seq
     if len(logits) > 1:
         mean = node("Mul", [node("Sum", logits), const("/seg/c/inv_k", np.array(1.0 / len(logits), np.float32))])
     ids = node("ArgMax", [up(mean, image)], axis=1, keepdims=0)
-    nodes.append(helper.make_node("Cast", [ids], ["class_ids"], name="/seg/Cast_out", to=TensorProto.UINT8))
+    parts.nodes.append(helper.make_node("Cast", [ids], ["class_ids"], name="/seg/Cast_out", to=TensorProto.UINT8))
     dims = ["batch", 1, "height", "width"]
     graph = helper.make_graph(
-        nodes, "sage_ros_seg_net",
+        parts.nodes, "sage_ros_seg_net",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in input_names],
         [helper.make_tensor_value_info("class_ids", TensorProto.UINT8, ["batch", "height", "width"])],
-        inits,
+        parts.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="sage_ros.seg_graph")
