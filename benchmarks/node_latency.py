@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +110,59 @@ def default_model(checkpoint: Path, out_dir: Path) -> Path:
     return ensure_onnx(out_dir / "sage_student.onnx", checkpoint, DEFAULT_HEAD)
 
 
+def as_messages(thermal_fields, rgb_fields) -> tuple:
+    """Plain objects with an Image message's fields: what PairProcessor reads."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**thermal_fields.__dict__), SimpleNamespace(**rgb_fields.__dict__)
+
+
+def local_processors(names: list[str], model: Path, backend: str, threads: int, homography) -> dict:
+    """One warmed-up PairProcessor per configuration, as the node builds it."""
+    processors = {}
+    for name in names:
+        cfg = CONFIGS[name]
+        engine = create_backend(BackendConfig(name=backend, onnx_path=model, threads=threads,
+                                              precision=cfg["precision"]))
+        processors[name] = PairProcessor(FusionPipeline(engine, cfg["fusion.resolution"]), ThermalNormalizer(),
+                                         Registration(homography))
+    return processors
+
+
+def time_round(processors: dict, names: list[str], k: int, th_msg, rgb_msg, times: dict[str, list[float]]) -> None:
+    """Round k: each configuration once, in an order rotated by k (none always follows the same one)."""
+    for name in names[k % len(names):] + names[: k % len(names)]:
+        start = time.perf_counter()
+        processors[name].process(th_msg, rgb_msg)
+        times[name].append((time.perf_counter() - start) * 1000.0)
+
+
+def print_in_process(times: dict[str, list[float]], names: list[str]) -> None:
+    print("| configuration | p50 ms | p95 ms | speed-up (p50) |")
+    print("|---|---|---|---|")
+    for name in names:
+        p = percentiles_ms(times[name]) if times[name] else {"p50": float("nan"), "p95": float("nan")}
+        base = percentiles_ms(times[BASELINE[name]])["p50"] if times.get(BASELINE[name]) else None
+        speed = f"x{base / p['p50']:.2f}" if base and times[name] else "-"
+        print(f"| {name}: {LABELS[name]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} |")
+
+
+def in_process_only(names: list[str], args, model: Path) -> int:
+    """The per-pair work without ROS for `names`, interleaved, in this process (its environment's ISA cap)."""
+    thermal_wh, rgb_wh = parse_size(args.thermal), parse_size(args.rgb)
+    counts, vis = frames(args.official, thermal_wh, rgb_wh)
+    th_msg, rgb_msg = as_messages(encode_image(counts, "mono16"), encode_image(vis, "bgr8"))
+    processors = local_processors(names, model, args.backend, args.threads, centred_homography(thermal_wh, rgb_wh))
+    for processor in processors.values():
+        processor.process(th_msg, rgb_msg)  # warm-up
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for k in range(1, args.frames + 1):
+        time_round(processors, names, k, th_msg, rgb_msg, times)
+    print(f"CPU as this process sees it: {read_cpu_features().summary()}")
+    print_in_process(times, names)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, default=REPO.parent / "shared" / "sage_official")
@@ -127,6 +181,10 @@ def main() -> int:
     parser.add_argument("--dds-profile-on", choices=("all", "nodes", "camera"), default="all",
                         help="which side gets --dds-profile: the nodes, this process (the camera and the viewer "
                              "of the outputs), or both")
+    parser.add_argument("--in-process-frames", type=int, default=10,
+                        help="pairs per ISA-capped configuration in the capped child process without ROS (0 = skip)")
+    parser.add_argument("--in-process-only", action="store_true",
+                        help="only the per-pair work without ROS, in this process (used for the capped child)")
     parser.add_argument("--configs", default="old,new,res,old-avx2,new-avx2",
                         help=f"comma-separated subset of {','.join(CONFIGS)}")
     args = parser.parse_args()
@@ -138,6 +196,8 @@ def main() -> int:
     thermal_wh, rgb_wh = parse_size(args.thermal), parse_size(args.rgb)
     cache = Path(tempfile.gettempdir()) / "sage_bench_default"
     model = args.model or default_model(args.official / "checkpoints.pt", cache)
+    if args.in_process_only:
+        return in_process_only(names, args, model)
     counts, vis = frames(args.official, thermal_wh, rgb_wh)
     homography = centred_homography(thermal_wh, rgb_wh)
     thermal_fields, rgb_fields = encode_image(counts, "mono16"), encode_image(vis, "bgr8")
@@ -192,21 +252,13 @@ def main() -> int:
 
         # The same per-pair work without ROS, in this process (decode, normalise, register, model, colour):
         # one run per configuration per round, between the node pairs, so it sees the same load. The
-        # ISA-capped configurations need a process of their own (the cap is read once at load): nodes only.
-        from types import SimpleNamespace
-
+        # ISA-capped configurations need a process of their own (the cap is read once at load): they run
+        # in a capped child process after the nodes (`--in-process-only`).
         local_names = [n for n in names if n not in ENVS]
-
-        th_msg = SimpleNamespace(**thermal_fields.__dict__)
-        rgb_msg = SimpleNamespace(**rgb_fields.__dict__)
-        local = {}
-        for name in local_names:
-            cfg = CONFIGS[name]
-            backend = create_backend(BackendConfig(name=args.backend, onnx_path=model, threads=args.threads,
-                                                   precision=cfg["precision"]))
-            local[name] = PairProcessor(FusionPipeline(backend, cfg["fusion.resolution"]), ThermalNormalizer(),
-                                        Registration(homography))
-            local[name].process(th_msg, rgb_msg)  # warm-up
+        local = local_processors(local_names, model, args.backend, args.threads, homography)
+        th_msg, rgb_msg = as_messages(thermal_fields, rgb_fields)
+        for processor in local.values():
+            processor.process(th_msg, rgb_msg)  # warm-up
         in_process: dict[str, list[float]] = {n: [] for n in names}
         e2e: dict[str, list[float]] = {n: [] for n in names}
         quality: dict[str, list[float]] = {n: [] for n in names}
@@ -223,10 +275,7 @@ def main() -> int:
                     e2e[name].append(got[0])
                 images[name] = image_of(got[1])
             if k and local_names:
-                for name in local_names[k % len(local_names):] + local_names[: k % len(local_names)]:
-                    start = time.perf_counter()
-                    local[name].process(th_msg, rgb_msg)
-                    in_process[name].append((time.perf_counter() - start) * 1000.0)
+                time_round(local, local_names, k, th_msg, rgb_msg, in_process)
             for name in names:
                 base_name = BASELINE[name]
                 if name != base_name and name in images and base_name in images:
@@ -283,13 +332,17 @@ def main() -> int:
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
               f"{inside} | {rate} | {q} |")
     print("\nsame pairs in this process without ROS (decode + normalise + register + model + colour), interleaved:")
-    print("| configuration | p50 ms | p95 ms | speed-up (p50) |")
-    print("|---|---|---|---|")
-    for name in local_names:
-        p = percentiles_ms(in_process[name]) if in_process[name] else {"p50": float("nan"), "p95": float("nan")}
-        base_local = p50_of(in_process, BASELINE[name])
-        speed = f"x{base_local / p['p50']:.2f}" if base_local and in_process[name] else "-"
-        print(f"| {name}: {LABELS[name]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} |")
+    print_in_process(in_process, local_names)
+    capped = [n for n in names if n in ENVS]
+    if capped and args.in_process_frames > 0:
+        # The cap is read when OpenVINO loads: a child process with the cap in its environment.
+        print(f"\nthe same without ROS for {', '.join(capped)}, in a child process with {AVX2_CAP}, after the nodes:")
+        sys.stdout.flush()
+        command = [sys.executable, str(Path(__file__).resolve()), "--in-process-only", "--configs", ",".join(capped),
+                   "--frames", str(args.in_process_frames), "--model", str(model), "--backend", args.backend,
+                   "--threads", str(args.threads), "--thermal", args.thermal, "--rgb", args.rgb,
+                   "--official", str(args.official)]
+        subprocess.run(command, env={**os.environ, **AVX2_CAP}, check=False)
     for name in names:
         if lost[name]:
             print(f"{name}: {lost[name]} paced pairs lost (timeout {args.pair_timeout:g} s)")
