@@ -317,7 +317,7 @@ def main() -> int:
         return percentiles_ms(series[name])["p50"] if series.get(name) else None
 
     print("| configuration | backend (precision) | e2e p50 ms | e2e p95 ms | speed-up (p50) vs its baseline | "
-          f"node: processing / model p50 ms | sustained Hz (sent/fused at {args.rate:g} Hz) | "
+          f"node: stamp->published / processing / model p50 ms | sustained Hz (sent/fused at {args.rate:g} Hz) | "
           "PSNR vs its baseline, min dB |")
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
@@ -328,7 +328,10 @@ def main() -> int:
         rate = f"{sent_fused[2]:.2f} ({sent_fused[0]}/{sent_fused[1]})" if sent_fused else "-"
         q = f"{min(quality[name]):.1f}" if quality[name] else "-"
         side = node_side.get(name, {})
-        inside = f"{float(side.get('processing_p50_ms', 'nan')):.0f} / {float(side.get('inference_p50_ms', 'nan')):.0f}"
+        # stamp->published minus processing = input transport + pairing; e2e minus stamp->published = output
+        # transport to this process.
+        inside = " / ".join(f"{float(side.get(f'{key}_p50_ms', 'nan')):.0f}"
+                            for key in ("latency", "processing", "inference"))
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
               f"{inside} | {rate} | {q} |")
     print("\nsame pairs in this process without ROS (decode + normalise + register + model + colour), interleaved:")
