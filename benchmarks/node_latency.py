@@ -118,7 +118,7 @@ def as_messages(thermal_fields, rgb_fields) -> tuple:
 
 
 def local_processors(names: list[str], model: Path, backend: str, threads: int, homography) -> dict:
-    """One warmed-up PairProcessor per configuration, as the node builds it."""
+    """One PairProcessor per configuration, as the node builds it (not yet warmed up)."""
     processors = {}
     for name in names:
         cfg = CONFIGS[name]
@@ -328,8 +328,9 @@ def main() -> int:
         rate = f"{sent_fused[2]:.2f} ({sent_fused[0]}/{sent_fused[1]})" if sent_fused else "-"
         q = f"{min(quality[name]):.1f}" if quality[name] else "-"
         side = node_side.get(name, {})
-        # stamp->published minus processing = input transport + pairing; e2e minus stamp->published = output
-        # transport to this process.
+        # The node's processing counts from the RGB image's arrival (a thermal image arriving later is in it):
+        # stamp->published minus processing = the RGB image's transport; e2e minus stamp->published = the
+        # output's transport to this process.
         inside = " / ".join(f"{float(side.get(f'{key}_p50_ms', 'nan')):.0f}"
                             for key in ("latency", "processing", "inference"))
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
