@@ -64,6 +64,11 @@ LABELS = {
 }
 AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
 ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP}
+# The old defaults had Fast DDS's own transport settings; the node now starts with the package's
+# large-frames profile (sage_ros/node/dds_profile.py). --old-transport same gives the old nodes the new
+# transport too, which isolates resolution and precision.
+OLD_TRANSPORT = {"SAGE_ROS_DDS_PROFILE": "fastdds"}
+OLD_CONFIGS = ("old", "old-avx2")
 # Each configuration's speed-up and PSNR are against the old defaults on the same kernels.
 BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2"}
 
@@ -185,6 +190,9 @@ def main() -> int:
                         help="pairs per ISA-capped configuration in the capped child process without ROS (0 = skip)")
     parser.add_argument("--in-process-only", action="store_true",
                         help="only the per-pair work without ROS, in this process (used for the capped child)")
+    parser.add_argument("--old-transport", choices=("fastdds", "same"), default="fastdds",
+                        help="the old configurations' Fast DDS settings: fastdds = Fast DDS defaults (what the old "
+                             "node had), same = the node's current default (isolates resolution and precision)")
     parser.add_argument("--configs", default="old,new,res,old-avx2,new-avx2",
                         help=f"comma-separated subset of {','.join(CONFIGS)}")
     args = parser.parse_args()
@@ -215,7 +223,9 @@ def main() -> int:
     print("(shared 2-core machine loaded by other jobs: absolute times vary; ratios come from one interleaved run)")
     print(f"thermal {args.thermal} mono16, RGB {args.rgb} bgr8, model {model.name}, backend {args.backend}, "
           f"threads {args.threads}, QoS reliable, {args.frames} paced pairs per configuration, Fast DDS profile "
-          f"{args.dds_profile or 'default'}{' on ' + args.dds_profile_on if args.dds_profile else ''}\n")
+          f"{args.dds_profile or 'default'}{' on ' + args.dds_profile_on if args.dds_profile else ''}; "
+          f"nodes: their default profile (see each node log's 'Fast DDS profile' line), old configurations: "
+          f"{'Fast DDS defaults' if args.old_transport == 'fastdds' else 'the same'}\n")
 
     nodes, probes, logs, node_side = {}, {}, {}, {}
     in_process: dict[str, list[float]] = {n: [] for n in names}
@@ -229,13 +239,16 @@ def main() -> int:
                 **CONFIGS[name],
             }
             logs[name] = Path(tempfile.gettempdir()) / f"sage_bench_node_{name}_{domain}.log"
-            env = {**node_env, **ENVS.get(name, {})}
+            old_transport = OLD_TRANSPORT if name in OLD_CONFIGS and args.old_transport == "fastdds" else {}
+            env = {**old_transport, **node_env, **ENVS.get(name, {})}
             nodes[name] = NodeProcess(params, domain, logs[name], env=env).start()
             probes[name] = Probe(domain, input_reliability="reliable")
         for name in names:
             if not probes[name].wait_for_node(180.0):
                 print(f"node {name} did not start, see {logs[name]}")
                 return 1
+            said = re.search(r"Fast DDS profile: (.*)", logs[name].read_text(errors="replace"))
+            print(f"{name}: Fast DDS profile: {said.group(1) if said else '(not logged)'}")
 
         def send_and_wait(name: str, stamp: int) -> tuple[float, object] | None:
             probe = probes[name]

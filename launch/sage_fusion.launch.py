@@ -9,9 +9,11 @@ given here override it when not empty. The node is a lifecycle node that configu
 itself (`autostart`); set autostart to false in the params file to drive it with `ros2 lifecycle`.
 `rviz:=true` on a machine without rviz2 starts the node alone and says why (instead of failing the
 launch after the node started, which left the node running without its launch).
-`dds_profile:=large_frames` gives the node the package's Fast DDS profile for multi-MB frames (bigger
-shared-memory segments; docs/node.md): the fused image and overlay reach same-host subscribers without
-UDP fragments. Give the camera driver the same profile: that is where most of the gain is (docs/speed.md).
+The node starts with the package's Fast DDS profile for multi-MB frames (config/fastdds_large_frames.xml:
+32 MB shared-memory segments, UDPv4 kept for other hosts) unless the environment sets a profile or
+/dev/shm is too small (sage_ros/node/dds_profile.py): the fused image and overlay reach same-host
+subscribers without fragments. `dds_profile:=fastdds` keeps Fast DDS's defaults, a path picks a profile.
+Give the camera driver the same profile: the inputs gain as much (docs/speed.md).
 """
 
 import os
@@ -39,8 +41,9 @@ ARGUMENTS = [
     ("use_sim_time", "false", "use /clock (bag replay)"),
     ("rviz", "false", "start rviz2 with the sage_fusion view"),
     ("log_level", "info", "node log level"),
-    ("dds_profile", "", "Fast DDS profile for the node: '' keeps the environment's, large_frames = the package's "
-                        "config/fastdds_large_frames.xml, or a path to an XML profile"),
+    ("dds_profile", "", "Fast DDS profile for the node: '' = the environment's if it sets one, else the package's "
+                        "config/fastdds_large_frames.xml; large_frames = that file; fastdds = Fast DDS defaults; "
+                        "or a path to an XML profile"),
 ]
 
 
@@ -89,15 +92,17 @@ def _nodes(context, *args, **kwargs):
 
 
 def _dds_env(choice: str, context) -> dict[str, str]:
-    """FASTDDS_DEFAULT_PROFILES_FILE for the node from the dds_profile argument ({} = inherit)."""
+    """The node's Fast DDS profile environment from the dds_profile argument ({} = the node decides)."""
     if not choice:
         return {}
+    if choice == "fastdds":
+        return {"SAGE_ROS_DDS_PROFILE": "fastdds"}
     if choice == "large_frames":
         share = FindPackageShare("sage_ros").perform(context)
         choice = os.path.join(share, "config", "fastdds_large_frames.xml")
     if not os.path.isfile(choice):
         # A profile Fast DDS cannot read is ignored with only a warning in its own log: say it here.
-        raise RuntimeError(f"dds_profile:={choice}: no such file (use large_frames, a path, or leave it empty)")
+        raise RuntimeError(f"dds_profile:={choice}: no such file (use large_frames, fastdds, a path or nothing)")
     return {"FASTDDS_DEFAULT_PROFILES_FILE": os.path.abspath(choice)}
 
 

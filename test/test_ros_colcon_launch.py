@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -225,6 +226,8 @@ def test_launch_with_default_arguments(install: Path, model_home: Path, tmp_path
     assert {"/fused/image_raw", "/fused/camera_info"} <= pubs, (pubs, output[-2000:])
     # Parameters came from the installed share/sage_ros/config/sage_fusion.yaml: backend auto.
     assert "backend auto: using" in output or "configured: backend" in output, output[-2000:]
+    # Without dds_profile the node took the package's large-frames profile itself (nothing in the environment).
+    assert re.search(r"Fast DDS profile: package profile \S*/config/fastdds_large_frames\.xml", output), output[-2000:]
     _assert_clean_stop(install, output, code)
 
 

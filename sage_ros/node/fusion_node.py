@@ -51,6 +51,7 @@ from sage_ros.image.imaging import ImageInputError
 from sage_ros.image.registration import Registration
 from sage_ros.image.thermal import ThermalNormalizer
 from sage_ros.model.classes import load_class_table
+from sage_ros.node.dds_profile import apply_profile
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
 from sage_ros.node.processing import (
@@ -745,10 +746,12 @@ def main(args: list[str] | None = None, received: list[int] | None = None) -> in
     """Run the node until SIGINT/SIGTERM. `received`: signals already recorded by `sage_ros.node.run`
     (the executable's entry point, which starts recording before this module's imports)."""
     received = _record_shutdown_signals(received)
+    dds = apply_profile()  # before rclpy.init: Fast DDS reads its profile once, when the first participant starts
     rclpy.init(args=args)
     node = executor = None
     try:
         node = FusionNode()
+        (node.get_logger().warning if dds.problem else node.get_logger().info)(f"Fast DDS profile: {dds.reason}")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         if node.get_parameter("autostart").value:

@@ -197,6 +197,7 @@ class Probe:
         output_topics: Iterable[str] = ("fused/image_raw",),
         namespace: str = "",
         diagnostics: bool = True,
+        output_reliability: str = "reliable",
     ) -> None:
         import rclpy
         from rclpy.context import Context
@@ -220,7 +221,10 @@ class Probe:
             for t in ("thermal/image_raw", "rgb/image_raw", "rgb/camera_info")
         }
         self.subs = []
-        out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        # best_effort: a sensor-data subscriber (image viewers often are one); the node's RELIABLE
+        # writers then send it best-effort, without repairs.
+        out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT
+                             if output_reliability == "best_effort" else ReliabilityPolicy.RELIABLE)
         for topic in output_topics:
             self.received[topic] = []
             self.subs.append(
