@@ -14,6 +14,10 @@ MI(IR, F) and MI(VIS, F).
 Sensitivity reference (--noise-ref, on by default): the same metrics for the full-resolution fusion itself
 with i.i.d. Gaussian noise of 0.5 and 1 grey level added (about 54 and 48 dB): how far each metric moves for
 a change far smaller than any approximation of the image, which puts a 3 % tolerance in scale.
+Oracle (--oracle): the full-resolution fused Y shrunk (pixel averaging) to the fusion size and brought back
+by the same upsampler (detail layer with the measured gain, and with gain 1): the final image a student
+would give that reproduced full-resolution fusion exactly at the small size. It separates what the
+upsampler costs from what the student's response at the smaller scale costs.
 
     python benchmarks/resolution_quality.py --model MODEL.onnx [--limit N] [--upscaled]
 """
@@ -35,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer, mutual_information_pair  # noqa: E402
 from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.pipeline import FusionPipeline  # noqa: E402
+from sage_ros.pipeline import FusionPipeline, resize_area, upsample_with_detail  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 
@@ -62,8 +66,11 @@ def scores_of(scorer: FusionScorer, ir8: np.ndarray, vis8: np.ndarray, fused8: n
     return scores
 
 
-def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_of, noise_ref: bool = True) -> dict:
+def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_of, noise_ref: bool = True,
+            oracle: bool = False) -> dict:
     psnrs, m_full, m_low, times = [], [], [], {"rgb": 0.0, "thermal": 0.0}
+    m_oracle: dict[str, list[dict[str, float]]] = {"detail gain": [], "gain 1": []} if oracle else {}
+    oracle_psnr: dict[str, list[float]] = {k: [] for k in m_oracle}
     m_noisy: dict[float, list[dict[str, float]]] = {s: [] for s in NOISE_SIGMAS} if noise_ref else {}
     noise_psnr: dict[float, list[float]] = {s: [] for s in m_noisy}
     rng = np.random.default_rng(0)
@@ -83,6 +90,13 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
         full8 = unit_to_uint8(a.fused_y)
         m_full.append(scores_of(scorer, ir8_reg, vis8, full8))
         m_low.append(scores_of(scorer, ir8_reg, vis8, unit_to_uint8(b.fused_y)))
+        if m_oracle:
+            y = visible_to_ycrcb(vis).y
+            y_small, fused_small = resize_area(y, b.fusion_hw), resize_area(a.fused_y, b.fusion_hw)
+            for key, gain in (("detail gain", None), ("gain 1", 1.0)):
+                oracle8 = unit_to_uint8(upsample_with_detail(fused_small, y, y_small, gain=gain))
+                oracle_psnr[key].append(psnr(full8, oracle8))
+                m_oracle[key].append(scores_of(scorer, ir8_reg, vis8, oracle8))
         for sigma in m_noisy:
             noise = rng.normal(0.0, sigma / 255.0, a.fused_y.shape).astype(np.float32)
             noisy8 = unit_to_uint8(a.fused_y + noise)
@@ -117,6 +131,19 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
                 rel = (mean_noisy - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0
                 cells.append(f"{rel:+.2f} %")
             print(f"| {k} | " + " | ".join(cells) + " |")
+    if m_oracle:
+        print("\noracle: full-resolution fused Y shrunk to the fusion size, then the same upsampler "
+              "(what a student exact at the small size would give)")
+        heads = [f"oracle, {k} (Y {np.mean(oracle_psnr[k]):.1f} dB)" for k in m_oracle]
+        print("| metric | " + " | ".join(heads) + " |")
+        print("|---|" + "---|" * len(heads))
+        for k in keys:
+            cells = []
+            for variant in m_oracle:
+                mean_oracle = float(np.mean([m[k] for m in m_oracle[variant]]))
+                rel = (mean_oracle - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0
+                cells.append(f"{rel:+.2f} %")
+            print(f"| {k} | " + " | ".join(cells) + " |")
     return {"psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)), "worst_metric_pct": worst}
 
 
@@ -129,6 +156,8 @@ def main() -> int:
     parser.add_argument("--upscaled", action="store_true", help="also the msrs_up protocol (slow)")
     parser.add_argument("--no-noise-ref", dest="noise_ref", action="store_false",
                         help="skip the sensitivity reference (full-resolution fusion + 0.5 / 1 grey level of noise)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
     args = parser.parse_args()
     print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
     backend = create_backend(BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads))
@@ -137,7 +166,7 @@ def main() -> int:
     official = SHARED / "sage_official"
     pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(official / "Vis" / p.name)))
              for p in sorted((official / "Ir").glob("*.png"))]
-    run_set("official (6 upstream pairs)", pairs, full, low, lambda hw: (480, 640), args.noise_ref)
+    run_set("official (6 upstream pairs)", pairs, full, low, lambda hw: (480, 640), args.noise_ref, args.oracle)
     msrs = SHARED / "datasets" / "msrs"
     with open(msrs / "splits.csv") as handle:
         names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"]
@@ -147,7 +176,8 @@ def main() -> int:
         (cv2.imread(str(msrs / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(msrs / "vi" / f"{n}.png")))
         for n in names
     ]
-    run_set("msrs eval, thermal 384x288 vs RGB 640x480", pairs, full, low, lambda hw: (288, 384), args.noise_ref)
+    run_set("msrs eval, thermal 384x288 vs RGB 640x480", pairs, full, low, lambda hw: (288, 384), args.noise_ref,
+            args.oracle)
     if args.upscaled:
         up = [(ir, cv2.resize(vis, (1280, 960), interpolation=cv2.INTER_CUBIC)) for ir, vis in pairs]
         run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640),
