@@ -7,8 +7,9 @@ input (shipped output, visible Y, registered IR), output shipped + correction, i
 the released student's full-resolution fusion.
 
 Protocol as in resolution_quality.py: MSRS pairs (640x480), thermal camera simulated at 384x288 (2.78x
-fewer pixels). Trained on the `train` split of splits.csv (random 96x96 crops, L1, Adam, cosine), scored on
-the `eval` split with sage_ros.evaluation.metrics against full-resolution fusion. Then each refiner's
+fewer pixels). Trained with sage_ros.training.refiner (the shipped refiner, `three8`, is this recipe at
+seed 0) on the `train` split of splits.csv, scored on the `eval` split with sage_ros.evaluation.metrics
+against full-resolution fusion. Then each refiner's
 time at 1280x720 on the CPU backends (OpenVINO fp32 / bf16, ONNX Runtime fp32), 2 threads, median of 15.
 
     python benchmarks/refiner_probe.py --model MODEL.onnx [--arch three8,two4,lin3] [--steps 2000]
@@ -17,13 +18,11 @@ time at 1280x720 on the CPU backends (OpenVINO fp32 / bf16, ONNX Runtime fp32), 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,85 +33,38 @@ from resolution_quality import cpu_flags_line, psnr, scores_of  # noqa: E402
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer  # noqa: E402
-from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
+from sage_ros.image.imaging import unit_to_uint8  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
+from sage_ros.training.refiner import THERMAL_HW, build_split, make_refiner, train_refiner  # noqa: E402
 
 MSRS = REPO.parent / "shared" / "datasets" / "msrs"
-THERMAL_HW = (288, 384)
-CROP = 96
 SHOWN = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "MI(IR,F)", "MI(VIS,F)")
 
 
-def build_split(split: str, full: FusionPipeline, low: FusionPipeline) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, 3, H, W): shipped thermal-resolution output, visible Y, registered IR; targets: full-res Y."""
-    with open(MSRS / "splits.csv") as handle:
-        names = [r["name"] for r in csv.DictReader(handle) if r["split"] == split]
-    inputs, targets = [], []
-    th, tw = THERMAL_HW
-    for name in names:
-        ir8 = cv2.imread(str(MSRS / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
-        vis = cv2.imread(str(MSRS / "vi" / f"{name}.png"))
-        ir_cam = cv2.resize(ir8, (tw, th), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        ir_reg = cv2.resize(ir_cam, (vis.shape[1], vis.shape[0]), interpolation=cv2.INTER_LINEAR)
-        target = full.fuse(ir_reg, vis, thermal_hw=THERMAL_HW).fused_y
-        shipped = low.fuse(ir_cam, vis, thermal_hw=THERMAL_HW).fused_y
-        inputs.append(np.stack([shipped, visible_to_ycrcb(vis).y, ir_reg]).astype(np.float32))
-        targets.append(target.astype(np.float32))
-    return np.stack(inputs), np.stack(targets)
-
-
-def make_refiner(arch: str):
-    """three<W>: 3x3 convs 3->W->W->1 with ReLUs; two<W>: 3->W->1; lin<K>: one KxK linear filter."""
+def make_probe_model(arch: str):
+    """three<W> / two<W>: the training module's refiner (3 or 2 convs of width W); lin<K>: one KxK linear filter."""
     import torch.nn as nn
 
+    if arch.startswith("three"):
+        return make_refiner(int(arch[5:]), 3)
+    if arch.startswith("two"):
+        return make_refiner(int(arch[3:]), 2)
     if arch.startswith("lin"):
         k = int(arch[3:])
-        body = nn.Sequential(nn.Conv2d(3, 1, k, padding=k // 2))
-    elif arch.startswith("two"):
-        w = int(arch[3:])
-        body = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, 1, 3, padding=1))
-    elif arch.startswith("three"):
-        w = int(arch[5:])
-        body = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(w, 1, 3, padding=1))
-    else:
-        raise SystemExit(f"unknown arch {arch!r}: use three<W>, two<W> or lin<K>")
-    nn.init.zeros_(body[-1].weight)  # start as the shipped output
-    nn.init.zeros_(body[-1].bias)
+        conv = nn.Conv2d(3, 1, k, padding=k // 2)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
 
-    class Refiner(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = body
+        class Linear(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv = conv
 
-        def forward(self, x):
-            return x[:, :1] + self.body(x)
+            def forward(self, x):
+                return x[:, :1] + self.conv(x)
 
-    return Refiner()
-
-
-def train(arch: str, x, y, steps: int, seed: int):
-    import torch
-
-    torch.manual_seed(seed)
-    model = make_refiner(arch)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    n, h, w = xt.shape[0], xt.shape[2], xt.shape[3]
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(0, n, (16,), generator=gen)
-        ys = torch.randint(0, h - CROP, (16,), generator=gen)
-        xs = torch.randint(0, w - CROP, (16,), generator=gen)
-        xb = torch.stack([xt[i, :, a:a + CROP, b:b + CROP] for i, a, b in zip(idx, ys, xs, strict=True)])
-        yb = torch.stack([yt[i, a:a + CROP, b:b + CROP] for i, a, b in zip(idx, ys, xs, strict=True)])[:, None]
-        loss = (model(xb) - yb).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
+        return Linear()
+    raise SystemExit(f"unknown arch {arch!r}: use three<W>, two<W> or lin<K>")
 
 
 def score(model, x, y) -> tuple[dict, dict, float, float]:
@@ -196,14 +148,15 @@ def main() -> int:
     print(f"CPU: {cpu_flags_line()}")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads))
     full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal")
-    x_train, y_train = build_split("train", full, low)
-    x_eval, y_eval = build_split("eval", full, low)
+    x_train, y_train = build_split(MSRS, "train", full, low)
+    x_eval, y_eval = build_split(MSRS, "eval", full, low)
     print(f"MSRS train {len(x_train)} / eval {len(x_eval)} pairs, thermal camera simulated at "
           f"{THERMAL_HW[1]}x{THERMAL_HW[0]}, {args.steps} steps, seed {args.seed}\n")
     rows = []
     for arch in [a for a in args.arch.split(",") if a]:
         start = time.time()
-        model = train(arch, x_train, y_train, args.steps, args.seed)
+        torch.manual_seed(args.seed)  # the initial weights as train_refiner draws them: three8 = the shipped file
+        model = train_refiner(x_train, y_train, steps=args.steps, seed=args.seed, model=make_probe_model(arch))
         train_s = time.time() - start
         shipped, refined, p_shipped, p_refined = score(model, x_eval, y_eval)
         macs = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))

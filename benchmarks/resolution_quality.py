@@ -156,12 +156,21 @@ def main() -> int:
     parser.add_argument("--upscaled", action="store_true", help="also the msrs_up protocol (slow)")
     parser.add_argument("--no-noise-ref", dest="noise_ref", action="store_false",
                         help="skip the sensitivity reference (full-resolution fusion + 0.5 / 1 grey level of noise)")
+    parser.add_argument("--refine", action="store_true",
+                        help="`thermal` with the shipped refiner (fusion.refine, sage_ros/model/refiner.py)")
     parser.add_argument("--oracle", action="store_true",
                         help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
     args = parser.parse_args()
     print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
     backend = create_backend(BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads))
-    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal")
+    refiner = None
+    if args.refine:
+        from sage_ros.model.refiner import FullResRefiner
+
+        refiner = FullResRefiner(runtime=args.backend if args.backend in ("openvino", "onnxruntime") else "auto",
+                                 threads=args.threads)
+        print(f"thermal path with the refiner {refiner.path.name} on {refiner.runtime}")
+    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", refiner=refiner)
     start = time.time()
     official = SHARED / "sage_official"
     pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(official / "Vis" / p.name)))

@@ -13,7 +13,7 @@ PACKAGE_DIR = Path(sage_ros.__file__).resolve().parent
 
 # What the ROS node, the CLI's fuse path and the ONNX/OpenVINO/TensorRT backends load: torch-free.
 RUNTIME_UNITS = ("image", "pairing", "bags", "node", "tensorrt", "pipeline", "paths", "cpu_features")
-RUNTIME_MODEL_MODULES = ("weights", "model_files", "model_variants", "quantize", "classes", "onnx_builder")
+RUNTIME_MODEL_MODULES = ("weights", "model_files", "model_variants", "quantize", "classes", "onnx_builder", "refiner")
 
 
 def _module_name(path: Path) -> str:

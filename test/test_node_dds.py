@@ -595,3 +595,24 @@ def test_hd_fused_images_reach_a_best_effort_subscriber(onnx_model, tmp_path):
     finally:
         probe.close()
         proc.stop()
+
+
+def test_fusion_refine_runs_in_the_node(onnx_model, tmp_path):
+    """fusion.refine: true loads the shipped refiner on the backend's runtime and fuses with it."""
+    domain = pick_domain_id(6)
+    proc = NodeProcess(_params(onnx_model, **{"fusion.refine": True}), domain, tmp_path / "node.log").start()
+    probe = Probe(domain, diagnostics=False)
+    rng = np.random.default_rng(4)
+    try:
+        assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
+        assert "refiner refiner_msrs.npz on onnxruntime" in proc.log_text(), proc.log_text()[-2000:]
+        stamp = time.time_ns()
+        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
+        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
+        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("fused/image_raw")), 30.0), \
+            proc.log_text()[-2000:]
+        msg = next(m for _, m in probe.messages("fused/image_raw") if _stamp(m) == stamp)
+        assert (msg.width, msg.height) == (RW, RH)
+    finally:
+        probe.close()
+        proc.stop()

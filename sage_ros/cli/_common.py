@@ -39,6 +39,11 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "at the RGB size), rgb (the visible image's size), or WIDTHxHEIGHT",
     )
     group.add_argument(
+        "--refine", action="store_true",
+        help="with a thermal/WxH resolution below the RGB size: the shipped full-resolution refiner after the "
+        "detail layer (closer to full-resolution fusion, a few percent more time; docs/speed.md)",
+    )
+    group.add_argument(
         "--calib", type=Path, default=None,
         help="folder of real pairs (Ir/ + Vis/) for int8 calibration (default: the sample pairs)",
     )
@@ -89,3 +94,12 @@ def backend_from_args(args: argparse.Namespace) -> FusionBackend:
     backend = create_backend(config)
     log.info("backend: %s", backend.description)
     return backend
+
+
+def refiner_from_args(args: argparse.Namespace, backend):
+    """The full-resolution refiner when `--refine` was given, else None (sage_ros/model/refiner.py)."""
+    if not getattr(args, "refine", False):
+        return None
+    from sage_ros.model.refiner import refiner_for_backend
+
+    return refiner_for_backend(backend, threads=args.threads or 0)

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args
+from sage_ros.cli._common import add_backend_arguments, backend_from_args, refiner_from_args
 from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
@@ -170,6 +170,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         thermal.validate()
         backend = backend_from_args(args)
+        refiner = refiner_from_args(args, backend)
     except (ValueError, BackendError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -177,7 +178,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         result = evaluate_bag(
             args.bag,
-            FusionPipeline(backend, args.resolution),
+            FusionPipeline(backend, args.resolution, refiner),
             options,
             class_table=load_class_table(model_path),
             progress=lambda total: tqdm(total=total, unit="msg", desc="replaying", file=sys.stderr),

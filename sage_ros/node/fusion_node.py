@@ -51,6 +51,7 @@ from sage_ros.image.imaging import ImageInputError
 from sage_ros.image.registration import Registration
 from sage_ros.image.thermal import ThermalNormalizer
 from sage_ros.model.classes import load_class_table
+from sage_ros.model.refiner import RefinerError, refiner_for_backend
 from sage_ros.node.dds_profile import apply_profile
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
@@ -273,10 +274,18 @@ class FusionNode(LifecycleNode):
         except (BackendError, RuntimeError, OSError) as exc:
             log.error(f"configure failed: could not start backend {settings['backend']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
+        refiner = None
+        if settings["fusion.refine"]:
+            try:
+                refiner = refiner_for_backend(backend, threads=int(settings["threads"]))
+            except (RefinerError, RuntimeError, OSError) as exc:
+                backend.close()
+                log.error(f"configure failed: fusion.refine: {exc}")
+                return TransitionCallbackReturn.FAILURE
         self.settings, self.backend = settings, backend
         use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
-            FusionPipeline(backend, settings.resolution),
+            FusionPipeline(backend, settings.resolution, refiner),
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
             decoder=cv_bridge_decoder() if use_bridge else decode_msg,
@@ -292,6 +301,7 @@ class FusionNode(LifecycleNode):
         log.info(
             f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
             f"decoding with {decoder}, fusion resolution {settings['fusion.resolution']}"
+            + (f", refiner {refiner.path.name} on {refiner.runtime}" if refiner else "")
         )
         if backend.precision_note:
             log.info(backend.precision_note)

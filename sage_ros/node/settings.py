@@ -43,6 +43,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "bf16 (openvino) | fp16 | int8 (tensorrt)"),
     ParamSpec("fusion.resolution", "thermal",
               "thermal (fuse at ~the thermal camera's pixel count, RGB detail added back) | rgb | WxH"),
+    ParamSpec("fusion.refine", False,
+              "true: the shipped full-resolution refiner after the detail layer (closer to rgb-resolution fusion, "
+              "a few percent more time); only when fusing below the RGB size"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),

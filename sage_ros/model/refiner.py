@@ -1,0 +1,139 @@
+"""The full-resolution refiner (`fusion.refine`): a tiny residual CNN after the thermal-resolution path.
+
+`fusion.resolution: thermal` fuses at the thermal camera's pixel count and adds the visible detail back
+(sage_ros/pipeline.py). The released student responds a little differently at the smaller scale, which
+costs MI (docs/speed.md). The refiner takes (that fused Y, visible Y, registered IR) at the RGB size and
+returns fused Y + a learned correction, trained offline to reproduce full-resolution fusion
+(sage_ros/training/refiner.py). Shipped as plain arrays (`sage_ros/data/refiner_msrs.npz` + `.json`);
+the graph is built here with `onnx` and run on OpenVINO or ONNX Runtime: no PyTorch at run time.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from sage_ros.model.npz_weights import read_sidecar
+from sage_ros.model.onnx_builder import GraphParts
+
+REFINER_FORMAT = "sage_ros.refiner.v1"
+DEFAULT_REFINER = Path(__file__).resolve().parents[1] / "data" / "refiner_msrs.npz"
+INPUT, OUTPUT = "refiner_input", "refined_y"
+
+
+class RefinerError(RuntimeError):
+    """Missing, corrupt or foreign refiner weights, or no runtime to run them."""
+
+
+def layer_keys(n: int) -> list[tuple[str, str]]:
+    return [(f"conv{i}.weight", f"conv{i}.bias") for i in range(n)]
+
+
+def load_refiner_arrays(path: str | Path = DEFAULT_REFINER) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
+    """[(weight, bias), ...] of the 3x3 convs, checked to chain 3 -> ... -> 1 channels; and the sidecar."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefinerError(f"refiner weights {path} not found")
+    meta = read_sidecar(path, REFINER_FORMAT, RefinerError, "refiner")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RefinerError(f"refiner weights {path} could not be read: {exc}") from exc
+    n = len(arrays) // 2
+    keys = layer_keys(n)
+    if n < 1 or set(arrays) != {k for pair in keys for k in pair}:
+        raise RefinerError(f"{path}: expected conv0..convN weight/bias arrays, found {sorted(arrays)[:6]}")
+    layers, channels = [], 3
+    for wkey, bkey in keys:
+        w, b = arrays[wkey], arrays[bkey]
+        if w.ndim != 4 or w.shape[1] != channels or w.shape[2:] != (3, 3) or b.shape != (w.shape[0],):
+            raise RefinerError(f"{path}: {wkey} {w.shape} / {bkey} {b.shape} do not chain from {channels} channels")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise RefinerError(f"{path}: {wkey} or {bkey} holds NaN/inf")
+        layers.append((w, b))
+        channels = w.shape[0]
+    if channels != 1:
+        raise RefinerError(f"{path}: the last conv gives {channels} channels, expected 1")
+    return layers, meta
+
+
+def build_refiner_proto(layers: list[tuple[np.ndarray, np.ndarray]]):
+    """ONNX graph: refiner_input (1, 3, H, W) -> refined_y (1, 1, H, W) = channel 0 + convs(x)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    parts = GraphParts("refiner")
+    x = INPUT
+    for i, (w, b) in enumerate(layers):
+        x = parts.node("Conv", [x, parts.const(f"conv{i}.weight", w), parts.const(f"conv{i}.bias", b)],
+                       kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+        if i < len(layers) - 1:
+            x = parts.node("Relu", [x])
+    starts, ends, axes = (parts.const(n, np.array([v], np.int64)) for n, v in
+                          (("slice.starts", 0), ("slice.ends", 1), ("slice.axes", 1)))
+    base = parts.node("Slice", [INPUT, starts, ends, axes])
+    parts.nodes.append(helper.make_node("Add", [base, x], [OUTPUT], name="refiner/Add_out"))
+    graph = helper.make_graph(
+        parts.nodes, "sage_ros_refiner",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, 1, "height", "width"])],
+        parts.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="sage_ros")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+class FullResRefiner:
+    """Callable (fused_y, vis_y, ir) -> refined fused Y, all HxW float32 in [0, 1] at the RGB size."""
+
+    def __init__(self, path: str | Path = DEFAULT_REFINER, runtime: str = "auto", threads: int = 0,
+                 precision: str = "fp32") -> None:
+        layers, self.meta = load_refiner_arrays(path)
+        self.path = Path(path)
+        proto = build_refiner_proto(layers).SerializeToString()
+        self.runtime = runtime
+        if runtime in ("auto", "openvino"):
+            try:
+                import openvino as ov
+
+                core = ov.Core()
+                config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+                if threads:
+                    config["INFERENCE_NUM_THREADS"] = int(threads)
+                compiled = core.compile_model(core.read_model(model=proto, weights=b""), "CPU", config)
+                request = compiled.create_infer_request()
+                self._run = lambda x: request.infer({0: x})[compiled.output(0)]
+                self.runtime = f"openvino ({config['INFERENCE_PRECISION_HINT']})"
+                return
+            except ImportError:
+                if runtime == "openvino":
+                    raise RefinerError("fusion.refine with runtime openvino: openvino is not installed") from None
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RefinerError("fusion.refine needs OpenVINO or ONNX Runtime (pip install openvino)") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+        self._run = lambda x: session.run(None, {INPUT: x})[0]
+        self.runtime = "onnxruntime (fp32)"
+
+    def __call__(self, fused_y: np.ndarray, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
+        x = np.stack([fused_y, vis_y, ir]).astype(np.float32, copy=False)[None]
+        out = np.asarray(self._run(np.ascontiguousarray(x)), dtype=np.float32)[0, 0]
+        return np.clip(out, 0.0, 1.0)
+
+
+def refiner_for_backend(backend, threads: int = 0, path: str | Path = DEFAULT_REFINER) -> FullResRefiner:
+    """The refiner on the fusion backend's own runtime and precision where that is a CPU runtime
+    (OpenVINO, ONNX Runtime); beside TensorRT or torch it runs on OpenVINO or ONNX Runtime on the CPU."""
+    name = getattr(backend, "name", "")
+    runtime = name if name in ("openvino", "onnxruntime") else "auto"
+    precision = "bf16" if "bf16" in str(getattr(backend, "description", "")) else "fp32"
+    return FullResRefiner(path, runtime=runtime, threads=threads, precision=precision)
