@@ -42,28 +42,11 @@ SHOWN = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "MI(IR,F)",
 
 
 def make_probe_model(arch: str):
-    """three<W> / two<W>: the training module's refiner (3 or 2 convs of width W); lin<K>: one KxK linear filter."""
-    import torch.nn as nn
-
-    if arch.startswith("three"):
-        return make_refiner(int(arch[5:]), 3)
-    if arch.startswith("two"):
-        return make_refiner(int(arch[3:]), 2)
-    if arch.startswith("lin"):
-        k = int(arch[3:])
-        conv = nn.Conv2d(3, 1, k, padding=k // 2)
-        nn.init.zeros_(conv.weight)
-        nn.init.zeros_(conv.bias)
-
-        class Linear(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.conv = conv
-
-            def forward(self, x):
-                return x[:, :1] + self.conv(x)
-
-        return Linear()
+    """three<W> / two<W>: the refiner with 3 or 2 convs of width W; lin<K>: one linear KxK filter."""
+    for prefix, layers in (("three", 3), ("two", 2), ("lin", 1)):
+        if arch.startswith(prefix) and arch[len(prefix):].isdigit():
+            size = int(arch[len(prefix):])
+            return make_refiner(size, layers) if layers > 1 else make_refiner(1, 1, kernel=size)
     raise SystemExit(f"unknown arch {arch!r}: use three<W>, two<W> or lin<K>")
 
 

@@ -66,6 +66,18 @@ def scores_of(scorer: FusionScorer, ir8: np.ndarray, vis8: np.ndarray, fused8: n
     return scores
 
 
+def print_relative(columns: dict[str, list[dict[str, float]]], keys: list[str], mean_full: dict[str, float]) -> None:
+    """A markdown table: per metric, each column's mean relative to the full-resolution mean (%)."""
+    print("| metric | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for k in keys:
+        cells = []
+        for rows in columns.values():
+            mean = float(np.mean([m[k] for m in rows]))
+            cells.append(f"{(mean - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0:+.2f} %")
+        print(f"| {k} | " + " | ".join(cells) + " |")
+
+
 def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_of, noise_ref: bool = True,
             oracle: bool = False) -> dict:
     psnrs, m_full, m_low, times = [], [], [], {"rgb": 0.0, "thermal": 0.0}
@@ -121,29 +133,13 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
     print(f"largest relative metric difference: {worst:.2f} %")
     if m_noisy:
         print("\nsensitivity reference: full-resolution fusion + i.i.d. Gaussian noise (no resolution change)")
-        heads = [f"+noise {s:g} grey level ({np.mean(noise_psnr[s]):.1f} dB)" for s in m_noisy]
-        print("| metric | " + " | ".join(heads) + " |")
-        print("|---|" + "---|" * len(heads))
-        for k in keys:
-            cells = []
-            for sigma in m_noisy:
-                mean_noisy = float(np.mean([m[k] for m in m_noisy[sigma]]))
-                rel = (mean_noisy - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0
-                cells.append(f"{rel:+.2f} %")
-            print(f"| {k} | " + " | ".join(cells) + " |")
+        print_relative({f"+noise {s:g} grey level ({np.mean(noise_psnr[s]):.1f} dB)": rows
+                        for s, rows in m_noisy.items()}, keys, mean_full)
     if m_oracle:
         print("\noracle: full-resolution fused Y shrunk to the fusion size, then the same upsampler "
               "(what a student exact at the small size would give)")
-        heads = [f"oracle, {k} (Y {np.mean(oracle_psnr[k]):.1f} dB)" for k in m_oracle]
-        print("| metric | " + " | ".join(heads) + " |")
-        print("|---|" + "---|" * len(heads))
-        for k in keys:
-            cells = []
-            for variant in m_oracle:
-                mean_oracle = float(np.mean([m[k] for m in m_oracle[variant]]))
-                rel = (mean_oracle - mean_full[k]) / abs(mean_full[k]) * 100 if mean_full[k] else 0.0
-                cells.append(f"{rel:+.2f} %")
-            print(f"| {k} | " + " | ".join(cells) + " |")
+        print_relative({f"oracle, {k} (Y {np.mean(oracle_psnr[k]):.1f} dB)": rows for k, rows in m_oracle.items()},
+                       keys, mean_full)
     return {"psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)), "worst_metric_pct": worst}
 
 

@@ -56,17 +56,21 @@ def build_split(msrs: Path, split: str, full, low) -> tuple[np.ndarray, np.ndarr
     return np.stack(inputs), np.stack(targets)
 
 
-def make_refiner(width: int, layers: int = 3):
+def make_refiner(width: int, layers: int = 3, kernel: int = 3):
     """3x3 convs 3 -> width (-> width) -> 1 with ReLUs between; output = input channel 0 + body(x).
+    layers=1: one linear kernel x kernel filter 3 -> 1 (a baseline; the runtime graph takes 3x3 convs).
     The last conv starts at zero, so training starts from the thermal-path output itself."""
     import torch.nn as nn
 
-    if layers not in (2, 3):
-        raise ValueError(f"layers must be 2 or 3, not {layers}")
-    mods: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+    if layers not in (1, 2, 3):
+        raise ValueError(f"layers must be 1, 2 or 3, not {layers}")
+    mods: list[nn.Module] = []
+    if layers >= 2:
+        mods += [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
     if layers == 3:
         mods += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-    mods.append(nn.Conv2d(width, 1, 3, padding=1))
+    mods.append(nn.Conv2d(width if layers >= 2 else 3, 1, kernel if layers == 1 else 3,
+                          padding=(kernel if layers == 1 else 3) // 2))
     nn.init.zeros_(mods[-1].weight)
     nn.init.zeros_(mods[-1].bias)
     body = nn.Sequential(*mods)
