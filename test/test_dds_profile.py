@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from sage_ros.node.dds_profile import (
     CHOICE_ENV,
     PROFILE_ENV,
@@ -80,3 +82,22 @@ def test_the_shipped_profile_is_found_and_matches_the_segment_size_assumed() -> 
     # UDPv4 stays beside shared memory: subscribers on other hosts (rviz on a laptop) still get the images.
     types = [e.text for e in root.iterfind(".//d:transport_descriptor/d:type", ns)]
     assert types == ["SHM", "UDPv4"]
+
+
+def test_launch_argument_maps_to_the_node_environment(tmp_path: Path) -> None:
+    """launch/sage_fusion.launch.py: dds_profile '' lets the node decide, fastdds keeps Fast DDS defaults,
+    a path is passed on, a missing path fails the launch with its name."""
+    import importlib.util
+
+    pytest.importorskip("launch_ros", reason="launch_ros not installed (CI installs it from ../shared/ros_src)")
+    path = Path(__file__).resolve().parents[1] / "launch" / "sage_fusion.launch.py"
+    spec = importlib.util.spec_from_file_location("sage_fusion_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module._dds_env("", None) == {}
+    assert module._dds_env("fastdds", None) == {CHOICE_ENV: "fastdds"}
+    mine = tmp_path / "mine.xml"
+    mine.write_text("<dds/>")
+    assert module._dds_env(str(mine), None) == {PROFILE_ENV: str(mine.resolve())}
+    with pytest.raises(RuntimeError, match="no such file"):
+        module._dds_env(str(tmp_path / "missing.xml"), None)

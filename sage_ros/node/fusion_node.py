@@ -275,7 +275,10 @@ class FusionNode(LifecycleNode):
             log.error(f"configure failed: could not start backend {settings['backend']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         refiner = None
-        if settings["fusion.refine"]:
+        if settings["fusion.refine"] and settings.resolution == "rgb":
+            log.warning("fusion.refine has no effect with fusion.resolution rgb (the model already runs at the RGB "
+                        "size); it refines thermal or WxH fusion")
+        elif settings["fusion.refine"]:
             try:
                 refiner = refiner_for_backend(backend, threads=int(settings["threads"]))
             except (RefinerError, RuntimeError, OSError) as exc:
