@@ -59,7 +59,12 @@ def choose_profile(
     shm_free: int | None = -1,
     package_profile: Path | None = None,
 ) -> ProfileChoice:
-    """Decide the process's Fast DDS profile from its environment (pure apart from the defaults' lookups)."""
+    """Decide the process's Fast DDS profile from its environment.
+
+    cwd: where Fast DDS would look for a default profile file (default: the working directory).
+    shm_free: free bytes in /dev/shm; -1 (default) measures it, None means unknown (the profile applies).
+    package_profile: the package's XML (default: `package_profile_path()`).
+    """
     rmw = environ.get("RMW_IMPLEMENTATION", "")
     if rmw and not rmw.startswith("rmw_fastrtps"):
         return ProfileChoice(None, f"RMW_IMPLEMENTATION={rmw}: not Fast DDS, no profile set")
