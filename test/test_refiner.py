@@ -192,3 +192,22 @@ def test_fuse_cli_refine_option(official_dir: Path, tmp_path: Path, capsys):
         outs[bool(flag)] = cv2.imread(str(out / "a.png"))
     assert outs[True].shape == outs[False].shape == (768, 1024, 3)
     assert np.abs(outs[True].astype(int) - outs[False]).max() > 0
+
+
+def test_runs_at_the_backends_precision_and_follows_frame_size_changes(tmp_path: Path):
+    pytest.importorskip("openvino", reason="openvino not installed")
+    from types import SimpleNamespace
+
+    from sage_ros.model.refiner import refiner_for_backend
+
+    path = _write(tmp_path / "r.npz", _random_layers(np.random.default_rng(5)))
+    bf16 = refiner_for_backend(SimpleNamespace(name="openvino", precision="bf16"), path=path)
+    assert bf16.runtime == "openvino (bf16)"
+    assert refiner_for_backend(SimpleNamespace(name="onnxruntime"), path=path).runtime == "onnxruntime (fp32)"
+    ort = FullResRefiner(path, runtime="onnxruntime")
+    rng = np.random.default_rng(6)
+    for shape in ((20, 30), (12, 16), (20, 30)):  # the input buffer is rebuilt when the size changes
+        planes = [rng.random(shape, dtype=np.float32) for _ in range(3)]
+        first = ort(*planes)
+        assert first.shape == shape
+        np.testing.assert_array_equal(first, FullResRefiner(path, runtime="onnxruntime")(*planes))

@@ -55,6 +55,11 @@ class OpenVinoBackend(FusionBackend):
         self._path = Path(onnx_path)
 
     @property
+    def precision(self) -> str:
+        """fp32 or bf16: the inference precision in force (other stages can run at the same one)."""
+        return self._precision
+
+    @property
     def description(self) -> str:
         return f"openvino {self._path.name} (CPU {self._precision})"
 

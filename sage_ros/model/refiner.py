@@ -95,6 +95,7 @@ class FullResRefiner:
                  precision: str = "fp32") -> None:
         layers, self.meta = load_refiner_arrays(path)
         self.path = Path(path)
+        self._input: np.ndarray | None = None  # (1, 3, H, W), reused while the frame size stays the same
         proto = build_refiner_proto(layers).SerializeToString()
         self.runtime = runtime
         if runtime in ("auto", "openvino"):
@@ -125,9 +126,13 @@ class FullResRefiner:
         self.runtime = "onnxruntime (fp32)"
 
     def __call__(self, fused_y: np.ndarray, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
-        x = np.stack([fused_y, vis_y, ir]).astype(np.float32, copy=False)[None]
-        out = np.asarray(self._run(np.ascontiguousarray(x)), dtype=np.float32)[0, 0]
-        return np.clip(out, 0.0, 1.0)
+        # One input buffer per frame size: the three planes are copied in, no 11 MB allocation per 1280x720 frame.
+        if self._input is None or self._input.shape[2:] != fused_y.shape:
+            self._input = np.empty((1, 3, *fused_y.shape), np.float32)
+        for plane, image in zip(self._input[0], (fused_y, vis_y, ir), strict=True):
+            plane[...] = image
+        # A new array: the runtime may reuse its output buffer on the next call.
+        return np.clip(np.asarray(self._run(self._input), dtype=np.float32)[0, 0], 0.0, 1.0)
 
 
 def refiner_for_backend(backend, threads: int = 0, path: str | Path = DEFAULT_REFINER) -> FullResRefiner:
@@ -135,5 +140,5 @@ def refiner_for_backend(backend, threads: int = 0, path: str | Path = DEFAULT_RE
     (OpenVINO, ONNX Runtime); beside TensorRT or torch it runs on OpenVINO or ONNX Runtime on the CPU."""
     name = getattr(backend, "name", "")
     runtime = name if name in ("openvino", "onnxruntime") else "auto"
-    precision = "bf16" if "bf16" in str(getattr(backend, "description", "")) else "fp32"
+    precision = getattr(backend, "precision", "fp32") if name == "openvino" else "fp32"
     return FullResRefiner(path, runtime=runtime, threads=threads, precision=precision)

@@ -25,7 +25,7 @@ USER_PROFILE_ENVS = (PROFILE_ENV, "FASTRTPS_DEFAULT_PROFILES_FILE")
 CWD_PROFILE_FILES = ("DEFAULT_FASTDDS_PROFILES.xml", "DEFAULT_FASTRTPS_PROFILES.xml")
 PACKAGE_PROFILE = "fastdds_large_frames.xml"
 SEGMENT_BYTES = 32 * 1024 * 1024  # the segment_size in the package profile
-FASTDDS_DEFAULTS = ("fastdds", "none", "off", "default")
+FASTDDS_DEFAULTS = ("fastdds", "none", "off")  # not "default": that could read as the node's default
 
 
 @dataclass(frozen=True)
