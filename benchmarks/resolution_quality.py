@@ -14,6 +14,9 @@ MI(IR, F) and MI(VIS, F).
 Sensitivity reference (--noise-ref, on by default): the same metrics for the full-resolution fusion itself
 with i.i.d. Gaussian noise of 0.5 and 1 grey level added (about 54 and 48 dB): how far each metric moves for
 a change far smaller than any approximation of the image, which puts a 3 % tolerance in scale.
+`thermal` is what the defaults do: with an export of the released student as --model, the scale-adapted
+student (sage_ros/model/scale_student.py) runs below the RGB size, and the released student at the same size
+is printed beside it; --no-scale-adapted makes `thermal` the released student.
 Oracle (--oracle): the full-resolution fused Y shrunk (pixel averaging) to the fusion size and brought back
 by the same upsampler (detail layer with the measured gain, and with gain 1): the final image a student
 would give that reproduced full-resolution fusion exactly at the small size. It separates what the
@@ -39,7 +42,8 @@ sys.path.insert(0, str(REPO))
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer, mutual_information_pair  # noqa: E402
 from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.pipeline import FusionPipeline, resize_area, upsample_with_detail  # noqa: E402
+from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config  # noqa: E402
+from sage_ros.pipeline import FusionPipeline, ReducedScaleModel, resize_area, upsample_with_detail  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 
@@ -79,8 +83,10 @@ def print_relative(columns: dict[str, list[dict[str, float]]], keys: list[str], 
 
 
 def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_of, noise_ref: bool = True,
-            oracle: bool = False) -> dict:
+            oracle: bool = False, released: FusionPipeline | None = None) -> dict:
     psnrs, m_full, m_low, times = [], [], [], {"rgb": 0.0, "thermal": 0.0}
+    m_released: list[dict[str, float]] = []
+    released_psnr: list[float] = []
     m_oracle: dict[str, list[dict[str, float]]] = {"detail gain": [], "gain 1": []} if oracle else {}
     oracle_psnr: dict[str, list[float]] = {k: [] for k in m_oracle}
     m_noisy: dict[float, list[dict[str, float]]] = {s: [] for s in NOISE_SIGMAS} if noise_ref else {}
@@ -102,6 +108,10 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
         full8 = unit_to_uint8(a.fused_y)
         m_full.append(scores_of(scorer, ir8_reg, vis8, full8))
         m_low.append(scores_of(scorer, ir8_reg, vis8, unit_to_uint8(b.fused_y)))
+        if released is not None:
+            r = released.fuse(ir_cam, vis, thermal_hw=(th, tw))
+            released_psnr.append(psnr(a.fused_rgb, r.fused_rgb))
+            m_released.append(scores_of(scorer, ir8_reg, vis8, unit_to_uint8(r.fused_y)))
         if m_oracle:
             y = visible_to_ycrcb(vis).y
             y_small, fused_small = resize_area(y, b.fusion_hw), resize_area(a.fused_y, b.fusion_hw)
@@ -131,6 +141,10 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
         worst = max(worst, abs(rel))
         print(f"| {k} | {mean_full[k]:.4f} | {mean_low[k]:.4f} | {rel:+.2f} % |")
     print(f"largest relative metric difference: {worst:.2f} %")
+    if m_released:
+        print("\nthe released student at the same fusion size (--no-scale-adapted), final RGB "
+              f"{np.mean(released_psnr):.2f} dB (min {np.min(released_psnr):.2f})")
+        print_relative({"released student, thermal": m_released}, keys, mean_full)
     if m_noisy:
         print("\nsensitivity reference: full-resolution fusion + i.i.d. Gaussian noise (no resolution change)")
         print_relative({f"+noise {s:g} grey level ({np.mean(noise_psnr[s]):.1f} dB)": rows
@@ -154,6 +168,9 @@ def main() -> int:
                         help="skip the sensitivity reference (full-resolution fusion + 0.5 / 1 grey level of noise)")
     parser.add_argument("--refine", action="store_true",
                         help="`thermal` with the shipped refiner (fusion.refine, sage_ros/model/refiner.py)")
+    parser.add_argument("--no-scale-adapted", dest="scale_adapted", action="store_false",
+                        help="`thermal` with the released student (the default runs the scale-adapted one below the "
+                        "RGB size when --model is an export of the released student)")
     parser.add_argument("--oracle", action="store_true",
                         help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
     args = parser.parse_args()
@@ -166,12 +183,18 @@ def main() -> int:
         refiner = FullResRefiner(runtime=args.backend if args.backend in ("openvino", "onnxruntime") else "auto",
                                  threads=args.threads)
         print(f"thermal path with the refiner {refiner.path.name} on {refiner.runtime}")
-    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", refiner=refiner)
+    config = BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads)
+    reduced_config, why = reduced_scale_config(config, args.scale_adapted)
+    print(why)
+    reduced = ReducedScaleModel(create_backend(reduced_config), DETAIL_GAIN) if reduced_config else None
+    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", refiner=refiner, reduced=reduced)
+    released = FusionPipeline(backend, "thermal", refiner=refiner) if reduced else None
     start = time.time()
     official = SHARED / "sage_official"
     pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(official / "Vis" / p.name)))
              for p in sorted((official / "Ir").glob("*.png"))]
-    run_set("official (6 upstream pairs)", pairs, full, low, lambda hw: (480, 640), args.noise_ref, args.oracle)
+    run_set("official (6 upstream pairs)", pairs, full, low, lambda hw: (480, 640), args.noise_ref, args.oracle,
+            released)
     msrs = SHARED / "datasets" / "msrs"
     with open(msrs / "splits.csv") as handle:
         names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"]
@@ -182,13 +205,15 @@ def main() -> int:
         for n in names
     ]
     run_set("msrs eval, thermal 384x288 vs RGB 640x480", pairs, full, low, lambda hw: (288, 384), args.noise_ref,
-            args.oracle)
+            args.oracle, released)
     if args.upscaled:
         up = [(ir, cv2.resize(vis, (1280, 960), interpolation=cv2.INTER_CUBIC)) for ir, vis in pairs]
         run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640),
-                args.noise_ref)
+                args.noise_ref, released=released)
     print(f"\n({time.time() - start:.0f} s)")
     backend.close()
+    if reduced is not None:
+        reduced.backend.close()
     return 0
 
 

@@ -10,6 +10,9 @@ its own down-up-sampled copy) is added back; colour (chroma) is never downsample
 ~65 k multiply-adds per pixel, so a 640x512 thermal + 1280x720 RGB rig fuses 2.8x fewer pixels.
 `rgb` fuses at the RGB size (the released pipeline, bit for bit); `WxH` fixes the size. When both
 images already have the same size (folder pairs, MSRS), `thermal` and `rgb` are the same thing.
+Scale-adapted student (`fusion.scale_adapted`, default on, sage_ros/model/scale_student.py): below the RGB
+size the pipeline runs `ReducedScaleModel`, the released student fine-tuned to give there what the released one
+gives at full resolution (same graph and cost); at the RGB size it always runs the released student.
 Optional refiner (`fusion.refine`, sage_ros/model/refiner.py): a tiny learned stage at the RGB size after
 the detail layer that brings the result closer to full-resolution fusion (all fusion metrics within 3 %
 on the MSRS eval split) for a few percent more time; it only runs when the model ran below the RGB size.
@@ -124,6 +127,15 @@ def upsample_with_detail(
     return up
 
 
+@dataclass(frozen=True)
+class ReducedScaleModel:
+    """The model the pipeline runs when it fuses below the RGB size, and the detail gain that goes with it."""
+
+    backend: FusionBackend
+    detail_gain: float | None = None  # None: measured per frame (`detail_gain`); a float: fixed
+    name: str = "scale-adapted student"
+
+
 @dataclass
 class FusionResult:
     fused_rgb: np.ndarray  # HxWx3 uint8, RGB order, at the visible image's size
@@ -141,10 +153,12 @@ class FusionPipeline:
         backend: FusionBackend,
         resolution: str | tuple[int, int] = DEFAULT_RESOLUTION,
         refiner: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+        reduced: ReducedScaleModel | None = None,
     ) -> None:
         self.backend = backend
         self.resolution = parse_resolution(resolution)
         self.refiner = refiner  # (fused Y, visible Y, IR) at the RGB size -> fused Y; None = detail layer only
+        self.reduced = reduced  # None: `backend` at every size, with the measured detail gain
 
     def fusion_hw(self, rgb_hw: tuple[int, int], thermal_hw: tuple[int, int] | None) -> tuple[int, int]:
         return fusion_size(self.resolution, rgb_hw, thermal_hw)
@@ -173,11 +187,14 @@ class FusionPipeline:
                 f"{rgb_hw[1]}x{rgb_hw[0]} nor the fusion size {fhw[1]}x{fhw[0]}: register it first"
             )
         y_small = resize_area(vis.y, fhw)
+        backend, gain = self.backend, None
+        if self.reduced is not None:
+            backend, gain = self.reduced.backend, self.reduced.detail_gain
         start = time.perf_counter()
-        out = self.backend.infer(y_small, ir_grey)
+        out = backend.infer(y_small, ir_grey)
         inference_ms = (time.perf_counter() - start) * 1000.0
         fused_small = np.clip(out.fused_y, 0.0, 1.0)
-        fused_y = upsample_with_detail(fused_small, vis.y, y_small)
+        fused_y = upsample_with_detail(fused_small, vis.y, y_small, gain)
         if self.refiner is not None:
             # The IR as registered at the RGB size (bilinear from the fusion grid), as in its training.
             ir_full = cv2.resize(ir_grey, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)

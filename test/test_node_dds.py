@@ -616,3 +616,26 @@ def test_fusion_refine_runs_in_the_node(onnx_model, tmp_path):
     finally:
         probe.close()
         proc.stop()
+
+
+def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
+    """With the released student as model and the default `thermal` resolution, the node loads the shipped
+    scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it."""
+    domain = pick_domain_id(8)
+    proc = NodeProcess(_params(onnx_model), domain, tmp_path / "node.log").start()
+    probe = Probe(domain, diagnostics=False)
+    rng = np.random.default_rng(5)
+    try:
+        assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
+        assert "below the RGB size: scale-adapted student sage_student_scale.onnx" in proc.log_text(), \
+            proc.log_text()[-2000:]
+        stamp = time.time_ns()
+        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
+        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
+        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("fused/image_raw")), 30.0), \
+            proc.log_text()[-2000:]
+        msg = next(m for _, m in probe.messages("fused/image_raw") if _stamp(m) == stamp)
+        assert (msg.width, msg.height) == (RW, RH)
+    finally:
+        probe.close()
+        proc.stop()

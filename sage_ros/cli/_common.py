@@ -39,6 +39,11 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "at the RGB size), rgb (the visible image's size), or WIDTHxHEIGHT",
     )
     group.add_argument(
+        "--scale-adapted", action=argparse.BooleanOptionalAction, default=True,
+        help="below the RGB size, run the shipped scale-adapted student (the released one fine-tuned to fuse there "
+        "as it does at full size; same cost; default on); --no-scale-adapted: the released student at every size",
+    )
+    group.add_argument(
         "--refine", action="store_true",
         help="with a thermal/WxH resolution below the RGB size: the shipped full-resolution refiner after the "
         "detail layer (closer to full-resolution fusion, a few percent more time; docs/speed.md)",
@@ -63,6 +68,13 @@ def _resolution(text: str) -> str | tuple[int, int]:
 
 def backend_from_args(args: argparse.Namespace) -> FusionBackend:
     """Create the backend the options ask for, exporting the ONNX model first if needed."""
+    backend = create_backend(backend_config_from_args(args))
+    log.info("backend: %s", backend.description)
+    return backend
+
+
+def backend_config_from_args(args: argparse.Namespace) -> BackendConfig:
+    """The BackendConfig the options ask for, exporting the ONNX model first if needed."""
     from sage_ros.model.model_files import ensure_onnx
     from sage_ros.model.model_variants import ensure_fast_onnx, fast_weights, variant_of
 
@@ -82,7 +94,7 @@ def backend_from_args(args: argparse.Namespace) -> FusionBackend:
         from sage_ros.model.model_files import ensure_int8
 
         onnx_path = ensure_int8(onnx_path, getattr(args, "calib", None))
-    config = BackendConfig(
+    return BackendConfig(
         name=args.backend,
         onnx_path=onnx_path,
         weights_path=weights if Path(weights).is_file() else None,
@@ -91,9 +103,21 @@ def backend_from_args(args: argparse.Namespace) -> FusionBackend:
         device=args.device,
         engine_dir=args.engine_dir,
     )
-    backend = create_backend(config)
-    log.info("backend: %s", backend.description)
-    return backend
+
+
+def reduced_from_args(args: argparse.Namespace):
+    """The scale-adapted student (`pipeline.ReducedScaleModel`) for fusion below the RGB size, or None.
+
+    None with `--resolution rgb`, `--no-scale-adapted`, or a model other than the released student.
+    """
+    from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config
+    from sage_ros.pipeline import ReducedScaleModel
+
+    if getattr(args, "resolution", "rgb") == "rgb":
+        return None
+    config, why = reduced_scale_config(backend_config_from_args(args), args.scale_adapted)
+    log.info("%s", why)
+    return None if config is None else ReducedScaleModel(create_backend(config), DETAIL_GAIN)
 
 
 def refiner_from_args(args: argparse.Namespace, backend):

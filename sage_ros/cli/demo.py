@@ -11,7 +11,7 @@ import numpy as np
 
 from sage_ros import install_hint
 from sage_ros.backends import BackendError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, refiner_from_args
+from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
 from sage_ros.cli._folder_fusion import read_image, side_by_side, write_rgb
 from sage_ros.model.classes import load_class_table, overlay
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch, sample_pairs
@@ -59,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         backend = backend_from_args(args)
         refiner = refiner_from_args(args, backend)
+        reduced = reduced_from_args(args)
     except (BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    pipeline = FusionPipeline(backend, args.resolution, refiner)
+    pipeline = FusionPipeline(backend, args.resolution, refiner, reduced)
     classes = load_class_table(args.model or default_onnx()) if backend.has_segmentation else None
     out = Path(args.out)
     rows = []
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     sheet = out / "sheet.png"
     cv2.imwrite(str(sheet), np.vstack(rows))
     backend.close()
+    if reduced is not None:
+        reduced.backend.close()
     columns = "IR | visible | fused" + (" | class overlay" if classes is not None else "")
     print(f"fused images: {out / 'fused'}\nside-by-side sheet ({columns}): {sheet}")
     if args.live:

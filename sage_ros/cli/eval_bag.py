@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, refiner_from_args
+from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
 from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
@@ -171,6 +171,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         thermal.validate()
         backend = backend_from_args(args)
         refiner = refiner_from_args(args, backend)
+        reduced = reduced_from_args(args)
     except (ValueError, BackendError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -178,7 +179,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     try:
         result = evaluate_bag(
             args.bag,
-            FusionPipeline(backend, args.resolution, refiner),
+            FusionPipeline(backend, args.resolution, refiner, reduced),
             options,
             class_table=load_class_table(model_path),
             progress=lambda total: tqdm(total=total, unit="msg", desc="replaying", file=sys.stderr),
@@ -190,6 +191,8 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         return _write_failed(out_dir, bag_out, exc)
     finally:
         backend.close()
+        if reduced is not None:
+            reduced.backend.close()
     try:
         plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
         files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}

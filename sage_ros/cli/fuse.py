@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.backends import BackendError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, refiner_from_args
+from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
 from sage_ros.cli._folder_fusion import fuse_folder, pair_folders
 from sage_ros.pipeline import FusionPipeline
 
@@ -48,16 +48,19 @@ def run(args: argparse.Namespace) -> int:
         pairs, _, _ = pair_folders(args.ir, args.vis)
         backend = backend_from_args(args)
         refiner = refiner_from_args(args, backend)
+        reduced = reduced_from_args(args)
     except (FileNotFoundError, BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    pipeline = FusionPipeline(backend, args.resolution, refiner)
+    pipeline = FusionPipeline(backend, args.resolution, refiner, reduced)
     with tqdm(total=len(pairs), unit="pair", desc="fusing", file=sys.stderr) as bar:
         report = fuse_folder(
             pipeline, args.ir, args.vis, args.out, on_pair=lambda _name: bar.update(),
             masks_dir=args.masks, overlays_dir=args.overlays, class_table=_class_table(args),
         )
     backend.close()
+    if reduced is not None:
+        reduced.backend.close()
     for name in report.only_ir:
         print(f"unpaired: {name} is in {args.ir} but not in {args.vis}", file=sys.stderr)
     for name in report.only_vis:

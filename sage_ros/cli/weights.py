@@ -64,4 +64,13 @@ def run_fetch(args: argparse.Namespace) -> int:
         print(f"error: building the ONNX model failed: {exc}", file=sys.stderr)
         return 1
     print(f"ONNX model: {onnx_path}" + ("" if args.dest else f" (the node's default: {default_onnx()})"))
+    if args.dest is None:
+        # The node's model below the RGB size (fusion.resolution thermal): built now, not at the first start.
+        from sage_ros.model.scale_student import ScaleStudentError, ensure_scale_onnx
+
+        try:
+            print(f"scale-adapted student (fusion below the RGB size): {ensure_scale_onnx()}")
+        except (ScaleStudentError, RuntimeError, OSError, ValueError) as exc:
+            print(f"warning: the scale-adapted student could not be built ({exc}); the node will fuse with the "
+                  "released student at every size", file=sys.stderr)
     return 0

@@ -52,6 +52,7 @@ from sage_ros.image.registration import Registration
 from sage_ros.image.thermal import ThermalNormalizer
 from sage_ros.model.classes import load_class_table
 from sage_ros.model.refiner import RefinerError, refiner_for_backend
+from sage_ros.model.scale_student import DETAIL_GAIN, ScaleStudentError, reduced_scale_config
 from sage_ros.node.dds_profile import apply_profile
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
@@ -65,7 +66,7 @@ from sage_ros.node.processing import (
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, NodeStats
 from sage_ros.pairing.sync import ApproximateTimeSync, seconds_to_ns
-from sage_ros.pipeline import FusionPipeline
+from sage_ros.pipeline import FusionPipeline, ReducedScaleModel
 
 NODE_NAME = "sage_fusion"
 TOPICS = {
@@ -211,6 +212,7 @@ class FusionNode(LifecycleNode):
                 self.declare_parameter(spec.name, spec.default, descriptor)
         self.settings: NodeSettings | None = None
         self.backend = None
+        self._reduced: ReducedScaleModel | None = None  # the scale-adapted student, below the RGB size
         self.processor: PairProcessor | None = None
         self.class_table = None
         self.stats = NodeStats()
@@ -285,10 +287,13 @@ class FusionNode(LifecycleNode):
                 backend.close()
                 log.error(f"configure failed: fusion.refine: {exc}")
                 return TransitionCallbackReturn.FAILURE
-        self.settings, self.backend = settings, backend
+        reduced, reduced_why = None, ""
+        if settings.resolution != "rgb":
+            reduced, reduced_why = self._reduced_scale_model(settings)
+        self.settings, self.backend, self._reduced = settings, backend, reduced
         use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
-            FusionPipeline(backend, settings.resolution, refiner),
+            FusionPipeline(backend, settings.resolution, refiner, reduced),
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
             decoder=cv_bridge_decoder() if use_bridge else decode_msg,
@@ -304,11 +309,28 @@ class FusionNode(LifecycleNode):
         log.info(
             f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
             f"decoding with {decoder}, fusion resolution {settings['fusion.resolution']}"
+            + (f"; {reduced_why}" if reduced_why else "")
             + (f", refiner {refiner.path.name} on {refiner.runtime}" if refiner else "")
         )
         if backend.precision_note:
             log.info(backend.precision_note)
         return TransitionCallbackReturn.SUCCESS
+
+    def _reduced_scale_model(self, settings: NodeSettings) -> tuple[ReducedScaleModel | None, str]:
+        """The scale-adapted student for fusion below the RGB size, and the start-up note that says so.
+
+        Broken or missing shipped weights do not stop the node: it warns and keeps the released student.
+        """
+        try:
+            config, why = reduced_scale_config(settings.backend, settings["fusion.scale_adapted"])
+            if config is None:
+                return None, why
+            return ReducedScaleModel(create_backend_niced(config), DETAIL_GAIN), why
+        except (ScaleStudentError, BackendError, RuntimeError, OSError, ValueError) as exc:
+            self.get_logger().warning(
+                f"fusion.scale_adapted: {exc}; the released student fuses below the RGB size (quality: docs/speed.md)"
+            )
+            return None, "scale-adapted student unavailable (see the warning above)"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         s = self.settings
@@ -400,7 +422,9 @@ class FusionNode(LifecycleNode):
             self._diag_pub = None
         if self.backend is not None:
             self.backend.close()
-        self.backend = self.processor = self.class_table = None
+        if self._reduced is not None:
+            self._reduced.backend.close()
+        self.backend = self.processor = self.class_table = self._reduced = None
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._cleanup()

@@ -43,6 +43,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "bf16 (openvino) | fp16 | int8 (tensorrt)"),
     ParamSpec("fusion.resolution", "thermal",
               "thermal (fuse at ~the thermal camera's pixel count, RGB detail added back) | rgb | WxH"),
+    ParamSpec("fusion.scale_adapted", True,
+              "true: below the RGB size run the shipped scale-adapted student (the released one fine-tuned to "
+              "fuse there as it fuses at full size; same cost); false: the released student at every size"),
     ParamSpec("fusion.refine", False,
               "true: the shipped full-resolution refiner after the detail layer (closer to rgb-resolution fusion, "
               "a few percent more time); only when fusing below the RGB size"),

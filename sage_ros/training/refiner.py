@@ -143,15 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-scale-adapted", dest="scale_adapted", action="store_false",
+                        help="refine the released student's thermal path (default: the scale-adapted student's, "
+                        "which is what the defaults run below the RGB size)")
     args = parser.parse_args(argv)
     import torch
 
     from sage_ros.backends import BackendConfig, create_backend
-    from sage_ros.pipeline import FusionPipeline
+    from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config
+    from sage_ros.pipeline import FusionPipeline, ReducedScaleModel
 
     torch.set_num_threads(args.threads)
-    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads))
-    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal")
+    config = BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads)
+    backend = create_backend(config)
+    reduced_config, why = reduced_scale_config(config, args.scale_adapted)
+    print(why)
+    reduced = ReducedScaleModel(create_backend(reduced_config), DETAIL_GAIN) if reduced_config else None
+    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", reduced=reduced)
     x, y = build_split(args.msrs, "train", full, low)
     start = time.time()
     model = train_refiner(x, y, args.width, args.layers, args.steps, args.seed)
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": f"MSRS train split ({len(x)} pairs of splits.csv), thermal camera simulated at "
                       f"{THERMAL_HW[1]}x{THERMAL_HW[0]} for 640x480 pairs (2.78x fewer pixels)",
         "target": "the released SAGE student's full-resolution fused Y (onnxruntime fp32)",
+        "input": why,
         "width": args.width, "layers": args.layers, "steps": args.steps, "seed": args.seed,
         "crop": CROP, "batch": BATCH, "loss": "L1", "optimizer": "Adam 1e-3, cosine",
         "torch": torch.__version__, "train_seconds": round(time.time() - start, 1),

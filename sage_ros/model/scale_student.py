@@ -1,0 +1,177 @@
+"""The scale-adapted student: the released student fine-tuned to fuse below the RGB size.
+
+With `fusion.resolution: thermal` the model runs on images shrunk by about the thermal camera's pixel
+ratio, and the fused luminance is brought back to the RGB size with the visible detail layer
+(`pipeline.upsample_with_detail`). The released student does not answer a shrunk pair with the shrunk
+version of its full-resolution answer: on the MSRS eval split the final image's MI is 6.8 % below
+full-resolution fusion, and an oracle (the full-resolution result shrunk and brought back the same way)
+is within 1 %. So the gap is the student's own response at the smaller scale, and the same network
+with weights adapted to that scale closes it at no run-time cost (same graph, same multiply-adds).
+
+The weights (`sage_ros/data/scale_student.npz`, trained by `python -m sage_ros.training.scale_adapt`) are
+the released state dict's keys as plain arrays, plus the fast-student `__arch__` / `__meta__` entries
+(width 32, three convs per block: exactly the released topology) so the torch backend loads them as it
+loads the fast student. A JSON sidecar records the recipe and the provenance. This module is torch-free:
+the graph is built by `onnx_builder` and composed with the shipped segmentation network into the models
+cache, like the default model.
+
+Used only where it applies: the pipeline runs it when the fusion size is below the RGB size, and the
+released student (bit-exact to upstream) whenever it fuses at the RGB size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from sage_ros.model.npz_weights import read_sidecar
+from sage_ros.model.weights import sha256_of
+from sage_ros.paths import models_dir
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "scale_student.npz"
+COMPOSED_NAME = "sage_student_scale.onnx"
+FORMAT = "sage_ros.scale_student/1"
+# The detail layer's gain the student was trained with (end to end through the upsampler): its
+# fine band is shaped for gain 1, so the pipeline must not re-estimate one (measured: AG -5.7 % if it does).
+DETAIL_GAIN = 1.0
+
+
+class ScaleStudentError(RuntimeError):
+    """Scale-adapted student weights that are missing, unreadable or do not fit the student."""
+
+
+def shipped_weights() -> Path:
+    return Path(__file__).resolve().parents[1] / "data" / WEIGHTS_NAME
+
+
+def read_state(path: str | Path) -> dict[str, np.ndarray]:
+    """The student state dict stored in `path` (numpy arrays, released key set), checked; torch-free."""
+    from sage_ros.model.onnx_builder import CheckpointError, check_student_state
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScaleStudentError(
+            f"scale-adapted student weights {path} do not exist: reinstall sage_ros, or train them with "
+            "`python -m sage_ros.training.scale_adapt --out runs/scale --ship sage_ros/data`"
+        )
+    read_sidecar(path, FORMAT, ScaleStudentError, "scale-adapted student")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {k: np.array(data[k]) for k in data.files if not k.startswith("__")}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ScaleStudentError(f"scale-adapted student weights {path} could not be read: {exc}") from exc
+    try:
+        check_student_state(state, source=str(path))
+    except CheckpointError as exc:
+        raise ScaleStudentError(str(exc)) from None
+    bad = [k for k, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise ScaleStudentError(f"scale-adapted student weights {path}: non-finite values in {bad[:3]}")
+    return state
+
+
+def _is_current(target: Path, provenance: dict) -> bool:
+    sidecar = target.with_suffix(".json")
+    if not target.is_file() or not sidecar.is_file():
+        return False
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(k) == v for k, v in provenance.items())
+
+
+def ensure_scale_onnx(
+    weights: Path | None = None, onnx_path: Path | None = None, head: Path | str | None = "default"
+) -> Path:
+    """The scale-adapted student as a model file: built once (torch-free) into the models cache.
+
+    With `head="default"` the package's segmentation network is attached, as in the default model, so the
+    node publishes class ids whichever student ran. Rebuilt when the weights or the head change (the
+    sidecar records both sha256).
+    """
+    import onnx
+
+    from sage_ros.model.compose import attach_segmentation
+    from sage_ros.model.model_files import _head_sidecar, _resolve_head, load_seg_model
+    from sage_ros.model.onnx_builder import build_student_model_proto
+
+    weights = Path(weights) if weights else shipped_weights()
+    head_path = _resolve_head(head)
+    target = Path(onnx_path) if onnx_path else models_dir() / COMPOSED_NAME
+    provenance = {"scale_student_sha256": sha256_of(weights) if weights.is_file() else None,
+                  "head_sha256": sha256_of(head_path) if head_path else None}
+    if provenance["scale_student_sha256"] and _is_current(target, provenance):
+        return target
+    state = read_state(weights)
+    meta_in = read_sidecar(weights, FORMAT, ScaleStudentError, "scale-adapted student")
+    model = build_student_model_proto(state)
+    meta: dict = {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17,
+                  "model": "sage_scale_student", "classes": [],
+                  "scale_student": {k: v for k, v in meta_in.items() if k != "format"}}
+    if head_path is not None:
+        head_meta = _head_sidecar(head_path)
+        model = attach_segmentation(model, load_seg_model(head_path))
+        meta.update(outputs=["fused_y", "class_ids"], model="sage_scale_student_seg", classes=head_meta["classes"],
+                    head={k: v for k, v in head_meta.items() if k != "classes"} | {"file": head_path.name})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")  # never half a model for a reader starting now
+    onnx.save(model, str(tmp))
+    os.replace(tmp, target)
+    target.with_suffix(".json").write_text(json.dumps(meta | provenance, indent=2) + "\n")
+    log.info("built %s (scale-adapted student%s)", target, f" + segmentation {head_path.name}" if head_path else "")
+    return target
+
+
+def is_released_student(config) -> bool:
+    """Whether `config` (a BackendConfig) runs the released student, judged by provenance, not by file name.
+
+    ONNX models: the sidecar's `checkpoint_sha256` (written by every export; an int8 sibling is judged by its
+    fp32 model's sidecar). The torch backend: the checkpoint's own sha256. The fast variant, a custom model,
+    or a file without a sidecar are not the released student.
+    """
+    from sage_ros.model.weights import CHECKPOINT
+
+    if config.name == "torch":
+        path = config.weights_path
+        return path is not None and Path(path).is_file() and sha256_of(Path(path)) == CHECKPOINT.sha256
+    if config.onnx_path is None:
+        return False
+    onnx_path = Path(config.onnx_path)
+    if onnx_path.stem.endswith("_int8"):
+        onnx_path = onnx_path.with_name(onnx_path.stem[: -len("_int8")] + onnx_path.suffix)
+    try:
+        meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("checkpoint_sha256") == CHECKPOINT.sha256
+
+
+def reduced_scale_config(config, use: bool) -> tuple[object | None, str]:
+    """The BackendConfig of the scale-adapted student for fusing below the RGB size, or None, with why.
+
+    config: the main model's BackendConfig. use: the user's switch (`fusion.scale_adapted`,
+    `--scale-adapted`). The adapted weights are a fine-tune of the released student, so they replace only
+    that model (`is_released_student`); a custom model or the fast variant keeps its own weights at every scale.
+    """
+    if not use:
+        return None, "scale-adapted student off: the released student runs at every fusion size"
+    if not is_released_student(config):
+        return None, "scale-adapted student not used: the configured model is not the released student"
+    weights = shipped_weights()
+    if config.name == "torch":
+        return replace(config, weights_path=weights), f"below the RGB size: scale-adapted student {weights.name}"
+    onnx_path = ensure_scale_onnx(weights)
+    if config.precision == "int8" and config.name in ("onnxruntime", "openvino"):
+        from sage_ros.model.model_files import ensure_int8
+
+        onnx_path = ensure_int8(onnx_path)
+    return replace(config, onnx_path=onnx_path), f"below the RGB size: scale-adapted student {onnx_path.name}"
