@@ -124,19 +124,29 @@ def test_refiner_runs_only_below_the_rgb_size():
 
 
 def test_refiner_brings_msrs_eval_pairs_closer_to_full_resolution(official_dir: Path, tmp_path: Path):
-    """Real student, shipped refiner, MSRS eval pairs (never trained on), thermal camera at 384x288."""
+    """Real student, shipped refiner, MSRS eval pairs (never trained on), thermal camera at 384x288.
+
+    The refiner is trained on what the defaults run below the RGB size (the scale-adapted student), so it is
+    measured on that path. The one trained on the released student's path made this path worse (44.1 -> 43.8 dB
+    for the final image on the eval split), which this test would catch.
+    """
     if not (MSRS / "splits.csv").is_file():
         pytest.skip(f"MSRS not found at {MSRS} (../shared missing)")
     from sage_ros.backends import BackendConfig, create_backend
     from sage_ros.model.model_files import export_checkpoint
+    from sage_ros.model.scale_student import DETAIL_GAIN, ensure_scale_onnx
+    from sage_ros.pipeline import ReducedScaleModel
 
     model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", None, builder="numpy")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
+    scaled = create_backend(BackendConfig(name="onnxruntime", threads=2,
+                                          onnx_path=ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx", head=None)))
+    reduced = ReducedScaleModel(scaled, DETAIL_GAIN)
     with open(MSRS / "splits.csv") as handle:
         names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"][:4]
     full = FusionPipeline(backend, "rgb")
-    plain = FusionPipeline(backend, "thermal")
-    refined = FusionPipeline(backend, "thermal", FullResRefiner(runtime="onnxruntime", threads=2))
+    plain = FusionPipeline(backend, "thermal", reduced=reduced)
+    refined = FusionPipeline(backend, "thermal", FullResRefiner(runtime="onnxruntime", threads=2), reduced)
     gains = []
     for name in names:
         ir = cv2.imread(str(MSRS / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
@@ -146,8 +156,9 @@ def test_refiner_brings_msrs_eval_pairs_closer_to_full_resolution(official_dir: 
         ref = full.fuse(ir_reg, vis).fused_y
         err = [float(np.mean((p.fuse(ir_cam, vis).fused_y - ref) ** 2)) for p in (plain, refined)]
         gains.append(10 * np.log10(err[0] / err[1]))
-    # Measured on the whole eval split: 42.0 -> 43.6 dB for the final image.
-    assert np.mean(gains) > 0.5, f"refiner gain per pair (dB): {np.round(gains, 2)}"
+    scaled.close()
+    # Measured: +0.07 to +0.13 dB on these four, +0.04 dB or more on every one of the 38 eval pairs.
+    assert min(gains) > 0.02, f"refiner gain per pair (dB): {np.round(gains, 3)}"
 
 
 def test_training_lowers_the_error_and_saves_what_the_runtime_reads(tmp_path: Path):

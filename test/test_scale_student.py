@@ -98,10 +98,10 @@ def test_graph_is_built_without_torch_and_matches_the_torch_student(tmp_path: Pa
     assert ensure_scale_onnx(onnx_path=onnx_path, head=None) == onnx_path and onnx_path.stat().st_mtime_ns == stamp
 
 
-def _export_with_sidecar(tmp_path: Path, checkpoint_sha: str) -> Path:
+def _export_with_sidecar(tmp_path: Path, checkpoint_sha: str, head_sha: str | None = None) -> Path:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": checkpoint_sha}))
+    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": checkpoint_sha, "head_sha256": head_sha}))
     return model
 
 
@@ -111,7 +111,7 @@ def test_selection_follows_the_switch_and_the_model_provenance(tmp_path: Path):
     released = BackendConfig(name="onnxruntime", onnx_path=_export_with_sidecar(tmp_path, RELEASED.sha256))
     assert is_released_student(released)
     config, why = reduced_scale_config(released, use=True)
-    assert config is not None and config.onnx_path.name == "sage_student_scale.onnx" and "scale-adapted" in why
+    assert config is not None and config.onnx_path.name == "sage_student_scale_fusion.onnx" and "scale-adapted" in why
     assert replace(config, onnx_path=released.onnx_path) == released  # only the model file changes
     assert reduced_scale_config(released, use=False)[0] is None
     (tmp_path / "x").mkdir()
@@ -121,6 +121,21 @@ def test_selection_follows_the_switch_and_the_model_provenance(tmp_path: Path):
     no_sidecar = tmp_path / "bare.onnx"
     no_sidecar.write_bytes(b"")
     assert not is_released_student(BackendConfig(name="onnxruntime", onnx_path=no_sidecar))
+    # The adapted graph carries the same segmentation network as the model, or it is not used.
+    from sage_ros.model.model_files import shipped_head
+    from sage_ros.model.weights import sha256_of
+
+    shipped = shipped_head()
+    if shipped is not None:
+        (tmp_path / "h").mkdir()
+        with_head = BackendConfig(name="onnxruntime",
+                                  onnx_path=_export_with_sidecar(tmp_path / "h", RELEASED.sha256, sha256_of(shipped)))
+        assert reduced_scale_config(with_head, use=True)[0].onnx_path.name == "sage_student_scale.onnx"
+    (tmp_path / "o").mkdir()
+    own_head = BackendConfig(name="onnxruntime",
+                             onnx_path=_export_with_sidecar(tmp_path / "o", RELEASED.sha256, "1" * 64))
+    config, why = reduced_scale_config(own_head, use=True)
+    assert config is None and "segmentation network is not the shipped one" in why
     # The int8 sibling of a released export is judged by the fp32 model's sidecar.
     int8 = released.onnx_path.with_name("m_int8.onnx")
     int8.write_bytes(b"")

@@ -1,11 +1,11 @@
 """The full-resolution refiner (`fusion.refine`): a tiny residual CNN after the thermal-resolution path.
 
 `fusion.resolution: thermal` fuses at the thermal camera's pixel count and adds the visible detail back
-(sage_ros/pipeline.py). The released student responds a little differently at the smaller scale, which
-costs MI (docs/speed.md). The refiner takes (that fused Y, visible Y, registered IR) at the RGB size and
-returns fused Y + a learned correction, trained offline to reproduce full-resolution fusion
-(sage_ros/training/refiner.py). Shipped as plain arrays (`sage_ros/data/refiner_msrs.npz` + `.json`);
-the graph is built here with `onnx` and run on OpenVINO or ONNX Runtime: no PyTorch at run time.
+(sage_ros/pipeline.py), with the scale-adapted student below the RGB size by default. The refiner takes
+(that fused Y, visible Y, registered IR) at the RGB size and returns fused Y + a learned correction,
+trained offline to reproduce full-resolution fusion (sage_ros/training/refiner.py). Shipped as plain
+arrays (`sage_ros/data/refiner_msrs.npz` + `.json`); the graph is built here with `onnx` and run on
+OpenVINO or ONNX Runtime: no PyTorch at run time.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ from sage_ros.paths import models_dir
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "scale_student.npz"
-COMPOSED_NAME = "sage_student_scale.onnx"
+COMPOSED_NAME = "sage_student_scale.onnx"  # + the shipped segmentation network, as the default model
+NO_HEAD_NAME = "sage_student_scale_fusion.onnx"  # fusion only, beside a fusion-only model
 FORMAT = "sage_ros.scale_student/1"
 # The detail layer's gain the student was trained with (end to end through the upsampler): its
 # fine band is shaped for gain 1, so the pipeline must not re-estimate one (measured: AG -5.7 % if it does).
@@ -131,6 +132,20 @@ def ensure_scale_onnx(
     return target
 
 
+def _model_sidecar(config) -> dict | None:
+    """The JSON sidecar of the config's ONNX model (an int8 sibling's: its fp32 model's), or None."""
+    if config.onnx_path is None:
+        return None
+    onnx_path = Path(config.onnx_path)
+    if onnx_path.stem.endswith("_int8"):
+        onnx_path = onnx_path.with_name(onnx_path.stem[: -len("_int8")] + onnx_path.suffix)
+    try:
+        meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def is_released_student(config) -> bool:
     """Whether `config` (a BackendConfig) runs the released student, judged by provenance, not by file name.
 
@@ -143,16 +158,8 @@ def is_released_student(config) -> bool:
     if config.name == "torch":
         path = config.weights_path
         return path is not None and Path(path).is_file() and sha256_of(Path(path)) == CHECKPOINT.sha256
-    if config.onnx_path is None:
-        return False
-    onnx_path = Path(config.onnx_path)
-    if onnx_path.stem.endswith("_int8"):
-        onnx_path = onnx_path.with_name(onnx_path.stem[: -len("_int8")] + onnx_path.suffix)
-    try:
-        meta = json.loads(onnx_path.with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("checkpoint_sha256") == CHECKPOINT.sha256
+    meta = _model_sidecar(config)
+    return meta is not None and meta.get("checkpoint_sha256") == CHECKPOINT.sha256
 
 
 def reduced_scale_config(config, use: bool) -> tuple[object | None, str]:
@@ -160,7 +167,10 @@ def reduced_scale_config(config, use: bool) -> tuple[object | None, str]:
 
     config: the main model's BackendConfig. use: the user's switch (`fusion.scale_adapted`,
     `--scale-adapted`). The adapted weights are a fine-tune of the released student, so they replace only
-    that model (`is_released_student`); a custom model or the fast variant keeps its own weights at every scale.
+    that model (`is_released_student`); a custom model or the fast variant keeps its own weights at every
+    scale. The segmentation output must not change with the fusion size either: the adapted graph carries
+    the same network as the main model (none, or the shipped one); a model with another network keeps the
+    released student.
     """
     if not use:
         return None, "scale-adapted student off: the released student runs at every fusion size"
@@ -169,7 +179,18 @@ def reduced_scale_config(config, use: bool) -> tuple[object | None, str]:
     weights = shipped_weights()
     if config.name == "torch":
         return replace(config, weights_path=weights), f"below the RGB size: scale-adapted student {weights.name}"
-    onnx_path = ensure_scale_onnx(weights)
+    from sage_ros.model.model_files import _resolve_head
+
+    head_sha = _model_sidecar(config).get("head_sha256")
+    head: str | None = None
+    if head_sha is not None:
+        shipped = _resolve_head("default")
+        if shipped is None or sha256_of(shipped) != head_sha:
+            return None, ("scale-adapted student not used: the model's segmentation network is not the shipped "
+                          "one, and the class ids must not change with the fusion size")
+        head = "default"
+    name = COMPOSED_NAME if head else NO_HEAD_NAME
+    onnx_path = ensure_scale_onnx(weights, models_dir() / name, head=head)
     if config.precision == "int8" and config.name in ("onnxruntime", "openvino"):
         from sage_ros.model.model_files import ensure_int8
 

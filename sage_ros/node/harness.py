@@ -375,12 +375,16 @@ def exported_student(checkpoint: Path, out_dir: Path, with_head_classes: int = 0
 
     from sage_ros.model.checkpoint import load_student
     from sage_ros.model.classes import class_table
-    from sage_ros.model.export import export_onnx, export_student, fold_batchnorm
+    from sage_ros.model.export import export_onnx, fold_batchnorm
 
     torch.set_num_threads(1)
-    student = load_student(checkpoint)
     if not with_head_classes:
-        return export_student(student, out)
+        from sage_ros.model.model_files import export_checkpoint
+
+        # As `sage-ros export --no-head` writes it: the sidecar records the checkpoint's sha256, which is how
+        # the node recognises the released student (and runs the scale-adapted one below the RGB size).
+        return export_checkpoint(Path(checkpoint), out, head=None)
+    student = load_student(checkpoint)
     from sage_ros.model.seg_head import SegHead, StudentWithHead
 
     torch.manual_seed(0)
