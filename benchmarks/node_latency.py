@@ -44,11 +44,10 @@ from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.image.registration import Registration  # noqa: E402
 from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
 from sage_ros.model.refiner import refiner_for_backend  # noqa: E402
-from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config  # noqa: E402
 from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
-from sage_ros.pipeline import FusionPipeline, ReducedScaleModel  # noqa: E402
+from sage_ros.pipeline import FusionPipeline, reduced_scale_model  # noqa: E402
 
 CONFIGS = {
     "old": {"fusion.resolution": "rgb", "precision": "fp32"},
@@ -139,10 +138,9 @@ def local_processors(names: list[str], model: Path, backend: str, threads: int, 
         refiner = refiner_for_backend(engine, threads=threads) if cfg.get("fusion.refine") else None
         reduced = None
         if cfg["fusion.resolution"] != "rgb":  # as the node: the scale-adapted student below the RGB size
-            config, _ = reduced_scale_config(BackendConfig(name=backend, onnx_path=model, threads=threads,
+            reduced, _ = reduced_scale_model(BackendConfig(name=backend, onnx_path=model, threads=threads,
                                                            precision=cfg["precision"]),
-                                             cfg.get("fusion.scale_adapted", True))
-            reduced = ReducedScaleModel(create_backend(config), DETAIL_GAIN) if config else None
+                                             cfg.get("fusion.scale_adapted", True), threads=threads)
         processors[name] = PairProcessor(FusionPipeline(engine, cfg["fusion.resolution"], refiner, reduced),
                                          ThermalNormalizer(), Registration(homography))
     return processors

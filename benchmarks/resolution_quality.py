@@ -42,8 +42,7 @@ sys.path.insert(0, str(REPO))
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer, mutual_information_pair  # noqa: E402
 from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config  # noqa: E402
-from sage_ros.pipeline import FusionPipeline, ReducedScaleModel, resize_area, upsample_with_detail  # noqa: E402
+from sage_ros.pipeline import FusionPipeline, reduced_scale_model, resize_area, upsample_with_detail  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 
@@ -99,7 +98,7 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
         ir_cam = ir_cam.astype(np.float32) / 255.0
         ir_reg = cv2.resize(ir_cam, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
         a = full.fuse(ir_reg, vis, thermal_hw=(th, tw))
-        b = low.fuse(ir_cam, vis, thermal_hw=(th, tw))
+        b = low.fuse(ir_cam, vis, thermal_hw=(th, tw), classes=False)
         times["rgb"] += a.inference_ms
         times["thermal"] += b.inference_ms
         psnrs.append(psnr(a.fused_rgb, b.fused_rgb))
@@ -109,7 +108,7 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
         m_full.append(scores_of(scorer, ir8_reg, vis8, full8))
         m_low.append(scores_of(scorer, ir8_reg, vis8, unit_to_uint8(b.fused_y)))
         if released is not None:
-            r = released.fuse(ir_cam, vis, thermal_hw=(th, tw))
+            r = released.fuse(ir_cam, vis, thermal_hw=(th, tw), classes=False)
             released_psnr.append(psnr(a.fused_rgb, r.fused_rgb))
             m_released.append(scores_of(scorer, ir8_reg, vis8, unit_to_uint8(r.fused_y)))
         if m_oracle:
@@ -184,9 +183,8 @@ def main() -> int:
                                  threads=args.threads)
         print(f"thermal path with the refiner {refiner.path.name} on {refiner.runtime}")
     config = BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads)
-    reduced_config, why = reduced_scale_config(config, args.scale_adapted)
+    reduced, why = reduced_scale_model(config, args.scale_adapted, threads=args.threads)
     print(why)
-    reduced = ReducedScaleModel(create_backend(reduced_config), DETAIL_GAIN) if reduced_config else None
     full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", refiner=refiner, reduced=reduced)
     released = FusionPipeline(backend, "thermal", refiner=refiner) if reduced else None
     start = time.time()
@@ -213,7 +211,7 @@ def main() -> int:
     print(f"\n({time.time() - start:.0f} s)")
     backend.close()
     if reduced is not None:
-        reduced.backend.close()
+        reduced.close()
     return 0
 
 

@@ -129,11 +129,36 @@ def upsample_with_detail(
 
 @dataclass(frozen=True)
 class ReducedScaleModel:
-    """The model the pipeline runs when it fuses below the RGB size, and the detail gain that goes with it."""
+    """What the pipeline runs when it fuses below the RGB size: the model, the detail gain that goes with it,
+    and the class-id stage at the RGB size (sage_ros/model/seg_stage.py; None: the model's own ids, if any)."""
 
     backend: FusionBackend
     detail_gain: float | None = None  # None: measured per frame (`detail_gain`); a float: fixed
-    name: str = "scale-adapted student"
+    segmenter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # (fused Y, IR) at RGB size -> ids
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def reduced_scale_model(config, use: bool, threads: int = 0,
+                        create: Callable | None = None) -> tuple[ReducedScaleModel | None, str]:
+    """The scale-adapted student (+ its RGB-size segmentation) for the main model's BackendConfig, or None,
+    with the start-up note that says which. `create` builds a backend from a config (default create_backend).
+    Raises ScaleStudentError / BackendError / SegStageError for files that are missing or broken."""
+    from sage_ros.backends import create_backend
+    from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config
+    from sage_ros.model.seg_stage import segmenter_beside
+
+    plan = reduced_scale_config(config, use)
+    if plan.config is None:
+        return None, plan.why
+    backend = (create or create_backend)(plan.config)
+    try:
+        segmenter = segmenter_beside(backend, plan.seg_graph, threads) if plan.seg_graph else None
+    except Exception:
+        backend.close()
+        raise
+    return ReducedScaleModel(backend, DETAIL_GAIN, segmenter), plan.why
 
 
 @dataclass
@@ -164,7 +189,7 @@ class FusionPipeline:
         return fusion_size(self.resolution, rgb_hw, thermal_hw)
 
     def fuse(
-        self, ir: np.ndarray, vis_bgr: np.ndarray, thermal_hw: tuple[int, int] | None = None
+        self, ir: np.ndarray, vis_bgr: np.ndarray, thermal_hw: tuple[int, int] | None = None, classes: bool = True
     ) -> FusionResult:
         """Fuse a registered pair.
 
@@ -172,6 +197,8 @@ class FusionPipeline:
         image's size or already at the fusion size (the node registers straight onto that grid).
         vis_bgr: HxWx3 uint8 BGR (OpenCV order), HxWx4 BGRA, or HxW grey.
         thermal_hw: the thermal camera's native (height, width) for `resolution=thermal`; default: ir's size.
+        classes: whether class ids are wanted; False skips a separate segmentation stage (the ids a one-graph
+        model computes anyway are still returned).
         """
         vis = visible_to_ycrcb(vis_bgr)
         ir_grey = infrared_to_grey(ir)
@@ -195,14 +222,22 @@ class FusionPipeline:
         inference_ms = (time.perf_counter() - start) * 1000.0
         fused_small = np.clip(out.fused_y, 0.0, 1.0)
         fused_y = upsample_with_detail(fused_small, vis.y, y_small, gain)
+        ir_full = None  # the IR as registered at the RGB size (bilinear from the fusion grid), when a stage needs it
         if self.refiner is not None:
-            # The IR as registered at the RGB size (bilinear from the fusion grid), as in its training.
             ir_full = cv2.resize(ir_grey, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
             fused_y = self.refiner(fused_y, vis.y, ir_full)
-        class_ids = out.class_ids
-        if class_ids is not None:
-            # Ids are labels: nearest neighbour, never interpolated.
-            class_ids = cv2.resize(class_ids, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_NEAREST)
+        segmenter = self.reduced.segmenter if self.reduced is not None else None
+        if segmenter is not None:
+            class_ids = None
+            if classes:
+                if ir_full is None:
+                    ir_full = cv2.resize(ir_grey, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
+                class_ids = segmenter(fused_y, ir_full)
+        else:
+            class_ids = out.class_ids
+            if class_ids is not None:
+                # Ids are labels: nearest neighbour, never interpolated.
+                class_ids = cv2.resize(class_ids, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_NEAREST)
         return FusionResult(fused_to_rgb8(fused_y, vis), fused_y, class_ids, inference_ms, fhw)
 
     def _fuse_full(self, ir_grey: np.ndarray, vis: VisibleChannels) -> FusionResult:

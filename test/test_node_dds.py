@@ -640,3 +640,34 @@ def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
     finally:
         probe.close()
         proc.stop()
+
+
+def test_scale_adapted_masks_come_at_the_rgb_size(tmp_path):
+    """With the default model (released student + the shipped segmentation network) the node runs the
+    segmentation at the RGB size on the final fused image when fusing below it, and only while a mask or
+    overlay subscriber exists."""
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+    from sage_ros.model.model_files import export_checkpoint, shipped_head
+
+    graph = shipped_head()
+    if graph is None or graph.suffix != ".onnx":
+        pytest.skip("no shipped segmentation graph in this install")
+    model = export_checkpoint(CHECKPOINT, tmp_path / "sage_student_seg.onnx", head="default", builder="numpy")
+    domain = pick_domain_id(9)
+    proc = NodeProcess(_params(model), domain, tmp_path / "node.log").start()
+    probe = Probe(domain, diagnostics=False, output_topics=("fused/image_raw", "segmentation/mask"))
+    rng = np.random.default_rng(6)
+    try:
+        assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
+        assert f"class ids from {graph.name} at the RGB size" in proc.log_text(), proc.log_text()[-2000:]
+        stamp = time.time_ns()
+        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
+        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
+        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("segmentation/mask")),
+                                30.0), proc.log_text()[-2000:]
+        mask = next(m for _, m in probe.messages("segmentation/mask") if _stamp(m) == stamp)
+        assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")
+    finally:
+        probe.close()
+        proc.stop()

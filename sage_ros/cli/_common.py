@@ -110,14 +110,13 @@ def reduced_from_args(args: argparse.Namespace):
 
     None with `--resolution rgb`, `--no-scale-adapted`, or a model other than the released student.
     """
-    from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config
-    from sage_ros.pipeline import ReducedScaleModel
+    from sage_ros.pipeline import reduced_scale_model
 
     if getattr(args, "resolution", "rgb") == "rgb":
         return None
-    config, why = reduced_scale_config(backend_config_from_args(args), args.scale_adapted)
+    reduced, why = reduced_scale_model(backend_config_from_args(args), args.scale_adapted, threads=args.threads or 0)
     log.info("%s", why)
-    return None if config is None else ReducedScaleModel(create_backend(config), DETAIL_GAIN)
+    return reduced
 
 
 def refiner_from_args(args: argparse.Namespace, backend):

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     cv2.imwrite(str(sheet), np.vstack(rows))
     backend.close()
     if reduced is not None:
-        reduced.backend.close()
+        reduced.close()
     columns = "IR | visible | fused" + (" | class overlay" if classes is not None else "")
     print(f"fused images: {out / 'fused'}\nside-by-side sheet ({columns}): {sheet}")
     if args.live:

@@ -192,7 +192,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     finally:
         backend.close()
         if reduced is not None:
-            reduced.backend.close()
+            reduced.close()
     try:
         plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
         files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         )
     backend.close()
     if reduced is not None:
-        reduced.backend.close()
+        reduced.close()
     for name in report.only_ir:
         print(f"unpaired: {name} is in {args.ir} but not in {args.vis}", file=sys.stderr)
     for name in report.only_vis:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sage_ros.model.cpu_graph import CpuGraph, runtime_beside
 from sage_ros.model.npz_weights import read_sidecar
 from sage_ros.model.onnx_builder import GraphParts
 
@@ -97,33 +98,9 @@ class FullResRefiner:
         self.path = Path(path)
         self._input: np.ndarray | None = None  # (1, 3, H, W), reused while the frame size stays the same
         proto = build_refiner_proto(layers).SerializeToString()
-        self.runtime = runtime
-        if runtime in ("auto", "openvino"):
-            try:
-                import openvino as ov
-
-                core = ov.Core()
-                config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-                if threads:
-                    config["INFERENCE_NUM_THREADS"] = int(threads)
-                compiled = core.compile_model(core.read_model(model=proto, weights=b""), "CPU", config)
-                request = compiled.create_infer_request()
-                self._run = lambda x: request.infer({0: x})[compiled.output(0)]
-                self.runtime = f"openvino ({config['INFERENCE_PRECISION_HINT']})"
-                return
-            except ImportError:
-                if runtime == "openvino":
-                    raise RefinerError("fusion.refine with runtime openvino: openvino is not installed") from None
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RefinerError("fusion.refine needs OpenVINO or ONNX Runtime (pip install openvino)") from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
-        self._run = lambda x: session.run(None, {INPUT: x})[0]
-        self.runtime = "onnxruntime (fp32)"
+        graph = CpuGraph(proto, runtime, threads, precision, error=RefinerError, what="fusion.refine")
+        self.runtime = graph.runtime
+        self._run = lambda x: graph.run({INPUT: x})[0]
 
     def __call__(self, fused_y: np.ndarray, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
         # One input buffer per frame size: the three planes are copied in, no 11 MB allocation per 1280x720 frame.
@@ -138,7 +115,5 @@ class FullResRefiner:
 def refiner_for_backend(backend, threads: int = 0, path: str | Path = DEFAULT_REFINER) -> FullResRefiner:
     """The refiner on the fusion backend's own runtime and precision where that is a CPU runtime
     (OpenVINO, ONNX Runtime); beside TensorRT or torch it runs on OpenVINO or ONNX Runtime on the CPU."""
-    name = getattr(backend, "name", "")
-    runtime = name if name in ("openvino", "onnxruntime") else "auto"
-    precision = getattr(backend, "precision", "fp32") if name == "openvino" else "fp32"
+    runtime, precision = runtime_beside(backend)
     return FullResRefiner(path, runtime=runtime, threads=threads, precision=precision)

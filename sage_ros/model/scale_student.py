@@ -27,6 +27,7 @@ import os
 import zipfile
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -162,37 +163,54 @@ def is_released_student(config) -> bool:
     return meta is not None and meta.get("checkpoint_sha256") == CHECKPOINT.sha256
 
 
-def reduced_scale_config(config, use: bool) -> tuple[object | None, str]:
-    """The BackendConfig of the scale-adapted student for fusing below the RGB size, or None, with why.
+class ReducedPlan(NamedTuple):
+    """What runs below the RGB size: the adapted student's BackendConfig (None: the released student, as
+    configured) and the segmentation graph to run at the RGB size on its result (None: no class ids there)."""
+
+    config: object | None
+    seg_graph: Path | None
+    why: str
+
+
+def reduced_scale_config(config, use: bool) -> ReducedPlan:
+    """The plan for fusing below the RGB size with the scale-adapted student, or why there is none.
 
     config: the main model's BackendConfig. use: the user's switch (`fusion.scale_adapted`,
     `--scale-adapted`). The adapted weights are a fine-tune of the released student, so they replace only
     that model (`is_released_student`); a custom model or the fast variant keeps its own weights at every
-    scale. The segmentation output must not change with the fusion size either: the adapted graph carries
-    the same network as the main model (none, or the shipped one); a model with another network keeps the
-    released student.
+    scale. The adapted student runs fusion-only; the class ids come from the same segmentation network as
+    the main model's (none, or the shipped one: `sage_ros.model.seg_stage`) run at the RGB size. A model
+    with another network keeps the released student.
     """
     if not use:
-        return None, "scale-adapted student off: the released student runs at every fusion size"
+        return ReducedPlan(None, None, "scale-adapted student off: the released student runs at every fusion size")
     if not is_released_student(config):
-        return None, "scale-adapted student not used: the configured model is not the released student"
+        return ReducedPlan(None, None,
+                           "scale-adapted student not used: the configured model is not the released student")
     weights = shipped_weights()
-    if config.name == "torch":
-        return replace(config, weights_path=weights), f"below the RGB size: scale-adapted student {weights.name}"
     from sage_ros.model.model_files import _resolve_head
 
-    head_sha = _model_sidecar(config).get("head_sha256")
-    head: str | None = None
+    if config.name == "torch":
+        # The torch backend's model has its head in config.extra (an .npz head), or none: fusion only here.
+        return ReducedPlan(replace(config, weights_path=weights), None,
+                           f"below the RGB size: scale-adapted student {weights.name}")
+    head_sha = (_model_sidecar(config) or {}).get("head_sha256")
+    seg_graph: Path | None = None
     if head_sha is not None:
         shipped = _resolve_head("default")
         if shipped is None or sha256_of(shipped) != head_sha:
-            return None, ("scale-adapted student not used: the model's segmentation network is not the shipped "
-                          "one, and the class ids must not change with the fusion size")
-        head = "default"
-    name = COMPOSED_NAME if head else NO_HEAD_NAME
-    onnx_path = ensure_scale_onnx(weights, models_dir() / name, head=head)
+            return ReducedPlan(None, None, (
+                "scale-adapted student not used: the model's segmentation network is not the shipped one, and "
+                "the class ids must come from the same network at every fusion size"))
+        if shipped.suffix != ".onnx":  # the older .npz head: a graph only through PyTorch
+            return ReducedPlan(None, None, "scale-adapted student not used: the shipped head is not a graph here")
+        seg_graph = shipped
+    onnx_path = ensure_scale_onnx(weights, models_dir() / NO_HEAD_NAME, head=None)
     if config.precision == "int8" and config.name in ("onnxruntime", "openvino"):
         from sage_ros.model.model_files import ensure_int8
 
         onnx_path = ensure_int8(onnx_path)
-    return replace(config, onnx_path=onnx_path), f"below the RGB size: scale-adapted student {onnx_path.name}"
+    why = f"below the RGB size: scale-adapted student {onnx_path.name}"
+    if seg_graph is not None:
+        why += f", class ids from {seg_graph.name} at the RGB size"
+    return ReducedPlan(replace(config, onnx_path=onnx_path), seg_graph, why)

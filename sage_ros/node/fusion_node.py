@@ -52,7 +52,8 @@ from sage_ros.image.registration import Registration
 from sage_ros.image.thermal import ThermalNormalizer
 from sage_ros.model.classes import load_class_table
 from sage_ros.model.refiner import RefinerError, refiner_for_backend
-from sage_ros.model.scale_student import DETAIL_GAIN, ScaleStudentError, reduced_scale_config
+from sage_ros.model.scale_student import ScaleStudentError
+from sage_ros.model.seg_stage import SegStageError
 from sage_ros.node.dds_profile import apply_profile
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.mf_sync import MessageFiltersSync, message_filters_available
@@ -66,7 +67,7 @@ from sage_ros.node.processing import (
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, NodeStats
 from sage_ros.pairing.sync import ApproximateTimeSync, seconds_to_ns
-from sage_ros.pipeline import FusionPipeline, ReducedScaleModel
+from sage_ros.pipeline import FusionPipeline, ReducedScaleModel, reduced_scale_model
 
 NODE_NAME = "sage_fusion"
 TOPICS = {
@@ -319,14 +320,12 @@ class FusionNode(LifecycleNode):
     def _reduced_scale_model(self, settings: NodeSettings) -> tuple[ReducedScaleModel | None, str]:
         """The scale-adapted student for fusion below the RGB size, and the start-up note that says so.
 
-        Broken or missing shipped weights do not stop the node: it warns and keeps the released student.
+        Broken or missing shipped files do not stop the node: it warns and keeps the released student.
         """
         try:
-            config, why = reduced_scale_config(settings.backend, settings["fusion.scale_adapted"])
-            if config is None:
-                return None, why
-            return ReducedScaleModel(create_backend_niced(config), DETAIL_GAIN), why
-        except (ScaleStudentError, BackendError, RuntimeError, OSError, ValueError) as exc:
+            return reduced_scale_model(settings.backend, settings["fusion.scale_adapted"],
+                                       threads=int(settings["threads"]), create=create_backend_niced)
+        except (ScaleStudentError, SegStageError, BackendError, RuntimeError, OSError, ValueError) as exc:
             self.get_logger().warning(
                 f"fusion.scale_adapted: {exc}; the released student fuses below the RGB size (quality: docs/speed.md)"
             )
@@ -423,7 +422,7 @@ class FusionNode(LifecycleNode):
         if self.backend is not None:
             self.backend.close()
         if self._reduced is not None:
-            self._reduced.backend.close()
+            self._reduced.close()
         self.backend = self.processor = self.class_table = self._reduced = None
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -633,8 +632,11 @@ class FusionNode(LifecycleNode):
                 self.stats.drop("stale")
                 self._problem("stale", f"dropped a pair {age:.2f} s old (max_pair_age {max_age} s)")
                 return
+        pubs = self._pubs
+        # Class ids cost a segmentation pass at the RGB size when fusing below it: only while someone listens.
+        wants_classes = any(k in pubs and pubs[k].get_subscription_count() > 0 for k in ("mask", "overlay"))
         try:
-            out = self.processor.process(thermal, rgb)
+            out = self.processor.process(thermal, rgb, classes=wants_classes)
         except ImageInputError as exc:
             cause = classify_error(exc)
             self.stats.drop(f"failed_{cause}", error=str(exc))
@@ -654,7 +656,6 @@ class FusionNode(LifecycleNode):
             self.get_logger().warning(
                 "the RGB images have an empty frame_id: set the frame_id parameter so rviz and tf can place them"
             )
-        pubs = self._pubs
         if "fused" not in pubs:
             self.stats.drop("superseded_at_deactivate")  # deactivated meanwhile: still counted
             return

@@ -156,7 +156,7 @@ class PairProcessor:
     def visible_bgr(self, msg: Any) -> np.ndarray:
         return to_bgr8(self.decode(msg), msg.encoding)
 
-    def process(self, thermal_msg: Any, rgb_msg: Any) -> PairOutput:
+    def process(self, thermal_msg: Any, rgb_msg: Any, classes: bool = True) -> PairOutput:
         vis = self.visible_bgr(rgb_msg)
         rgb_hw = vis.shape[:2]
         thermal_hw = (int(thermal_msg.height), int(thermal_msg.width))
@@ -166,7 +166,7 @@ class PairProcessor:
         # fusion.resolution=thermal): one warp, and never a full-size IR that is shrunk again.
         fusion_hw = self.pipeline.fusion_hw(rgb_hw, thermal_hw)
         ir = self._registration_for(rgb_hw, fusion_hw).to_rgb_grid(ir, fusion_hw)
-        result = self.pipeline.fuse(ir, vis, thermal_hw=thermal_hw)
+        result = self.pipeline.fuse(ir, vis, thermal_hw=thermal_hw, classes=classes)
         return PairOutput(result.fused_rgb, result.class_ids, result.inference_ms, self.normalizer.bounds)
 
     def _registration_for(self, rgb_hw: tuple[int, int], fusion_hw: tuple[int, int]) -> Registration:

@@ -50,7 +50,7 @@ def build_split(msrs: Path, split: str, full, low) -> tuple[np.ndarray, np.ndarr
         ir_cam = cv2.resize(ir8, (tw, th), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         ir_reg = cv2.resize(ir_cam, (vis.shape[1], vis.shape[0]), interpolation=cv2.INTER_LINEAR)
         target = full.fuse(ir_reg, vis, thermal_hw=THERMAL_HW).fused_y
-        shipped = low.fuse(ir_cam, vis, thermal_hw=THERMAL_HW).fused_y
+        shipped = low.fuse(ir_cam, vis, thermal_hw=THERMAL_HW, classes=False).fused_y
         inputs.append(np.stack([shipped, visible_to_ycrcb(vis).y, ir_reg]).astype(np.float32))
         targets.append(target.astype(np.float32))
     return np.stack(inputs), np.stack(targets)
@@ -150,15 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sage_ros.backends import BackendConfig, create_backend
-    from sage_ros.model.scale_student import DETAIL_GAIN, reduced_scale_config
-    from sage_ros.pipeline import FusionPipeline, ReducedScaleModel
+    from sage_ros.pipeline import FusionPipeline, reduced_scale_model
 
     torch.set_num_threads(args.threads)
     config = BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads)
     backend = create_backend(config)
-    reduced_config, why = reduced_scale_config(config, args.scale_adapted)
+    reduced, why = reduced_scale_model(config, args.scale_adapted, threads=args.threads)
     print(why)
-    reduced = ReducedScaleModel(create_backend(reduced_config), DETAIL_GAIN) if reduced_config else None
     full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", reduced=reduced)
     x, y = build_split(args.msrs, "train", full, low)
     start = time.time()
