@@ -17,6 +17,9 @@ so every configuration sees the same machine load (this machine is shared) and t
 not queueing. End-to-end latency = receive time here - input stamp. The fused images the nodes publish
 for the same input are compared: PSNR of `new` and `res` against `old` (full-resolution fp32 fusion).
 Then each node free-runs at --rate Hz for --seconds, one after the other: the rate it sustains.
+The probes subscribe to the fused image only, so the nodes compute no class ids below the RGB size (they
+segment only while someone listens); --masks subscribes to segmentation/mask too, and asks for class ids
+in process.
 
     python benchmarks/node_latency.py [--frames 10] [--rate 10] [--seconds 6]
 """
@@ -146,11 +149,15 @@ def local_processors(names: list[str], model: Path, backend: str, threads: int, 
     return processors
 
 
-def time_round(processors: dict, names: list[str], k: int, th_msg, rgb_msg, times: dict[str, list[float]]) -> None:
-    """Round k: each configuration once, in an order rotated by k (none always follows the same one)."""
+def time_round(processors: dict, names: list[str], k: int, th_msg, rgb_msg, times: dict[str, list[float]],
+               classes: bool = False) -> None:
+    """Round k: each configuration once, in an order rotated by k (none always follows the same one).
+
+    classes: whether class ids are asked for, as the node asks only while a mask/overlay subscriber exists.
+    """
     for name in names[k % len(names):] + names[: k % len(names)]:
         start = time.perf_counter()
-        processors[name].process(th_msg, rgb_msg)
+        processors[name].process(th_msg, rgb_msg, classes=classes)
         times[name].append((time.perf_counter() - start) * 1000.0)
 
 
@@ -171,10 +178,10 @@ def in_process_only(names: list[str], args, model: Path) -> int:
     th_msg, rgb_msg = as_messages(encode_image(counts, "mono16"), encode_image(vis, "bgr8"))
     processors = local_processors(names, model, args.backend, args.threads, centred_homography(thermal_wh, rgb_wh))
     for processor in processors.values():
-        processor.process(th_msg, rgb_msg)  # warm-up
+        processor.process(th_msg, rgb_msg, classes=args.masks)  # warm-up
     times: dict[str, list[float]] = {n: [] for n in names}
     for k in range(1, args.frames + 1):
-        time_round(processors, names, k, th_msg, rgb_msg, times)
+        time_round(processors, names, k, th_msg, rgb_msg, times, args.masks)
     print(f"CPU as this process sees it: {read_cpu_features().summary()}")
     print_in_process(times, names)
     return 0
@@ -205,6 +212,9 @@ def main() -> int:
     parser.add_argument("--old-transport", choices=("fastdds", "same"), default="fastdds",
                         help="the old configurations' Fast DDS settings: fastdds = Fast DDS defaults (what the old "
                              "node had), same = the node's current default (isolates resolution and precision)")
+    parser.add_argument("--masks", action="store_true",
+                        help="also subscribe to segmentation/mask (the nodes then compute class ids; below the RGB "
+                             "size that is a segmentation pass at the RGB size) and ask for them in process")
     parser.add_argument("--configs", default="old,new,res,old-avx2,new-avx2",
                         help=f"comma-separated subset of {','.join(CONFIGS)}")
     args = parser.parse_args()
@@ -254,7 +264,8 @@ def main() -> int:
             old_transport = OLD_TRANSPORT if name in OLD_CONFIGS and args.old_transport == "fastdds" else {}
             env = {**old_transport, **node_env, **ENVS.get(name, {})}
             nodes[name] = NodeProcess(params, domain, logs[name], env=env).start()
-            probes[name] = Probe(domain, input_reliability="reliable")
+            topics = ("fused/image_raw", "segmentation/mask") if args.masks else ("fused/image_raw",)
+            probes[name] = Probe(domain, input_reliability="reliable", output_topics=topics)
         for name in names:
             if not probes[name].wait_for_node(180.0):
                 print(f"node {name} did not start, see {logs[name]}")
@@ -283,7 +294,7 @@ def main() -> int:
         local = local_processors(local_names, model, args.backend, args.threads, homography)
         th_msg, rgb_msg = as_messages(thermal_fields, rgb_fields)
         for processor in local.values():
-            processor.process(th_msg, rgb_msg)  # warm-up
+            processor.process(th_msg, rgb_msg, classes=args.masks)  # warm-up
         in_process: dict[str, list[float]] = {n: [] for n in names}
         e2e: dict[str, list[float]] = {n: [] for n in names}
         quality: dict[str, list[float]] = {n: [] for n in names}
@@ -300,7 +311,7 @@ def main() -> int:
                     e2e[name].append(got[0])
                 images[name] = image_of(got[1])
             if k and local_names:
-                time_round(local, local_names, k, th_msg, rgb_msg, in_process)
+                time_round(local, local_names, k, th_msg, rgb_msg, in_process, args.masks)
             for name in names:
                 base_name = BASELINE[name]
                 if name != base_name and name in images and base_name in images:
@@ -370,7 +381,7 @@ def main() -> int:
         command = [sys.executable, str(Path(__file__).resolve()), "--in-process-only", "--configs", ",".join(capped),
                    "--frames", str(args.in_process_frames), "--model", str(model), "--backend", args.backend,
                    "--threads", str(args.threads), "--thermal", args.thermal, "--rgb", args.rgb,
-                   "--official", str(args.official)]
+                   "--official", str(args.official)] + (["--masks"] if args.masks else [])
         subprocess.run(command, env={**os.environ, **AVX2_CAP}, check=False)
     for name in names:
         if lost[name]:

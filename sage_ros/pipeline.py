@@ -168,6 +168,9 @@ class FusionResult:
     class_ids: np.ndarray | None  # HxW uint8 at the visible image's size, when the model segments
     inference_ms: float  # time spent in the backend call alone
     fusion_hw: tuple[int, int] | None = None  # (height, width) the model ran at
+    # Below the RGB size with `classes=False`: computes the class ids later on request (the node publishes the
+    # fused image first, then segments for its mask/overlay subscribers). None when there is nothing to defer.
+    segment_later: Callable[[], np.ndarray] | None = None
 
 
 class FusionPipeline:
@@ -197,8 +200,8 @@ class FusionPipeline:
         image's size or already at the fusion size (the node registers straight onto that grid).
         vis_bgr: HxWx3 uint8 BGR (OpenCV order), HxWx4 BGRA, or HxW grey.
         thermal_hw: the thermal camera's native (height, width) for `resolution=thermal`; default: ir's size.
-        classes: whether class ids are wanted; False skips a separate segmentation stage (the ids a one-graph
-        model computes anyway are still returned).
+        classes: whether class ids are wanted now; False defers a separate segmentation stage to
+        `result.segment_later` (the ids a one-graph model computes anyway are still returned).
         """
         vis = visible_to_ycrcb(vis_bgr)
         ir_grey = infrared_to_grey(ir)
@@ -227,18 +230,23 @@ class FusionPipeline:
             ir_full = cv2.resize(ir_grey, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
             fused_y = self.refiner(fused_y, vis.y, ir_full)
         segmenter = self.reduced.segmenter if self.reduced is not None else None
+        segment_later = None
         if segmenter is not None:
-            class_ids = None
-            if classes:
-                if ir_full is None:
-                    ir_full = cv2.resize(ir_grey, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
-                class_ids = segmenter(fused_y, ir_full)
+            ir_small, ready_ir = ir_grey, ir_full
+
+            def segment(fused=fused_y) -> np.ndarray:
+                ir_rgb = ready_ir if ready_ir is not None else \
+                    cv2.resize(ir_small, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
+                return segmenter(fused, ir_rgb)
+
+            class_ids = segment() if classes else None
+            segment_later = None if classes else segment
         else:
             class_ids = out.class_ids
             if class_ids is not None:
                 # Ids are labels: nearest neighbour, never interpolated.
                 class_ids = cv2.resize(class_ids, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_NEAREST)
-        return FusionResult(fused_to_rgb8(fused_y, vis), fused_y, class_ids, inference_ms, fhw)
+        return FusionResult(fused_to_rgb8(fused_y, vis), fused_y, class_ids, inference_ms, fhw, segment_later)
 
     def _fuse_full(self, ir_grey: np.ndarray, vis: VisibleChannels) -> FusionResult:
         # The released pipeline, operation for operation (bit-identical to upstream's outputs).

@@ -633,10 +633,10 @@ class FusionNode(LifecycleNode):
                 self._problem("stale", f"dropped a pair {age:.2f} s old (max_pair_age {max_age} s)")
                 return
         pubs = self._pubs
-        # Class ids cost a segmentation pass at the RGB size when fusing below it: only while someone listens.
-        wants_classes = any(k in pubs and pubs[k].get_subscription_count() > 0 for k in ("mask", "overlay"))
         try:
-            out = self.processor.process(thermal, rgb, classes=wants_classes)
+            # Below the RGB size class ids are a segmentation pass at the RGB size: deferred until the fused
+            # image is out, and run only while a mask or overlay subscriber exists.
+            out = self.processor.process(thermal, rgb, classes=False)
         except ImageInputError as exc:
             cause = classify_error(exc)
             self.stats.drop(f"failed_{cause}", error=str(exc))
@@ -661,24 +661,34 @@ class FusionNode(LifecycleNode):
             return
         pubs["fused"].publish(image_msg(header, out.fused_rgb, "rgb8"))
         published = ["fused"]
+        # Latency is the fused image's: masks and overlays follow it (a segmentation pass below the RGB size).
+        fused_at = time.monotonic()
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
         # Extra outputs cost conversion (and the overlay a blend): only when someone listens.
         info = self._camera_info
         if info is not None and pubs["fused_info"].get_subscription_count() > 0:
             info.header = header
             pubs["fused_info"].publish(info)
             published.append("fused_info")
-        if out.class_ids is not None and "mask" in pubs:
+        class_ids = out.class_ids
+        wants_classes = "mask" in pubs and any(pubs[k].get_subscription_count() > 0 for k in ("mask", "overlay"))
+        if class_ids is None and out.segment_later is not None and wants_classes:
+            try:
+                class_ids = out.segment_later()
+            except Exception as exc:  # noqa: BLE001 - runtimes raise their own types; the fused image is out
+                # Not a dropped pair (its fused image is published): logged, and the mask/overlay skipped.
+                self._problem("failed_segmentation", f"segmentation failed on a {rgb.width}x{rgb.height} pair: "
+                              f"{exc}", detail=type(exc).__name__)
+        if class_ids is not None and "mask" in pubs:
             if pubs["mask"].get_subscription_count() > 0:
-                pubs["mask"].publish(image_msg(header, out.class_ids, "mono8"))
+                pubs["mask"].publish(image_msg(header, class_ids, "mono8"))
                 published.append("mask")
             if pubs["overlay"].get_subscription_count() > 0:
-                blended = make_overlay(out.fused_rgb, out.class_ids, self.class_table, s["overlay.alpha"])
+                blended = make_overlay(out.fused_rgb, class_ids, self.class_table, s["overlay.alpha"])
                 pubs["overlay"].publish(image_msg(header, blended, "rgb8"))
                 published.append("overlay")
         self.stats.published(published)
-        now = time.monotonic()
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
-        self.stats.output_published(now, latency_ms, (now - received) * 1000.0, out.inference_ms)
+        self.stats.output_published(fused_at, latency_ms, (fused_at - received) * 1000.0, out.inference_ms)
 
     # --- diagnostics ---------------------------------------------------------------------------
     def _sync_totals(self) -> dict[str, int]:

@@ -126,6 +126,7 @@ class PairOutput:
     class_ids: np.ndarray | None  # HxW uint8
     inference_ms: float
     thermal_bounds: tuple[float, float] | None  # normalisation window used (input units)
+    segment_later: Callable[[], np.ndarray] | None = None  # class ids on request (pipeline.FusionResult)
 
 
 class PairProcessor:
@@ -167,7 +168,8 @@ class PairProcessor:
         fusion_hw = self.pipeline.fusion_hw(rgb_hw, thermal_hw)
         ir = self._registration_for(rgb_hw, fusion_hw).to_rgb_grid(ir, fusion_hw)
         result = self.pipeline.fuse(ir, vis, thermal_hw=thermal_hw, classes=classes)
-        return PairOutput(result.fused_rgb, result.class_ids, result.inference_ms, self.normalizer.bounds)
+        return PairOutput(result.fused_rgb, result.class_ids, result.inference_ms, self.normalizer.bounds,
+                          result.segment_later)
 
     def _registration_for(self, rgb_hw: tuple[int, int], fusion_hw: tuple[int, int]) -> Registration:
         """The registration onto the fusion grid: the configured one, or its homography scaled to that grid."""
