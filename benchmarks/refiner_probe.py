@@ -34,7 +34,7 @@ from resolution_quality import cpu_flags_line, psnr, scores_of  # noqa: E402
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer  # noqa: E402
 from sage_ros.image.imaging import unit_to_uint8  # noqa: E402
-from sage_ros.pipeline import FusionPipeline  # noqa: E402
+from sage_ros.pipeline import FusionPipeline, reduced_scale_model  # noqa: E402
 from sage_ros.training.refiner import THERMAL_HW, build_split, make_refiner, train_refiner  # noqa: E402
 
 MSRS = REPO.parent / "shared" / "datasets" / "msrs"
@@ -124,13 +124,19 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-scale-adapted", dest="scale_adapted", action="store_false",
+                        help="the released student's thermal path (what the first refiner was trained on)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     print(f"CPU: {cpu_flags_line()}")
-    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads))
-    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal")
+    config = BackendConfig(name="onnxruntime", onnx_path=args.model, threads=args.threads)
+    backend = create_backend(config)
+    # The path the defaults run below the RGB size (the scale-adapted student), as the shipped refiner's training.
+    reduced, why = reduced_scale_model(config, args.scale_adapted, threads=args.threads)
+    print(why)
+    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", reduced=reduced)
     x_train, y_train = build_split(MSRS, "train", full, low)
     x_eval, y_eval = build_split(MSRS, "eval", full, low)
     print(f"MSRS train {len(x_train)} / eval {len(x_eval)} pairs, thermal camera simulated at "

@@ -597,55 +597,46 @@ def test_hd_fused_images_reach_a_best_effort_subscriber(onnx_model, tmp_path):
         proc.stop()
 
 
-def test_fusion_refine_runs_in_the_node(onnx_model, tmp_path):
-    """fusion.refine: true loads the shipped refiner on the backend's runtime and fuses with it."""
-    domain = pick_domain_id(6)
-    proc = NodeProcess(_params(onnx_model, **{"fusion.refine": True}), domain, tmp_path / "node.log").start()
-    probe = Probe(domain, diagnostics=False)
-    rng = np.random.default_rng(4)
+def _one_pair_through(params: dict, salt: int, tmp_path, log_says: str, topic: str = "fused/image_raw"):
+    """Start a node, check its start-up log says `log_says`, fuse one pair; returns the `topic` message."""
+    domain = pick_domain_id(salt)
+    proc = NodeProcess(params, domain, tmp_path / "node.log").start()
+    topics = tuple(dict.fromkeys(("fused/image_raw", topic)))
+    probe = Probe(domain, diagnostics=False, output_topics=topics)
+    rng = np.random.default_rng(salt)
     try:
         assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
-        assert "refiner refiner_msrs.npz on onnxruntime" in proc.log_text(), proc.log_text()[-2000:]
+        assert log_says in proc.log_text(), proc.log_text()[-2000:]
         stamp = time.time_ns()
         probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
         probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
-        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("fused/image_raw")), 30.0), \
+        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages(topic)), 30.0), \
             proc.log_text()[-2000:]
-        msg = next(m for _, m in probe.messages("fused/image_raw") if _stamp(m) == stamp)
-        assert (msg.width, msg.height) == (RW, RH)
+        return next(m for _, m in probe.messages(topic) if _stamp(m) == stamp)
     finally:
         probe.close()
         proc.stop()
+
+
+def test_fusion_refine_runs_in_the_node(onnx_model, tmp_path):
+    """fusion.refine: true loads the shipped refiner on the backend's runtime and fuses with it."""
+    msg = _one_pair_through(_params(onnx_model, **{"fusion.refine": True}), 6, tmp_path,
+                            "refiner refiner_msrs.npz on onnxruntime")
+    assert (msg.width, msg.height) == (RW, RH)
 
 
 def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
     """With the released student as model and the default `thermal` resolution, the node loads the shipped
-    scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it."""
-    domain = pick_domain_id(8)
-    proc = NodeProcess(_params(onnx_model), domain, tmp_path / "node.log").start()
-    probe = Probe(domain, diagnostics=False)
-    rng = np.random.default_rng(5)
-    try:
-        assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
-        # The test model is fusion-only, so is the adapted graph beside it (the class ids never change with size).
-        assert "below the RGB size: scale-adapted student sage_student_scale_fusion.onnx" in proc.log_text(), \
-            proc.log_text()[-2000:]
-        stamp = time.time_ns()
-        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
-        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
-        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("fused/image_raw")), 30.0), \
-            proc.log_text()[-2000:]
-        msg = next(m for _, m in probe.messages("fused/image_raw") if _stamp(m) == stamp)
-        assert (msg.width, msg.height) == (RW, RH)
-    finally:
-        probe.close()
-        proc.stop()
+    scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it.
+    The test model is fusion-only, so is the adapted graph beside it (the class ids never change with size)."""
+    msg = _one_pair_through(_params(onnx_model), 8, tmp_path,
+                            "below the RGB size: scale-adapted student sage_student_scale_fusion.onnx")
+    assert (msg.width, msg.height) == (RW, RH)
 
 
 def test_scale_adapted_masks_come_at_the_rgb_size(tmp_path):
     """With the default model (released student + the shipped segmentation network) the node runs the
-    segmentation at the RGB size on the final fused image when fusing below it, and only while a mask or
-    overlay subscriber exists."""
+    segmentation at the RGB size on the final fused image when fusing below it, for a mask subscriber."""
     if not CHECKPOINT.is_file():
         pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
     from sage_ros.model.model_files import export_checkpoint, shipped_head
@@ -654,20 +645,6 @@ def test_scale_adapted_masks_come_at_the_rgb_size(tmp_path):
     if graph is None or graph.suffix != ".onnx":
         pytest.skip("no shipped segmentation graph in this install")
     model = export_checkpoint(CHECKPOINT, tmp_path / "sage_student_seg.onnx", head="default", builder="numpy")
-    domain = pick_domain_id(9)
-    proc = NodeProcess(_params(model), domain, tmp_path / "node.log").start()
-    probe = Probe(domain, diagnostics=False, output_topics=("fused/image_raw", "segmentation/mask"))
-    rng = np.random.default_rng(6)
-    try:
-        assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
-        assert f"class ids from {graph.name} at the RGB size" in proc.log_text(), proc.log_text()[-2000:]
-        stamp = time.time_ns()
-        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
-        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
-        assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages("segmentation/mask")),
-                                30.0), proc.log_text()[-2000:]
-        mask = next(m for _, m in probe.messages("segmentation/mask") if _stamp(m) == stamp)
-        assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")
-    finally:
-        probe.close()
-        proc.stop()
+    mask = _one_pair_through(_params(model), 9, tmp_path, f"class ids from {graph.name} at the RGB size",
+                             topic="segmentation/mask")
+    assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")

@@ -72,7 +72,8 @@ def check_variant(name: str) -> str:
     return name
 
 
-def _composed_is_current(path: Path, provenance: dict) -> bool:
+def sidecar_matches(path: Path, provenance: dict) -> bool:
+    """Whether `path` exists with a JSON sidecar that records exactly these provenance values."""
     sidecar = path.with_suffix(".json")
     if not path.is_file() or not sidecar.is_file():
         return False
@@ -98,7 +99,7 @@ def ensure_fast_onnx(onnx_path: Path | None = None, head: Path | str | None = "d
         return student
     target = Path(onnx_path) if onnx_path else models_dir() / FAST_COMPOSED_NAME
     provenance = {"fast_student_sha256": sha256_of(student), "head_sha256": sha256_of(head_path)}
-    if _composed_is_current(target, provenance):
+    if sidecar_matches(target, provenance):
         return target
     import onnx
 

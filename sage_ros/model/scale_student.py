@@ -80,17 +80,6 @@ def read_state(path: str | Path) -> dict[str, np.ndarray]:
     return state
 
 
-def _is_current(target: Path, provenance: dict) -> bool:
-    sidecar = target.with_suffix(".json")
-    if not target.is_file() or not sidecar.is_file():
-        return False
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        return False
-    return all(meta.get(k) == v for k, v in provenance.items())
-
-
 def ensure_scale_onnx(
     weights: Path | None = None, onnx_path: Path | None = None, head: Path | str | None = "default"
 ) -> Path:
@@ -104,6 +93,7 @@ def ensure_scale_onnx(
 
     from sage_ros.model.compose import attach_segmentation
     from sage_ros.model.model_files import _head_sidecar, _resolve_head, load_seg_model
+    from sage_ros.model.model_variants import sidecar_matches
     from sage_ros.model.onnx_builder import build_student_model_proto
 
     weights = Path(weights) if weights else shipped_weights()
@@ -111,7 +101,7 @@ def ensure_scale_onnx(
     target = Path(onnx_path) if onnx_path else models_dir() / COMPOSED_NAME
     provenance = {"scale_student_sha256": sha256_of(weights) if weights.is_file() else None,
                   "head_sha256": sha256_of(head_path) if head_path else None}
-    if provenance["scale_student_sha256"] and _is_current(target, provenance):
+    if provenance["scale_student_sha256"] and sidecar_matches(target, provenance):
         return target
     state = read_state(weights)
     meta_in = read_sidecar(weights, FORMAT, ScaleStudentError, "scale-adapted student")

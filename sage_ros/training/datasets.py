@@ -273,3 +273,12 @@ def to_sample(name: str, raw: dict[str, np.ndarray]) -> dict:
         if key in raw:
             sample[key] = raw[key].astype(np.float32)
     return sample
+
+
+def shared_default(*parts: str) -> str:
+    """A path in the shared data folder of a development checkout (../shared beside the repository), or ''."""
+    for base in (Path.cwd().parent / "shared", Path(__file__).resolve().parents[3] / "shared"):
+        candidate = base.joinpath(*parts)
+        if candidate.exists():
+            return str(candidate)
+    return ""

@@ -63,7 +63,7 @@ from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 from sage_ros.model.checkpoint import load_student
 from sage_ros.model.fast_student import FastArch, FastStudent, save_fast_weights
 from sage_ros.model.student import WIDTH as TEACHER_WIDTH
-from sage_ros.training.datasets import msrs_records, read_pair
+from sage_ros.training.datasets import msrs_records, read_pair, shared_default
 from sage_ros.training.losses import feature_loss, gradient_term
 
 log = logging.getLogger(__name__)
@@ -440,15 +440,6 @@ def ship(out_dir: Path, data_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _shared_default(*parts: str) -> str:
-    # The shared data folder of a development checkout (../shared next to the repository), if present.
-    for base in (Path.cwd().parent / "shared", Path(__file__).resolve().parents[3] / "shared"):
-        candidate = base.joinpath(*parts)
-        if candidate.exists():
-            return str(candidate)
-    return ""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sage_ros.paths import default_checkpoint
 
@@ -460,10 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics.csv, outputs)")
     teacher = default_checkpoint()
     if not teacher.is_file():
-        teacher = Path(_shared_default("sage_official", "checkpoints.pt") or teacher)
+        teacher = Path(shared_default("sage_official", "checkpoints.pt") or teacher)
     p.add_argument("--teacher", default=str(teacher), help="released student checkpoint")
-    p.add_argument("--data", default=_shared_default("datasets", "msrs"), help="MSRS folder with splits.csv")
-    p.add_argument("--thumbs", default=_shared_default("datasets", "msrs_train_128"), help="MSRS thumbnails")
+    p.add_argument("--data", default=shared_default("datasets", "msrs"), help="MSRS folder with splits.csv")
+    p.add_argument("--thumbs", default=shared_default("datasets", "msrs_train_128"), help="MSRS thumbnails")
     p.add_argument("--thumbs-prob", type=float, default=d.thumbs_prob, help="share of thumbnail batches")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch", type=int, default=d.batch)

@@ -49,7 +49,7 @@ from sage_ros.model.checkpoint import load_student
 from sage_ros.model.scale_student import DETAIL_GAIN, FORMAT, WEIGHTS_NAME
 from sage_ros.model.weights import sha256_of
 from sage_ros.pipeline import resize_area
-from sage_ros.training.datasets import msrs_records, read_pair
+from sage_ros.training.datasets import msrs_records, read_pair, shared_default
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +216,6 @@ def save_weights(student: torch.nn.Module, path: Path, meta: dict) -> Path:
     return path
 
 
-def _shared_default(*parts: str) -> str:
-    for base in (Path.cwd().parent / "shared", Path(__file__).resolve().parents[3] / "shared"):
-        candidate = base.joinpath(*parts)
-        if candidate.exists():
-            return str(candidate)
-    return ""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sage_ros.paths import default_checkpoint
 
@@ -233,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     teacher = default_checkpoint()
     if not teacher.is_file():
-        teacher = Path(_shared_default("sage_official", "checkpoints.pt") or teacher)
+        teacher = Path(shared_default("sage_official", "checkpoints.pt") or teacher)
     p.add_argument("--teacher", default=str(teacher), help="released student checkpoint")
-    p.add_argument("--data", default=_shared_default("datasets", "msrs"), help="MSRS folder with splits.csv")
+    p.add_argument("--data", default=shared_default("datasets", "msrs"), help="MSRS folder with splits.csv")
     p.add_argument("--scales", default=",".join(str(s) for s in d.scales),
                    help="RGB / thermal size ratios per side to train for")
     p.add_argument("--steps", type=int, default=d.steps)
