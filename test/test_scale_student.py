@@ -286,3 +286,15 @@ def test_class_ids_below_the_rgb_size_come_from_the_rgb_size_segmentation(backen
         assert np.mean(agree["stage"]) > np.mean(agree["inside"]) + 0.1, agree
     finally:
         composed.close()
+
+
+def test_segmentation_stage_refuses_missing_and_corrupt_graphs(tmp_path: Path):
+    from sage_ros.model.seg_stage import FullResSegmenter, SegStageError
+
+    with pytest.raises(SegStageError, match="does not exist"):
+        FullResSegmenter(tmp_path / "none.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph at all")
+    for runtime in ("onnxruntime", "auto"):
+        with pytest.raises(SegStageError, match="could not be loaded"):
+            FullResSegmenter(bad, runtime=runtime)
