@@ -7,6 +7,8 @@ Protocol (both images in MSRS are 640x480, so a low-resolution thermal camera is
 - msrs: the MSRS eval split (names from splits.csv). RGB native 640x480, thermal camera simulated at
   384x288 (2.78x fewer pixels: the ratio of a 640x512 thermal camera to a 1280x720 RGB one).
 - msrs_up (--upscaled): visible upscaled to 1280x960 (bicubic), thermal native 640x480.
+- vifb (--vifb): the 21 VIFB benchmark pairs (other cameras and scenes, never trained on), thermal camera
+  simulated at 1/1.667 per side.
 Reported: PSNR of the final 8-bit RGB image against the full-resolution fp32 fusion of the same pair,
 and the fusion metrics (sage_ros.evaluation.metrics, on the fused Y against the registered IR and the visible Y at
 the RGB size) averaged over the split, with the relative difference. MI is also split into its two terms,
@@ -126,9 +128,13 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
     keys = list(m_full[0])
     mean_full = {k: float(np.mean([m[k] for m in m_full])) for k in keys}
     mean_low = {k: float(np.mean([m[k] for m in m_low])) for k in keys}
-    print(f"\n### {name}: {len(psnrs)} pairs, RGB {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]}, "
-          f"thermal camera {thermal_hw_of(pairs[0][1].shape[:2])[1]}x{thermal_hw_of(pairs[0][1].shape[:2])[0]}, "
-          f"fused at {b.fusion_hw[1]}x{b.fusion_hw[0]}")
+    sizes = {p[1].shape[:2] for p in pairs}
+    if len(sizes) == 1:
+        print(f"\n### {name}: {len(psnrs)} pairs, RGB {pairs[0][1].shape[1]}x{pairs[0][1].shape[0]}, thermal camera "
+              f"{thermal_hw_of(pairs[0][1].shape[:2])[1]}x{thermal_hw_of(pairs[0][1].shape[:2])[0]}, "
+              f"fused at {b.fusion_hw[1]}x{b.fusion_hw[0]}")
+    else:
+        print(f"\n### {name}: {len(psnrs)} pairs, {len(sizes)} frame sizes")
     print(f"PSNR final RGB vs full-resolution fusion: mean {np.mean(psnrs):.2f} dB, min {np.min(psnrs):.2f} dB")
     print(f"model time total: rgb {times['rgb']:.0f} ms, thermal {times['thermal']:.0f} ms "
           f"(x{times['rgb'] / max(times['thermal'], 1e-9):.2f})")
@@ -163,6 +169,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="at most N MSRS pairs (0: the whole eval split)")
     parser.add_argument("--upscaled", action="store_true", help="also the msrs_up protocol (slow)")
+    parser.add_argument("--vifb", action="store_true",
+                        help="also the 21 VIFB pairs (other cameras, 320x240-630x460; thermal at 1/1.67 per side)")
     parser.add_argument("--no-noise-ref", dest="noise_ref", action="store_false",
                         help="skip the sensitivity reference (full-resolution fusion + 0.5 / 1 grey level of noise)")
     parser.add_argument("--refine", action="store_true",
@@ -204,6 +212,13 @@ def main() -> int:
     ]
     run_set("msrs eval, thermal 384x288 vs RGB 640x480", pairs, full, low, lambda hw: (288, 384), args.noise_ref,
             args.oracle, released)
+    if args.vifb:
+        vifb = SHARED / "datasets" / "vifb" / "input"
+        vifb_pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(vifb / "VI" / p.name)))
+                      for p in sorted((vifb / "IR").glob("*.jpg"))]
+        run_set(f"vifb ({len(vifb_pairs)} pairs, other cameras), thermal camera at 1/1.67 per side", vifb_pairs,
+                full, low, lambda hw: (round(hw[0] / 1.667), round(hw[1] / 1.667)), args.noise_ref, args.oracle,
+                released)
     if args.upscaled:
         up = [(ir, cv2.resize(vis, (1280, 960), interpolation=cv2.INTER_CUBIC)) for ir, vis in pairs]
         run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640),

@@ -135,6 +135,15 @@ class ReducedScaleModel:
     backend: FusionBackend
     detail_gain: float | None = None  # None: measured per frame (`detail_gain`); a float: fixed
     segmenter: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # (fused Y, IR) at RGB size -> ids
+    # With a fixed detail_gain: scaled by min(1, measured gain / this), the model's mean measured gain on its
+    # training frames, so a scene whose fusion passes less fine detail gets less (scale_student.detail_reference).
+    detail_reference: float | None = None
+
+    def gain_for(self, fused_small: np.ndarray, y_small: np.ndarray) -> float | None:
+        """The detail layer's gain for this frame (None: measured, as for the released student)."""
+        if self.detail_gain is None or self.detail_reference is None:
+            return self.detail_gain
+        return self.detail_gain * min(1.0, detail_gain(fused_small, y_small) / self.detail_reference)
 
     def close(self) -> None:
         self.backend.close()
@@ -158,7 +167,7 @@ def reduced_scale_model(config, use: bool, threads: int = 0,
     except Exception:
         backend.close()
         raise
-    return ReducedScaleModel(backend, DETAIL_GAIN, segmenter), plan.why
+    return ReducedScaleModel(backend, DETAIL_GAIN, segmenter, plan.detail_reference), plan.why
 
 
 @dataclass
@@ -217,13 +226,12 @@ class FusionPipeline:
                 f"{rgb_hw[1]}x{rgb_hw[0]} nor the fusion size {fhw[1]}x{fhw[0]}: register it first"
             )
         y_small = resize_area(vis.y, fhw)
-        backend, gain = self.backend, None
-        if self.reduced is not None:
-            backend, gain = self.reduced.backend, self.reduced.detail_gain
+        backend = self.backend if self.reduced is None else self.reduced.backend
         start = time.perf_counter()
         out = backend.infer(y_small, ir_grey)
         inference_ms = (time.perf_counter() - start) * 1000.0
         fused_small = np.clip(out.fused_y, 0.0, 1.0)
+        gain = None if self.reduced is None else self.reduced.gain_for(fused_small, y_small)
         fused_y = upsample_with_detail(fused_small, vis.y, y_small, gain)
         ir_full = None  # the IR as registered at the RGB size (bilinear from the fusion grid), when a stage needs it
         if self.refiner is not None:

@@ -47,6 +47,7 @@ def test_shipped_weights_are_the_released_layout_with_provenance():
     meta = json.loads(shipped_weights().with_suffix(".json").read_text())
     assert meta["format"] == FORMAT and "MSRS train split" in meta["data"] and meta["detail_gain"] == 1.0
     assert meta["recipe"]["steps"] > 0 and meta["teacher_sha256"]
+    assert 0.5 < meta["detail_gain_reference"] < 1.2  # measured on the train frames: 0.87
 
 
 @pytest.mark.parametrize("damage", ["missing", "no_sidecar", "foreign_format", "nan", "truncated", "wrong_keys"])
@@ -239,6 +240,7 @@ def test_training_round_trip(tmp_path: Path):
     weights = tmp_path / "ship" / "scale_student.npz"
     meta = json.loads(weights.with_suffix(".json").read_text())
     assert meta["train_frames"] == 2 and meta["recipe"]["scales"] == [1.5, 2.0] and meta["recipe"]["steps"] == 2
+    assert 0.0 < meta["detail_gain_reference"] < 2.0
     read_state(weights)
     assert ensure_scale_onnx(weights, tmp_path / "g.onnx", head=None).is_file()
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -298,3 +300,20 @@ def test_segmentation_stage_refuses_missing_and_corrupt_graphs(tmp_path: Path):
     for runtime in ("onnxruntime", "auto"):
         with pytest.raises(SegStageError, match="could not be loaded"):
             FullResSegmenter(bad, runtime=runtime)
+
+
+def test_detail_gain_follows_the_frame_against_the_training_reference():
+    """Fixed gain 1 scaled by min(1, measured / reference): less fine detail where the model passes less of it
+    than on its training frames, never more than it was trained with."""
+    from sage_ros.pipeline import detail_gain
+
+    rng = np.random.default_rng(2)
+    y_small = cv2.GaussianBlur(rng.random((60, 80), dtype=np.float32), (0, 0), 0.7)
+    fused = 0.2 + 0.6 * y_small  # passes 0.6 of the visible's finest band
+    measured = detail_gain(fused, y_small)
+    assert abs(measured - 0.6) < 0.01
+    model = ReducedScaleModel(backend=None, detail_gain=1.0, detail_reference=0.8)
+    assert abs(model.gain_for(fused, y_small) - measured / 0.8) < 1e-6
+    assert ReducedScaleModel(None, 1.0, detail_reference=0.5).gain_for(fused, y_small) == 1.0  # capped
+    assert ReducedScaleModel(None, 1.0).gain_for(fused, y_small) == 1.0  # no reference: fixed
+    assert ReducedScaleModel(None, None).gain_for(fused, y_small) is None  # measured by the pipeline

@@ -41,8 +41,10 @@ WEIGHTS_NAME = "scale_student.npz"
 COMPOSED_NAME = "sage_student_scale.onnx"  # + the shipped segmentation network, as the default model
 NO_HEAD_NAME = "sage_student_scale_fusion.onnx"  # fusion only, beside a fusion-only model
 FORMAT = "sage_ros.scale_student/1"
-# The detail layer's gain the student was trained with (end to end through the upsampler): its
-# fine band is shaped for gain 1, so the pipeline must not re-estimate one (measured: AG -5.7 % if it does).
+# The detail layer's gain the student was trained with (end to end through the upsampler). At run time
+# the gain is that, scaled down where the adapted student passes less fine detail than it does on its
+# training frames (`detail_reference`): on MSRS that changes nothing, on other cameras' scenes (VIFB) it
+# keeps the image from coming out sharper than full-resolution fusion (AG +4.5 % with a fixed 1).
 DETAIL_GAIN = 1.0
 
 
@@ -123,6 +125,19 @@ def ensure_scale_onnx(
     return target
 
 
+def detail_reference(weights: str | Path | None = None) -> float | None:
+    """The adapted student's mean measured detail gain on its training frames (sidecar
+    `detail_gain_reference`), or None when the sidecar has none (then the gain stays DETAIL_GAIN)."""
+    meta = read_sidecar(Path(weights) if weights else shipped_weights(), FORMAT, ScaleStudentError,
+                        "scale-adapted student")
+    value = meta.get("detail_gain_reference")
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not 0.05 <= float(value) <= 2.0:
+        raise ScaleStudentError(f"scale-adapted student sidecar: detail_gain_reference {value!r} is not a gain")
+    return float(value)
+
+
 def _model_sidecar(config) -> dict | None:
     """The JSON sidecar of the config's ONNX model (an int8 sibling's: its fp32 model's), or None."""
     if config.onnx_path is None:
@@ -160,6 +175,7 @@ class ReducedPlan(NamedTuple):
     config: object | None
     seg_graph: Path | None
     why: str
+    detail_reference: float | None = None  # see `detail_reference`
 
 
 def reduced_scale_config(config, use: bool) -> ReducedPlan:
@@ -183,7 +199,7 @@ def reduced_scale_config(config, use: bool) -> ReducedPlan:
     if config.name == "torch":
         # The torch backend's model has its head in config.extra (an .npz head), or none: fusion only here.
         return ReducedPlan(replace(config, weights_path=weights), None,
-                           f"below the RGB size: scale-adapted student {weights.name}")
+                           f"below the RGB size: scale-adapted student {weights.name}", detail_reference(weights))
     head_sha = (_model_sidecar(config) or {}).get("head_sha256")
     seg_graph: Path | None = None
     if head_sha is not None:
@@ -203,4 +219,4 @@ def reduced_scale_config(config, use: bool) -> ReducedPlan:
     why = f"below the RGB size: scale-adapted student {onnx_path.name}"
     if seg_graph is not None:
         why += f", class ids from {seg_graph.name} at the RGB size"
-    return ReducedPlan(replace(config, onnx_path=onnx_path), seg_graph, why)
+    return ReducedPlan(replace(config, onnx_path=onnx_path), seg_graph, why, detail_reference(weights))

@@ -93,7 +93,8 @@ def simulated_pair(y: np.ndarray, ir8: np.ndarray, scale: float) -> tuple[np.nda
 class ScaleBank:
     """Train frames (Y, IR) and the teacher's full-resolution fused Y per scale, in memory (float16 targets)."""
 
-    def __init__(self, cfg: ScaleAdaptConfig, teacher: torch.nn.Module, device: str = "cpu") -> None:
+    def __init__(self, cfg: ScaleAdaptConfig, teacher: torch.nn.Module | None, device: str = "cpu") -> None:
+        # teacher None: the frames only (to measure a trained student), no targets.
         records = msrs_records(cfg.data, "train")[: cfg.limit]
         if not records:
             raise ScaleAdaptError(f"no train pairs in {cfg.data} (splits.csv `train` rows)")
@@ -109,12 +110,13 @@ class ScaleBank:
                 ir8 = pair["ir_u8"]  # read_pair refuses pairs of different sizes
                 self.y.append(y)
                 self.ir8.append(ir8)
-                for s in cfg.scales:
+                for s in cfg.scales if teacher is not None else ():
                     _, _, ir_reg = simulated_pair(y, ir8, s)
                     t = teacher(_tensor(y, device), _tensor(ir_reg, device))[0].clamp(0, 1)
                     self.target[s].append(t[0, 0].cpu().numpy().astype(np.float16))
-        log.info("data: %d MSRS train frames x %d scales, teacher outputs in %.0f s",
-                 len(records), len(cfg.scales), time.perf_counter() - start)
+        log.info("data: %d MSRS train frames x %d scales%s in %.0f s", len(records), len(cfg.scales),
+                 ", teacher outputs" if teacher is not None else " (no teacher: frames only)",
+                 time.perf_counter() - start)
 
 
 def _tensor(a: np.ndarray, device: str) -> torch.Tensor:
@@ -184,6 +186,7 @@ def train(cfg: ScaleAdaptConfig, out_dir: Path, device: str = "cpu") -> Path:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
         writer.writeheader()
         writer.writerows(rows)
+    reference = measure_detail_reference(student.eval(), bank, cfg.scales, device)
     first = float(np.mean([r["loss_grey"] for r in rows[:20]])) if rows else None
     last = float(np.mean([r["loss_grey"] for r in rows[-20:]])) if rows else None
     meta = {
@@ -193,6 +196,7 @@ def train(cfg: ScaleAdaptConfig, out_dir: Path, device: str = "cpu") -> Path:
         "data": "MSRS train split (splits.csv)",
         "train_frames": len(bank.y),
         "detail_gain": DETAIL_GAIN,
+        "detail_gain_reference": round(reference, 4),
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("teacher", "data", "extra")},
         "loss_grey_first20": first,
         "loss_grey_last20": last,
@@ -200,6 +204,36 @@ def train(cfg: ScaleAdaptConfig, out_dir: Path, device: str = "cpu") -> Path:
         "license": "MIT (derived from the released SAGE student, github.com/RollingPlain/SAGE)",
     }
     return save_weights(student, out_dir / WEIGHTS_NAME, meta)
+
+
+def measure_detail_reference(student: torch.nn.Module, bank: ScaleBank, scales: tuple[float, ...],
+                             device: str = "cpu") -> float:
+    """Mean `pipeline.detail_gain` of the student's output on the train frames at the training scales: the
+    fine-detail response the run-time gain is measured against (scale_student.detail_reference)."""
+    from sage_ros.pipeline import detail_gain
+
+    gains = []
+    with torch.no_grad():
+        for y, ir8 in zip(bank.y, bank.ir8, strict=True):
+            for scale in scales:
+                y_small, ir_cam, _ = simulated_pair(y, ir8, scale)
+                out = student(_tensor(y_small, device), _tensor(ir_cam, device))[0].clamp(0, 1)
+                gains.append(detail_gain(out[0, 0].cpu().numpy(), y_small))
+    return float(np.mean(gains))
+
+
+def add_detail_reference(weights: Path, cfg: ScaleAdaptConfig, device: str = "cpu") -> float:
+    """Measure the reference for existing weights on cfg's train frames and scales; write it to their sidecar."""
+    from sage_ros.model.fast_student import load_fast_student
+
+    student = load_fast_student(weights).to(device)
+    bank = ScaleBank(cfg, None, device)
+    reference = measure_detail_reference(student, bank, cfg.scales, device)
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["detail_gain_reference"] = round(reference, 4)
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return reference
 
 
 def save_weights(student: torch.nn.Module, path: Path, meta: dict) -> Path:
@@ -222,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = ScaleAdaptConfig()
     p = argparse.ArgumentParser(prog="python -m sage_ros.training.scale_adapt",
                                 description="Fine-tune the released student to fuse below the RGB size.")
-    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--out", type=Path, default=None, help="run folder (required to train)")
     teacher = default_checkpoint()
     if not teacher.is_file():
         teacher = Path(shared_default("sage_official", "checkpoints.pt") or teacher)
@@ -239,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--ship", type=Path, default=None, help="copy the weights and sidecar here (sage_ros/data)")
+    p.add_argument("--measure-reference", type=Path, default=None, metavar="WEIGHTS",
+                   help="no training: measure the detail-gain reference of these weights on the train frames and "
+                        "scales, and write it into their sidecar")
     return p
 
 
@@ -256,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ScaleAdaptError(f"--scales {args.scales}: every ratio must be > 1 (fusion below the RGB size)")
     cfg = ScaleAdaptConfig(teacher=args.teacher, data=args.data, scales=scales, steps=args.steps, batch=args.batch,
                            lr=args.lr, grad_weight=args.grad_weight, seed=args.seed, limit=args.limit)
+    if args.measure_reference:
+        reference = add_detail_reference(args.measure_reference, cfg, args.device)
+        print(json.dumps({"weights": str(args.measure_reference), "detail_gain_reference": round(reference, 4)}))
+        return 0
+    if args.out is None:
+        raise ScaleAdaptError("--out is required to train (a run folder)")
     npz = train(cfg, args.out, args.device)
     if args.ship:
         args.ship.mkdir(parents=True, exist_ok=True)
