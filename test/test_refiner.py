@@ -140,7 +140,7 @@ def test_refiner_brings_msrs_eval_pairs_closer_to_full_resolution(official_dir: 
     model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", None, builder="numpy")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
     scaled = create_backend(BackendConfig(name="onnxruntime", threads=2,
-                                          onnx_path=ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx", head=None)))
+                                          onnx_path=ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx")))
     reduced = ReducedScaleModel(scaled, DETAIL_GAIN)
     with open(MSRS / "splits.csv") as handle:
         names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"][:4]

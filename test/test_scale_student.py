@@ -80,7 +80,7 @@ def test_graph_is_built_without_torch_and_matches_the_torch_student(tmp_path: Pa
     torch = pytest.importorskip("torch")
     from sage_ros.model.fast_student import load_fast_student
 
-    onnx_path = ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx", head=None)
+    onnx_path = ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx")
     meta = json.loads(onnx_path.with_suffix(".json").read_text())
     assert meta["outputs"] == ["fused_y"] and meta["scale_student_sha256"]
     rng = np.random.default_rng(0)
@@ -96,7 +96,7 @@ def test_graph_is_built_without_torch_and_matches_the_torch_student(tmp_path: Pa
     assert np.abs(got - want).max() < 1e-4
     # Reused while current: the second call does not rebuild.
     stamp = onnx_path.stat().st_mtime_ns
-    assert ensure_scale_onnx(onnx_path=onnx_path, head=None) == onnx_path and onnx_path.stat().st_mtime_ns == stamp
+    assert ensure_scale_onnx(onnx_path=onnx_path) == onnx_path and onnx_path.stat().st_mtime_ns == stamp
 
 
 def _export_with_sidecar(tmp_path: Path, checkpoint_sha: str, head_sha: str | None = None) -> Path:
@@ -162,7 +162,7 @@ def backends(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("scale")
     released = _backend(export_checkpoint(CHECKPOINT, tmp / "released.onnx", head=None, builder="numpy"))
-    scaled = _backend(ensure_scale_onnx(onnx_path=tmp / "scale.onnx", head=None))
+    scaled = _backend(ensure_scale_onnx(onnx_path=tmp / "scale.onnx"))
     yield released, scaled
     released.close()
     scaled.close()
@@ -242,7 +242,7 @@ def test_training_round_trip(tmp_path: Path):
     assert meta["train_frames"] == 2 and meta["recipe"]["scales"] == [1.5, 2.0] and meta["recipe"]["steps"] == 2
     assert 0.0 < meta["detail_gain_reference"] < 2.0
     read_state(weights)
-    assert ensure_scale_onnx(weights, tmp_path / "g.onnx", head=None).is_file()
+    assert ensure_scale_onnx(weights, tmp_path / "g.onnx").is_file()
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 2 and all(np.isfinite(float(r["loss_grey"])) for r in rows)
     bad = subprocess.run(

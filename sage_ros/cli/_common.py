@@ -66,9 +66,10 @@ def _resolution(text: str) -> str | tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def backend_from_args(args: argparse.Namespace) -> FusionBackend:
-    """Create the backend the options ask for, exporting the ONNX model first if needed."""
-    backend = create_backend(backend_config_from_args(args))
+def backend_from_args(args: argparse.Namespace, config: BackendConfig | None = None) -> FusionBackend:
+    """Create the backend the options ask for (or `config`, already made from them), exporting the ONNX
+    model first if needed."""
+    backend = create_backend(config or backend_config_from_args(args))
     log.info("backend: %s", backend.description)
     return backend
 
@@ -105,16 +106,17 @@ def backend_config_from_args(args: argparse.Namespace) -> BackendConfig:
     )
 
 
-def reduced_from_args(args: argparse.Namespace):
+def reduced_from_args(args: argparse.Namespace, config: BackendConfig):
     """The scale-adapted student (`pipeline.ReducedScaleModel`) for fusion below the RGB size, or None.
 
-    None with `--resolution rgb`, `--no-scale-adapted`, or a model other than the released student.
+    config: the main model's BackendConfig (`backend_config_from_args`). None with `--resolution rgb`,
+    `--no-scale-adapted`, or a model other than the released student.
     """
     from sage_ros.pipeline import reduced_scale_model
 
     if getattr(args, "resolution", "rgb") == "rgb":
         return None
-    reduced, why = reduced_scale_model(backend_config_from_args(args), args.scale_adapted, threads=args.threads or 0)
+    reduced, why = reduced_scale_model(config, args.scale_adapted, threads=args.threads or 0)
     log.info("%s", why)
     return reduced
 

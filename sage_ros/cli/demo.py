@@ -11,7 +11,13 @@ import numpy as np
 
 from sage_ros import install_hint
 from sage_ros.backends import BackendError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
+from sage_ros.cli._common import (
+    add_backend_arguments,
+    backend_config_from_args,
+    backend_from_args,
+    reduced_from_args,
+    refiner_from_args,
+)
 from sage_ros.cli._folder_fusion import read_image, side_by_side, write_rgb
 from sage_ros.model.classes import load_class_table, overlay
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch, sample_pairs
@@ -57,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
         args.weights = official / CHECKPOINT.local
     _say_model_build(args)
     try:
-        backend = backend_from_args(args)
+        config = backend_config_from_args(args)  # once: the model file is checked or exported here
+        backend = backend_from_args(args, config)
         refiner = refiner_from_args(args, backend)
-        reduced = reduced_from_args(args)
+        reduced = reduced_from_args(args, config)
     except (BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,7 +11,13 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
+from sage_ros.cli._common import (
+    add_backend_arguments,
+    backend_config_from_args,
+    backend_from_args,
+    reduced_from_args,
+    refiner_from_args,
+)
 from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
@@ -169,9 +175,10 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     )
     try:
         thermal.validate()
-        backend = backend_from_args(args)
+        config = backend_config_from_args(args)  # once: the model file is checked or exported here
+        backend = backend_from_args(args, config)
         refiner = refiner_from_args(args, backend)
-        reduced = reduced_from_args(args)
+        reduced = reduced_from_args(args, config)
     except (ValueError, BackendError, FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

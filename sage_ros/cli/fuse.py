@@ -10,7 +10,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.backends import BackendError
-from sage_ros.cli._common import add_backend_arguments, backend_from_args, reduced_from_args, refiner_from_args
+from sage_ros.cli._common import (
+    add_backend_arguments,
+    backend_config_from_args,
+    backend_from_args,
+    reduced_from_args,
+    refiner_from_args,
+)
 from sage_ros.cli._folder_fusion import fuse_folder, pair_folders
 from sage_ros.pipeline import FusionPipeline
 
@@ -46,9 +52,10 @@ def _class_table(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     try:
         pairs, _, _ = pair_folders(args.ir, args.vis)
-        backend = backend_from_args(args)
+        config = backend_config_from_args(args)  # once: the model file is checked or exported here
+        backend = backend_from_args(args, config)
         refiner = refiner_from_args(args, backend)
-        reduced = reduced_from_args(args)
+        reduced = reduced_from_args(args, config)
     except (FileNotFoundError, BackendError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

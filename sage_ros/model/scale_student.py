@@ -12,8 +12,8 @@ The weights (`sage_ros/data/scale_student.npz`, trained by `python -m sage_ros.t
 the released state dict's keys as plain arrays, plus the fast-student `__arch__` / `__meta__` entries
 (width 32, three convs per block: exactly the released topology) so the torch backend loads them as it
 loads the fast student. A JSON sidecar records the recipe and the provenance. This module is torch-free:
-the graph is built by `onnx_builder` and composed with the shipped segmentation network into the models
-cache, like the default model.
+the fusion-only graph is built by `onnx_builder` into the models cache; below the RGB size the class ids
+come from the segmentation network run at the RGB size (`seg_stage`).
 
 Used only where it applies: the pipeline runs it when the fusion size is below the RGB size, and the
 released student (bit-exact to upstream) whenever it fuses at the RGB size.
@@ -38,8 +38,7 @@ from sage_ros.paths import models_dir
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "scale_student.npz"
-COMPOSED_NAME = "sage_student_scale.onnx"  # + the shipped segmentation network, as the default model
-NO_HEAD_NAME = "sage_student_scale_fusion.onnx"  # fusion only, beside a fusion-only model
+GRAPH_NAME = "sage_student_scale_fusion.onnx"  # fusion-only, in the models cache
 FORMAT = "sage_ros.scale_student/1"
 # The detail layer's gain the student was trained with (end to end through the upsampler). At run time
 # the gain is that, scaled down where the adapted student passes less fine detail than it does on its
@@ -82,46 +81,33 @@ def read_state(path: str | Path) -> dict[str, np.ndarray]:
     return state
 
 
-def ensure_scale_onnx(
-    weights: Path | None = None, onnx_path: Path | None = None, head: Path | str | None = "default"
-) -> Path:
-    """The scale-adapted student as a model file: built once (torch-free) into the models cache.
+def ensure_scale_onnx(weights: Path | None = None, onnx_path: Path | None = None) -> Path:
+    """The scale-adapted student as a fusion-only model file, built once (torch-free) into the models cache.
 
-    With `head="default"` the package's segmentation network is attached, as in the default model, so the
-    node publishes class ids whichever student ran. Rebuilt when the weights or the head change (the
-    sidecar records both sha256).
+    Fusion-only because below the RGB size the class ids come from the segmentation network run at the RGB
+    size (`seg_stage`), never from inside this graph. Rebuilt when the weights change (the sidecar records
+    their sha256).
     """
     import onnx
 
-    from sage_ros.model.compose import attach_segmentation
-    from sage_ros.model.model_files import _head_sidecar, _resolve_head, load_seg_model
     from sage_ros.model.model_variants import sidecar_matches
     from sage_ros.model.onnx_builder import build_student_model_proto
 
     weights = Path(weights) if weights else shipped_weights()
-    head_path = _resolve_head(head)
-    target = Path(onnx_path) if onnx_path else models_dir() / COMPOSED_NAME
-    provenance = {"scale_student_sha256": sha256_of(weights) if weights.is_file() else None,
-                  "head_sha256": sha256_of(head_path) if head_path else None}
+    target = Path(onnx_path) if onnx_path else models_dir() / GRAPH_NAME
+    provenance = {"scale_student_sha256": sha256_of(weights) if weights.is_file() else None}
     if provenance["scale_student_sha256"] and sidecar_matches(target, provenance):
         return target
-    state = read_state(weights)
+    model = build_student_model_proto(read_state(weights))
     meta_in = read_sidecar(weights, FORMAT, ScaleStudentError, "scale-adapted student")
-    model = build_student_model_proto(state)
-    meta: dict = {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17,
-                  "model": "sage_scale_student", "classes": [],
-                  "scale_student": {k: v for k, v in meta_in.items() if k != "format"}}
-    if head_path is not None:
-        head_meta = _head_sidecar(head_path)
-        model = attach_segmentation(model, load_seg_model(head_path))
-        meta.update(outputs=["fused_y", "class_ids"], model="sage_scale_student_seg", classes=head_meta["classes"],
-                    head={k: v for k, v in head_meta.items() if k != "classes"} | {"file": head_path.name})
+    meta = {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17, "model": "sage_scale_student",
+            "classes": [], "scale_student": {k: v for k, v in meta_in.items() if k != "format"}}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")  # never half a model for a reader starting now
     onnx.save(model, str(tmp))
     os.replace(tmp, target)
     target.with_suffix(".json").write_text(json.dumps(meta | provenance, indent=2) + "\n")
-    log.info("built %s (scale-adapted student%s)", target, f" + segmentation {head_path.name}" if head_path else "")
+    log.info("built %s (scale-adapted student)", target)
     return target
 
 
@@ -211,7 +197,7 @@ def reduced_scale_config(config, use: bool) -> ReducedPlan:
         if shipped.suffix != ".onnx":  # the older .npz head: a graph only through PyTorch
             return ReducedPlan(None, None, "scale-adapted student not used: the shipped head is not a graph here")
         seg_graph = shipped
-    onnx_path = ensure_scale_onnx(weights, models_dir() / NO_HEAD_NAME, head=None)
+    onnx_path = ensure_scale_onnx(weights)
     if config.precision == "int8" and config.name in ("onnxruntime", "openvino"):
         from sage_ros.model.model_files import ensure_int8
 
