@@ -83,13 +83,15 @@ def _fit(args: argparse.Namespace) -> int:
     from sage_ros.training.trainer import Trainer, teardown_distributed
 
     cfg = _config(args)
+    finished = False
     try:
         trainer = Trainer(cfg)
         result = trainer.fit(resume=args.resume, export=False if args.no_export else None)
         if trainer.env.is_main:
             log.info("done: %d steps; checkpoint %s; model %s", result.steps, result.checkpoint, result.onnx)
+        finished = True
     finally:
-        teardown_distributed()
+        teardown_distributed(barrier=finished)
     return 0
 
 
