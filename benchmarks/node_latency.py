@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO))
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
+from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.image.registration import Registration  # noqa: E402
 from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
 from sage_ros.model.refiner import refiner_for_backend  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
 from sage_ros.pipeline import FusionPipeline, reduced_scale_model  # noqa: E402

@@ -28,14 +28,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_ros.image.encodings import encode_image  # noqa: E402
-from sage_ros.node.harness import (  # noqa: E402
+from sage_ros.devtools.harness import (  # noqa: E402
     NodeProcess,
     Probe,
     exported_student,
     local_dds_env,
     pick_domain_id,
 )
+from sage_ros.image.encodings import encode_image  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from node_latency import centred_homography, frames  # noqa: E402

@@ -30,14 +30,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_ros.image.encodings import encode_image  # noqa: E402
-from sage_ros.node.harness import (  # noqa: E402
+from sage_ros.devtools.harness import (  # noqa: E402
     NodeProcess,
     Probe,
     exported_student,
     pick_domain_id,
     restrict_dds_to_host,
 )
+from sage_ros.image.encodings import encode_image  # noqa: E402
 
 OFFICIAL = REPO.parent / "shared" / "sage_official"
 THERMAL_WH, RGB_WH = (640, 512), (1280, 720)

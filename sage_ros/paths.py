@@ -7,6 +7,7 @@ from pathlib import Path
 
 HOME_ENV = "SAGE_ROS_HOME"
 MIRROR_ENV = "SAGE_ROS_MIRROR"
+DATA_MIRROR_ENV = "SAGE_ROS_DATA_MIRROR"  # a folder laid out like the data sets (msrs/, m3fd_samples/)
 
 
 def cache_dir() -> Path:
@@ -26,6 +27,11 @@ def official_dir() -> Path:
 
 def default_checkpoint() -> Path:
     return official_dir() / "checkpoints.pt"
+
+
+def datasets_dir() -> Path:
+    """The small real data sets fetched by `sage_ros.evaluation.data_fetch` (msrs/, m3fd_samples/)."""
+    return cache_dir() / "datasets"
 
 
 def models_dir() -> Path:

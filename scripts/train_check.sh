@@ -51,12 +51,12 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 
 echo "== 1/4 tiny random SAM (stand-in for the official ViT-B checkpoint)"
-"$PY" -m sage_ros.training tiny-sam "$OUT/tiny_sam.pt" --img-size 64
+"$PY" -m sage_ros train student tiny-sam "$OUT/tiny_sam.pt" --img-size 64
 
 echo "== 2/4 mask cache with the tiny SAM on 2 SAGE sample pairs (checks the generator path)"
 MASK_DEVICE=$DEVICE
 [[ "$MASK_DEVICE" == auto ]] && MASK_DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-"$PY" -m sage_ros.training masks --config config/train_smoke.yaml --device "$MASK_DEVICE" --no-progress \
+"$PY" -m sage_ros train student masks --config config/train_smoke.yaml --device "$MASK_DEVICE" --no-progress \
   --set data.layout=sage --set "data.root=$SHARED/sage_official" --set data.limit=2 \
   --set "data.mask_cache=$OUT/masks" --set "sam.checkpoint=$OUT/tiny_sam.pt" \
   --set sam.points_per_side=8 --set sam.pred_iou_thresh=0.0 --set sam.stability_score_thresh=0.0 \
@@ -65,7 +65,7 @@ ls "$OUT/masks/ir" "$OUT/masks/vis"
 
 echo "== 3/4 bi-level training: $STEPS steps, crops $CROP, batch $BATCH, device $DEVICE"
 LOG_EVERY=$(( STEPS >= 100 ? 20 : 1 ))
-"$PY" -m sage_ros.training fit --config config/train_smoke.yaml --steps "$STEPS" --device "$DEVICE" \
+"$PY" -m sage_ros train student fit --config config/train_smoke.yaml --steps "$STEPS" --device "$DEVICE" \
   --out "$OUT/run" --set "sam.checkpoint=$OUT/tiny_sam.pt" --set "data.crop=[$CROP]" \
   --set "train.batch_size=$BATCH" --set "data.workers=$WORKERS" --set "train.log_every=$LOG_EVERY" \
   --set "train.checkpoint_every=$(( STEPS / 2 > 0 ? STEPS / 2 : 1 ))" ${THREADS[@]+"${THREADS[@]}"}

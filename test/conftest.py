@@ -1,21 +1,34 @@
-"""Shared fixtures: the real released weights and data from ../shared, skipped when absent."""
+"""Shared fixtures: the released weights and a small real data set, fetched the way users fetch them.
+
+`official_dir` / `checkpoint_path` run the same sha256-checked fetch as `sage-ros weights fetch`
+(sage_ros.model.weights, honouring $SAGE_ROS_MIRROR); `msrs_dir` / `m3fd_boxes_dir` run
+sage_ros.evaluation.data_fetch (honouring $SAGE_ROS_DATA_MIRROR). The files land in the user's models
+cache (sage_ros.paths: $SAGE_ROS_HOME, else ~/.cache/sage_ros), the very place the node and the CLI read
+them from: a user who fetched once runs the tests without another download, and a download is made once,
+not per session (files already there are re-verified by sha256, and every write is atomic, so
+concurrent sessions are safe). A fixture skips only when its files cannot be had at all: no network and
+no mirror set. A mirror that lacks or corrupts a file, or a pinned URL that answers with an error, fails.
+Tests that need a FULL data set (not the fetched subset) use `full_dataset(name)`, which skips naming it.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import sys
+import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sage_ros.node.harness import pick_domain_id, restrict_dds_to_host
+from sage_ros.devtools.harness import pick_domain_id, restrict_dds_to_host
+from sage_ros.evaluation.data_fetch import MirrorOnlyError, fetch_data
+from sage_ros.model.weights import CHECKPOINT, FetchError, fetch
+from sage_ros.paths import DATA_MIRROR_ENV, MIRROR_ENV
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-OFFICIAL = SHARED / "sage_official"
-MSRS = SHARED / "datasets" / "msrs"
 # Test-only placeholder for `composition_interfaces` (not on PyPI; launch_ros imports it at import time
 # but only composable nodes use it). Put on the path only when the real package is absent.
 ROS_PLACEHOLDERS = Path(__file__).resolve().parent / "ros_placeholders"
@@ -30,26 +43,62 @@ if importlib.util.find_spec("composition_interfaces") is None:
     )
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent: these tests need the shared data folder beside the repository")
-    return path
+def _offline(exc: FetchError) -> bool:
+    """A download that never reached its server (no route, no DNS, a timeout); not an HTTP error answer."""
+    cause = exc.__cause__
+    return isinstance(cause, (OSError, TimeoutError)) and not isinstance(cause, urllib.error.HTTPError)
+
+
+def _fetched(what: str, mirror_env: str, fetch_files: Callable[[], Path]) -> Path:
+    try:
+        return fetch_files()
+    except MirrorOnlyError as exc:
+        pytest.skip(f"{what}: {exc}")
+    except FetchError as exc:
+        if not os.environ.get(mirror_env) and _offline(exc):
+            pytest.skip(f"{what} could not be downloaded ({exc.__cause__}) and ${mirror_env} is not set: "
+                        f"set {mirror_env}=DIR, a folder holding the same files (`make test` does when ../shared "
+                        "is beside the repository)")
+        raise
 
 
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
-    """The released checkpoint, six sample pairs and upstream's fused outputs."""
-    return _need(OFFICIAL)
+    """The released checkpoint, six sample pairs and upstream's fused outputs, fetched into the models cache."""
+    return _fetched("the released SAGE files", MIRROR_ENV, fetch)
 
 
 @pytest.fixture(scope="session")
 def checkpoint_path(official_dir: Path) -> Path:
-    return _need(official_dir / "checkpoints.pt")
+    return official_dir / CHECKPOINT.local
 
 
 @pytest.fixture(scope="session")
 def msrs_dir() -> Path:
-    return _need(MSRS)
+    """A few MSRS pairs (day and night; eval, train, unlabeled) with their boxes and their splits.csv.
+
+    Counts come from its splits.csv, which lists exactly the fetched pairs."""
+    return _fetched("the MSRS subset", DATA_MIRROR_ENV, lambda: fetch_data(["msrs"])) / "msrs"
+
+
+@pytest.fixture(scope="session")
+def m3fd_boxes_dir() -> Path:
+    """M3FD's human boxes (YOLO text, NAME.txt) for the six released sample pairs in `official_dir`."""
+    return _fetched("the M3FD boxes", DATA_MIRROR_ENV, lambda: fetch_data(["m3fd_samples"])) / "m3fd_samples/boxes"
+
+
+@pytest.fixture(scope="session")
+def full_dataset() -> Callable[[str], Path]:
+    """name -> a FULL data set (e.g. "msrs", "msrs_train_128", "vifb") in $SAGE_ROS_DATA_MIRROR, else a skip."""
+
+    def get(name: str) -> Path:
+        root = os.environ.get(DATA_MIRROR_ENV)
+        if not root or not (Path(root) / name).is_dir():
+            pytest.skip(f"needs the full {name} data set: set {DATA_MIRROR_ENV} to a folder holding {name}/ "
+                        "(../shared/datasets; `make test` sets it when that folder is there)")
+        return Path(root) / name
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -72,15 +72,20 @@ def _tiny_model(path) -> None:
 
 @pytest.mark.parametrize(("flags", "expected"), [(AVX2_ONLY, "fp32"), (AVX512_BF16, "bf16")])
 def test_auto_precision_reaches_the_backend_and_is_logged(monkeypatch, tmp_path, caplog, flags, expected):
-    pytest.importorskip("openvino")
+    ov = pytest.importorskip("openvino")
     model = tmp_path / "tiny.onnx"
     _tiny_model(model)
     monkeypatch.setattr(cpu_features, "read_cpu_features", lambda *a: parse_cpuinfo(_cpuinfo(flags)))
     with caplog.at_level(logging.INFO, logger="sage_ros.backends"):
         backend = create_backend(BackendConfig(name="openvino", onnx_path=model, precision="auto"))
     try:
-        assert backend.description.endswith(f"CPU {expected})")
+        # The choice made from the (faked) CPU flags, stated with its reason ...
         assert backend.precision_note and f"precision auto -> {expected} on openvino" in backend.precision_note
+        # ... and what OpenVINO compiled the model to run at: bf16 where it was chosen and this CPU can run it
+        # (OpenVINO falls back to f32 on a CPU without BF16 support, whatever the hint).
+        host_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        ran = backend._compiled.get_property("INFERENCE_PRECISION_HINT")
+        assert ran == (ov.Type.bf16 if expected == "bf16" and host_bf16 else ov.Type.f32), ran
         assert any("precision auto" in r.message for r in caplog.records)
         out = backend.infer(np.full((8, 8), 0.5, np.float32), np.zeros((8, 8), np.float32))
         assert out.fused_y.shape == (8, 8)

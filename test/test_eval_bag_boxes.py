@@ -1,11 +1,12 @@
 """Boxes in bags (vision_msgs/Detection2DArray) and eval-bag's masks-vs-boxes scoring and contact sheet.
 
-The end-to-end tests run the shipped model (released student + shipped segmentation network) on a few
-real MSRS pairs from ../shared and are skipped when those are absent.
+The end-to-end tests run the shipped model (released student + shipped segmentation network) on the real
+MSRS pairs of the `msrs_dir` fixture (fetched, sha256-checked, with their human boxes).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -31,9 +32,6 @@ from sage_ros.evaluation.runner import EvalOptions, EvalResult, _read_boxes
 from sage_ros.model.classes import class_table
 from sage_ros.pairing.datasets import discover
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MSRS = SHARED / "datasets" / "msrs"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
 NAMES = class_table("msrs").names  # unlabelled, car, person, bike, ...
 T0 = 1_700_000_000 * 10**9
 
@@ -139,38 +137,38 @@ def test_scores_of_known_shapes_read_from_a_bag(tmp_path):
 
 # ---------------------------------------------------------------- end to end on real MSRS pairs
 
-SCORED = ("00012N", "00024N", "00055D", "01574D")  # 01574D has an empty box file: an object-free frame
-UNBOXED = "00556D"  # one of the 5 pairs without a box file
-
-
 @pytest.fixture(scope="module")
-def msrs_subset(tmp_path_factory):
-    if not all((MSRS / "boxes" / "fusion" / f"{n}.txt").is_file() for n in SCORED):
-        pytest.skip(f"MSRS pairs and boxes not found in {MSRS}")
+def msrs_subset(msrs_dir: Path, tmp_path_factory) -> dict:
+    """The eval pairs of the fetched MSRS pairs with their fusion boxes (scored), and the pairs that have no box
+    file (not scored), in a folder of their own whose splits.csv marks the latter 'extra'."""
+    with (msrs_dir / "splits.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    boxes = msrs_dir / "boxes" / "fusion"
+    scored = [r["name"] for r in rows if r["split"] == "eval" and (boxes / f"{r['name']}.txt").is_file()]
+    unboxed = [r["name"] for r in rows if not (boxes / f"{r['name']}.txt").is_file()]
+    assert scored and unboxed, "the fetched pairs include eval pairs with boxes and pairs without a box file"
     root = tmp_path_factory.mktemp("msrs")
     for d in ("ir", "vi", "boxes/fusion"):
         (root / d).mkdir(parents=True)
-    rows = ["name,split,light"]
-    for name in (*SCORED, UNBOXED):
+    lines = ["name,split,light"]
+    light = {r["name"]: r["light"] for r in rows}
+    for name in (*scored, *unboxed):
         for d in ("ir", "vi"):
-            shutil.copy(MSRS / d / f"{name}.png", root / d / f"{name}.png")
-        if name in SCORED:
-            shutil.copy(MSRS / "boxes" / "fusion" / f"{name}.txt", root / "boxes" / "fusion" / f"{name}.txt")
-            rows.append(f"{name},eval,{'day' if name.endswith('D') else 'night'}")
-        else:
-            rows.append(f"{name},extra,day")
-    (root / "splits.csv").write_text("\n".join(rows) + "\n")
-    return root
+            shutil.copy(msrs_dir / d / f"{name}.png", root / d / f"{name}.png")
+        if name in scored:
+            shutil.copy(boxes / f"{name}.txt", root / "boxes" / "fusion" / f"{name}.txt")
+        lines.append(f"{name},{'eval' if name in scored else 'extra'},{light[name]}")
+    (root / "splits.csv").write_text("\n".join(lines) + "\n")
+    empty = [n for n in scored if not (boxes / f"{n}.txt").read_text().strip()]
+    return {"root": root, "scored": scored, "unboxed": unboxed, "empty": empty}
 
 
 @pytest.fixture(scope="module")
-def seg_model(tmp_path_factory):
+def seg_model(checkpoint_path: Path, tmp_path_factory):
     """The shipped model: the released student with the shipped segmentation network (fused_y, class_ids)."""
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released student checkpoint not found at {CHECKPOINT}")
     from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
 
-    return export_checkpoint(CHECKPOINT, tmp_path_factory.mktemp("model") / "sage_student.onnx", DEFAULT_HEAD)
+    return export_checkpoint(checkpoint_path, tmp_path_factory.mktemp("model") / "sage_student.onnx", DEFAULT_HEAD)
 
 
 def _backend(model: Path) -> list[str]:
@@ -181,23 +179,25 @@ def _backend(model: Path) -> list[str]:
 def evaluated(msrs_subset, seg_model, tmp_path_factory):
     work = tmp_path_factory.mktemp("eval_boxes")
     bag = work / "bag"
-    assert cli_main(["make-bag", str(msrs_subset), "--out", str(bag), "--boxes",
-                     str(msrs_subset / "boxes" / "fusion"), "--jitter-ms", "3"]) == 0
+    root = msrs_subset["root"]
+    assert cli_main(["make-bag", str(root), "--out", str(bag), "--boxes", str(root / "boxes" / "fusion"),
+                     "--jitter-ms", "3"]) == 0
     assert cli_main(["eval-bag", str(bag), "--out", str(work / "eval"), *_backend(seg_model)]) == 0
     return work
 
 
 def test_eval_bag_boxes_equal_seg_eval_masks(evaluated, msrs_subset, seg_model):
     masks = evaluated / "masks"
-    assert cli_main(["fuse", "--ir", str(msrs_subset / "ir"), "--vis", str(msrs_subset / "vi"),
+    root, scored, unboxed = msrs_subset["root"], msrs_subset["scored"], msrs_subset["unboxed"]
+    assert cli_main(["fuse", "--ir", str(root / "ir"), "--vis", str(root / "vi"),
                      "--out", str(evaluated / "fused"), "--masks", str(masks), *_backend(seg_model)]) == 0
     seg_json = evaluated / "seg.json"
-    assert cli_main(["seg", "eval", "--msrs", str(msrs_subset), "--masks", str(masks), "--split", "eval",
+    assert cli_main(["seg", "eval", "--msrs", str(root), "--masks", str(masks), "--split", "eval",
                      "--json", str(seg_json)]) == 0
     (reference,) = json.loads(seg_json.read_text()).values()
     report = json.loads((evaluated / "eval" / "report.json").read_text())
     boxes = report["masks_vs_boxes"]
-    assert boxes["pairs_scored"] == len(SCORED) and boxes["pairs_without_boxes"] == 1
+    assert boxes["pairs_scored"] == len(scored) and boxes["pairs_without_boxes"] == len(unboxed)
     assert set(boxes["scores"]) == set(reference) == {"all", "day", "night"}
     for group, expected in reference.items():
         got = boxes["scores"][group]
@@ -209,11 +209,13 @@ def test_eval_bag_boxes_equal_seg_eval_masks(evaluated, msrs_subset, seg_model):
             mine = got["classes"][NAMES[int(cid)]]
             assert (mine["tp"], mine["predicted"], mine["boxes"]) == (counts["tp"], counts["predicted"],
                                                                       counts["boxes"]), (group, cid)
-    assert reference["all"]["empty_frames"] == 1  # the empty box file was scored as an object-free frame
+    # The empty box files were scored as object-free frames (the fetched pairs include one).
+    assert reference["all"]["empty_frames"] == len(msrs_subset["empty"]) >= 1
     per_pair = {p["name"]: p for p in report["pairs"]}
-    assert set(per_pair) == {*SCORED, UNBOXED} and "boxes" not in per_pair[UNBOXED]
+    assert set(per_pair) == {*scored, *unboxed} and not any("boxes" in per_pair[n] for n in unboxed)
     md = (evaluated / "eval" / "report.md").read_text()
-    assert "## Masks vs boxes" in md and "Pairs scored: 4; pairs without a boxes message: 1" in md
+    assert "## Masks vs boxes" in md
+    assert f"Pairs scored: {len(scored)}; pairs without a boxes message: {len(unboxed)}" in md
     # The boxes and names are carried into the output bag with the inputs.
     output = open_bag(evaluated / "eval" / "fused_bag")
     assert {BOXES_TOPIC, PAIR_NAME_TOPIC, "/segmentation/mask"} <= set(output.topics)
@@ -222,11 +224,12 @@ def test_eval_bag_boxes_equal_seg_eval_masks(evaluated, msrs_subset, seg_model):
 
 def test_contact_sheet_has_overlay_column_and_a_row_per_pair(evaluated):
     sheet = cv2.imread(str(evaluated / "eval" / "contact_sheet.png"))
-    # 5 pairs: 3 best + the 2 worst that are not among them; IR | visible | fused | class overlay.
+    # The 3 best pairs + the (up to) 3 worst that are not among them; IR | visible | fused | class overlay.
     from sage_ros.evaluation.runner import THUMB_WIDTH
 
+    pairs = len(json.loads((evaluated / "eval" / "report.json").read_text())["pairs"])
     thumb_h = round(480 * THUMB_WIDTH / 640)
-    assert sheet.shape == (5 * (thumb_h + 2), 4 * THUMB_WIDTH, 3)
+    assert sheet.shape == (min(pairs, 2 * 3) * (thumb_h + 2), 4 * THUMB_WIDTH, 3)
     # The overlay column differs from the fused column where the model found objects.
     fused = sheet[:, 2 * THUMB_WIDTH : 3 * THUMB_WIDTH].astype(int)
     overlay = sheet[:, 3 * THUMB_WIDTH :].astype(int)
@@ -235,7 +238,7 @@ def test_contact_sheet_has_overlay_column_and_a_row_per_pair(evaluated):
 
 def test_bag_without_boxes_topic_says_so_and_exits_0(msrs_subset, seg_model, tmp_path, capsys):
     bag = tmp_path / "bag"
-    assert cli_main(["make-bag", str(msrs_subset), "--split", "eval", "--limit", "1", "--out", str(bag),
+    assert cli_main(["make-bag", str(msrs_subset["root"]), "--split", "eval", "--limit", "1", "--out", str(bag),
                      "--storage", "sqlite3", "--pair-names-topic", ""]) == 0
     source = open_bag(bag)
     assert BOXES_TOPIC not in source.topics and PAIR_NAME_TOPIC not in source.topics

@@ -17,26 +17,23 @@ from sage_ros.cli import main as cli_main
 pytest.importorskip("rosbags", reason="bags need rosbags (pip install -e '.[eval]')")
 from sage_ros.bags import BagWriter, image_message  # noqa: E402
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "sage_official"
 T0 = 1_700_000_000 * 10**9
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (OFFICIAL / "checkpoints.pt").is_file():
-        pytest.skip(f"official SAGE checkpoint not found in {OFFICIAL}")
-    from sage_ros.node.harness import exported_student
+def model(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sage_ros.devtools.harness import exported_student
 
-    return exported_student(OFFICIAL / "checkpoints.pt", tmp_path_factory.getbasetemp() / "sage_models")
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
-def _dataset_bag(path: Path, frames: list[int], with_gt: bool = True) -> None:
+def _dataset_bag(official: Path, path: Path, frames: list[int], with_gt: bool = True) -> None:
     """mono16 thermal (14-bit counts, different scenes per frame) + bgr8 + optional labels."""
     with BagWriter(path, storage="mcap") as writer:
         for k, i in enumerate(frames):
             name = f"{i:05d}"
-            ir = cv2.imread(str(OFFICIAL / "Ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)[100:196, 100:228]
-            vis = cv2.imread(str(OFFICIAL / "Vis" / f"{name}.png"))[100:196, 100:228]
+            ir = cv2.imread(str(official / "Ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)[100:196, 100:228]
+            vis = cv2.imread(str(official / "Vis" / f"{name}.png"))[100:196, 100:228]
             # Scenes at very different temperatures: what a dataset of unrelated frames looks like.
             counts = (1000 + 3000 * i + 40 * ir.astype(np.uint16)).astype(np.uint16)
             t = T0 + k * 100_000_000
@@ -77,10 +74,10 @@ def test_demo_help_names_four_columns() -> None:
     assert "IR | visible | fused | class overlay" in text
 
 
-def test_dataset_bag_is_normalised_per_frame_and_says_so(model: Path, tmp_path: Path) -> None:
+def test_dataset_bag_is_normalised_per_frame_and_says_so(model: Path, official_dir: Path, tmp_path: Path) -> None:
     """Frame 3 of a dataset bag scores exactly as frame 3 alone: no window carried across scenes."""
-    _dataset_bag(tmp_path / "many", [0, 1, 2, 3])
-    _dataset_bag(tmp_path / "one", [3])
+    _dataset_bag(official_dir, tmp_path / "many", [0, 1, 2, 3])
+    _dataset_bag(official_dir, tmp_path / "one", [3])
     assert _eval(tmp_path / "many", tmp_path / "eval_many", model) == 0
     assert _eval(tmp_path / "one", tmp_path / "eval_one", model) == 0
     many = json.loads((tmp_path / "eval_many" / "report.json").read_text())
@@ -101,8 +98,8 @@ def test_dataset_bag_is_normalised_per_frame_and_says_so(model: Path, tmp_path: 
     assert smooth["pairs"][-1]["metrics"]["SAGE"]["EN"] != pytest.approx(alone["EN"], rel=1e-6)
 
 
-def test_camera_stream_keeps_the_nodes_smoothing(model: Path, tmp_path: Path) -> None:
-    _dataset_bag(tmp_path / "stream", [0, 0, 0], with_gt=False)
+def test_camera_stream_keeps_the_nodes_smoothing(model: Path, official_dir: Path, tmp_path: Path) -> None:
+    _dataset_bag(official_dir, tmp_path / "stream", [0, 0, 0], with_gt=False)
     assert _eval(tmp_path / "stream", tmp_path / "eval", model, "--no-metrics") == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert "smoothed across frames" in report["settings"]["thermal_normalisation_detail"]

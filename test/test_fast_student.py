@@ -204,7 +204,7 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path):
 
 def test_node_runs_the_fast_student(tmp_path, monkeypatch):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
-    from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id
+    from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id
     from sage_ros.pipeline import FusionPipeline
 
     if not (MSRS / "ir" / f"{PAIR}.png").is_file():

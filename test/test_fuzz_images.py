@@ -178,8 +178,6 @@ def test_32fc1_extreme_temperatures_normalise_to_finite_unit_range():
 
 
 # --- the real node over DDS ------------------------------------------------------------------------
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
 DDS_MESSAGES = 300
 
 
@@ -211,13 +209,12 @@ def _random_case(rng: np.random.Generator) -> SimpleNamespace:
                            is_bigendian=int(rng.integers(2)), data=rng.bytes(length))
 
 
-def test_hundreds_of_malformed_messages_over_dds_are_counted_by_cause_and_survived(tmp_path_factory):
+def test_hundreds_of_malformed_messages_over_dds_are_counted_by_cause_and_survived(tmp_path_factory,
+                                                                                   checkpoint_path: Path):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id
+    from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id
 
-    model = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+    model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     domain = pick_domain_id(41)
     cases = _dds_cases(DDS_MESSAGES)
     expected: dict[str, int] = {}

@@ -11,9 +11,6 @@ import pytest
 
 from sage_ros.evaluation import metrics as m
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OFFICIAL = SHARED / "sage_official"
-
 
 @pytest.fixture(scope="module")
 def textured() -> np.ndarray:
@@ -215,14 +212,13 @@ def test_confusion_and_miou_hand_computed():
 # ---------------------------------------------------------------- real data
 
 
-@pytest.mark.skipif(not OFFICIAL.is_dir(), reason=f"official SAGE samples not found at {OFFICIAL}")
-def test_official_reference_beats_plain_average_on_qabf_and_vif():
-    names = sorted(p.name for p in (OFFICIAL / "reference").glob("*.png"))
+def test_official_reference_beats_plain_average_on_qabf_and_vif(official_dir: Path):
+    names = sorted(p.name for p in (official_dir / "reference").glob("*.png"))
     assert len(names) == 6
     for name in names:
-        ir = cv2.imread(str(OFFICIAL / "Ir" / name), cv2.IMREAD_GRAYSCALE)
-        vis_y = cv2.cvtColor(cv2.imread(str(OFFICIAL / "Vis" / name)), cv2.COLOR_BGR2YCrCb)[..., 0]
-        fused_y = cv2.cvtColor(cv2.imread(str(OFFICIAL / "reference" / name)), cv2.COLOR_BGR2YCrCb)[..., 0]
+        ir = cv2.imread(str(official_dir / "Ir" / name), cv2.IMREAD_GRAYSCALE)
+        vis_y = cv2.cvtColor(cv2.imread(str(official_dir / "Vis" / name)), cv2.COLOR_BGR2YCrCb)[..., 0]
+        fused_y = cv2.cvtColor(cv2.imread(str(official_dir / "reference" / name)), cv2.COLOR_BGR2YCrCb)[..., 0]
         average = (ir.astype(np.float64) + vis_y) / 2.0
         assert m.qabf(ir, vis_y, fused_y) > m.qabf(ir, vis_y, average), name
         assert m.vif(ir, vis_y, fused_y) > m.vif(ir, vis_y, average), name

@@ -17,8 +17,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from sage_ros.image.encodings import encode_image  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
+from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
+from sage_ros.image.encodings import ImageFields, encode_image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
@@ -288,22 +288,86 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
     assert proc.proc.returncode == 0, proc.log_text()
 
 
-def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
+def _sample_pair() -> tuple[ImageFields, ImageFields]:
+    """A real scene (sample pair 00000) at this module's sizes: mono16 thermal counts, bgr8 RGB."""
+    import cv2
+
+    ir = cv2.imread(str(SHARED / "sage_official" / "Ir" / "00000.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(SHARED / "sage_official" / "Vis" / "00000.png"), cv2.IMREAD_COLOR)
+    if ir is None or vis is None:
+        pytest.skip(f"sample pair 00000 not found under {SHARED / 'sage_official'}")
+    counts = cv2.resize(ir, (TW, TH), interpolation=cv2.INTER_AREA).astype(np.uint16) * 40 + 3000
+    rgb = cv2.resize(vis, (RW, RH), interpolation=cv2.INTER_AREA)
+    return encode_image(counts, "mono16"), encode_image(rgb, "bgr8")
+
+
+def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[np.ndarray, np.ndarray | None]:
+    """(fused RGB, class ids or None) the node's own pipeline computes for one pair, configured in THIS process
+    from the same parameters: what the node over DDS must have published for it."""
+    from rclpy.context import Context
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from sage_ros.image.encodings import fill_msg
+    from sage_ros.node.fusion_node import FusionNode
+
+    context = Context()
+    rclpy.init(context=context, domain_id=pick_domain_id(60))
+    node = FusionNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        out = node.processor.process(fill_msg(Image(), thermal), fill_msg(Image(), rgb), classes=True)
+        class_ids = out.class_ids if out.class_ids is not None or out.segment_later is None else out.segment_later()
+        return out.fused_rgb, class_ids
+    finally:
+        node.trigger_cleanup()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def _pixels(msg, channels: int) -> np.ndarray:
+    assert msg.step == msg.width * channels, (msg.step, msg.width)
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, channels).squeeze()
+
+
+def _assert_same_image(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Equal within 1 grey level (the same graph on the same runtime; allowed one rounding step)."""
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert diff.max() <= 1, f"{what}: {int((diff > 1).sum())} pixels differ by up to {diff.max()}"
+
+
+def _segmenting_model(out_dir: Path) -> Path:
+    """The released student with the shipped segmentation network (`sage-ros export` with its default head)."""
     if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT}")
-    pytest.importorskip("sage_ros.model.seg_head", reason="segmentation head module not available")
-    model = exported_student(CHECKPOINT, tmp_path, with_head_classes=4)
+        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+    from sage_ros.model.model_files import export_checkpoint, shipped_head
+
+    graph = shipped_head()
+    if graph is None or graph.suffix != ".onnx":
+        pytest.skip("no shipped segmentation graph in this install")
+    return export_checkpoint(CHECKPOINT, out_dir / "sage_student_seg.onnx", head="default", builder="numpy")
+
+
+def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
+    from sage_ros.model.classes import load_class_table, overlay
+
+    model = _segmenting_model(tmp_path)
     domain = DOMAIN + 2
-    params = _params(model, **{"qos.reliability": "best_effort", "frame_id": "fused_frame"})
+    # ema_alpha 1: each frame normalised on its own, so a resent pair is fused as the in-process reference is.
+    params = _params(model, **{"qos.reliability": "best_effort", "frame_id": "fused_frame",
+                               "thermal.ema_alpha": 1.0})
+    thermal, rgb = _sample_pair()
     topics = ("fused/image_raw", "segmentation/mask", "segmentation/overlay")
     with NodeProcess(params, domain, tmp_path / "node.log") as proc, Probe(domain, output_topics=topics) as probe:
         assert probe.wait_for_node(60.0), proc.log_text()
-        rng = np.random.default_rng(4)
-        # Best effort may lose a frame to a fragment drop: resend a few pairs until one comes back.
+        # Best effort may lose a frame to a fragment drop: resend the pair until one comes back on every topic.
         stamps = []
         for _ in range(5):
             stamps.append(time.time_ns())
-            _good_pair(probe, rng, stamps[-1])
+            probe.publish("thermal/image_raw", thermal, stamps[-1], "thermal")
+            probe.publish("rgb/image_raw", rgb, stamps[-1], "rgb_optical")
             if probe.wait_until(lambda: all(probe.messages(t) for t in topics), 8.0):
                 break
         assert all(probe.messages(t) for t in topics), proc.log_text()
@@ -311,9 +375,16 @@ def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
         assert _stamp(fused) == _stamp(mask) == _stamp(over) and _stamp(fused) in stamps
         assert fused.header.frame_id == mask.header.frame_id == "fused_frame"
         assert mask.encoding == "mono8" and (mask.height, mask.width) == (RH, RW)
-        assert max(mask.data) < 4
         assert over.encoding == "rgb8" and (over.height, over.width) == (RH, RW)
-        assert "segmentation yes (4 classes)" in proc.log_text()
+        # The pixels: what the same pipeline computes for this pair in this process, and a real mask (a
+        # scene with people and road gives more than one class; an all-zero mask fails here).
+        want_fused, want_ids = _in_process(params, thermal, rgb)
+        _assert_same_image(_pixels(fused, 3), want_fused, "fused")
+        ids = _pixels(mask, 1)
+        np.testing.assert_array_equal(ids, want_ids)
+        assert len(np.unique(ids)) > 1, np.unique(ids)
+        _assert_same_image(_pixels(over, 3), overlay(want_fused, want_ids, load_class_table(model), 0.5), "overlay")
+        assert "segmentation yes (" in proc.log_text()
         # Nobody listens to the overlay any more: it is no longer computed or published.
         probe.node.destroy_subscription(probe.subs[2])
         assert probe.wait_until(lambda: probe.node.count_subscribers("/segmentation/overlay") == 0, 5.0)
@@ -321,7 +392,7 @@ def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
         status = probe.wait_for_status(lambda s: s.get("published_fused") == s.get("outputs"), 5.0)
         overlays, outputs = int(status["published_overlay"]), int(status["outputs"])
         stamp = time.time_ns()
-        _good_pair(probe, rng, stamp)
+        _good_pair(probe, np.random.default_rng(4), stamp)
         assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages(topics[1])), 30.0)
         status = probe.wait_for_status(lambda s: int(s["outputs"]) > outputs, 5.0)
         assert status is not None, probe.latest_status()
@@ -544,12 +615,13 @@ def test_every_message_is_accounted_for_across_deactivate_activate_and_cleanup_c
 def test_auto_qos_choice_and_distinct_problem_logging_units():
     from rclpy.qos import ReliabilityPolicy as R
 
-    from sage_ros.node.fusion_node import _Throttle, match_publishers
+    from sage_ros.node.qos import match_publishers
+    from sage_ros.node.throttle import Throttle
 
     assert match_publishers([]) == ("best_effort", "no publisher yet")
     assert match_publishers([R.RELIABLE, R.RELIABLE]) == ("reliable", "all 2 publisher(s) RELIABLE")
     assert match_publishers([R.RELIABLE, R.BEST_EFFORT]) == ("best_effort", "1 of 2 publisher(s) BEST_EFFORT")
-    throttle = _Throttle(period=5.0, max_distinct=3)
+    throttle = Throttle(period=5.0, max_distinct=3)
     assert throttle("rgb_unsupported_encoding", 0.0, "'bayer_rggb8'") == 0  # first sight: logged
     assert throttle("rgb_unsupported_encoding", 0.1, "'bayer_rggb8'") is None  # same problem: throttled
     assert throttle("rgb_unsupported_encoding", 0.2, "''") == 1  # a new detail is named at once
@@ -598,53 +670,54 @@ def test_hd_fused_images_reach_a_best_effort_subscriber(onnx_model, tmp_path):
 
 
 def _one_pair_through(params: dict, salt: int, tmp_path, log_says: str, topic: str = "fused/image_raw"):
-    """Start a node, check its start-up log says `log_says`, fuse one pair; returns the `topic` message."""
+    """Start a node, check its start-up log says `log_says`, send it the sample pair; returns (the `topic`
+    message for it, the thermal and RGB fields sent)."""
     domain = pick_domain_id(salt)
     proc = NodeProcess(params, domain, tmp_path / "node.log").start()
     topics = tuple(dict.fromkeys(("fused/image_raw", topic)))
     probe = Probe(domain, diagnostics=False, output_topics=topics)
-    rng = np.random.default_rng(salt)
+    thermal, rgb = _sample_pair()
     try:
         assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
         assert log_says in proc.log_text(), proc.log_text()[-2000:]
         stamp = time.time_ns()
-        probe.publish_array("thermal/image_raw", _thermal(rng), "mono16", stamp)
-        probe.publish_array("rgb/image_raw", _rgb(rng), "bgr8", stamp)
+        probe.publish("thermal/image_raw", thermal, stamp)
+        probe.publish("rgb/image_raw", rgb, stamp)
         assert probe.wait_until(lambda: any(_stamp(m) == stamp for _, m in probe.messages(topic)), 30.0), \
             proc.log_text()[-2000:]
-        return next(m for _, m in probe.messages(topic) if _stamp(m) == stamp)
+        return next(m for _, m in probe.messages(topic) if _stamp(m) == stamp), thermal, rgb
     finally:
         probe.close()
         proc.stop()
 
 
-def test_fusion_refine_runs_in_the_node(onnx_model, tmp_path):
-    """fusion.refine: true loads the shipped refiner on the backend's runtime and fuses with it."""
-    msg = _one_pair_through(_params(onnx_model, **{"fusion.refine": True}), 6, tmp_path,
-                            "refiner refiner_msrs.npz on onnxruntime")
-    assert (msg.width, msg.height) == (RW, RH)
-
-
 def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
     """With the released student as model and the default `thermal` resolution, the node loads the shipped
-    scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it.
-    The test model is fusion-only, so is the adapted graph beside it (the class ids never change with size)."""
-    msg = _one_pair_through(_params(onnx_model), 8, tmp_path,
-                            "below the RGB size: scale-adapted student sage_student_scale_fusion.onnx")
+    scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it: its output is
+    the in-process pipeline's for the pair, and not what the released student gives at that size."""
+    params = _params(onnx_model)
+    msg, thermal, rgb = _one_pair_through(params, 8, tmp_path,
+                                          "below the RGB size: scale-adapted student sage_student_scale_fusion.onnx")
     assert (msg.width, msg.height) == (RW, RH)
+    got = _pixels(msg, 3)
+    want, _ = _in_process(params, thermal, rgb)
+    _assert_same_image(got, want, "fused")
+    released, _ = _in_process(_params(onnx_model, **{"fusion.scale_adapted": False}), thermal, rgb)
+    assert np.abs(got.astype(np.int16) - released).mean() > 0.5, "the released student's output, not the adapted one's"
 
 
 def test_scale_adapted_masks_come_at_the_rgb_size(tmp_path):
     """With the default model (released student + the shipped segmentation network) the node runs the
-    segmentation at the RGB size on the final fused image when fusing below it, for a mask subscriber."""
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    from sage_ros.model.model_files import export_checkpoint, shipped_head
+    segmentation at the RGB size on the final fused image when fusing below it, for a mask subscriber:
+    the mask is the in-process pipeline's for the pair, at the RGB frame's size."""
+    from sage_ros.model.model_files import shipped_head
 
-    graph = shipped_head()
-    if graph is None or graph.suffix != ".onnx":
-        pytest.skip("no shipped segmentation graph in this install")
-    model = export_checkpoint(CHECKPOINT, tmp_path / "sage_student_seg.onnx", head="default", builder="numpy")
-    mask = _one_pair_through(_params(model), 9, tmp_path, f"class ids from {graph.name} at the RGB size",
-                             topic="segmentation/mask")
+    model = _segmenting_model(tmp_path)
+    params = _params(model)
+    mask, thermal, rgb = _one_pair_through(params, 9, tmp_path, f"class ids from {shipped_head().name} at the RGB size",
+                                           topic="segmentation/mask")
     assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")
+    ids = _pixels(mask, 1)
+    _, want = _in_process(params, thermal, rgb)
+    np.testing.assert_array_equal(ids, want)
+    assert len(np.unique(ids)) > 1, np.unique(ids)

@@ -34,7 +34,7 @@ PAIRS = 12
 def model(tmp_path_factory):
     if not (OFFICIAL / "checkpoints.pt").is_file():
         pytest.skip(f"released checkpoint not found in {OFFICIAL}")
-    from sage_ros.node.harness import exported_student
+    from sage_ros.devtools.harness import exported_student
 
     return exported_student(OFFICIAL / "checkpoints.pt", tmp_path_factory.getbasetemp() / "sage_models")
 

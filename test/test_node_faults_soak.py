@@ -32,7 +32,7 @@ def _soak_module():
 def test_one_minute_soak_keeps_every_queue_bounded(tmp_path_factory):
     if not CHECKPOINT.is_file():
         pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    from sage_ros.node.harness import exported_student
+    from sage_ros.devtools.harness import exported_student
 
     soak = _soak_module()
     model = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")

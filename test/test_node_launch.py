@@ -27,7 +27,7 @@ def test_launch_arguments_cover_the_issue():
     for required in ("params_file", "namespace", "thermal_topic", "rgb_topic", "rgb_info_topic", "backend",
                      "use_sim_time", "rviz"):
         assert required in args, required
-    from sage_ros.node.fusion_node import TOPICS
+    from sage_ros.node.topics import TOPICS
 
     # Default remap targets are the node's own relative topic names: no remap unless asked.
     assert args["thermal_topic"] == TOPICS["thermal"] and args["rgb_topic"] == TOPICS["rgb"]

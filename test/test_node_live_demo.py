@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from sage_ros.node.harness import exported_student, pick_domain_id  # noqa: E402
-from sage_ros.node.live_demo import run_live_demo  # noqa: E402
+from sage_ros.cli._live_demo import run_live_demo  # noqa: E402
+from sage_ros.devtools.harness import exported_student, pick_domain_id  # noqa: E402
 
 OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "sage_official"
 

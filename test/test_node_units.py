@@ -201,7 +201,7 @@ def processor(tmp_path_factory):
     if not CHECKPOINT.is_file():
         pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
     from sage_ros.backends import BackendConfig, create_backend
-    from sage_ros.node.harness import exported_student
+    from sage_ros.devtools.harness import exported_student
     from sage_ros.pipeline import FusionPipeline
 
     onnx = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sage_ros.node.harness import exported_student, local_dds_env, pick_domain_id
+from sage_ros.devtools.harness import exported_student, local_dds_env, pick_domain_id
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO.parent / "shared" / "sage_official" / "checkpoints.pt"
 PLACEHOLDERS = Path(__file__).resolve().parent / "ros_placeholders"
 COLCON = Path(sys.executable).parent / "colcon"
 PACKAGE_FILES = ("setup.py", "setup.cfg", "package.xml", "resource", "sage_ros", "launch", "config", "rviz")
@@ -132,13 +131,11 @@ def test_sage_ros_cli_is_found_like_ros2_run_does(install: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_home(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SAGE_ROS_HOME holding the exported student where the node looks by default (no checkpoint:
     as on a robot that was given an exported model)."""
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
     home = tmp_path_factory.mktemp("sage_home")
-    model = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+    model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     (home / "models").mkdir()
     shutil.copy2(model, home / "models" / "sage_student.onnx")
     shutil.copy2(model.with_suffix(".json"), home / "models" / "sage_student.json")

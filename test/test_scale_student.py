@@ -231,7 +231,7 @@ def test_training_round_trip(tmp_path: Path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "sage_ros.training.scale_adapt", "--out", str(out), "--teacher", str(CHECKPOINT),
+        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(CHECKPOINT),
          "--data", str(MSRS), "--limit", "2", "--steps", "2", "--scales", "1.5,2", "--threads", "1",
          "--ship", str(tmp_path / "ship")],
         capture_output=True, text=True, timeout=600, env=env,
@@ -246,7 +246,7 @@ def test_training_round_trip(tmp_path: Path):
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 2 and all(np.isfinite(float(r["loss_grey"])) for r in rows)
     bad = subprocess.run(
-        [sys.executable, "-m", "sage_ros.training.scale_adapt", "--out", str(out), "--teacher", str(CHECKPOINT),
+        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(CHECKPOINT),
          "--data", str(MSRS), "--scales", "1.0"], capture_output=True, text=True, timeout=120, env=env,
     )
     assert bad.returncode != 0 and "must be > 1" in bad.stderr

@@ -18,9 +18,9 @@ pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]
 pytest.importorskip("torch", reason="exporting the model needs torch")
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
+from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.model.classes import load_class_table, overlay  # noqa: E402
 from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint, shipped_head  # noqa: E402
-from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -177,6 +177,7 @@ def test_cli_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.Capture
     rc = cli_main(
         [
             "train",
+            "student",
             "fit",
             "--set",
             f"data.root={tmp_path}",
@@ -189,9 +190,9 @@ def test_cli_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.Capture
         ]
     )
     assert rc == 2 and "FMB layout expects" in capsys.readouterr().err
-    rc = cli_main(["train", "fit", "--set", "train.learning_rate=1"])
+    rc = cli_main(["train", "student", "fit", "--set", "train.learning_rate=1"])
     assert rc == 2 and "unknown keys ['learning_rate']" in capsys.readouterr().err
-    rc = cli_main(["train", "masks", "--config", str(tmp_path / "absent.yaml")])
+    rc = cli_main(["train", "student", "masks", "--config", str(tmp_path / "absent.yaml")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -212,7 +213,7 @@ def test_config_yaml_numbers_and_hash(tmp_path: Path) -> None:
 def test_cli_export_of_a_training_checkpoint(first_run, tmp_path: Path) -> None:
     _, _, result = first_run
     out = tmp_path / "cli" / "student.onnx"
-    assert cli_main(["train", "export", str(result.checkpoint), "--out", str(out)]) == 0
+    assert cli_main(["train", "student", "export", str(result.checkpoint), "--out", str(out)]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     saved = torch.load(result.checkpoint, weights_only=True)  # the latest run's config (resume may follow)
     assert meta["training"]["config_hash"] == saved["config_hash"]

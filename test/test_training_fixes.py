@@ -148,7 +148,7 @@ def test_project_segmenter_is_frozen_maps_labels_by_name_and_trains_the_teacher(
 def test_missing_mask_cache_without_sam_is_refused(workspace: Path, tmp_path: Path) -> None:
     cfg = _config(workspace, "run_masks", steps=1, data={"mask_cache": str(tmp_path / "no_masks")})
     cfg["sam"]["checkpoint"] = None
-    with pytest.raises(TrainingError, match="train masks"):
+    with pytest.raises(TrainingError, match="train student masks"):
         Trainer(config_from_dict(cfg))
 
 
@@ -205,7 +205,7 @@ def test_cosine_schedule_matches_torch_on_one_leg_and_stays_flat_past_the_horizo
 def test_cli_untrained_segmenter_flag(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sage_ros.cli import main as cli_main
 
-    common = ["train", "fit", "--set", f"data.root={workspace / 'pairs'}", "--set", "data.layout=sage"]
+    common = ["train", "student", "fit", "--set", f"data.root={workspace / 'pairs'}", "--set", "data.layout=sage"]
     common += ["--set", "data.crop=[32,48]", "--set", "data.workers=0", "--set", "train.batch_size=2"]
     common += ["--set", "segmenter.factory=tiny", "--set", "output.classes=msrs", "--set", "train.threads=1"]
     common += ["--steps", "1", "--device", "cpu", "--no-export"]

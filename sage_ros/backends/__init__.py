@@ -29,6 +29,7 @@ __all__ = [
     "auto_order",
     "create_backend",
     "resolve_precision",
+    "tensorrt_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,8 @@ def _cuda_device_present() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/dev/nvhost-ctrl-gpu").exists()
 
 
-def auto_order() -> list[str]:
-    """Backends `auto` tries, best first, with the reason others are skipped logged."""
-    order: list[str] = []
+def tensorrt_problem() -> str | None:
+    """Why TensorRT cannot run here (missing module or device), or None when it can be tried."""
     missing = [
         what
         for what, present in (
@@ -77,10 +77,17 @@ def auto_order() -> list[str]:
         )
         if not present
     ]
-    if not missing:
+    return "; ".join(missing) or None
+
+
+def auto_order() -> list[str]:
+    """Backends `auto` tries, best first, with the reason others are skipped logged."""
+    order: list[str] = []
+    problem = tensorrt_problem()
+    if problem is None:
         order.append("tensorrt")
     else:
-        log.info("backend auto: TensorRT skipped: %s (docs/jetson.md says how to install it)", "; ".join(missing))
+        log.info("backend auto: TensorRT skipped: %s (docs/jetson.md says how to install it)", problem)
     if _module_present("openvino"):
         order.append("openvino")
     if _module_present("onnxruntime"):

@@ -1,8 +1,8 @@
 """The one small interface every inference backend implements.
 
 A backend runs the exported student graph: inputs `vis_y` and `ir`, each (1, 1, H, W) float32 in
-[0, 1]; outputs `fused_y` (1, 1, H, W) float32 and, for models with a segmentation head,
-`class_ids` (1, H, W) integer class ids. Backends never see colour, ROS or files other than the model.
+[0, 1]; output `fused_y` (1, 1, H, W) float32 (other outputs of a model are ignored). Backends never see
+colour, ROS or files other than the model.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 
 INPUT_NAMES = ("vis_y", "ir")
 FUSED_OUTPUT = "fused_y"
-CLASS_OUTPUT = "class_ids"
 
 
 class BackendError(RuntimeError):
@@ -30,7 +29,6 @@ class BackendOutput:
     """One inference result, at input resolution."""
 
     fused_y: np.ndarray  # HxW float32 (Tanh output, the caller clamps to [0, 1])
-    class_ids: np.ndarray | None = None  # HxW uint8 class ids, when the model has a head
 
 
 class FusionBackend(abc.ABC):
@@ -45,11 +43,6 @@ class FusionBackend(abc.ABC):
     def description(self) -> str:
         """Human-readable description (backend, precision, device) for logs and diagnostics."""
         return self.name
-
-    @property
-    @abc.abstractmethod
-    def has_segmentation(self) -> bool:
-        """Whether the loaded model also outputs class ids."""
 
     @abc.abstractmethod
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
@@ -68,10 +61,6 @@ class FusionBackend(abc.ABC):
         """Release device resources (contexts, streams); safe to call twice."""
 
 
-def squeeze_outputs(fused: np.ndarray, class_ids: np.ndarray | None) -> BackendOutput:
-    """Turn raw (1,1,H,W) / (1,H,W) backend outputs into a BackendOutput of HxW arrays."""
-    fused_hw = np.asarray(fused, dtype=np.float32).reshape(fused.shape[-2:])
-    ids = None
-    if class_ids is not None:
-        ids = np.asarray(class_ids).reshape(class_ids.shape[-2:]).astype(np.uint8, copy=False)
-    return BackendOutput(fused_hw, ids)
+def squeeze_outputs(fused: np.ndarray) -> BackendOutput:
+    """Turn a raw (1,1,H,W) backend output into a BackendOutput of an HxW array."""
+    return BackendOutput(np.asarray(fused, dtype=np.float32).reshape(fused.shape[-2:]))

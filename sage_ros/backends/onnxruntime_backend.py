@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.backends.base import (
-    CLASS_OUTPUT,
     FUSED_OUTPUT,
     BackendError,
     BackendOutput,
@@ -46,7 +45,6 @@ class OnnxRuntimeBackend(FusionBackend):
         self._outputs = [o.name for o in self._session.get_outputs()]
         if FUSED_OUTPUT not in self._outputs:
             raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {self._outputs})")
-        self._wanted = [FUSED_OUTPUT] + ([CLASS_OUTPUT] if CLASS_OUTPUT in self._outputs else [])
         self._path = Path(onnx_path)
         # A QDQ graph (sage_ros.model.quantize) runs int8 kernels; say so in logs and diagnostics.
         graph_ops = {n.op_type for n in _graph_nodes(self._path)}
@@ -56,10 +54,5 @@ class OnnxRuntimeBackend(FusionBackend):
     def description(self) -> str:
         return f"onnxruntime {self._path.name} (CPU {self._precision})"
 
-    @property
-    def has_segmentation(self) -> bool:
-        return CLASS_OUTPUT in self._wanted
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
-        results = self._session.run(self._wanted, {"vis_y": vis_y, "ir": ir})
-        return squeeze_outputs(results[0], results[1] if len(results) > 1 else None)
+        return squeeze_outputs(self._session.run([FUSED_OUTPUT], {"vis_y": vis_y, "ir": ir})[0])

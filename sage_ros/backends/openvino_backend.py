@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.backends.base import (
-    CLASS_OUTPUT,
     FUSED_OUTPUT,
     BackendError,
     BackendOutput,
@@ -49,7 +48,6 @@ class OpenVinoBackend(FusionBackend):
         names = {n for out in self._compiled.outputs for n in out.get_names()}
         if FUSED_OUTPUT not in names:
             raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {names})")
-        self._has_seg = CLASS_OUTPUT in names
         self._request = self._compiled.create_infer_request()
         self._precision = precision
         self._path = Path(onnx_path)
@@ -63,13 +61,7 @@ class OpenVinoBackend(FusionBackend):
     def description(self) -> str:
         return f"openvino {self._path.name} (CPU {self._precision})"
 
-    @property
-    def has_segmentation(self) -> bool:
-        return self._has_seg
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         self._request.infer({"vis_y": vis_y, "ir": ir})
-        fused = self._request.get_tensor(FUSED_OUTPUT).data
-        ids = self._request.get_tensor(CLASS_OUTPUT).data if self._has_seg else None
         # The request reuses its buffers: copy before the next call overwrites them.
-        return squeeze_outputs(fused.copy(), None if ids is None else ids.copy())
+        return squeeze_outputs(self._request.get_tensor(FUSED_OUTPUT).data.copy())

@@ -13,7 +13,6 @@ import numpy as np
 
 from sage_ros import install_hint
 from sage_ros.backends.base import (
-    CLASS_OUTPUT,
     FUSED_OUTPUT,
     BackendError,
     BackendOutput,
@@ -149,10 +148,6 @@ class TensorRtBackend(FusionBackend):
             f"{self._precision}, {self._runner.api})"
         )
 
-    @property
-    def has_segmentation(self) -> bool:
-        return CLASS_OUTPUT in self._runner.outputs
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         problem = self._profile_problem(vis_y.shape[-2:], self._engine_profile)
         if problem:
@@ -161,7 +156,7 @@ class TensorRtBackend(FusionBackend):
             out = self._runner.run({"vis_y": vis_y, "ir": ir})
         except Exception as exc:  # CUDA errors come as pycuda types; the caller keeps running
             raise BackendError(f"tensorrt inference failed: {exc}") from exc
-        return squeeze_outputs(out[FUSED_OUTPUT], out.get(CLASS_OUTPUT))
+        return squeeze_outputs(out[FUSED_OUTPUT])
 
     def _release_context(self) -> None:
         ctx = getattr(self, "_cuda_ctx", None)

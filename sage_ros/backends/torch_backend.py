@@ -33,19 +33,6 @@ class TorchBackend(FusionBackend):
                 model = load_student(config.weights_path)
         except WeightsError as exc:
             raise BackendError(str(exc)) from exc
-        # Optional segmentation head (config.extra["head_path"], a .npz from `sage-ros seg train`).
-        self._has_seg = bool(config.extra.get("head_path"))
-        if self._has_seg:
-            from sage_ros.model.seg_head import HeadWeightsError, StudentWithHead, load_head
-            from sage_ros.model.seg_net import SegNetError, StudentWithNet, is_net_weights, load_net
-
-            try:
-                if is_net_weights(config.extra["head_path"]):
-                    model = StudentWithNet(model, load_net(config.extra["head_path"])).eval()
-                else:
-                    model = StudentWithHead(model, load_head(config.extra["head_path"])).eval()
-            except (HeadWeightsError, SegNetError) as exc:
-                raise BackendError(str(exc)) from exc
         device = torch.device(config.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("torch backend: CUDA requested but no CUDA device is available")
@@ -60,16 +47,11 @@ class TorchBackend(FusionBackend):
     def description(self) -> str:
         return f"torch eager ({self._device}, {'fp16' if self._half else 'fp32'})"
 
-    @property
-    def has_segmentation(self) -> bool:
-        return self._has_seg
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         torch = self._torch
         dtype = torch.float16 if self._half else torch.float32
         with torch.inference_mode():
             y = torch.from_numpy(vis_y).to(self._device, dtype)
             i = torch.from_numpy(ir).to(self._device, dtype)
-            fused, second = self._model(y, i)
-            ids = second[0].cpu().numpy() if self._has_seg else None
-            return BackendOutput(fused[0, 0].float().cpu().numpy(), ids)
+            fused, _ = self._model(y, i)
+            return BackendOutput(fused[0, 0].float().cpu().numpy())

@@ -28,7 +28,8 @@ class FolderReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.only_ir and not self.only_vis
+        """Every pair fused (files without a partner are reported, not failures)."""
+        return not self.failed
 
 
 def pair_folders(ir_dir: Path, vis_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
@@ -66,14 +67,15 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
 
 
 def fuse_pairs(
-    pipeline: FusionPipeline, pairs: list[tuple[str, Path, Path]]
+    pipeline: FusionPipeline, pairs: list[tuple[str, Path, Path]], classes: bool = False
 ) -> Iterator[tuple[str, FusionResult | None, str | None]]:
-    """Yield (name, result, error) for each pair; errors are reported, never raised."""
+    """Yield (name, result, error) for each pair (with class ids when `classes`); errors are reported,
+    never raised."""
     for name, ir_path, vis_path in pairs:
         try:
             ir = read_image(ir_path)
             vis = read_image(vis_path)
-            yield name, pipeline.fuse(ir, vis), None
+            yield name, pipeline.fuse(ir, vis, classes=classes), None
         except ImageInputError as exc:
             yield name, None, str(exc)
 
@@ -94,19 +96,25 @@ def fuse_folder(
     masks_dir: Path | None = None,
     overlays_dir: Path | None = None,
     class_table: ClassTable | None = None,
+    only: set[str] | None = None,
 ) -> FolderReport:
     """Fuse every same-named pair and write `out_dir/<IR file name>`; returns what happened.
 
     With `masks_dir` / `overlays_dir` (a model with a segmentation output), also the class-id mask as
     an 8-bit PNG and the class colours blended over the fused image, both named like the fused image.
-    A pair whose result has no class ids is reported as failed for those outputs.
+    A pair whose result has no class ids is reported as failed for those outputs. `only`: fuse just the
+    pairs with these names (e.g. one split of a dataset); the others are neither fused nor reported.
     """
     pairs, only_ir, only_vis = pair_folders(ir_dir, vis_dir)
+    if only is not None:
+        pairs = [p for p in pairs if p[0] in only]
+        only_ir, only_vis = [n for n in only_ir if n in only], [n for n in only_vis if n in only]
     table = class_table or default_class_table("msrs")
     report = FolderReport(only_ir=only_ir, only_vis=only_vis)
     out_dir = Path(out_dir)
     names = {n: ir_path.name for n, ir_path, _ in pairs}
-    for name, result, error in fuse_pairs(pipeline, pairs):
+    wanted = masks_dir is not None or overlays_dir is not None
+    for name, result, error in fuse_pairs(pipeline, pairs, classes=wanted):
         if error is not None:
             report.failed[name] = error
             log.warning("skipped %s: %s", name, error)
@@ -114,9 +122,9 @@ def fuse_folder(
             # Same file name out as in; PNG keeps the exact pixels whatever the input format was.
             out_name = names[name] if names[name].lower().endswith(".png") else f"{name}.png"
             write_rgb(out_dir / out_name, result.fused_rgb)
-            if masks_dir is not None or overlays_dir is not None:
+            if wanted:
                 if result.class_ids is None:
-                    report.failed[name] = "the model has no segmentation output (class_ids): no mask written"
+                    report.failed[name] = "segmentation is off: no mask written"
                 else:
                     if masks_dir is not None:
                         write_mask(Path(masks_dir) / out_name, result.class_ids)

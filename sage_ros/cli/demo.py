@@ -11,18 +11,12 @@ import numpy as np
 
 from sage_ros import install_hint
 from sage_ros.backends import BackendError
-from sage_ros.cli._common import (
-    add_backend_arguments,
-    backend_config_from_args,
-    backend_from_args,
-    reduced_from_args,
-    refiner_from_args,
-)
+from sage_ros.cli._common import add_pipeline_arguments, pipeline_settings
 from sage_ros.cli._folder_fusion import read_image, side_by_side, write_rgb
-from sage_ros.model.classes import load_class_table, overlay
+from sage_ros.model.classes import overlay
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch, sample_pairs
 from sage_ros.paths import MIRROR_ENV, default_onnx
-from sage_ros.pipeline import FusionPipeline
+from sage_ros.pipeline import PipelineError, build_pipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="fetch the released model and fuse the six sample pairs (or run them through the node)",
         description="Fetches (or mirrors) the released weights and samples, fuses them, writes the fused "
-        "images and a side-by-side sheet (IR | visible | fused | class overlay, the last for models with a "
-        "segmentation head), prints per-image time.",
+        "images and a side-by-side sheet (IR | visible | fused | class overlay), prints per-image time.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--mirror", type=Path, default=None, help=f"local folder with the files (env {MIRROR_ENV})")
@@ -39,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--live", action="store_true",
         help="also publish the pairs as live ROS 2 topics through the fusion node and save what it published",
     )
-    add_backend_arguments(parser)
+    add_pipeline_arguments(parser)
     # The demo reproduces upstream's own fused images (compared below): exact fp32 unless asked otherwise.
     parser.set_defaults(precision="fp32")
     parser.set_defaults(func=run)
@@ -63,18 +56,14 @@ def run(args: argparse.Namespace) -> int:
         args.weights = official / CHECKPOINT.local
     _say_model_build(args)
     try:
-        config = backend_config_from_args(args)  # once: the model file is checked or exported here
-        backend = backend_from_args(args, config)
-        refiner = refiner_from_args(args, backend)
-        reduced = reduced_from_args(args, config)
-    except (BackendError, RuntimeError) as exc:
+        pipeline = build_pipeline(pipeline_settings(args))
+    except (BackendError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    pipeline = FusionPipeline(backend, args.resolution, refiner, reduced)
-    classes = load_class_table(args.model or default_onnx()) if backend.has_segmentation else None
+    classes = pipeline.segmenter.class_table if pipeline.segmenter else None
     out = Path(args.out)
     rows = []
-    print(f"fusing {len(sample_pairs(official))} sample pairs with {backend.description}")
+    print(f"fusing {len(sample_pairs(official))} sample pairs")
     for ir_path, vis_path in sample_pairs(official):
         ir, vis = read_image(ir_path), read_image(vis_path)
         result = pipeline.fuse(ir, vis)
@@ -89,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {ir_path.name}  {w}x{h}  {result.inference_ms:7.1f} ms{check}")
     sheet = out / "sheet.png"
     cv2.imwrite(str(sheet), np.vstack(rows))
-    backend.close()
-    if reduced is not None:
-        reduced.close()
+    print(f"fused with {pipeline.description}")
+    pipeline.close()
     columns = "IR | visible | fused" + (" | class overlay" if classes is not None else "")
     print(f"fused images: {out / 'fused'}\nside-by-side sheet ({columns}): {sheet}")
     if args.live:
@@ -112,9 +100,9 @@ def _say_model_build(args: argparse.Namespace) -> None:
     """Tell the user when the ONNX model is about to be built (a few seconds, once) and how."""
     from sage_ros.model.model_files import onnx_is_current, torch_available
 
-    model = Path(args.model) if args.model else default_onnx()
-    if args.backend == "torch" or (args.model and model.is_file()):
+    if args.backend == "torch" or args.model != "sage":
         return
+    model = default_onnx()
     if not onnx_is_current(model, Path(args.weights)):
         how = "PyTorch's exporter" if torch_available() else "the torch-free builder (no PyTorch needed)"
         print(f"building the ONNX model {model} from the checkpoint with {how}...", flush=True)
@@ -124,7 +112,7 @@ def _say_model_build(args: argparse.Namespace) -> None:
 
 def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:
     try:
-        from sage_ros.node.live_demo import run_live_demo
+        from sage_ros.cli._live_demo import run_live_demo
     except ImportError as exc:
         print(f"live mode needs rclpy ({install_hint('ros')}, or source a ROS 2 installation): {exc}",
               file=sys.stderr)
@@ -135,7 +123,7 @@ def _run_live(official: Path, out: Path, args: argparse.Namespace) -> int:
     print(f"publishing {len(pairs)} pairs as live topics through the sage_fusion node (real DDS)...")
     stats = run_live_demo(
         [p[0] for p in pairs], [p[1] for p in pairs],
-        ensure_onnx(args.model, args.weights), out / "live",
+        ensure_onnx(None, args.weights), out / "live",
         backend=args.backend if args.backend != "torch" else "auto",
         # The node fuses as the offline run above did (same precision and resolution rule).
         precision=args.precision,

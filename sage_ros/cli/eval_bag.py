@@ -11,22 +11,14 @@ from tqdm import tqdm
 
 from sage_ros.backends import BackendError
 from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
-from sage_ros.cli._common import (
-    add_backend_arguments,
-    backend_config_from_args,
-    backend_from_args,
-    reduced_from_args,
-    refiner_from_args,
-)
+from sage_ros.cli._common import add_pipeline_arguments, pipeline_settings
 from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
 from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown, write_json
 from sage_ros.image.thermal import MODES, NormalizerConfig
-from sage_ros.model.classes import load_class_table
 from sage_ros.node.settings import PARAMS
-from sage_ros.paths import default_onnx
-from sage_ros.pipeline import FusionPipeline
+from sage_ros.pipeline import PipelineError, build_pipeline
 
 SLOP_DEFAULT = next(p.default for p in PARAMS if p.name == "sync.slop")  # one value for node and eval-bag
 
@@ -97,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rank-metric", choices=FUSION_METRICS, default="Qabf", help="contact sheet ranking")
     parser.add_argument("--max-pairs", type=int, default=None, help="stop after N pairs")
     parser.add_argument("--force", action="store_true", help="replace an existing output bag in --out")
-    add_backend_arguments(parser)
+    add_pipeline_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -175,20 +167,17 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     )
     try:
         thermal.validate()
-        config = backend_config_from_args(args)  # once: the model file is checked or exported here
-        backend = backend_from_args(args, config)
-        refiner = refiner_from_args(args, backend)
-        reduced = reduced_from_args(args, config)
-    except (ValueError, BackendError, FileNotFoundError, RuntimeError) as exc:
+        pipeline = build_pipeline(pipeline_settings(args))
+    except (ValueError, BackendError, FileNotFoundError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model_path = args.model or default_onnx()
+    model_path = args.model
     try:
         result = evaluate_bag(
             args.bag,
-            FusionPipeline(backend, args.resolution, refiner, reduced),
+            pipeline,
             options,
-            class_table=load_class_table(model_path),
+            class_table=pipeline.segmenter.class_table if pipeline.segmenter else None,
             progress=lambda total: tqdm(total=total, unit="msg", desc="replaying", file=sys.stderr),
         )
     except BagReadError as exc:
@@ -197,9 +186,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     except OSError as exc:  # writing the output bag: disk full, file size limit, read-only...
         return _write_failed(out_dir, bag_out, exc)
     finally:
-        backend.close()
-        if reduced is not None:
-            reduced.close()
+        pipeline.close()
     try:
         plots = write_plots(result, mean_metrics(result), out_dir, args.rank_metric)
         files = {"report_json": str(out_dir / "report.json"), "report_md": str(out_dir / "report.md")}

@@ -18,23 +18,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--weights", type=Path, default=None, help=f"checkpoint (default {default_checkpoint()})")
     parser.add_argument("--out", type=Path, default=None, help=f"ONNX file (default {default_onnx()})")
-    parser.add_argument(
-        "--head", type=Path, default=None,
-        help="segmentation head (.npz) to export with the student (default: the head shipped with sage_ros)",
-    )
-    parser.add_argument("--no-head", action="store_true", help="fusion only: one output, no class ids")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sage_ros.model.checkpoint import WeightsError
-    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
+    from sage_ros.model.model_files import export_checkpoint
 
     weights = args.weights or default_checkpoint()
     out = args.out or default_onnx()
     try:
-        head = None if args.no_head else (args.head or DEFAULT_HEAD)
-        path = export_checkpoint(Path(weights), Path(out), head)
+        path = export_checkpoint(Path(weights), Path(out))
     except (WeightsError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

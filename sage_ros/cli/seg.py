@@ -1,13 +1,11 @@
-"""`sage-ros seg ...`: train, evaluate and export the segmentation network.
+"""`sage-ros seg eval`: score the segmentation network; its trainer, `sage-ros train seg`, is defined here too.
 
-    sage-ros seg train       train the network on MSRS train pairs (+ thumbnails); writes .npz/.onnx/.json
     sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 (and AP50) on the eval split,
                              of a network, of a folder of masks (`sage-ros fuse --masks`) or of the
-                             non-learned thermal rule
-    sage-ros seg experiment  the SAGE claim: the same network on fused vs visible vs infrared, several seeds
-    sage-ros seg export      the released student + a network as one ONNX model (fused_y, class_ids)
+                             non-learned thermal rule; masks also on any folder with YOLO, COCO or VOC
+                             boxes (--boxes, --class-map), with the spill of mask pixels outside boxes
 
-`train`, `experiment` and `eval --net` need the `training` extra (PyTorch); `eval --masks` and
+`train seg` and `eval --net` need the `training` extra (PyTorch); `eval --masks` and
 `eval --baseline` need only numpy and OpenCV.
 """
 
@@ -19,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from sage_ros.evaluation.boxes import LAYOUTS
 from sage_ros.paths import default_checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,10 +37,12 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
-def _train_options(parser: argparse.ArgumentParser) -> None:
-    # The shipped network's recipe (docs/model_card.md), from its single definition.
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `sage-ros train seg`; the defaults are the shipped network's recipe
+    (docs/model_card.md), from its single definition."""
     from sage_ros.training.segmentation import recipe
 
+    _data_options(parser)
     parser.add_argument("--thumbs", type=Path, default=_SHARED_THUMBS,
                         help="128x128 MSRS train thumbnails with boxes (extra training frames); 'none' to skip")
     parser.add_argument("--steps", type=int, default=recipe.STEPS)
@@ -65,72 +66,67 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=recipe.PRECISION,
                         help="training arithmetic: bf16 autocast is 1.5-2x faster on CPUs with AMX or AVX-512 BF16 "
                              "(weights and loss stay float32; the exported graph is float32)")
+    parser.add_argument("--inputs", default="fused,infrared",
+                        help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights (.npz, same inputs and widths): one more training cycle "
+                        "(no automatic restart after it)")
+    parser.add_argument("--restart-steps", type=int, default=recipe.RESTART_STEPS,
+                        help="after the first cycle, a warm restart of this many steps from its calibrated weights "
+                        "(0: none; skipped with --init or --labels)")
+    parser.add_argument("--restart-lr", type=float, default=recipe.RESTART_LR, help="peak learning rate of the restart")
+    parser.add_argument("--finetune-steps", type=int, default=recipe.FINETUNE_STEPS,
+                        help="after the restart, a fine-tuning cycle of this many steps from its calibrated weights, "
+                        "with gap lines in the targets (0: none)")
+    parser.add_argument("--finetune-lr", type=float, default=recipe.FINETUNE_LR,
+                        help="peak learning rate of the fine-tuning cycle")
+    parser.add_argument("--finetune-gap-lines", type=float, default=recipe.FINETUNE_GAP_LINES,
+                        help="background lines in gaps of at most this many pixels at 1/4 resolution between facing "
+                        "boxes of one class, in the fine-tuning cycle (0: none)")
+    parser.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
+                        help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
+                        "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")
+    parser.add_argument("--classes", choices=["msrs", "fmb"], default="msrs",
+                        help="class table of the labels (default msrs: 0 background, 1 car, 2 person, 3 bike)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="weights X.npz; X.onnx (standalone seg graph) and X.json are written beside it")
+    parser.add_argument("--work-dir", type=Path, default=None, help="resume checkpoints (default: next to --out)")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("seg", help="segmentation network: train, eval, experiment, export")
+    parser = subparsers.add_parser("seg", help="score segmentation masks or networks (training: `train seg`)")
     sub = parser.add_subparsers(dest="seg_command", metavar="SEG_COMMAND")
 
-    train = sub.add_parser("train", help="train the network (default: fused + IR inputs, MSRS train split)")
-    _data_options(train)
-    _train_options(train)
-    train.add_argument("--inputs", default="fused,infrared",
-                       help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
-    train.add_argument("--init", type=Path, default=None,
-                       help="start from these weights (.npz, same inputs and widths): one more training cycle "
-                       "(no automatic restart after it)")
-    from sage_ros.training.segmentation import recipe
-
-    train.add_argument("--restart-steps", type=int, default=recipe.RESTART_STEPS,
-                       help="after the first cycle, a warm restart of this many steps from its calibrated weights "
-                       "(0: none; skipped with --init or --labels)")
-    train.add_argument("--restart-lr", type=float, default=recipe.RESTART_LR, help="peak learning rate of the restart")
-    train.add_argument("--finetune-steps", type=int, default=recipe.FINETUNE_STEPS,
-                       help="after the restart, a fine-tuning cycle of this many steps from its calibrated weights, "
-                       "with gap lines in the targets (0: none)")
-    train.add_argument("--finetune-lr", type=float, default=recipe.FINETUNE_LR,
-                       help="peak learning rate of the fine-tuning cycle")
-    train.add_argument("--finetune-gap-lines", type=float, default=recipe.FINETUNE_GAP_LINES,
-                       help="background lines in gaps of at most this many pixels at 1/4 resolution between facing "
-                       "boxes of one class, in the fine-tuning cycle (0: none)")
-    train.add_argument("--labels", nargs=2, metavar=("LAYOUT", "ROOT"), default=None,
-                       help="train from pixel labels instead of boxes: LAYOUT msrs (ROOT/train/{ir,vi,"
-                       "Segmentation_labels}) or fmb (ROOT/train/{Infrared,Visible,Label})")
-    train.add_argument("--classes", choices=["msrs", "fmb"], default="msrs",
-                       help="class table of the labels (default msrs: 0 background, 1 car, 2 person, 3 bike)")
-    train.add_argument("--out", type=Path, required=True,
-                       help="weights X.npz; X.onnx (standalone seg graph) and X.json are written beside it")
-    train.add_argument("--work-dir", type=Path, default=None, help="resume checkpoints (default: next to --out)")
-    train.set_defaults(func=_train)
-
-    evaluate = sub.add_parser("eval", help="score masks on the MSRS eval split (components vs boxes, IoU 0.5)")
+    evaluate = sub.add_parser(
+        "eval", help="score masks on the MSRS eval split or on any labelled folder (components vs boxes, IoU 0.5)",
+        epilog="Several datasets in one call: each --masks starts one; --boxes, --layout, --class-map, "
+        "--class-names and --name after it belong to it. A --masks without --boxes is scored on MSRS "
+        "(--msrs, --split, --box-source). Example: seg eval --masks out/msrs_masks --masks out/m3fd_masks "
+        "--boxes m3fd/Annotation --class-map People=person Car=car Bus=car Truck=car Motorcycle=bike")
     _data_options(evaluate)
     what = evaluate.add_mutually_exclusive_group()
     what.add_argument("--net", type=Path, default=None, help="network weights .npz (default: the shipped one)")
-    what.add_argument("--masks", type=Path, default=None,
-                      help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`)")
+    what.add_argument("--masks", type=Path, default=None, action=_DatasetOption,
+                      help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`); "
+                      "repeat for several datasets")
     what.add_argument("--baseline", action="store_true",
                       help="the non-learned rule: IR minus local mean above its 98.5th percentile, tall blobs = people")
+    evaluate.add_argument("--boxes", type=Path, action=_DatasetOption, metavar="PATH",
+                          help="human boxes of the --masks before it: a folder of YOLO NAME.txt (+ classes.txt), "
+                          "a COCO instances .json or a folder of VOC NAME.xml")
+    evaluate.add_argument("--layout", choices=["auto", *LAYOUTS], action=_DatasetOption,
+                          help="layout of --boxes (default auto: .json is COCO, .xml files VOC, .txt files YOLO)")
+    evaluate.add_argument("--class-map", nargs="+", metavar="THEIRS=OURS", action=_DatasetOption,
+                          help="dataset class -> ours (person, car, bike), case-insensitive; other dataset classes "
+                          "are left out and counted (default: person, car, bike, bicycle as named)")
+    evaluate.add_argument("--class-names", nargs="+", metavar="NAME", action=_DatasetOption,
+                          help="YOLO class names in id order, when the folder has no classes.txt")
+    evaluate.add_argument("--name", action=_DatasetOption, help="the dataset's name in the report")
     evaluate.add_argument("--split", default="eval", help="split of splits.csv to score (default eval)")
     evaluate.add_argument("--min-area", type=int, default=6, help="components smaller than this are speckle")
     evaluate.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     evaluate.set_defaults(func=_eval)
 
-    experiment = sub.add_parser("experiment", help="fused vs visible vs infrared inputs, several seeds, one table")
-    _data_options(experiment)
-    _train_options(experiment)
-    experiment.add_argument("--input-sets", nargs="+", default=["fused", "visible", "infrared"],
-                            help="each a comma-separated input set (default: fused visible infrared)")
-    experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    experiment.add_argument("--out-dir", type=Path, required=True)
-    experiment.set_defaults(func=_experiment)
-
-    export = sub.add_parser("export", help="student + network -> one ONNX model (fused_y, class_ids)")
-    export.add_argument("--checkpoint", type=Path, default=None)
-    export.add_argument("--net", type=Path, default=None,
-                        help="standalone seg graph .onnx (default: the one shipped with sage_ros)")
-    export.add_argument("--out", type=Path, default=None, help="default: <cache>/models/sage_student_seg.onnx")
-    export.set_defaults(func=_export)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -175,7 +171,8 @@ def _training_data(args):
         return None
 
 
-def _train(args) -> int:
+def run_train(args: argparse.Namespace) -> int:
+    """`sage-ros train seg`."""
     from sage_ros.training.segmentation.net_experiment import (
         fit,
         fit_cycles,
@@ -253,49 +250,129 @@ def _split_names(msrs: Path, split: str) -> dict[str, str]:
         return {r["name"]: r.get("light") or "unknown" for r in csv.DictReader(handle) if r["split"] == split}
 
 
-def _eval(args) -> int:
-    from sage_ros.training.segmentation.net_experiment import f1_table
+class _DatasetOption(argparse.Action):
+    """`--masks` starts a dataset; the dataset options after it (--boxes, --layout, ...) belong to it.
 
-    if not (args.msrs / "splits.csv").is_file():
+    argparse has no repeated option groups, so the datasets are collected in order into `datasets`
+    (a list of dicts); `masks` keeps the last folder as before, for the --net/--baseline exclusion.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        datasets = getattr(namespace, "datasets", None)
+        if datasets is None:
+            datasets = []  # a fresh list per parse (a shared default would leak between parses)
+            namespace.datasets = datasets
+        if self.dest == "masks":
+            datasets.append({"masks": values})
+            namespace.masks = values
+            return
+        if not datasets:
+            parser.error(f"{option_string} belongs to a dataset: give the --masks folder before it")
+        if self.dest in datasets[-1]:
+            parser.error(f"{option_string} given twice for the masks in {datasets[-1]['masks']}")
+        datasets[-1][self.dest] = values
+
+
+def _eval(args) -> int:
+    from sage_ros.evaluation.components import f1_table
+
+    datasets = getattr(args, "datasets", None) or []
+    for dataset in datasets:
+        extra = sorted(k for k in dataset if k not in ("masks", "boxes"))
+        if extra and "boxes" not in dataset:
+            log.error("--%s for the masks in %s: only with --boxes (MSRS masks use --msrs and --box-source)",
+                      extra[0].replace("_", "-"), dataset["masks"])
+            return 2
+    labelled = [d for d in datasets if "boxes" in d]
+    results = {}
+    # MSRS: each --masks without --boxes, or else (nothing labelled given) the network or the thermal rule.
+    msrs_masks = [d["masks"] for d in datasets if "boxes" not in d] or ([] if labelled else [args.masks])
+    if msrs_masks and not (args.msrs / "splits.csv").is_file():
         log.error("%s has no splits.csv: pass --msrs with the MSRS pairs, boxes/ and splits.csv", args.msrs)
         return 1
-    if args.masks is not None or args.baseline:
-        name, scores = _eval_masks(args)
-    else:
-        name, scores = _eval_net(args)
-    if scores is None:
-        return 1
-    print(f"### {name}: components vs {args.box_source} boxes at IoU 0.5, {args.split} split\n")
-    print(f1_table({name: scores}))
+    for masks in msrs_masks:
+        if masks is not None or args.baseline:
+            name, scores = _eval_masks(args, masks)
+        else:
+            name, scores = _eval_net(args)
+        if scores is None:
+            return 1
+        print(f"### {name}: components vs {args.box_source} boxes at IoU 0.5, {args.split} split\n")
+        print(f1_table({name: scores}))
+        results[name] = scores
+    for dataset in labelled:
+        name, scores = _eval_labelled(dataset, args.min_area)
+        if scores is None:
+            return 1
+        info = scores["dataset"]
+        print(f"{chr(10) if results else ''}### {name}: components vs {info['layout']} boxes {info['boxes']} at "
+              f"IoU 0.5\n")
+        print(f1_table({name: scores}))
+        print(f"\n{scores['all']['images']} masks scored; {info['unlabelled_masks']} masks without labels and "
+              f"{info['labelled_without_mask']} labelled images without a mask not scored; boxes of classes "
+              f"left out by the class map: {_counts(info['unmapped_boxes'])}"
+              + (f"; skipped: {_counts(info['skipped_boxes'])}" if info["skipped_boxes"] else ""))
+        results[name] = scores
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({name: scores}, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
-def _eval_masks(args):
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def _eval_labelled(dataset: dict, min_area: int) -> tuple[str, dict | None]:
+    """One --masks/--boxes dataset in any box layout: F1 and spill over all its labelled masks."""
+    from sage_ros.evaluation.boxes import BoxFileError, parse_class_map, read_boxes
+    from sage_ros.evaluation.components import CLASS_NAMES, score_mask_folder
+
+    name = dataset.get("name") or f"masks {dataset['masks']}"
+    try:
+        class_map = parse_class_map(dataset.get("class_map"))
+        labels = read_boxes(dataset["boxes"], dataset.get("layout") or "auto", dataset.get("class_names"))
+        folder = score_mask_folder(dataset["masks"], labels, class_map, min_area=min_area)
+    except (BoxFileError, ValueError, OSError) as exc:
+        log.error("%s: %s", name, exc)
+        return name, None
+    if folder.labelled_without_mask:
+        log.warning("%s: %d labelled images have no mask in %s (e.g. %s)", name, len(folder.labelled_without_mask),
+                    dataset["masks"], folder.labelled_without_mask[0])
+    scores = folder.to_json()
+    info = {key: scores.pop(key) for key in ("unmapped_boxes", "unlabelled_masks", "labelled_without_mask")}
+    info |= {"masks": str(dataset["masks"]), "boxes": str(labels.source), "layout": labels.layout,
+             "class_map": {k: CLASS_NAMES[v] for k, v in class_map.items()},
+             "skipped_boxes": dict(labels.skipped)}
+    # The light of a frame is known only for MSRS: one "all" row, beside the dataset's description.
+    return name, {"all": scores, "dataset": info}
+
+
+def _eval_masks(args, masks: Path | None):
     """Score PNG masks (or the thermal rule) without torch: the published masks are what is scored."""
     import cv2
 
+    from sage_ros.evaluation.components import spill_fractions
     from sage_ros.training.segmentation.baseline import thermal_rule_mask
     from sage_ros.training.segmentation.boxes import box_dir, read_yolo
     from sage_ros.training.segmentation.evaluate import components_to_detections, f1_scores
 
     names = _split_names(args.msrs, args.split)
-    dets, gts, lights = {}, {}, {}
+    dets, gts, lights, spill = {}, {}, {}, {}
     missing = []
     for name, light in sorted(names.items()):
         if args.baseline:
             ir = cv2.imread(str(args.msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
             mask = None if ir is None else thermal_rule_mask(ir)
         else:
-            mask = cv2.imread(str(args.masks / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+            mask = cv2.imread(str(masks / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2:
             missing.append(name)
             continue
         h, w = mask.shape
         gts[name] = read_yolo(box_dir(args.msrs, args.box_source) / f"{name}.txt", w, h)
         dets[name] = components_to_detections(mask, None, (1, 2, 3), min_area=args.min_area)
+        spill[name] = spill_fractions(mask, gts[name])
         lights[name] = light
     if missing:
         log.error("%d %s pairs have no readable single-channel mask (e.g. %s)", len(missing), args.split, missing[0])
@@ -304,8 +381,9 @@ def _eval_masks(args):
     for light in ("day", "night", "all"):
         chosen = [n for n in dets if light == "all" or lights[n] == light]
         if chosen:
-            scores[light] = f1_scores([dets[n] for n in chosen], [gts[n] for n in chosen]).to_json()
-    label = "thermal rule (no learning)" if args.baseline else f"masks {args.masks}"
+            scores[light] = f1_scores([dets[n] for n in chosen], [gts[n] for n in chosen],
+                                      frame_spill=[spill[n] for n in chosen]).to_json()
+    label = "thermal rule (no learning)" if args.baseline else f"masks {masks}"
     return label, scores
 
 
@@ -325,40 +403,3 @@ def _eval_net(args):
     data = load_split(args.msrs, args.split, checkpoint, args.box_source, args.cache_dir, args.threads)
     return f"{path.name} ({'+'.join(net.inputs)})", scores_json(evaluate_net(net, data, args.min_area))
 
-
-def _experiment(args) -> int:
-    from sage_ros.training.segmentation.net_experiment import load_split, run_experiment, summary_table
-
-    try:
-        input_sets = [_inputs(s) for s in args.input_sets]
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    data = _training_data(args)
-    checkpoint = _checkpoint(args)
-    if data is None or checkpoint is None:
-        return 1
-    train, frames = data
-    eval_data = load_split(args.msrs, "eval", checkpoint, args.box_source, args.cache_dir, args.threads)
-    results = run_experiment(_config(args, input_sets[0]), frames, train, eval_data, args.out_dir,
-                             input_sets, args.seeds)
-    print(summary_table(results))
-    return 0
-
-
-def _export(args) -> int:
-    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
-    from sage_ros.paths import models_dir
-
-    checkpoint = _checkpoint(args)
-    if checkpoint is None:
-        return 1
-    out = args.out or models_dir() / "sage_student_seg.onnx"
-    try:
-        path = export_checkpoint(checkpoint, out, args.net or DEFAULT_HEAD)
-    except (RuntimeError, ValueError, OSError) as exc:
-        log.error("%s", exc)
-        return 1
-    meta = json.loads(path.with_suffix(".json").read_text())
-    print(f"exported {path} with outputs {meta.get('outputs')} and {len(meta.get('classes', []))} classes")
-    return 0

@@ -1,15 +1,18 @@
-"""Human boxes and mask components: reading YOLO box files, and scoring class-id masks against boxes.
+"""Mask components against human boxes: precision/recall/F1 at IoU 0.5, and the pixels spilled outside boxes.
 
 Box labels cannot score pixels, so each predicted class mask is turned into connected-component
 boxes, matched one-to-one to the human boxes at IoU 0.5, and counted per class (precision, recall,
-F1). This is the operating point a user of the published mask sees. Numpy and OpenCV only: used by
-`sage-ros eval-bag` (run-time side, no torch) and, re-exported, by the training code's `seg eval`,
-so both report the same numbers for the same masks.
+F1). This is the operating point a user of the published mask sees. Beside it, "spill": the share of
+the frame given a class outside every box of that class, which F1 cannot see (a component far larger
+than its box still counts once). The box files themselves are read by `sage_ros.evaluation.boxes`.
+Numpy and OpenCV only: used by `sage-ros eval-bag` (run-time side, no torch) and, re-exported, by the
+training code's `seg eval`, so both report the same numbers for the same masks.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +21,19 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+# The box readers live in `sage_ros.evaluation.boxes`; re-exported here so that every existing import of
+# these names (eval-bag, make-bag, the training code) keeps working.
+from sage_ros.evaluation.boxes import (  # noqa: F401 - re-exports
+    MSRS_YOLO_TO_ID,
+    Box,
+    BoxFileError,
+    LabelledSet,
+    parse_yolo,
+    read_yolo,
+)
+
 #: Label value meaning "not scored" (pixels of a box that are not sure to be the object).
 IGNORE = 255
-#: YOLO classes of the MSRS detection labels (boxes/classes.txt: 0 person, 1 bicycle, 2 car)
-#: mapped to MSRS pixel-label ids (1 car, 2 person, 3 bike).
-MSRS_YOLO_TO_ID = {0: 2, 1: 3, 2: 1}
-_EPS = 1e-6
 
 
 class LabelledBox(Protocol):
@@ -33,70 +43,6 @@ class LabelledBox(Protocol):
     def class_id(self) -> int: ...
 
     def as_xyxy(self) -> tuple[float, float, float, float]: ...
-
-
-@dataclass(frozen=True)
-class Box:
-    """A labelled box in pixels: class id (already mapped), [x0, x1) x [y0, y1)."""
-
-    class_id: int
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    @property
-    def area(self) -> int:
-        return max(self.x1 - self.x0, 0) * max(self.y1 - self.y0, 0)
-
-    def as_xyxy(self) -> tuple[float, float, float, float]:
-        return float(self.x0), float(self.y0), float(self.x1), float(self.y1)
-
-
-class BoxFileError(ValueError):
-    """A YOLO label file with a malformed line."""
-
-
-def parse_yolo(
-    text: str, width: int, height: int, class_map: dict[int, int] | None = None, source: str = "<text>"
-) -> list[Box]:
-    """Parse YOLO lines `class cx cy w h` (normalised) into pixel boxes clipped to the image.
-
-    Classes missing from `class_map` are skipped (a dataset may label more than the head predicts).
-    """
-    boxes: list[Box] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise BoxFileError(f"{source}:{number}: expected 'class cx cy w h', got {line!r}")
-        try:
-            yolo_class = int(parts[0])
-            cx, cy, bw, bh = (float(p) for p in parts[1:])
-        except ValueError as exc:
-            raise BoxFileError(f"{source}:{number}: not numbers: {line!r}") from exc
-        class_id = class_map.get(yolo_class) if class_map is not None else yolo_class
-        if class_id is None:
-            continue
-        # Outward to whole pixels; the epsilon keeps 0.15 * 100 = 15.000000000000002 at 15.
-        x0 = int(np.clip(np.floor((cx - bw / 2) * width + _EPS), 0, width))
-        x1 = int(np.clip(np.ceil((cx + bw / 2) * width - _EPS), 0, width))
-        y0 = int(np.clip(np.floor((cy - bh / 2) * height + _EPS), 0, height))
-        y1 = int(np.clip(np.ceil((cy + bh / 2) * height - _EPS), 0, height))
-        if x1 > x0 and y1 > y0:
-            boxes.append(Box(class_id, x0, y0, x1, y1))
-    return boxes
-
-
-def read_yolo(
-    path: str | Path, width: int, height: int, class_map: dict[int, int] | None = MSRS_YOLO_TO_ID
-) -> list[Box]:
-    """Boxes of one YOLO file; a missing file means no boxes (images without objects have none)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return parse_yolo(path.read_text(), width, height, class_map, source=str(path))
 
 
 @dataclass(frozen=True)
@@ -220,13 +166,20 @@ class F1Scores:
     boxes_per_image: float
     empty_frames: int  # frames without any human box of the scored classes
     false_components_per_empty_frame: float
+    # Mean over frames of the share of the frame a class covers outside its boxes; None: not measured
+    # (only detections were given).
+    spill: dict[int, float] | None = None
+
+    @property
+    def spill_total(self) -> float:
+        return float(sum(self.spill.values())) if self.spill else math.nan
 
     @property
     def mean_f1(self) -> float:
         return nanmean(c.f1 for c in self.per_class.values())
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "images": self.images,
             "mean_f1": self.mean_f1,
             "components_per_image": self.components_per_image,
@@ -239,6 +192,33 @@ class F1Scores:
                 for c, s in self.per_class.items()
             },
         }
+        if self.spill is not None:
+            # Keys only when measured, so that detection-only scores keep their JSON as it was.
+            out["spill"] = self.spill_total
+            for c, value in self.spill.items():
+                out["classes"][str(c)]["spill"] = value
+        return out
+
+
+def spill_fractions(class_ids: np.ndarray, boxes: Sequence[LabelledBox], classes: Sequence[int] = (1, 2, 3)
+                    ) -> dict[int, float]:
+    """Per class, the share of the frame's pixels given that class outside every box of that class.
+
+    Box corners are taken as whole pixels ([x0, x1) x [y0, y1), clipped to the frame). A frame without
+    any box of a class counts every pixel of that class as spilled.
+    """
+    class_ids = np.asarray(class_ids)
+    height, width = class_ids.shape
+    fractions = {}
+    for c in classes:
+        inside = np.zeros((height, width), dtype=bool)
+        for b in boxes:
+            if b.class_id != c:
+                continue
+            x0, y0, x1, y1 = b.as_xyxy()
+            inside[max(int(y0), 0):max(int(y1), 0), max(int(x0), 0):max(int(x1), 0)] = True
+        fractions[c] = float(np.count_nonzero((class_ids == c) & ~inside)) / max(height * width, 1)
+    return fractions
 
 
 def f1_scores(
@@ -246,10 +226,18 @@ def f1_scores(
     ground_truth: Sequence[Sequence[LabelledBox]],
     classes: Sequence[int] = (1, 2, 3),
     iou_threshold: float = 0.5,
+    frame_spill: Sequence[dict[int, float]] | None = None,
 ) -> F1Scores:
-    """Per-class precision/recall/F1 of components vs boxes, plus the counts a user reads first."""
+    """Per-class precision/recall/F1 of components vs boxes, plus the counts a user reads first; with
+    each image's `spill_fractions` (aligned by image; computed per frame so that no mask is kept), the
+    mean spill per class too."""
     if len(detections) != len(ground_truth):
         raise ValueError("detections and ground truth must list the same images")
+    spill = None
+    if frame_spill is not None:
+        if len(frame_spill) != len(ground_truth):
+            raise ValueError("spill fractions and ground truth must list the same images")
+        spill = {c: float(np.mean([f[c] for f in frame_spill])) if frame_spill else math.nan for c in classes}
     counts = {c: [0, 0, 0] for c in classes}
     n_det = n_gt = empty = empty_false = 0
     for dets, gts in zip(detections, ground_truth, strict=True):
@@ -271,4 +259,103 @@ def f1_scores(
         n_gt / n,
         empty,
         empty_false / empty if empty else math.nan,
+        spill,
     )
+
+
+#: Names of our scored class ids, for tables.
+CLASS_NAMES = {1: "car", 2: "person", 3: "bike"}
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _percent(value: float | None) -> str:
+    # Spill is a small share of the frame: percent with two decimals reads better than 0.00.
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def f1_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per (name, light) from `F1Scores.to_json()` dicts per light (day, night, all).
+
+    Spill columns are added when some row measured it ('-' in the rows that did not).
+    """
+    header = ["model", "light", "F1 car", "F1 person", "F1 bike", "mean F1", "P person", "R person",
+              "AP50 person", "comps/img", "boxes/img", "false comps / empty frame"]
+    with_spill = any("spill" in s for per_light in rows.values() for s in per_light.values() if isinstance(s, dict))
+    if with_spill:
+        header += ["spill car", "spill person", "spill bike", "spill total"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, per_light in rows.items():
+        for light in ("day", "night", "all"):
+            s = per_light.get(light)
+            if s is None:
+                continue
+            c = s["classes"]
+            ap = s.get("ap50", {}).get("2")
+            row = [name, f"{light} ({s['images']})"] + [_fmt(c[str(k)]["f1"]) for k in CLASS_NAMES] + [
+                _fmt(s["mean_f1"]), _fmt(c["2"]["precision"]), _fmt(c["2"]["recall"]),
+                _fmt(ap) if ap is not None else "-", f"{s['components_per_image']:.2f}",
+                f"{s['boxes_per_image']:.2f}",
+                _fmt(s["false_components_per_empty_frame"]) + f" ({s['empty_frames']})",
+            ]
+            if with_spill:
+                measured = "spill" in s
+                row += [_percent(c[str(k)].get("spill")) if measured else "-" for k in CLASS_NAMES]
+                row.append(_percent(s["spill"]) if measured else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class FolderScores:
+    """A folder of masks scored against a labelled set, with what could not be scored."""
+
+    scores: F1Scores
+    unmapped: Counter  # boxes per dataset class that the class map leaves out
+    unlabelled_masks: list[str]  # masks of images the labels do not cover (not scored)
+    labelled_without_mask: list[str]  # labelled images with no mask in the folder (not scored)
+
+    def to_json(self) -> dict:
+        return self.scores.to_json() | {
+            "unmapped_boxes": dict(sorted(self.unmapped.items())),
+            "unlabelled_masks": len(self.unlabelled_masks),
+            "labelled_without_mask": len(self.labelled_without_mask),
+        }
+
+
+def score_mask_folder(
+    masks_dir: str | Path,
+    labels: LabelledSet,
+    class_map: dict[str, int],
+    classes: Sequence[int] = (1, 2, 3),
+    min_area: int = 6,
+    iou_threshold: float = 0.5,
+) -> FolderScores:
+    """Every NAME.png class-id mask of a folder against the boxes of image NAME: F1 and spill.
+
+    Raises ValueError when a mask is not a single-channel image (a folder of fused images given by
+    mistake) or when no mask has labels.
+    """
+    masks_dir = Path(masks_dir)
+    paths = sorted(masks_dir.glob("*.png"))
+    dets, gts, spill, unlabelled = [], [], [], []
+    unmapped: Counter = Counter()
+    for path in paths:
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            raise ValueError(f"{path}: not a single-channel class-id mask")
+        boxes = labels.pixel_boxes(path.stem, mask.shape[1], mask.shape[0], class_map)
+        if boxes is None:
+            unlabelled.append(path.stem)
+            continue
+        gts.append(boxes[0])
+        unmapped.update(boxes[1])
+        dets.append(components_to_detections(mask, None, classes, min_area=min_area))
+        spill.append(spill_fractions(mask, boxes[0], classes))
+    if not gts:
+        raise ValueError(f"no mask in {masks_dir} ({len(paths)} PNGs) has labels in {labels.source}")
+    stems = {p.stem for p in paths}
+    without_mask = sorted(name for name in labels.images if name not in stems)
+    return FolderScores(f1_scores(dets, gts, classes, iou_threshold, spill), unmapped, unlabelled, without_mask)

@@ -413,8 +413,8 @@ def evaluate_bag(
             topics={
                 t: {"type": typ, "count": source.counts.get(t, 0)} for t, typ in sorted(source.topics.items())
             },
-            backend=pipeline.backend.description,
-            has_segmentation=pipeline.backend.has_segmentation,
+            backend=pipeline.description,  # updated once a pair has started the student
+            has_segmentation=pipeline.has_segmentation,
             options=options,
         )
         for p in source.problems:
@@ -491,9 +491,10 @@ def evaluate_bag(
         # The label pass and the main pass meet the same damage: report each problem once.
         for p in dict.fromkeys(source.problems[known_problems:]):
             result.problem(f"bag-{p.kind}", p.detail)
-        if labels and not pipeline.backend.has_segmentation:
-            log.info("ground truth present but the model has no segmentation head: no mIoU")
+        if labels and not pipeline.has_segmentation:
+            log.info("ground truth present but segmentation is off: no mIoU")
         replay.finish()
+        result.backend = pipeline.description
         result.sync_stats = sync.stats.as_dict()
         result.wall_s = time.perf_counter() - started
         return result

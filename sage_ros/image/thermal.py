@@ -115,6 +115,16 @@ class ThermalNormalizer:
         if span < self.config.min_span:
             mid = 0.5 * (lo + hi)
             lo, span = mid - 0.5 * self.config.min_span, self.config.min_span
-        out = (frame.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / span)
+        try:
+            # float32 arithmetic (fast, and what every ordinary frame gets). A float frame whose values
+            # reach the ends of float32 (32FC1 can hold +-3.4e38) makes `frame - lo` overflow; numpy
+            # would warn and yield +-inf. Raise instead and redo that rare frame in float64 below.
+            with np.errstate(over="raise"):
+                out = (frame.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / span)
+        except FloatingPointError:
+            # Same saturated result (an overflowing pixel lies far outside the window: 0 or 1), and
+            # finite in-window values even when the window itself is wider than float32's range.
+            # Clipped before the cast down: a float64 value past float32's range cannot be cast.
+            out = np.clip((frame.astype(np.float64) - lo) * (1.0 / span), 0.0, 1.0).astype(np.float32)
         np.clip(out, 0.0, 1.0, out=out)
         return out

@@ -12,22 +12,18 @@ The weights (`sage_ros/data/scale_student.npz`, trained by `python -m sage_ros.t
 the released state dict's keys as plain arrays, plus the fast-student `__arch__` / `__meta__` entries
 (width 32, three convs per block: exactly the released topology) so the torch backend loads them as it
 loads the fast student. A JSON sidecar records the recipe and the provenance. This module is torch-free:
-the fusion-only graph is built by `onnx_builder` into the models cache; below the RGB size the class ids
-come from the segmentation network run at the RGB size (`seg_stage`).
+the fusion graph is built by `onnx_builder` into the models cache.
 
-Used only where it applies: the pipeline runs it when the fusion size is below the RGB size, and the
-released student (bit-exact to upstream) whenever it fuses at the RGB size.
+Used only where it applies (`sage_ros.pipeline.builder`): below the RGB size, in place of the released
+student, never at the RGB size (there the released student runs, bit-exact to upstream).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
-from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -82,33 +78,24 @@ def read_state(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def ensure_scale_onnx(weights: Path | None = None, onnx_path: Path | None = None) -> Path:
-    """The scale-adapted student as a fusion-only model file, built once (torch-free) into the models cache.
-
-    Fusion-only because below the RGB size the class ids come from the segmentation network run at the RGB
-    size (`seg_stage`), never from inside this graph. Rebuilt when the weights change (the sidecar records
-    their sha256).
-    """
+    """The scale-adapted student as a fusion graph, built once (torch-free) into the models cache and
+    rebuilt when the weights change (the sidecar records their sha256)."""
     import onnx
 
-    from sage_ros.model.model_variants import sidecar_matches
+    from sage_ros.model.model_files import cached_build
     from sage_ros.model.onnx_builder import build_student_model_proto
 
     weights = Path(weights) if weights else shipped_weights()
-    target = Path(onnx_path) if onnx_path else models_dir() / GRAPH_NAME
-    provenance = {"scale_student_sha256": sha256_of(weights) if weights.is_file() else None}
-    if provenance["scale_student_sha256"] and sidecar_matches(target, provenance):
-        return target
-    model = build_student_model_proto(read_state(weights))
+    state = read_state(weights)  # checked before anything is built
     meta_in = read_sidecar(weights, FORMAT, ScaleStudentError, "scale-adapted student")
-    meta = {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17, "model": "sage_scale_student",
-            "classes": [], "scale_student": {k: v for k, v in meta_in.items() if k != "format"}}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")  # never half a model for a reader starting now
-    onnx.save(model, str(tmp))
-    os.replace(tmp, target)
-    target.with_suffix(".json").write_text(json.dumps(meta | provenance, indent=2) + "\n")
-    log.info("built %s (scale-adapted student)", target)
-    return target
+
+    def write(tmp: Path) -> dict:
+        onnx.save(build_student_model_proto(state), str(tmp))
+        return {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17, "model": "sage_scale_student",
+                "scale_student": {k: v for k, v in meta_in.items() if k != "format"}}
+
+    return cached_build(Path(onnx_path) if onnx_path else models_dir() / GRAPH_NAME,
+                        {"scale_student_sha256": sha256_of(weights)}, write, "scale-adapted student")
 
 
 def detail_reference(weights: str | Path | None = None) -> float | None:
@@ -152,57 +139,3 @@ def is_released_student(config) -> bool:
         return path is not None and Path(path).is_file() and sha256_of(Path(path)) == CHECKPOINT.sha256
     meta = _model_sidecar(config)
     return meta is not None and meta.get("checkpoint_sha256") == CHECKPOINT.sha256
-
-
-class ReducedPlan(NamedTuple):
-    """What runs below the RGB size: the adapted student's BackendConfig (None: the released student, as
-    configured) and the segmentation graph to run at the RGB size on its result (None: no class ids there)."""
-
-    config: object | None
-    seg_graph: Path | None
-    why: str
-    detail_reference: float | None = None  # see `detail_reference`
-
-
-def reduced_scale_config(config, use: bool) -> ReducedPlan:
-    """The plan for fusing below the RGB size with the scale-adapted student, or why there is none.
-
-    config: the main model's BackendConfig. use: the user's switch (`fusion.scale_adapted`,
-    `--scale-adapted`). The adapted weights are a fine-tune of the released student, so they replace only
-    that model (`is_released_student`); a custom model or the fast variant keeps its own weights at every
-    scale. The adapted student runs fusion-only; the class ids come from the same segmentation network as
-    the main model's (none, or the shipped one: `sage_ros.model.seg_stage`) run at the RGB size. A model
-    with another network keeps the released student.
-    """
-    if not use:
-        return ReducedPlan(None, None, "scale-adapted student off: the released student runs at every fusion size")
-    if not is_released_student(config):
-        return ReducedPlan(None, None,
-                           "scale-adapted student not used: the configured model is not the released student")
-    weights = shipped_weights()
-    from sage_ros.model.model_files import _resolve_head
-
-    if config.name == "torch":
-        # The torch backend's model has its head in config.extra (an .npz head), or none: fusion only here.
-        return ReducedPlan(replace(config, weights_path=weights), None,
-                           f"below the RGB size: scale-adapted student {weights.name}", detail_reference(weights))
-    head_sha = (_model_sidecar(config) or {}).get("head_sha256")
-    seg_graph: Path | None = None
-    if head_sha is not None:
-        shipped = _resolve_head("default")
-        if shipped is None or sha256_of(shipped) != head_sha:
-            return ReducedPlan(None, None, (
-                "scale-adapted student not used: the model's segmentation network is not the shipped one, and "
-                "the class ids must come from the same network at every fusion size"))
-        if shipped.suffix != ".onnx":  # the older .npz head: a graph only through PyTorch
-            return ReducedPlan(None, None, "scale-adapted student not used: the shipped head is not a graph here")
-        seg_graph = shipped
-    onnx_path = ensure_scale_onnx(weights)
-    if config.precision == "int8" and config.name in ("onnxruntime", "openvino"):
-        from sage_ros.model.model_files import ensure_int8
-
-        onnx_path = ensure_int8(onnx_path)
-    why = f"below the RGB size: scale-adapted student {onnx_path.name}"
-    if seg_graph is not None:
-        why += f", class ids from {seg_graph.name} at the RGB size"
-    return ReducedPlan(replace(config, onnx_path=onnx_path), seg_graph, why, detail_reference(weights))

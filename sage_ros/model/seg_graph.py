@@ -8,9 +8,9 @@ ensemble is five networks: one array file of all of them would be a 7 MB blob in
 The graph is built here from those arrays, so the robot path (`sage-ros weights fetch` without
 PyTorch) and the training path (`sage-ros seg train`) write the same graph: AveragePool 4x4 of the
 concatenated inputs, minus 0.5, per member an encoder to 1/32 and a U-Net decoder back to 1/4 (BatchNorm
-folded, float64 maths), the members' logits averaged, one bilinear Resize to the input size, ArgMax,
-Cast to uint8. Ops: Concat, AveragePool, Sub, Conv, Relu, Shape, Slice, Resize, Sum, Mul, ArgMax, Cast
-(opset 17: ONNX Runtime, OpenVINO, TensorRT 8.6+).
+folded, float64 maths), the members' logits averaged and turned into class probabilities (Softmax) at a
+quarter of the input size. Ops: Concat, AveragePool, Sub, Conv, Relu, Shape, Slice, Resize, Sum, Mul,
+Softmax (opset 17: ONNX Runtime, OpenVINO, TensorRT 8.6+).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _fold(state: Mapping[str, np.ndarray], unit: str) -> tuple[np.ndarray, np.nd
 
 
 def build_seg_graph(states: Sequence[Mapping[str, np.ndarray]], input_names: Sequence[str]):
-    """The standalone seg graph (inputs `input_names`, output `class_ids`) of one or more members."""
+    """The standalone seg graph (inputs `input_names`, output `probs` at 1/4 size) of one or more members."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -159,13 +159,14 @@ def build_seg_graph(states: Sequence[Mapping[str, np.ndarray]], input_names: Seq
     mean = logits[0]
     if len(logits) > 1:
         mean = node("Mul", [node("Sum", logits), const("/seg/c/inv_k", np.array(1.0 / len(logits), np.float32))])
-    ids = node("ArgMax", [up(mean, image)], axis=1, keepdims=0)
-    parts.nodes.append(helper.make_node("Cast", [ids], ["class_ids"], name="/seg/Cast_out", to=TensorProto.UINT8))
+    # Class probabilities at a quarter of the input size: the run-time stage brings them to the RGB size,
+    # takes the most probable class and abstains below a confidence (sage_ros/pipeline/segmentation.py).
+    parts.nodes.append(helper.make_node("Softmax", [mean], ["probs"], name="/seg/Softmax_out", axis=1))
     dims = ["batch", 1, "height", "width"]
     graph = helper.make_graph(
         parts.nodes, "sage_ros_seg_net",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in input_names],
-        [helper.make_tensor_value_info("class_ids", TensorProto.UINT8, ["batch", "height", "width"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", "classes", "height_4", "width_4"])],
         parts.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -184,8 +185,9 @@ def write_seg_graph(states: Sequence[Mapping[str, np.ndarray]], input_names: Seq
     out_onnx = Path(out_onnx)
     out_onnx.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(build_seg_graph(states, input_names), str(out_onnx))
-    info = {"model": "sage_ros_seg_net", "inputs": list(input_names), "outputs": ["class_ids"], "opset": OPSET}
-    info |= (metadata or {}) | {"sha256": sha256_of(out_onnx)}
+    # The graph's own interface last: a network's metadata may carry an older graph's.
+    info = dict(metadata or {}) | {"model": "sage_ros_seg_net", "inputs": list(input_names), "outputs": ["probs"],
+                                   "opset": OPSET, "sha256": sha256_of(out_onnx)}
     out_onnx.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return out_onnx
 

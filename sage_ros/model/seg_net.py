@@ -240,30 +240,3 @@ def export_net(net: SegNet | SegEnsemble, out_onnx: str | Path, metadata: dict |
 def default_net_path() -> Path:
     """The network trained by this project on MSRS, shipped in the package (weights, .npz)."""
     return Path(__file__).resolve().parents[1] / "data" / "seg_net_msrs.npz"
-
-
-class StudentWithNet(nn.Module):
-    """forward(vis_y, ir) -> (fused_y, class_ids): the student untouched plus the network (torch backend).
-
-    Computes what the composed ONNX graph computes: the network reads the clamped fused Y (and the
-    student's own inputs when it was trained on them).
-    """
-
-    def __init__(self, student: nn.Module, net: SegNet) -> None:
-        super().__init__()
-        self.student = student
-        self.net = net
-
-    def forward(self, vis_y: torch.Tensor, ir: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fused = self.student(vis_y, ir)[0]
-        named = {"fused": torch.clamp(fused, 0.0, 1.0), "infrared": ir, "visible": vis_y}
-        logits = self.net(torch.cat([named[k] for k in self.net.inputs], 1))
-        return fused, torch.argmax(logits, dim=1).to(torch.uint8)
-
-
-def is_net_weights(path: str | Path) -> bool:
-    """True when `path` is SegNet weights (its sidecar says so), not the older SegHead format."""
-    try:
-        return read_metadata(path).get("format") == NET_FORMAT
-    except SegNetError:
-        return False

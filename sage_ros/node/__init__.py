@@ -1,7 +1,9 @@
 """The ROS 2 fusion node (`sage_fusion`) and the pieces it is built from.
 
 ROS-free: `handoff` (newest-pair slot), `stats` (rates, latency, drops, health), `processing` (one pair
-in, fused frame out), `settings` (parameters, defaults, validation). ROS: `fusion_node` (the node),
-`mf_sync` (message_filters adapter), `harness` (drive the node over DDS from another process),
-`live_demo` (`run_live_demo`, used by `sage-ros demo --live`).
+in, fused frame out), `settings` (parameters, defaults, validation), `throttle` (problem logging),
+`topics`. ROS: `run` (the `fusion_node` entry point: signals, spin, shutdown), `fusion_node` (the
+lifecycle node), `inputs` (subscriptions, auto QoS, DDS loss), `outputs` (publishers), `qos`,
+`synchroniser` and `mf_sync` (pairing), `worker` (inference thread), `diagnostics`, `dds_profile`.
+Driving the node from outside (tests, benchmarks, the live demo) is `sage_ros.devtools`.
 """

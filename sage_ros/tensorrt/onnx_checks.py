@@ -15,7 +15,6 @@ from pathlib import Path
 MAX_OPSET = 17
 INPUTS = ("vis_y", "ir")
 FUSED_OUTPUT = "fused_y"
-CLASS_OUTPUT = "class_ids"
 
 # ONNX operators the TensorRT 8.6 ONNX parser imports (TensorRT 10 supports all of them too), from
 # onnx-tensorrt's operator support table. A graph using anything else needs a plugin.
@@ -190,10 +189,7 @@ def check_onnx_for_tensorrt(model_or_path, max_opset: int = MAX_OPSET) -> CheckR
         report.errors.append(f"graph output {FUSED_OUTPUT!r} is missing (outputs: {sorted(outputs)})")
     else:
         _check_tensor(report, "output", outputs[FUSED_OUTPUT], {onnx.TensorProto.FLOAT}, 4, (2, 3), {1: 1})
-    if CLASS_OUTPUT in outputs:
-        ints = {onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8}
-        _check_tensor(report, "output", outputs[CLASS_OUTPUT], ints, 3, (1, 2), {})
-    for name in sorted(set(outputs) - {FUSED_OUTPUT, CLASS_OUTPUT}):
+    for name in sorted(set(outputs) - {FUSED_OUTPUT}):
         report.warnings.append(f"extra graph output {name!r} will be computed and ignored")
     return report
 

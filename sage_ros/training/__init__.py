@@ -2,5 +2,5 @@
 
 Never imported by the runtime node or the inference backends: it needs torch and, for the semantic
 loss and the mask cache, `segment-anything` (the `training` extra). Entry points:
-`sage-ros train ...` and `python -m sage_ros.training ...`.
+`sage-ros train {student,fast,scale,seg} ...` (multi-GPU: `torchrun ... -m sage_ros train student fit ...`).
 """

@@ -1,6 +1,9 @@
-"""Command line of the training subpackage: `sage-ros train ...` and `python -m sage_ros.training ...`.
+"""`sage-ros train student ACTION`: the SAM-teacher distillation of a new SAGE student.
 
-Only argparse at import time: `sage-ros --help` must not import torch.
+Actions: `fit` trains a teacher and a student, `masks` builds the SAM mask cache, `export` writes the ONNX
+the node loads, `tiny-sam` writes a random tiny SAM for smoke runs. Multi-GPU: `torchrun --nproc_per_node N
+-m sage_ros train student fit --config ...`. Only argparse at import time: `sage-ros --help` must not
+import torch.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ log = logging.getLogger("sage_ros.training")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Sub-commands fit / masks / export / tiny-sam on `parser`."""
+    """The actions fit / masks / export / tiny-sam on `parser`."""
     sub = parser.add_subparsers(dest="train_command", metavar="ACTION")
 
     fit = sub.add_parser("fit", help="train a teacher and a student (bi-level distillation)")
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch one training action; known failures become one clear message and exit code 2."""
     func = getattr(args, "train_func", None)
     if func is None:
-        print("usage: sage-ros train {fit,masks,export,tiny-sam} ... (see --help)", file=sys.stderr)
+        print("usage: sage-ros train student {fit,masks,export,tiny-sam} ... (see --help)", file=sys.stderr)
         return 2
     from sage_ros.model.checkpoint import WeightsError
     from sage_ros.training.config import ConfigError
@@ -163,19 +166,6 @@ def run(args: argparse.Namespace) -> int:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        print(f"sage-ros train {args.train_command}: error: {exc}", file=sys.stderr)
+        print(f"sage-ros train student {args.train_command}: error: {exc}", file=sys.stderr)
         return 2
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sage_ros.training",
-        description="Train SAGE students (teacher + SAM priors + distillation).",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="[%(levelname)s] %(name)s: %(message)s"
-    )
-    return run(args)

@@ -29,7 +29,7 @@ class DataConfig:
     split: str = "train"
     crop: list[int] | None = field(default_factory=lambda: [192, 256])  # H, W; null = full frames
     flip: bool = True
-    # Folder written by `train masks` ('{root}' and '{split}' are replaced by data.root / data.split);
+    # Folder written by `train student masks` ('{root}' and '{split}' are replaced by data.root / data.split);
     # null = whole-image masks.
     mask_cache: str | None = None
     top_k: int = 4

@@ -1,6 +1,6 @@
 """Paired infrared/visible datasets for training: FMB, MSRS and the SAGE sample layout.
 
-Numpy and OpenCV only (no torch), so the segmentation-head training and evaluation scripts can reuse
+Numpy and OpenCV only (no torch), so the segmentation-network training and evaluation scripts can reuse
 it; `PairDataset` is a map-style dataset that `torch.utils.data.DataLoader` batches directly.
 
 A sample is a dict of arrays of one size (after the paired crop/flip):

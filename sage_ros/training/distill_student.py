@@ -2,8 +2,8 @@
 
 One command, seeded, resumable, CPU or GPU:
 
-    nice -n 5 python -m sage_ros.training.distill_student --out runs/fast --threads 2   # the shipped recipe
-    python -m sage_ros.training.distill_student --out runs/fast --device cuda --batch 32 --steps 3000
+    nice -n 5 sage-ros train fast --out runs/fast --threads 2   # the shipped recipe
+    sage-ros train fast --out runs/fast --device cuda --batch 32 --steps 3000
 
 The defaults are the recipe of the shipped `sage_ros/data/fast_student.npz` (600 steps of batch 4, 128 px
 crops, seed 0: 42 min on 2 threads of a loaded 2-core CPU).
@@ -33,7 +33,7 @@ to 128x128: more scenes at a coarser scale). Every random choice of step k comes
 with (seed, k), so a resumed run draws the same batches as an uninterrupted one.
 
 Outputs in --out: checkpoint_last.pt (full state, written atomically every --checkpoint-every steps),
-metrics.csv, train.log (when run from the CLI), and at the end fast_student.npz (plain float32 arrays)
+metrics.csv, train.log (when run from `sage-ros train fast`), and at the end fast_student.npz (plain float32 arrays)
 plus fast_student.onnx/.json (fusion-only, BatchNorm folded; statistics as trained or re-estimated on
 32 whole train frames, whichever matches the teacher better on other train frames: `final_statistics`).
 `--ship DIR` copies the three into DIR (the package's sage_ros/data).
@@ -440,14 +440,11 @@ def ship(out_dir: Path, data_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `sage-ros train fast` on `p` (defaults: the shipped recipe)."""
     from sage_ros.paths import default_checkpoint
 
     d = DistillConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m sage_ros.training.distill_student",
-        description="Distil the released SAGE student into the fast student (seeded, resumable).",
-    )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, metrics.csv, outputs)")
     teacher = default_checkpoint()
     if not teacher.is_file():
@@ -475,17 +472,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ship", type=Path, default=None, help="copy the outputs here at the end (sage_ros/data)")
     p.add_argument("--export-only", action="store_true",
                    help="only write fast_student.npz/.onnx from --out's current checkpoint (no training)")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`sage-ros train fast`: a run that cannot start is one message on stderr and exit code 2."""
     args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(args.out / "train.log")],
-    )
+    log_file = logging.FileHandler(args.out / "train.log")
+    log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(log_file)
+    try:
+        return _run(args)
+    except DistillError as exc:
+        print(f"sage-ros train fast: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+
+
+def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     if args.export_only:
         last = args.out / CHECKPOINT_NAME
@@ -522,7 +527,3 @@ def main(argv: list[str] | None = None) -> int:
             log.info("shipped %s", path)
     print(json.dumps({"npz": str(npz), "onnx": str(onnx_path), "steps": distiller.step}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

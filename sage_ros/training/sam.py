@@ -421,7 +421,7 @@ def build_mask_cache(
 def build_cache_for_config(
     cfg: object, records: list[PairRecord], device: str = "cpu", progress: bool = True
 ) -> MaskCacheReport:
-    """`train masks` for a TrainConfig: the top-K masks of `records` into cfg.data.mask_cache.
+    """`train student masks` for a TrainConfig: the top-K masks of `records` into cfg.data.mask_cache.
 
     The checkpoint must be a full SAM (encoder, prompt encoder, mask decoder); its size (ViT-B/L/H)
     is read off the tensors. Resumable: finished images are skipped.

@@ -1,7 +1,7 @@
 """Adapt the released student to fusing below the RGB size: the scale-adapted student (issue 11).
 
-    python -m sage_ros.training.scale_adapt --out runs/scale                      # the shipped recipe
-    python -m sage_ros.training.scale_adapt --out runs/scale --ship sage_ros/data
+    sage-ros train scale --out runs/scale                      # the shipped recipe
+    sage-ros train scale --out runs/scale --ship sage_ros/data
 
 Why (sage_ros/model/scale_student.py): at `fusion.resolution: thermal` the released student sees a pair
 shrunk by about 1.7 per side and answers differently from the shrunk version of its full-resolution answer
@@ -250,12 +250,11 @@ def save_weights(student: torch.nn.Module, path: Path, meta: dict) -> Path:
     return path
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `sage-ros train scale` on `p` (defaults: the shipped recipe)."""
     from sage_ros.paths import default_checkpoint
 
     d = ScaleAdaptConfig()
-    p = argparse.ArgumentParser(prog="python -m sage_ros.training.scale_adapt",
-                                description="Fine-tune the released student to fuse below the RGB size.")
     p.add_argument("--out", type=Path, default=None, help="run folder (required to train)")
     teacher = default_checkpoint()
     if not teacher.is_file():
@@ -276,12 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure-reference", type=Path, default=None, metavar="WEIGHTS",
                    help="no training: measure the detail-gain reference of these weights on the train frames and "
                         "scales, and write it into their sidecar")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def run(args: argparse.Namespace) -> int:
+    """`sage-ros train scale`: a run that cannot start is one message on stderr and exit code 2."""
+    try:
+        return _run(args)
+    except ScaleAdaptError as exc:
+        print(f"sage-ros train scale: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     try:
         scales = tuple(float(s) for s in str(args.scales).split(","))
@@ -306,7 +311,3 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy2(path, args.ship / path.name)
     print(json.dumps({"weights": str(npz)}))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

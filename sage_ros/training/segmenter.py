@@ -8,7 +8,7 @@ eval mode) but the teacher's fused image receives gradients through its input. I
 
 Factories (`segmenter.factory`):
 - `project`: this project's trained MSRS segmentation network (sage_ros/data/seg_net_msrs.npz, fused Y
-  + infrared; or the older fused-Y head seg_head_msrs.npz), loaded frozen by `ProjectSegmenter`.
+  + infrared), loaded frozen by `ProjectSegmenter`.
 - `package.module:callable`: your own, `callable(num_classes) -> nn.Module`, weights from
   `segmenter.weights`.
 - `tiny`: a small random network that only exercises the code path (refused on labelled data unless
@@ -18,6 +18,7 @@ Factories (`segmenter.factory`):
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,8 +63,8 @@ class ProjectSegmenter(nn.Module):
     """This project's trained segmentation network as the teacher's frozen task segmenter.
 
     Wraps `sage_ros.model.seg_net.SegNet` (inputs fused Y and/or infrared / visible Y, concatenated
-    as channels) or the older `sage_ros.model.seg_head.SegHead` (fused Y only). Inputs are images in
-    [0, 1]; the fused Y is clamped to [0, 1] by the trainer first, as the runtime pipeline does.
+    as channels). Inputs are images in [0, 1]; the fused Y is clamped to [0, 1] by the trainer first,
+    as the runtime pipeline does.
     """
 
     trained = True
@@ -80,47 +81,27 @@ class ProjectSegmenter(nn.Module):
         return self.net(torch.cat(images, 1))
 
 
-def _project_candidates(weights: str | Path | None) -> list[Path]:
-    data = Path(__file__).resolve().parents[1] / "data"
-    if weights is not None:
-        return [Path(weights)]
-    return [data / "seg_net_msrs.npz", data / "seg_head_msrs.npz"]
-
-
 def load_project_segmenter(weights: str | Path | None = None) -> ProjectSegmenter:
-    """The shipped (or a given) project segmentation network, frozen; SegNet preferred over SegHead."""
+    """The shipped (or a given) project segmentation network (a SegNet .npz), frozen."""
     from sage_ros.model.seg_graph import weights_present
+    from sage_ros.model.seg_net import default_net_path, load_net, read_metadata
 
-    for path in _project_candidates(weights):
-        # A SegNet ensemble is named by its .npz path but stored as member files (seg_graph).
-        if not path.is_file() and not weights_present(path):
-            continue
-        meta_path = path.with_suffix(".json")
-        fmt = ""
-        if meta_path.is_file():
-            import json
-
-            fmt = str(json.loads(meta_path.read_text()).get("format", ""))
-        if fmt.startswith("sage_ros.seg_net"):
-            from sage_ros.model.seg_net import load_net, read_metadata
-
-            net, meta = load_net(path), read_metadata(path)
-            kinds = list(meta["input_kinds"])
-        elif fmt.startswith("sage_ros.seg_head"):
-            from sage_ros.model.seg_head import load_head, read_head_metadata
-
-            net, meta = load_head(path), read_head_metadata(path)
-            kinds = ["fused"]
-        else:
-            raise ValueError(f"segmenter weights {path}: unknown format {fmt!r} (expected a seg_net or seg_head file)")
-        names = [str(c["name"]) for c in sorted(meta["classes"], key=lambda c: int(c["id"]))]
-        log.info("teacher task segmenter: %s (inputs %s, classes %s), frozen", path, kinds, names)
-        return freeze(ProjectSegmenter(net, kinds, names, path))
-    raise FileNotFoundError(
-        "no project segmentation network found (looked for "
-        + ", ".join(str(p) for p in _project_candidates(weights))
-        + "): train one with `sage-ros seg train` or point segmenter.weights at it"
-    )
+    path = Path(weights) if weights is not None else default_net_path()
+    # A SegNet ensemble is named by its .npz path but stored as member files (seg_graph).
+    if not path.is_file() and not weights_present(path):
+        raise FileNotFoundError(
+            f"no project segmentation network at {path}: train one with `sage-ros train seg` or point "
+            "segmenter.weights at it"
+        )
+    meta_path = path.with_suffix(".json")
+    fmt = str(json.loads(meta_path.read_text()).get("format", "")) if meta_path.is_file() else ""
+    if not fmt.startswith("sage_ros.seg_net"):
+        raise ValueError(f"segmenter weights {path}: unknown format {fmt!r} (expected a seg_net file)")
+    net, meta = load_net(path), read_metadata(path)
+    kinds = list(meta["input_kinds"])
+    names = [str(c["name"]) for c in sorted(meta["classes"], key=lambda c: int(c["id"]))]
+    log.info("teacher task segmenter: %s (inputs %s, classes %s), frozen", path, kinds, names)
+    return freeze(ProjectSegmenter(net, kinds, names, path))
 
 
 def label_lookup(dataset_names: Sequence[str], segmenter_names: Sequence[str], ignore_index: int) -> torch.Tensor:

@@ -233,7 +233,7 @@ class Trainer:
         """A configured mask cache must be complete: build what is missing, or refuse clearly.
 
         With a full SAM checkpoint the missing masks are generated here (single-process runs), exactly
-        as `sage-ros train masks` would; without one, or under DDP, training stops with what to run.
+        as `sage-ros train student masks` would; without one, or under DDP, training stops with what to run.
         """
         from sage_ros.training.sam import build_cache_for_config, missing_mask_files
 
@@ -245,19 +245,19 @@ class Trainer:
         if not ckpt or not Path(ckpt).is_file():
             raise TrainingError(
                 f"mask cache {d.mask_cache} lacks {missing} of {2 * len(records)} files and no SAM checkpoint "
-                f"is available to build them (sam.checkpoint: {ckpt!r}). Run `sage-ros train masks --config ...` "
-                "with a SAM checkpoint first, or set data.mask_cache: null to train with whole-image masks "
-                "(no semantic prior)"
+                f"is available to build them (sam.checkpoint: {ckpt!r}). Run `sage-ros train student masks "
+                "--config ...` with a SAM checkpoint first, or set data.mask_cache: null to train with whole-image "
+                "masks (no semantic prior)"
             )
         if self.env.distributed:
             # Hours of SAM on one rank would outlast the process group's timeout on the others.
             raise TrainingError(
                 f"mask cache {d.mask_cache} lacks {missing} of {2 * len(records)} files: build it before a "
-                "multi-process run, in one process: `sage-ros train masks --config ... --device cuda`"
+                "multi-process run, in one process: `sage-ros train student masks --config ... --device cuda`"
             )
         if self.env.is_main:
             log.warning(
-                "mask cache %s lacks %d of %d files: building them now with %s (as `sage-ros train masks`)",
+                "mask cache %s lacks %d of %d files: building them now with %s (as `sage-ros train student masks`)",
                 d.mask_cache,
                 missing,
                 2 * len(records),

@@ -17,14 +17,15 @@ import numpy as np
 
 # Box and YOLO parsing live in the run-time package (make-bag and eval-bag use them without torch);
 # re-exported here so that every existing import of these names keeps working.
-from sage_ros.evaluation.components import (  # noqa: F401 - re-exports
-    IGNORE,
+from sage_ros.evaluation.boxes import (  # noqa: F401 - re-exports
     MSRS_YOLO_TO_ID,
     Box,
     BoxFileError,
     parse_yolo,
     read_yolo,
+    yolo_rows,
 )
+from sage_ros.evaluation.components import IGNORE  # noqa: F401 - re-export
 
 BOX_SOURCES = ("infrared", "visible", "fusion")
 PSEUDO_MODES = ("thermal", "box")

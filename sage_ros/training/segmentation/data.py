@@ -1,6 +1,6 @@
-"""Samples for the segmentation head: the three candidate inputs, a target mask and the human boxes.
+"""Samples for the segmentation network: the three candidate inputs, a target mask and the human boxes.
 
-The head is trained on the fused output of the FROZEN released student, so that output is computed
+The network is trained on the fused output of the FROZEN released student, so that output is computed
 once per pair and cached as .npz (in the user cache, never in git); visible Y and IR come from the
 same imaging functions the run-time pipeline uses. Targets are pixel labels where the dataset has
 them (MSRS/FMB folder layouts, via sage_ros.training.datasets) or pseudo-masks from YOLO boxes.
@@ -101,7 +101,7 @@ class FusedCache:
 
         with torch.inference_mode():
             out = self._model()(torch.from_numpy(y)[None, None], torch.from_numpy(ir)[None, None])[0]
-        # Clamped exactly as FusionPipeline does, so training sees what the run-time head sees.
+        # Clamped exactly as FusionPipeline does, so training sees what the run-time network sees.
         fused = np.clip(out[0, 0].numpy(), 0.0, 1.0).astype(np.float32)
         self.root.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, fused=fused)

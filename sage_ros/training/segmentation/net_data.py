@@ -19,7 +19,7 @@ import numpy as np
 
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 from sage_ros.model.seg_net import downsample
-from sage_ros.training.segmentation.boxes import IGNORE, MSRS_YOLO_TO_ID, box_dir, thermal_region
+from sage_ros.training.segmentation.boxes import IGNORE, MSRS_YOLO_TO_ID, box_dir, thermal_region, yolo_rows
 from sage_ros.training.segmentation.data import FusedCache, SegSample, _light_from_name, checkpoint_tag
 
 log = logging.getLogger(__name__)
@@ -105,16 +105,13 @@ def load_thumbnails(
 
 
 def _float_boxes(path: Path) -> np.ndarray:
-    # Normalised YOLO boxes kept as floats (read_yolo rounds to whole pixels, too coarse at 160x120).
+    # Normalised YOLO boxes kept as floats (read_yolo rounds to whole pixels, too coarse at 160x120);
+    # the lines are read by the same parser as every other YOLO file, so a malformed one is an error.
     rows = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 5:
-            continue
-        cls = MSRS_YOLO_TO_ID.get(int(parts[0]))
+    for yolo_class, cx, cy, bw, bh in yolo_rows(path.read_text(), str(path)):
+        cls = MSRS_YOLO_TO_ID.get(yolo_class)
         if cls is None:
             continue
-        cx, cy, bw, bh = (float(p) for p in parts[1:])
         rows.append((cls, max(cx - bw / 2, 0.0), max(cy - bh / 2, 0.0), min(cx + bw / 2, 1.0), min(cy + bh / 2, 1.0)))
     return np.asarray(rows, np.float32).reshape(-1, 5)
 

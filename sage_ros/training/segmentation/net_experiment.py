@@ -1,4 +1,4 @@
-"""Train, calibrate, score and compare segmentation networks: what `sage-ros seg train/experiment` run.
+"""Train, calibrate and score segmentation networks: what `sage-ros train seg` and `sage-ros seg eval` run.
 
 Data: the MSRS pairs of one split at full resolution (fused Y of the frozen student cached on disk)
 plus, for training, the 128x128 MSRS train thumbnails. Scores: mask components against the human
@@ -7,9 +7,7 @@ boxes of the eval split at IoU 0.5 (see evaluate.f1_scores), by day, by night an
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+# The F1 table is the evaluation package's (seg eval prints masks and networks alike); re-exported here.
+from sage_ros.evaluation.components import f1_table  # noqa: F401 - re-export
 from sage_ros.model.classes import class_table
 from sage_ros.model.seg_graph import graph_from_weights
 from sage_ros.model.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
@@ -127,7 +127,7 @@ def fit_cycles(
     cycle before (a new cosine cycle), calibrated again.
 
     Cycle k's weights go through `work_dir/cycle<k>.npz` and cycle k+1 starts from that file exactly as
-    `seg train --init cycle<k>.npz --steps S --lr LR` would: the result is the same bit for bit as the
+    `train seg --init cycle<k>.npz --steps S --lr LR` would: the result is the same bit for bit as the
     separate commands (tested). A `cycle<k>.npz` already there whose sidecar records the same cycles, seed
     and data is used instead of training them again, so the command resumes at a cycle boundary (and a
     network trained by the first k cycles of this recipe can be carried on). The restart raised the
@@ -190,7 +190,7 @@ def trained_by(meta: dict, config: NetTrainConfig, restarts: Sequence[Restart],
     """True when a network's sidecar records exactly `fit_cycles(config, restarts)` (and, when `frames` is
     given, on that many training frames: `frame_counts`).
 
-    What `seg train --seed S --out X` writes qualifies, so members trained one by one (e.g. in parallel
+    What `train seg --seed S --out X` writes qualifies, so members trained one by one (e.g. in parallel
     processes) and copied to `member_path` are used as they are instead of being trained again."""
     recorded = dict(meta.get("train_config") or {})
     recorded.setdefault("gap_lines", 0.0)  # sidecars written before gap lines existed had none
@@ -221,7 +221,7 @@ def fit_ensemble(
 
     Each member is saved as `member_path(work_dir, seed)` before the next one starts, and a member file
     already there that `trained_by` this recipe and seed is reused: the command resumes after an
-    interruption, and a member is the same bits as `seg train --seed S` writes (tested)."""
+    interruption, and a member is the same bits as `train seg --seed S` writes (tested)."""
     classes = classes or class_table("msrs").to_json()
     work_dir.mkdir(parents=True, exist_ok=True)
     counts = frame_counts(frames)
@@ -278,33 +278,6 @@ def scores_json(scores: NetScores) -> dict:
     }
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-
-
-def f1_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per (name, light) from scores_json() dicts."""
-    names = {1: "car", 2: "person", 3: "bike"}
-    header = ["model", "light", "F1 car", "F1 person", "F1 bike", "mean F1", "P person", "R person",
-              "AP50 person", "comps/img", "boxes/img", "false comps / empty frame"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, per_light in rows.items():
-        for light in ("day", "night", "all"):
-            s = per_light.get(light)
-            if s is None:
-                continue
-            c = s["classes"]
-            ap = s.get("ap50", {}).get("2")
-            row = [name, f"{light} ({s['images']})"] + [_fmt(c[str(k)]["f1"]) for k in names] + [
-                _fmt(s["mean_f1"]), _fmt(c["2"]["precision"]), _fmt(c["2"]["recall"]),
-                _fmt(ap) if ap is not None else "-", f"{s['components_per_image']:.2f}",
-                f"{s['boxes_per_image']:.2f}",
-                _fmt(s["false_components_per_empty_frame"]) + f" ({s['empty_frames']})",
-            ]
-            lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
 def save_trained(
     net: SegNet | SegEnsemble, info: dict, out_npz: Path, export: bool = True, classes: list[dict] | None = None
 ) -> Path:
@@ -315,55 +288,3 @@ def save_trained(
     if export:
         graph_from_weights(out_npz, out_npz.with_suffix(".onnx"))
     return out_npz
-
-
-def run_experiment(
-    base: NetTrainConfig,
-    frames: Sequence[LowFrame],
-    train: SplitData,
-    eval_data: SplitData,
-    out_dir: Path,
-    input_sets: Sequence[tuple[str, ...]] = (("fused",), ("visible",), ("infrared",)),
-    seeds: Sequence[int] = (0, 1, 2),
-) -> dict:
-    """Same network and training per input set and seed; eval-split scores, mean and spread."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / "experiment.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    for inputs in input_sets:
-        for seed in seeds:
-            key = f"{'+'.join(inputs)} seed {seed}"
-            if key in results:
-                continue  # resumable: finished runs are kept
-            config = replace(base, inputs=tuple(inputs), seed=seed)
-            net, info = fit(config, frames, train, out_dir)
-            results[key] = {"info": info, "eval": scores_json(evaluate_net(net, eval_data))}
-            results_path.write_text(json.dumps(results, indent=2) + "\n")
-            log.info("%s: eval mean F1 %.3f", key, results[key]["eval"]["all"]["mean_f1"])
-    (out_dir / "experiment.md").write_text(summary_table(results) + "\n")
-    return results
-
-
-def _spread(values: list) -> str:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    return f"{np.mean(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})"
-
-
-def summary_table(results: dict) -> str:
-    """Mean and spread (min-max) over seeds per input set, eval split, day/night/all."""
-    groups: dict[str, list[dict]] = {}
-    for key, value in results.items():
-        groups.setdefault(key.split(" seed ")[0], []).append(value["eval"])
-    header = ["input", "seeds", "light", "mean F1", "F1 car", "F1 person", "F1 bike", "false comps / empty frame"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, runs in groups.items():
-        for light in ("day", "night", "all"):
-            scores = [r[light] for r in runs if light in r]
-            lines.append("| " + " | ".join([
-                name, str(len(runs)), light, _spread([s["mean_f1"] for s in scores]),
-                *(_spread([s["classes"][c]["f1"] for s in scores]) for c in ("1", "2", "3")),
-                _spread([s["false_components_per_empty_frame"] for s in scores]),
-            ]) + " |")
-    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The shipped segmentation network's training recipe, in one place.
 
-`NetTrainConfig` and `sage-ros seg train` both take their defaults from here, so the documented rebuild
+`NetTrainConfig` and `sage-ros train seg` both take their defaults from here, so the documented rebuild
 command (docs/model_card.md) cannot drift from the library. Torch-free: the CLI reads it while building
 its parser.
 """

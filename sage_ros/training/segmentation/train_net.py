@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class NetTrainConfig:
     inputs: tuple[str, ...] = ("fused", "infrared")
     num_classes: int = DEFAULT_NUM_CLASSES
-    # The shipped network's recipe (segmentation/recipe.py); `sage-ros seg train` adds bf16 and the restart.
+    # The shipped network's recipe (segmentation/recipe.py); `sage-ros train seg` adds bf16 and the restart.
     widths: tuple[int, ...] = recipe.WIDTHS
     steps: int = recipe.STEPS
     batch: int = recipe.BATCH

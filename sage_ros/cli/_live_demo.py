@@ -1,9 +1,9 @@
-"""The live demo: image pairs published as camera topics, fused by the node in another process.
+"""`sage-ros demo --live`: image pairs published as camera topics, fused by the node in another process.
 
 `run_live_demo` starts `sage_fusion` as a child process on a private ROS domain, publishes each pair
 (thermal mono8 or mono16, RGB bgr8, same stamp) from a separate probe node, records what the node
-publishes on `fused/image_raw`, writes it as PNGs and returns statistics. The lead's
-`sage-ros demo --live` calls it; the tests call it on small crops.
+publishes on `fused/image_raw`, writes it as PNGs and returns statistics. `sage-ros demo --live`
+(cli/demo.py) calls it; the tests call it on small crops. `_`-prefixed: a helper, not a subcommand.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id
 from sage_ros.image.encodings import decode_msg
-from sage_ros.node.harness import NodeProcess, Probe, pick_domain_id
 from sage_ros.node.stats import percentiles_ms
 
 

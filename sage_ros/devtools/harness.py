@@ -204,7 +204,7 @@ class Probe:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from sage_ros.node.fusion_node import qos_profile
+        from sage_ros.node.qos import qos_profile
 
         self._rclpy = rclpy
         restrict_dds_to_host()  # the probe's own participant discovers on this host only
@@ -361,34 +361,15 @@ class Probe:
         self.close()
 
 
-def exported_student(checkpoint: Path, out_dir: Path, with_head_classes: int = 0) -> Path:
-    """Export the released student (optionally + an untrained segmentation head) once into out_dir.
+def exported_student(checkpoint: Path, out_dir: Path) -> Path:
+    """Export the released student once into out_dir, as `sage-ros export` writes it (reuses an earlier export).
 
-    For tests, demos and benchmarks: reuses an earlier export in the same folder. Imports torch, so
-    never call it from the runtime path.
+    For tests, demos and benchmarks. The sidecar records the checkpoint's sha256, which is how the node
+    recognises the released student (and runs the scale-adapted one below the RGB size).
     """
-    name = f"sage_student_seg{with_head_classes}.onnx" if with_head_classes else "sage_student.onnx"
-    out = Path(out_dir) / name
+    out = Path(out_dir) / "sage_student.onnx"
     if out.is_file() and out.with_suffix(".json").is_file():
         return out
-    import torch
+    from sage_ros.model.model_files import export_checkpoint
 
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.classes import class_table
-    from sage_ros.model.export import export_onnx, fold_batchnorm
-
-    torch.set_num_threads(1)
-    if not with_head_classes:
-        from sage_ros.model.model_files import export_checkpoint
-
-        # As `sage-ros export --no-head` writes it: the sidecar records the checkpoint's sha256, which is how
-        # the node recognises the released student (and runs the scale-adapted one below the RGB size).
-        return export_checkpoint(Path(checkpoint), out, head=None)
-    student = load_student(checkpoint)
-    from sage_ros.model.seg_head import SegHead, StudentWithHead
-
-    torch.manual_seed(0)
-    head = SegHead(num_classes=with_head_classes).eval()
-    model = StudentWithHead(fold_batchnorm(student), fold_batchnorm(head)).eval()
-    classes = class_table("msrs").to_json()[:with_head_classes]
-    return export_onnx(model, out, ["fused_y", "class_ids"], metadata={"model": "test_seg", "classes": classes})
+    return export_checkpoint(Path(checkpoint), out)

@@ -1,0 +1,203 @@
+"""The one place that decides what a fusion pipeline is made of: `build_pipeline(PipelineSettings)`.
+
+Every entry point (the node, `sage-ros fuse`, `eval-bag`, `demo`, the benchmarks) turns its own options
+into `PipelineSettings` and calls `build_pipeline`; none assembles backends or stages itself.
+
+Choices made here, each with a start-up note saying what and why (`FusionPipeline.notes`):
+- the student: the released one (`sage`, exported from the checkpoint when needed), the shipped fast one
+  (`fast`), or a user's ONNX file; on which backend and precision;
+- below the RGB size: the scale-adapted student in place of the released one (`scale_adapted`), only when
+  the main student IS the released one (judged by provenance) and no explicit TensorRT engine was given;
+- segmentation: the shipped network's graph after fusion at its working scale, with abstention below
+  `min_confidence`, on the CPU runtime beside the student's backend; or none.
+Students and the segmentation session start on first use, so a rig that fuses at one size loads one model
+and a node without mask subscribers loads no segmentation; the model files are checked here, at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sage_ros.backends import BackendConfig, BackendError, FusionBackend, auto_order, create_backend
+from sage_ros.pipeline.fusion import DEFAULT_RESOLUTION, FusionPipeline, Student, parse_resolution
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, Segmenter
+
+log = logging.getLogger(__name__)
+
+MODEL_CHOICES = ("sage", "fast")  # or a path to an ONNX fusion model
+
+
+class PipelineError(RuntimeError):
+    """Settings or model files that cannot make a pipeline, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything that decides a pipeline. Entry points fill it from their options and nothing else."""
+
+    model: str = "sage"  # sage | fast | path to an ONNX fusion model (inputs vis_y, ir; output fused_y)
+    weights: Path | None = None  # sage: the checkpoint to export (default: the fetched one); torch: its weights
+    backend: str = "auto"  # auto | tensorrt | openvino | onnxruntime | torch
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
+    threads: int = 0  # CPU threads per runtime; 0 lets it decide
+    device: str = "cpu"  # torch backend only
+    engine_path: Path | None = None  # TensorRT: an explicit engine (runs at every fusion size)
+    engine_dir: Path | None = None  # TensorRT: the engine cache
+    resolution: str | tuple[int, int] = DEFAULT_RESOLUTION  # thermal | rgb | (height, width)
+    scale_adapted: bool = True  # below the RGB size, the scale-adapted student in place of the released one
+    segmentation: bool = True  # class ids available (computed only when asked for)
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this class probability: background
+    calib: Path | None = None  # int8 calibration pairs (default: the sample pairs)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolution", parse_resolution(self.resolution))
+
+
+def student_config(settings: PipelineSettings) -> BackendConfig:
+    """The main student's BackendConfig, its model file exported (sage) or quantised (int8) when needed."""
+    from sage_ros.model.model_files import ensure_int8, ensure_onnx
+    from sage_ros.model.model_variants import ModelVariantError, fast_onnx, fast_weights
+    from sage_ros.paths import default_checkpoint
+
+    model = str(settings.model or "sage")
+    weights = Path(settings.weights) if settings.weights else None
+    torch = settings.backend == "torch"
+    try:
+        if model == "fast" and not Path(model).is_file():
+            onnx_path, weights = (None if torch else fast_onnx()), weights or fast_weights()
+        elif model == "sage" and not Path(model).is_file():
+            weights = weights or default_checkpoint()
+            onnx_path = None if torch else ensure_onnx(None, weights)
+        else:
+            onnx_path = Path(model).expanduser()
+            if not onnx_path.is_file():
+                raise PipelineError(f"model file {onnx_path} does not exist: run `sage-ros weights fetch` or give "
+                                    "an exported ONNX model (or model sage / fast)")
+        if settings.precision == "int8" and settings.backend in ("onnxruntime", "openvino"):
+            # CPU int8 runs a QDQ copy of the model; TensorRT calibrates int8 itself from the fp32 graph.
+            onnx_path = ensure_int8(onnx_path, settings.calib)
+    except ModelVariantError as exc:
+        raise PipelineError(str(exc)) from exc
+    if weights is not None and not weights.is_file():
+        if torch or onnx_path is None:
+            raise PipelineError(f"weights file {weights} does not exist: run `sage-ros weights fetch`")
+        weights = None
+    return BackendConfig(name=settings.backend, onnx_path=onnx_path, weights_path=weights,
+                         precision=settings.precision, threads=settings.threads or None, device=settings.device,
+                         engine_path=settings.engine_path, engine_dir=settings.engine_dir)
+
+
+def check_startable(config: BackendConfig) -> None:
+    """Fail now, with the reason, where the backend could not start later: no runtime, a missing or
+    unreadable model file. Cheap: no session is created."""
+    if config.name == "auto" and not auto_order():
+        raise PipelineError("no inference runtime is installed: pip install openvino (or onnxruntime)")
+    if config.name == "tensorrt":
+        from sage_ros.backends import tensorrt_problem
+
+        problem = tensorrt_problem()
+        if problem:
+            raise PipelineError(f"backend tensorrt cannot start: {problem}")
+        if config.engine_path is not None:
+            if not Path(config.engine_path).is_file():
+                raise PipelineError(f"engine_path {config.engine_path} does not exist")
+            return
+    if config.name == "torch":
+        if config.weights_path is None:
+            raise PipelineError("the torch backend needs weights: run `sage-ros weights fetch` or pass --weights")
+        return
+    if config.onnx_path is None or not Path(config.onnx_path).is_file():
+        raise PipelineError(f"model file {config.onnx_path} does not exist: run `sage-ros weights fetch`")
+    try:
+        import onnx
+    except ImportError:
+        return  # the runtime itself will judge the file when it starts
+    try:
+        graph = onnx.load(str(config.onnx_path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf raises its own types for a damaged file
+        raise PipelineError(f"model file {config.onnx_path} is not a readable ONNX model "
+                            f"({type(exc).__name__}: {exc}): export or fetch it again") from None
+    names = {i.name for i in graph.input}, {o.name for o in graph.output}
+    if not {"vis_y", "ir"} <= names[0] or "fused_y" not in names[1]:
+        raise PipelineError(f"model file {config.onnx_path} has inputs {sorted(names[0])} and outputs "
+                            f"{sorted(names[1])}: a fusion model takes vis_y and ir and gives fused_y")
+
+
+def reduced_student(settings: PipelineSettings, config: BackendConfig,
+                    create: Callable[[BackendConfig], FusionBackend]) -> tuple[Student | None, str]:
+    """The scale-adapted student for fusion below the RGB size, or None; and the note that says why."""
+    from sage_ros.model.model_files import ensure_int8
+    from sage_ros.model.scale_student import (
+        DETAIL_GAIN,
+        detail_reference,
+        ensure_scale_onnx,
+        is_released_student,
+        shipped_weights,
+    )
+
+    if settings.resolution == "rgb":
+        return None, ""
+    if not settings.scale_adapted:
+        return None, "scale-adapted student off: the main student runs at every fusion size"
+    if config.engine_path is not None:
+        return None, "scale-adapted student not used: the explicit engine_path runs at every fusion size"
+    if not is_released_student(config):
+        return None, "scale-adapted student not used: the main student is not the released one"
+    if config.name == "torch":
+        reduced = replace(config, weights_path=shipped_weights())
+    else:
+        onnx_path = ensure_scale_onnx()
+        if settings.precision == "int8" and config.name in ("onnxruntime", "openvino"):
+            onnx_path = ensure_int8(onnx_path, settings.calib)
+        reduced = replace(config, onnx_path=onnx_path)
+    check_startable(reduced)
+    student = Student(lambda: create(reduced), "scale-adapted student", DETAIL_GAIN, detail_reference())
+    return student, f"below the RGB size: the scale-adapted student ({shipped_weights().name})"
+
+
+def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmenter:
+    """The shipped segmentation network after fusion, on the student backend's own CPU runtime where it is one
+    (OpenVINO, ONNX Runtime), else the best CPU runtime (beside TensorRT or torch)."""
+    from sage_ros.backends import resolve_precision
+    from sage_ros.model.model_files import ensure_seg_graph
+
+    runtime = config.name if config.name in ("openvino", "onnxruntime") else "auto"
+    precision = "fp32"
+    if runtime == "openvino" and config.precision in ("auto", "bf16"):
+        precision = resolve_precision("openvino", config.precision)[0]
+    return Segmenter(ensure_seg_graph(), runtime, settings.threads, precision, settings.min_confidence)
+
+
+def build_pipeline(settings: PipelineSettings,
+                   create: Callable[[BackendConfig], FusionBackend] = create_backend) -> FusionPipeline:
+    """The pipeline these settings describe. create: starts a backend from a config (the node passes one
+    that starts it at inference priority). Raises PipelineError (or BackendError) with what to do."""
+    from sage_ros.model.scale_student import ScaleStudentError
+    from sage_ros.model.seg_graph import SegNetError
+    from sage_ros.pipeline.segmentation import SegmentationError
+
+    try:
+        config = student_config(settings)
+        check_startable(config)
+        main = Student(lambda: create(config), "student")
+        reduced, reduced_why = reduced_student(settings, config, create)
+        segmenter = segmenter_for(settings, config) if settings.segmentation else None
+    except (ScaleStudentError, SegNetError, SegmentationError, BackendError, OSError, ValueError) as exc:
+        raise PipelineError(str(exc)) from exc
+    model = config.onnx_path if config.name != "torch" else config.weights_path
+    notes = [f"student {model} on {config.name} ({config.precision}), fusion resolution "
+             f"{_resolution_text(settings.resolution)}"]
+    if reduced_why:
+        notes.append(reduced_why)
+    notes.append(f"segmentation: {segmenter.path.name} after fusion at ~{segmenter.working_pixels} px, "
+                 f"min confidence {segmenter.min_confidence:g}" if segmenter else "segmentation: off")
+    for note in notes:
+        log.info("%s", note)
+    return FusionPipeline(main, settings.resolution, reduced, segmenter, tuple(notes))
+
+
+def _resolution_text(resolution: str | tuple[int, int]) -> str:
+    return resolution if isinstance(resolution, str) else f"{resolution[1]}x{resolution[0]}"

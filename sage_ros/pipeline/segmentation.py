@@ -1,0 +1,176 @@
+"""Class ids from the segmentation network, always its own graph, run after fusion on the final fused image.
+
+Why after fusion and at a fixed working scale: the network learned objects at MSRS's scale (640x480
+frames). It reads the final fused Y (at the RGB size, detail layer included) and the registered IR, both
+resized to the working size (the RGB frame's aspect with about `WORKING_PIXELS` pixels, whatever the
+camera's resolution), and returns class probabilities at a quarter of that size. They are brought back
+to the RGB size by bilinear interpolation, and each pixel takes its most probable class unless that
+probability is below `min_confidence` (abstention): then it is background. So every student, at every
+fusion resolution, gets the same masks for the same fused image, and a 1280x720 camera pays for 640x480.
+
+The graph runs on a CPU runtime (OpenVINO, else ONNX Runtime), beside whatever backend runs the student,
+TensorRT included (docs/jetson.md says why). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sage_ros.model.classes import ClassTable, class_table, table_from_json
+
+WORKING_PIXELS = 640 * 480  # the MSRS frame the network was trained on
+# Below this class probability a pixel is background. Calibrated on the MSRS train split for precision
+# (docs/segmentation.md, "Abstention"); 0 turns abstention off.
+DEFAULT_MIN_CONFIDENCE = 0.5
+_SIDE_MULTIPLE = 4  # the graph pools by 4 first: whole 4x4 blocks keep the probability grid aligned
+
+
+class SegmentationError(RuntimeError):
+    """A segmentation graph that is missing, broken, or cannot run here."""
+
+
+def working_size(rgb_hw: tuple[int, int], pixels: int = WORKING_PIXELS) -> tuple[int, int]:
+    """(height, width) the network runs at for an RGB frame of rgb_hw: its aspect, about `pixels` pixels,
+    both sides multiples of 4."""
+    h, w = int(rgb_hw[0]), int(rgb_hw[1])
+    scale = (pixels / float(h * w)) ** 0.5
+    return (max(_SIDE_MULTIPLE * 8, _SIDE_MULTIPLE * round(h * scale / _SIDE_MULTIPLE)),
+            max(_SIDE_MULTIPLE * 8, _SIDE_MULTIPLE * round(w * scale / _SIDE_MULTIPLE)))
+
+
+def resize_plane(plane: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A float32 plane at (height, width): pixel averaging to shrink, bilinear to enlarge."""
+    if plane.shape[:2] == tuple(hw):
+        return np.ascontiguousarray(plane, np.float32)
+    shrink = hw[0] * hw[1] < plane.shape[0] * plane.shape[1]
+    return cv2.resize(np.asarray(plane, np.float32), (hw[1], hw[0]),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def ids_from_probabilities(probs: np.ndarray, out_hw: tuple[int, int], min_confidence: float = 0.0) -> np.ndarray:
+    """(C, h, w) class probabilities -> HxW uint8 class ids at out_hw: bilinear, most probable class,
+    background (0) where that class's probability is below min_confidence."""
+    best = ids = None
+    for cls in range(probs.shape[0]):
+        plane = cv2.resize(np.ascontiguousarray(probs[cls], np.float32), (out_hw[1], out_hw[0]),
+                           interpolation=cv2.INTER_LINEAR)
+        if best is None:
+            best, ids = plane, np.zeros(out_hw, np.uint8)
+            continue
+        better = plane > best  # ties keep the lower id, as argmax does
+        ids[better] = cls
+        np.maximum(best, plane, out=best)
+    if min_confidence > 0.0:
+        ids[best < np.float32(min_confidence)] = 0
+    return ids
+
+
+class CpuGraph:
+    """run(feeds) -> list of outputs, on OpenVINO (`auto` prefers it) or ONNX Runtime, on the CPU.
+
+    precision: fp32 or bf16 (OpenVINO only). `runtime` after construction says which one runs it.
+    """
+
+    def __init__(self, model: Path, runtime: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
+        if runtime in ("auto", "openvino"):
+            try:
+                import openvino as ov
+            except ImportError:
+                if runtime == "openvino":
+                    raise SegmentationError("segmentation with runtime openvino: openvino is not installed") from None
+            else:
+                config: dict = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                "PERFORMANCE_HINT": "LATENCY"}
+                if threads:
+                    config["INFERENCE_NUM_THREADS"] = int(threads)
+                core = ov.Core()
+                compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
+                request, outputs = compiled.create_infer_request(), list(compiled.outputs)
+                self._run = lambda feeds: [request.infer(feeds)[o] for o in outputs]
+                self.runtime = f"openvino ({config['INFERENCE_PRECISION_HINT']})"
+                return
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise SegmentationError("segmentation needs OpenVINO or ONNX Runtime (pip install openvino)") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._run = lambda feeds: session.run(None, feeds)
+        self.runtime = "onnxruntime (fp32)"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._run(feeds)
+
+
+class Segmenter:
+    """Callable (fused_y, ir) -> class ids (HxW uint8 at fused_y's size); both inputs HxW float32 in [0, 1].
+
+    graph: the segmentation graph (inputs among fused_y / ir / vis_y, output `probs` (1, C, h/4, w/4)) with
+    its JSON sidecar (inputs, classes). The runtime session starts on first use, so a node without mask
+    subscribers never loads it; the file and its sidecar are checked here.
+    """
+
+    def __init__(self, graph: str | Path, runtime: str = "auto", threads: int = 0, precision: str = "fp32",
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, working_pixels: int = WORKING_PIXELS) -> None:
+        self.path = Path(graph)
+        if not self.path.is_file():
+            raise SegmentationError(f"segmentation graph {self.path} does not exist")
+        try:
+            meta = json.loads(self.path.with_suffix(".json").read_text())
+            self.inputs = [str(n) for n in meta["inputs"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SegmentationError(f"segmentation graph {self.path}: unreadable sidecar: {exc}") from exc
+        if meta.get("outputs") != ["probs"] or not set(self.inputs) <= {"fused_y", "ir", "vis_y"}:
+            raise SegmentationError(f"segmentation graph {self.path} is not a probability graph of fused_y/ir/vis_y "
+                                    "(rebuild it: `sage-ros weights fetch` rebuilds the shipped one)")
+        if not 0.0 <= float(min_confidence) < 1.0:
+            raise SegmentationError(f"min_confidence {min_confidence} must be in [0, 1)")
+        self.meta = meta
+        self.min_confidence = float(min_confidence)
+        self.working_pixels = int(working_pixels)
+        self._options = (runtime, threads, precision)
+        self._graph: CpuGraph | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def class_table(self) -> ClassTable:
+        """The network's classes and colours (its sidecar's `classes`; the MSRS convention without)."""
+        return table_from_json(self.meta["classes"]) if self.meta.get("classes") else class_table("msrs")
+
+    @property
+    def runtime(self) -> str:
+        return self._graph.runtime if self._graph is not None else f"{self._options[0]} (not started)"
+
+    def _session(self) -> CpuGraph:
+        with self._lock:
+            if self._graph is None:
+                try:
+                    self._graph = CpuGraph(self.path, *self._options)
+                except SegmentationError:
+                    raise
+                except Exception as exc:  # the runtimes raise their own types for a bad file
+                    raise SegmentationError(f"segmentation graph {self.path} could not be loaded: {exc}") from exc
+            return self._graph
+
+    def probabilities(self, fused_y: np.ndarray, ir: np.ndarray, vis_y: np.ndarray | None = None) -> np.ndarray:
+        """(C, h, w) class probabilities at a quarter of the working size."""
+        hw = working_size(fused_y.shape, self.working_pixels)
+        planes = {"fused_y": fused_y, "ir": ir, "vis_y": vis_y}
+        if any(planes[name] is None for name in self.inputs):
+            raise SegmentationError(f"the segmentation graph needs {self.inputs}")
+        feeds = {name: resize_plane(planes[name], hw)[None, None] for name in self.inputs}
+        return np.asarray(self._session().run(feeds)[0], np.float32)[0]
+
+    def __call__(self, fused_y: np.ndarray, ir: np.ndarray, vis_y: np.ndarray | None = None) -> np.ndarray:
+        return ids_from_probabilities(self.probabilities(fused_y, ir, vis_y), fused_y.shape, self.min_confidence)
+
+    def close(self) -> None:
+        with self._lock:
+            self._graph = None

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Mutation testing of the modules a robot depends on, one module at a time (docs/mutation.md).
+
+For each module this builds a private copy of the repository under --work, writes a mutmut
+configuration there that mutates that one module and runs only the fast, DDS-free test files that
+cover it, runs `mutmut run`, and prints killed / survived / timeout and the score.
+
+Never run by CI (no test calls it): a full run takes tens of minutes on two cores.
+
+    .venv/bin/python scripts/mutation.py                 # every module
+    .venv/bin/python scripts/mutation.py sync metrics    # some of them
+    .venv/bin/python scripts/mutation.py thermal --show  # and print the diff of every survivor
+
+mutmut rewrites the files it mutates, so it only ever runs in the copy; the copy's own sage_ros is
+the one imported (PYTHONPATH points at the copy and mutmut puts its mutants/ folder first; the
+editable install's finder comes after both on the import path). This is checked before each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What a copy needs besides the package: the tests and the files some tests read (config, docs).
+COPIED = ("sage_ros", "test", "config", "docs", "launch", "resource", "package.xml", "setup.py", "setup.cfg")
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str  # the file mutated, relative to the repository
+    tests: tuple[str, ...]  # pytest arguments selecting the fast tests that cover it
+    # Survivors shown to be equivalent (no input can tell them apart from the original), by mutant
+    # name, each with a fragment its diff must contain (so a renumbered mutant is not excluded by
+    # mistake) and the reason. docs/mutation.md lists them too.
+    equivalent: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+# test_fuzz_images: its DDS test starts the node, and its hypothesis property test needs ~10^4
+# examples (minutes) to reach every outcome; with a few hundred it misses some and fails the clean run.
+NOT_SLOW = "not over_dds and not fuzzed_image_fields"
+
+MODULES: dict[str, Module] = {
+    "sync": Module(
+        "sage_ros/pairing/sync.py",
+        (
+            "test/test_sync.py",
+            "test/test_sync_negative_stamps.py",
+            "test/test_mutation_sync.py",
+            "-k",
+            "not node_drops",  # that one starts the node over DDS
+        ),
+    ),
+    "encodings": Module(
+        "sage_ros/image/encodings.py",
+        (
+            "test/test_encodings.py",
+            "test/test_fuzz_images.py",
+            "test/test_cv_bridge_safety.py",
+            "test/test_mutation_encodings.py",
+            "-k",
+            NOT_SLOW,
+        ),
+    ),
+    "thermal": Module(
+        "sage_ros/image/thermal.py",
+        ("test/test_thermal.py", "test/test_fuzz_images.py", "test/test_mutation_thermal.py", "-k", NOT_SLOW),
+    ),
+    "registration": Module(
+        "sage_ros/image/registration.py",
+        ("test/test_node_units.py", "test/test_mutation_registration.py"),
+    ),
+    "metrics": Module(
+        "sage_ros/evaluation/metrics.py",
+        ("test/test_metrics.py", "test/test_mutation_metrics.py"),
+    ),
+    "stats": Module(
+        "sage_ros/node/stats.py",
+        ("test/test_node_units.py", "test/test_mutation_stats.py"),
+    ),
+}
+
+# mutmut's exit-code statuses, grouped: a mutant is detected when its tests fail, crash or hang.
+DETECTED = ("killed", "timeout", "segfault")
+
+
+def _toml_list(items: list[str] | tuple[str, ...]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def _existing_tests(args: tuple[str, ...], root: Path) -> list[str]:
+    """Drop test files absent from this checkout (a module's new test file may not exist yet)."""
+    return [a for a in args if not a.endswith(".py") or (root / a).is_file()]
+
+
+def make_copy(dest: Path, module: Module, snapshot: str) -> None:
+    """A private copy of the repository in `dest` (`worktree`: as it is on disk now; `HEAD`: the last
+    commit, with the module under test and its test files taken from the working tree)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutants", ".hypothesis")
+    if snapshot == "worktree":
+        for name in COPIED:
+            src = REPO / name
+            if src.is_dir():
+                shutil.copytree(src, dest / name, ignore=ignore)
+            elif src.is_file():
+                shutil.copy2(src, dest / name)
+        return
+    # Another engineer's half-done edit can leave the working tree unimportable for a while; the
+    # committed tree plus the files measured here is a consistent alternative.
+    with tempfile.TemporaryFile() as tar:
+        subprocess.run(["git", "-C", str(REPO), "archive", snapshot, *COPIED], stdout=tar, check=True)
+        tar.seek(0)
+        with tarfile.open(fileobj=tar) as archive:
+            archive.extractall(dest, filter="data")
+    for rel in (module.path, *[a for a in module.tests if a.endswith(".py")]):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+
+
+def write_config(dest: Path, module: Module, max_seconds_factor: float) -> None:
+    tests = _existing_tests(module.tests, dest)
+    # --hypothesis-seed: any hypothesis test draws the same examples in every mutant (a kill is never luck).
+    cli = ["-p", "no:cacheprovider", "--hypothesis-seed=0"]
+    (dest / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        'source_paths = ["sage_ros"]\n'
+        f"only_mutate = {_toml_list([module.path])}\n"
+        'also_copy = ["config", "docs", "launch", "resource", "package.xml"]\n'
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        f"pytest_add_cli_args = {_toml_list(cli)}\n"
+        f"timeout_multiplier = {max_seconds_factor}\n"
+        "use_git_change_detection = false\n"
+    )
+
+
+def child_env(dest: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(dest)
+    # One thread per library: the machine's cores go to mutmut's worker processes instead.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+        env[var] = "1"
+    return env
+
+
+def check_import(dest: Path, env: dict[str, str]) -> None:
+    """Refuse to run when the copy would test /work/main's sage_ros instead of its own."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sage_ros; print(sage_ros.__file__)"],
+        cwd=dest, env=env, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    if not Path(out).resolve().is_relative_to(dest.resolve()):
+        raise SystemExit(f"the copy imports sage_ros from {out}, not from {dest}: refusing to mutate")
+
+
+def parse_results(text: str) -> dict[str, str]:
+    """`mutmut results --all true` lines ('    name: status') -> {name: status}."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            out[name] = status
+    return out
+
+
+def diff_of(dest: Path, env: dict[str, str], name: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name], cwd=dest, env=env, capture_output=True, text=True
+    ).stdout
+
+
+def run_module(key: str, module: Module, args: argparse.Namespace) -> dict:
+    dest = args.work / key
+    started = time.monotonic()
+    make_copy(dest, module, args.snapshot)
+    write_config(dest, module, args.timeout_multiplier)
+    env = child_env(dest)
+    check_import(dest, env)
+    log = dest / "mutmut.log"
+    print(f"[{key}] mutating {module.path} in {dest} (log: {log})", flush=True)
+    with open(log, "w") as fh:
+        rc = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+            cwd=dest, env=env, stdout=fh, stderr=subprocess.STDOUT,
+        ).returncode
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"[{key}] mutmut run failed (exit {rc}); end of {log}:\n{tail}")
+    listing = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=dest, env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    statuses = parse_results(listing)
+    equivalent = []
+    for name, (fragment, _reason) in module.equivalent.items():
+        if statuses.get(name) in DETECTED:
+            continue  # now killed: nothing to exclude
+        if name in statuses and fragment in diff_of(dest, env, name):
+            equivalent.append(name)
+        else:
+            print(f"[{key}] listed equivalent {name} not found as expected (renumbered?): counted", flush=True)
+    counts: dict[str, int] = {}
+    for name, status in statuses.items():
+        if name not in equivalent:
+            counts[status] = counts.get(status, 0) + 1
+    total = sum(counts.values())
+    detected = sum(counts.get(s, 0) for s in DETECTED)
+    survivors = sorted(n for n, s in statuses.items() if s not in DETECTED and n not in equivalent)
+    result = {
+        "module": module.path,
+        "total": total,
+        "killed": counts.get("killed", 0),
+        "timeout": counts.get("timeout", 0),
+        "segfault": counts.get("segfault", 0),
+        "survived": counts.get("survived", 0),
+        "no_tests": counts.get("no tests", 0),
+        "other": {s: c for s, c in counts.items() if s not in (*DETECTED, "survived", "no tests")},
+        "equivalent_excluded": len(equivalent),
+        "score": round(100.0 * detected / total, 1) if total else 0.0,
+        "seconds": round(time.monotonic() - started),
+        "survivors": survivors,
+    }
+    if args.show:
+        for name in survivors:
+            print(f"--- {statuses[name]}: {name}\n{diff_of(dest, env, name)}", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sage_mutation",
+                        help="where the private copies go (default: %(default)s)")
+    parser.add_argument("--max-children", type=int, default=2, help="parallel mutant runs (default: 2)")
+    parser.add_argument("--snapshot", default="worktree",
+                        help="'worktree' (default) or a git revision such as HEAD (see make_copy)")
+    parser.add_argument("--timeout-multiplier", type=float, default=15.0,
+                        help="mutmut's timeout: this many times the clean run's test time (default: 15)")
+    parser.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.work = args.work.resolve()
+    if args.work.is_relative_to(REPO):
+        parser.error("--work must be outside the repository (mutmut rewrites files there)")
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    keys = args.modules or list(MODULES)
+    results = []
+    for key in keys:
+        results.append(run_module(key, MODULES[key], args))
+        r = results[-1]
+        print(f"[{key}] {r['score']:.1f} % detected ({r['killed']} killed, {r['timeout']} timeout, "
+              f"{r['survived']} survived, {r['no_tests']} no tests, {r['equivalent_excluded']} equivalent "
+              f"excluded, of {r['total']}) in {r['seconds']} s", flush=True)
+    print()
+    print(f"{'module':34} {'killed':>6} {'timeout':>7} {'survived':>8} {'no tests':>8} {'total':>5} {'score':>7}")
+    for r in results:
+        print(f"{r['module']:34} {r['killed']:6} {r['timeout']:7} {r['survived']:8} {r['no_tests']:8} "
+              f"{r['total']:5} {r['score']:6.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
