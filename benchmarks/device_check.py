@@ -278,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="sage_device_check_"))
     onnx_path = _export(weights, tmp, args)
-    default_path = _export_default(weights, tmp, args)
     sizes = []
     for size in args.sizes:
         w, h = (int(v) for v in size.lower().split("x"))
         sizes.append((w, h))
     results: dict = {"environment": env, "sizes": {}, "notes": []}
     notes: list[str] = results["notes"]
-    results["default_model"] = _check_default(default_path)
+    # The model the node runs by default is this fusion graph (segmentation is its own graph, on the CPU).
+    results["default_model"] = _check_default(onnx_path)
     timer = Timer(torch, device)
     for w, h in sizes:
         y, ir, source = load_pair(args.official, w, h)
@@ -295,9 +295,6 @@ def main(argv: list[str] | None = None) -> int:
             if row:
                 rows.append(row)
         rows += _trt_rows(onnx_path, sizes, tmp, y, ir, args, notes)
-        # The model users run by default (fused Y + class ids): must build and fuse like the student.
-        rows += _trt_rows(default_path, sizes, tmp, y, ir, args, notes, label="default model ",
-                          precisions=("fp16",))
         if onnx_path is not None and not args.no_ort:
             from sage_ros.backends import BackendConfig, create_backend
 
@@ -334,19 +331,6 @@ def _export(weights: Path, tmp: Path, args) -> Path | None:
         return export_student(load_student(weights), tmp / "sage_student.onnx")
     except Exception as exc:  # onnx missing on the GPU machine: torch rows still run
         print(f"note: ONNX export failed, no ONNX Runtime/TensorRT rows ({type(exc).__name__}: {exc})")
-        return None
-
-
-def _export_default(weights: Path, tmp: Path, args) -> Path | None:
-    """The default two-output model, built by the same function as `sage-ros export` / the node."""
-    if args.no_trt and args.no_ort:
-        return None
-    try:
-        from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
-
-        return export_checkpoint(weights, tmp / "default" / "sage_student.onnx", DEFAULT_HEAD)
-    except Exception as exc:  # noqa: BLE001 - onnx missing on the GPU machine: torch rows still run
-        print(f"note: default model export failed, no default-model rows ({type(exc).__name__}: {exc})")
         return None
 
 

@@ -36,7 +36,7 @@ from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb  # 
 from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer  # noqa: E402
 from sage_ros.image.imaging import infrared_to_grey, unit_to_uint8, visible_to_ycrcb  # noqa: E402
 from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible  # noqa: E402
-from sage_ros.pipeline import FusionPipeline  # noqa: E402
+from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
 
 BACKENDS = ("onnxruntime", "openvino", "torch")
 QUALITY_TOLERANCE = 0.97  # the fast student must keep >= 97 % of each metric of the released one
@@ -117,7 +117,8 @@ def speed(models: dict[str, dict], pair: tuple[np.ndarray, np.ndarray], threads:
 
 def quality(models: dict[str, dict], msrs: Path, threads: int, limit: int | None) -> dict:
     pipes = {
-        m: FusionPipeline(create_backend(BackendConfig(name="onnxruntime", onnx_path=spec["onnx"], threads=threads)))
+        m: build_pipeline(PipelineSettings(model=str(spec["onnx"]), backend="onnxruntime", threads=threads,
+                                           resolution="rgb", segmentation=False))
         for m, spec in models.items()
     }
     irs, viss = images_by_stem(msrs / "ir"), images_by_stem(msrs / "vi")

@@ -41,16 +41,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
 from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.image.registration import Registration  # noqa: E402
 from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
-from sage_ros.model.refiner import refiner_for_backend  # noqa: E402
 from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
-from sage_ros.pipeline import FusionPipeline, reduced_scale_model  # noqa: E402
+from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
 
 CONFIGS = {
     "old": {"fusion.resolution": "rgb", "precision": "fp32"},
@@ -58,8 +56,6 @@ CONFIGS = {
     "res": {"fusion.resolution": "thermal", "precision": "fp32"},
     "old-avx2": {"fusion.resolution": "rgb", "precision": "fp32"},
     "new-avx2": {"fusion.resolution": "thermal", "precision": "auto"},
-    "new-refine": {"fusion.resolution": "thermal", "precision": "auto", "fusion.refine": True},
-    "new-avx2-refine": {"fusion.resolution": "thermal", "precision": "auto", "fusion.refine": True},
 }
 LABELS = {
     "old": "rgb res, fp32 (old defaults)",
@@ -67,19 +63,16 @@ LABELS = {
     "res": "thermal res, fp32 (resolution alone)",
     "old-avx2": "old defaults, AVX2 kernels",
     "new-avx2": "new defaults, AVX2 kernels",
-    "new-refine": "new defaults + fusion.refine",
-    "new-avx2-refine": "new defaults + fusion.refine, AVX2 kernels",
 }
 AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
-ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP, "new-avx2-refine": AVX2_CAP}
+ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP}
 # The old defaults had Fast DDS's own transport settings; the node now starts with the package's
 # large-frames profile (sage_ros/node/dds_profile.py). --old-transport same gives the old nodes the new
 # transport too, which isolates resolution and precision.
 OLD_TRANSPORT = {"SAGE_ROS_DDS_PROFILE": "fastdds"}
 OLD_CONFIGS = ("old", "old-avx2")
 # Each configuration's speed-up and PSNR are against the old defaults on the same kernels.
-BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2",
-            "new-refine": "old", "new-avx2-refine": "old-avx2"}
+BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -118,10 +111,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def default_model(checkpoint: Path, out_dir: Path) -> Path:
-    """The default two-output model, built once into out_dir (torch-free where torch is absent)."""
-    from sage_ros.model.model_files import DEFAULT_HEAD, ensure_onnx
+    """The released student's fusion graph, built once into out_dir (torch-free where torch is absent)."""
+    from sage_ros.model.model_files import ensure_onnx
 
-    return ensure_onnx(out_dir / "sage_student.onnx", checkpoint, DEFAULT_HEAD)
+    return ensure_onnx(out_dir / "sage_student.onnx", checkpoint)
 
 
 def as_messages(thermal_fields, rgb_fields) -> tuple:
@@ -136,16 +129,10 @@ def local_processors(names: list[str], model: Path, backend: str, threads: int, 
     processors = {}
     for name in names:
         cfg = CONFIGS[name]
-        engine = create_backend(BackendConfig(name=backend, onnx_path=model, threads=threads,
-                                              precision=cfg["precision"]))
-        refiner = refiner_for_backend(engine, threads=threads) if cfg.get("fusion.refine") else None
-        reduced = None
-        if cfg["fusion.resolution"] != "rgb":  # as the node: the scale-adapted student below the RGB size
-            reduced, _ = reduced_scale_model(BackendConfig(name=backend, onnx_path=model, threads=threads,
-                                                           precision=cfg["precision"]),
-                                             cfg.get("fusion.scale_adapted", True), threads=threads)
-        processors[name] = PairProcessor(FusionPipeline(engine, cfg["fusion.resolution"], refiner, reduced),
-                                         ThermalNormalizer(), Registration(homography))
+        settings = PipelineSettings(model=str(model), backend=backend, threads=threads, precision=cfg["precision"],
+                                    resolution=cfg["fusion.resolution"],
+                                    scale_adapted=cfg.get("fusion.scale_adapted", True))
+        processors[name] = PairProcessor(build_pipeline(settings), ThermalNormalizer(), Registration(homography))
     return processors
 
 

@@ -41,10 +41,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.evaluation.metrics import FusionScorer, mutual_information_pair  # noqa: E402
 from sage_ros.image.imaging import unit_to_uint8, visible_to_ycrcb  # noqa: E402
-from sage_ros.pipeline import FusionPipeline, reduced_scale_model, resize_area, upsample_with_detail  # noqa: E402
+from sage_ros.pipeline import (  # noqa: E402
+    FusionPipeline,
+    PipelineSettings,
+    build_pipeline,
+    resize_area,
+    upsample_with_detail,
+)
 
 SHARED = REPO.parent / "shared"
 
@@ -173,8 +178,6 @@ def main() -> int:
                         help="also the 21 VIFB pairs (other cameras, 320x240-630x460; thermal at 1/1.67 per side)")
     parser.add_argument("--no-noise-ref", dest="noise_ref", action="store_false",
                         help="skip the sensitivity reference (full-resolution fusion + 0.5 / 1 grey level of noise)")
-    parser.add_argument("--refine", action="store_true",
-                        help="`thermal` with the shipped refiner (fusion.refine, sage_ros/model/refiner.py)")
     parser.add_argument("--no-scale-adapted", dest="scale_adapted", action="store_false",
                         help="`thermal` with the released student (the default runs the scale-adapted one below the "
                         "RGB size when --model is an export of the released student)")
@@ -182,19 +185,15 @@ def main() -> int:
                         help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
     args = parser.parse_args()
     print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
-    backend = create_backend(BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads))
-    refiner = None
-    if args.refine:
-        from sage_ros.model.refiner import FullResRefiner
+    def pipeline(resolution: str, scale_adapted: bool = args.scale_adapted):
+        return build_pipeline(PipelineSettings(model=str(args.model), backend=args.backend, threads=args.threads,
+                                               precision="fp32", resolution=resolution, scale_adapted=scale_adapted,
+                                               segmentation=False))
 
-        refiner = FullResRefiner(runtime=args.backend if args.backend in ("openvino", "onnxruntime") else "auto",
-                                 threads=args.threads)
-        print(f"thermal path with the refiner {refiner.path.name} on {refiner.runtime}")
-    config = BackendConfig(name=args.backend, onnx_path=args.model, threads=args.threads)
-    reduced, why = reduced_scale_model(config, args.scale_adapted, threads=args.threads)
-    print(why)
-    full, low = FusionPipeline(backend, "rgb"), FusionPipeline(backend, "thermal", refiner=refiner, reduced=reduced)
-    released = FusionPipeline(backend, "thermal", refiner=refiner) if reduced else None
+    full, low = pipeline("rgb"), pipeline("thermal")
+    for note in low.notes:
+        print(note)
+    released = pipeline("thermal", scale_adapted=False) if low.reduced else None
     start = time.time()
     official = SHARED / "sage_official"
     pairs = [(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), cv2.imread(str(official / "Vis" / p.name)))
@@ -224,9 +223,9 @@ def main() -> int:
         run_set("msrs eval, thermal 640x480 vs RGB upscaled to 1280x960", up, full, low, lambda hw: (480, 640),
                 args.noise_ref, released=released)
     print(f"\n({time.time() - start:.0f} s)")
-    backend.close()
-    if reduced is not None:
-        reduced.close()
+    for each in (full, low, released):
+        if each is not None:
+            each.close()
     return 0
 
 

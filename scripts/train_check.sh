@@ -78,8 +78,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.backends import BackendConfig, create_backend
-from sage_ros.pipeline import FusionPipeline
+from sage_ros.pipeline import PipelineSettings, build_pipeline
 
 run, shared = Path(sys.argv[1]), Path(sys.argv[2])
 rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -96,8 +95,8 @@ for key in ("student_loss", "s_mse", "s_grad", "s_cs", "s_fea", "teacher_loss", 
 first_ir = sorted((shared / "datasets/msrs/ir").glob("*.png"))[0]
 ir = cv2.imread(str(first_ir), cv2.IMREAD_GRAYSCALE)
 vis = cv2.imread(str(shared / "datasets/msrs/vi" / first_ir.name), cv2.IMREAD_COLOR)
-backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=run / "student.onnx"))
-result = FusionPipeline(backend).fuse(ir, vis)
+pipeline = build_pipeline(PipelineSettings(model=str(run / "student.onnx"), backend="onnxruntime", segmentation=False))
+result = pipeline.fuse(ir, vis)
 cv2.imwrite(str(run / "fused_example.png"), cv2.cvtColor(result.fused_rgb, cv2.COLOR_RGB2BGR))
 print(f"exported student: {run / 'student.onnx'} fused {ir.shape[1]}x{ir.shape[0]} in {result.inference_ms:.1f} ms "
       f"(onnxruntime CPU); mean fused Y {result.fused_y.mean():.3f}")

@@ -62,20 +62,27 @@ def test_detail_layer_restores_the_visible_image_exactly_when_fused_equals_visib
 
 
 class _Recorder(FusionBackend):
-    """A real (tiny) backend: fused = mean of the inputs, class = 1 where IR > 0.5; records input sizes."""
+    """A real (tiny) backend: fused = mean of the inputs; records input sizes."""
 
     name = "recorder"
 
     def __init__(self) -> None:
         self.sizes: list[tuple[int, int]] = []
 
-    @property
-    def has_segmentation(self) -> bool:
-        return True
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         self.sizes.append(vis_y.shape[-2:])
-        return BackendOutput(((vis_y + ir) / 2)[0, 0], (ir[0, 0] > 0.5).astype(np.uint8))
+        return BackendOutput(((vis_y + ir) / 2)[0, 0])
+
+
+class _HotSegmenter:
+    """A segmentation stage: class 1 where IR > 0.5; records the sizes of the planes it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def __call__(self, fused_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
+        self.calls.append((fused_y.shape, ir.shape))
+        return (ir > 0.5).astype(np.uint8)
 
 
 def _pair(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,12 +97,16 @@ def test_pipeline_fuses_at_the_thermal_size_and_returns_rgb_size_outputs():
     backend = _Recorder()
     ir, vis = _pair(120, 160)
     ir_cam = resize_area(ir, (60, 80))  # a thermal camera with 4x fewer pixels
-    result = FusionPipeline(backend, "thermal").fuse(ir_cam, vis)
+    segmenter = _HotSegmenter()
+    result = FusionPipeline(backend, "thermal", segmenter=segmenter).fuse(ir_cam, vis)
     assert backend.sizes[-1] == (60, 80) and result.fusion_hw == (60, 80)
     assert result.fused_rgb.shape == (120, 160, 3) and result.fused_y.shape == (120, 160)
-    # Class ids follow with nearest-neighbour upsampling: still exactly {0, 1}, the hot block labelled.
+    # The segmentation stage runs on the final fused Y and the IR brought back to the RGB size.
+    assert segmenter.calls == [((120, 160), (120, 160))]
     assert result.class_ids.shape == (120, 160) and set(np.unique(result.class_ids)) == {0, 1}
     assert result.class_ids[40, 50] == 1 and result.class_ids[100, 140] == 0
+    # Without a segmentation stage there are no class ids.
+    assert FusionPipeline(backend, "thermal").fuse(ir_cam, vis).class_ids is None
     # IR given at the RGB size is shrunk to the fusion size; a fixed WxH is honoured.
     FusionPipeline(backend, "thermal").fuse(ir, vis, thermal_hw=(60, 80))
     assert backend.sizes[-1] == (60, 80)
@@ -133,9 +144,8 @@ def test_node_registration_goes_straight_to_the_fusion_grid():
 
     backend = _Recorder()
     vis = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
-    processor = PairProcessor(
-        FusionPipeline(backend, "thermal"), ThermalNormalizer(NormalizerConfig(ema_alpha=1.0)), Registration(h)
-    )
+    pipeline = FusionPipeline(backend, "thermal", segmenter=_HotSegmenter())
+    processor = PairProcessor(pipeline, ThermalNormalizer(NormalizerConfig(ema_alpha=1.0)), Registration(h))
     out = processor.process(_msg(thermal, "mono16"), _msg(vis, "bgr8"))
     assert backend.sizes[-1] == (62, 83)  # 64x80 = 5120 thermal px -> 83x62 = 5146 px in the 4:3 RGB aspect
     assert out.fused_rgb.shape == (120, 160, 3) and out.class_ids.shape == (120, 160)
@@ -146,7 +156,7 @@ def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tm
     from sage_ros.backends import BackendConfig, create_backend
     from sage_ros.model.model_files import export_checkpoint
 
-    model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", None, builder="numpy")
+    model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", builder="numpy")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
     ir = cv2.imread(str(official_dir / "Ir/00003.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(official_dir / "Vis/00003.png"))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from sage_ros.backends import BackendConfig, create_backend
+from sage_ros.backends.base import BackendOutput, FusionBackend
 from sage_ros.image.imaging import visible_to_ycrcb
 from sage_ros.model.scale_student import (
     FORMAT,
@@ -23,10 +24,10 @@ from sage_ros.model.scale_student import (
     ensure_scale_onnx,
     is_released_student,
     read_state,
-    reduced_scale_config,
     shipped_weights,
 )
-from sage_ros.pipeline import FusionPipeline, ReducedScaleModel, resize_area, upsample_with_detail
+from sage_ros.pipeline import FusionPipeline, PipelineSettings, Student, resize_area, upsample_with_detail
+from sage_ros.pipeline.builder import reduced_student
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -99,55 +100,70 @@ def test_graph_is_built_without_torch_and_matches_the_torch_student(tmp_path: Pa
     assert ensure_scale_onnx(onnx_path=onnx_path) == onnx_path and onnx_path.stat().st_mtime_ns == stamp
 
 
-def _export_with_sidecar(tmp_path: Path, checkpoint_sha: str, head_sha: str | None = None) -> Path:
+def _export_with_sidecar(tmp_path: Path, checkpoint_sha: str) -> Path:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": checkpoint_sha, "head_sha256": head_sha}))
+    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": checkpoint_sha, "outputs": ["fused_y"]}))
     return model
+
+
+class _Created(FusionBackend):
+    """What a recording `create` hands back: remembers the config it was made from, fuses nothing."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        raise AssertionError("not for fusing")
+
+
+def _reduced(config: BackendConfig, **settings) -> tuple[Student | None, str, list[BackendConfig]]:
+    """reduced_student for `config`, and the configs of the backends started so far (none until first use)."""
+    created: list[BackendConfig] = []
+
+    def create(cfg: BackendConfig) -> FusionBackend:
+        created.append(cfg)
+        return _Created(cfg)
+
+    student, why = reduced_student(PipelineSettings(**settings), config, create)
+    return student, why, created
 
 
 def test_selection_follows_the_switch_and_the_model_provenance(tmp_path: Path):
     from sage_ros.model.weights import CHECKPOINT as RELEASED
 
-    released = BackendConfig(name="onnxruntime", onnx_path=_export_with_sidecar(tmp_path, RELEASED.sha256))
+    released = BackendConfig(name="onnxruntime", onnx_path=_export_with_sidecar(tmp_path, RELEASED.sha256),
+                             threads=1)
     assert is_released_student(released)
-    plan = reduced_scale_config(released, use=True)
-    assert plan.config.onnx_path.name == "sage_student_scale_fusion.onnx" and "scale-adapted" in plan.why
-    assert plan.seg_graph is None  # a fusion-only model: no class ids at any size
-    assert replace(plan.config, onnx_path=released.onnx_path) == released  # only the model file changes
-    assert reduced_scale_config(released, use=False).config is None
+    student, why, created = _reduced(released)
+    assert student is not None and "scale-adapted" in why
+    assert not student.started and created == []  # built lazily: nothing runs until the first small pair
+    assert student.detail_gain == 1.0
+    student.backend  # noqa: B018 - first use starts it
+    assert len(created) == 1 and created[0].onnx_path.name == "sage_student_scale_fusion.onnx"
+    assert replace(created[0], onnx_path=released.onnx_path) == released  # only the model file changes
+    for off, note in (({"scale_adapted": False}, "off"), ({"resolution": "rgb"}, "")):
+        student, why, _ = _reduced(released, **off)
+        assert student is None and note in why
     (tmp_path / "x").mkdir()
     other = BackendConfig(name="onnxruntime", onnx_path=_export_with_sidecar(tmp_path / "x", "0" * 64))
-    plan = reduced_scale_config(other, use=True)
-    assert plan.config is None and "not the released student" in plan.why
+    student, why, _ = _reduced(other)
+    assert student is None and "not the released one" in why
     no_sidecar = tmp_path / "bare.onnx"
     no_sidecar.write_bytes(b"")
     assert not is_released_student(BackendConfig(name="onnxruntime", onnx_path=no_sidecar))
-    # Class ids come from the model's own segmentation network, run at the RGB size; another network: not used.
-    from sage_ros.model.model_files import shipped_head
-    from sage_ros.model.weights import sha256_of
-
-    shipped = shipped_head()
-    if shipped is not None:
-        (tmp_path / "h").mkdir()
-        with_head = BackendConfig(name="onnxruntime",
-                                  onnx_path=_export_with_sidecar(tmp_path / "h", RELEASED.sha256, sha256_of(shipped)))
-        plan = reduced_scale_config(with_head, use=True)
-        assert plan.config.onnx_path.name == "sage_student_scale_fusion.onnx" and plan.seg_graph == shipped
-        assert "class ids from" in plan.why
-    (tmp_path / "o").mkdir()
-    own_head = BackendConfig(name="onnxruntime",
-                             onnx_path=_export_with_sidecar(tmp_path / "o", RELEASED.sha256, "1" * 64))
-    plan = reduced_scale_config(own_head, use=True)
-    assert plan.config is None and "segmentation network is not the shipped one" in plan.why
     # The int8 sibling of a released export is judged by the fp32 model's sidecar.
     int8 = released.onnx_path.with_name("m_int8.onnx")
     int8.write_bytes(b"")
     assert is_released_student(BackendConfig(name="onnxruntime", onnx_path=int8))
-    # The torch backend runs the npz (the fast-student layout) instead of the checkpoint.
-    if CHECKPOINT.is_file():
-        plan = reduced_scale_config(BackendConfig(name="torch", weights_path=CHECKPOINT), use=True)
-        assert plan.config.weights_path == shipped_weights()
+
+
+def test_torch_backend_runs_the_npz_in_place_of_the_checkpoint(checkpoint_path: Path):
+    """The torch backend's scale-adapted student is the npz (the fast-student layout), not the checkpoint."""
+    student, _, created = _reduced(BackendConfig(name="torch", weights_path=checkpoint_path))
+    assert student is not None
+    student.backend  # noqa: B018 - first use starts it
+    assert created[0].weights_path == shipped_weights() and created[0].name == "torch"
 
 
 def _backend(path: Path):
@@ -161,7 +177,7 @@ def backends(tmp_path_factory):
     from sage_ros.model.model_files import export_checkpoint
 
     tmp = tmp_path_factory.mktemp("scale")
-    released = _backend(export_checkpoint(CHECKPOINT, tmp / "released.onnx", head=None, builder="numpy"))
+    released = _backend(export_checkpoint(CHECKPOINT, tmp / "released.onnx", builder="numpy"))
     scaled = _backend(ensure_scale_onnx(onnx_path=tmp / "scale.onnx"))
     yield released, scaled
     released.close()
@@ -174,7 +190,7 @@ def test_pipeline_runs_it_only_below_the_rgb_size(backends):
     vis = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     ir = rng.integers(0, 256, (120, 160), dtype=np.uint8)
     plain = FusionPipeline(released, "thermal")
-    adapted = FusionPipeline(released, "thermal", reduced=ReducedScaleModel(scaled, 1.0))
+    adapted = FusionPipeline(released, "thermal", reduced=Student(scaled, "scale-adapted", 1.0))
     # Same size: the released student, bit for bit.
     assert np.array_equal(adapted.fuse(ir, vis).fused_rgb, plain.fuse(ir, vis).fused_rgb)
     # Below the RGB size: the adapted student, then the detail layer at its fixed gain.
@@ -205,7 +221,7 @@ def test_closer_to_full_resolution_fusion_on_eval_pairs(backends):
     released, scaled = backends
     full = FusionPipeline(released, "rgb")
     plain = FusionPipeline(released, "thermal")
-    adapted = FusionPipeline(released, "thermal", reduced=ReducedScaleModel(scaled, 1.0))
+    adapted = FusionPipeline(released, "thermal", reduced=Student(scaled, "scale-adapted", 1.0))
     err = {"plain": [], "adapted": []}
     mi = {"full": [], "plain": [], "adapted": []}
     for ir8, vis in _eval_pairs(6):
@@ -252,56 +268,6 @@ def test_training_round_trip(tmp_path: Path):
     assert bad.returncode != 0 and "must be > 1" in bad.stderr
 
 
-def test_class_ids_below_the_rgb_size_come_from_the_rgb_size_segmentation(backends, tmp_path: Path):
-    """The shipped segmentation network run at the RGB size on the final fused Y agrees with full-resolution
-    segmentation far better than the same network inside the model at the fusion size (measured on the MSRS
-    eval split against human boxes: mean F1 0.52 against 0.28). Here: pixel agreement on eval pairs."""
-    if not (MSRS / "splits.csv").is_file():
-        pytest.skip(f"MSRS eval split not found at {MSRS} (../shared missing)")
-    from sage_ros.model.model_files import export_checkpoint, shipped_head
-    from sage_ros.model.seg_stage import FullResSegmenter
-
-    graph = shipped_head()
-    if graph is None or graph.suffix != ".onnx":
-        pytest.skip("no shipped segmentation graph in this install")
-    _, scaled = backends
-    composed = _backend(export_checkpoint(CHECKPOINT, tmp_path / "seg.onnx", head="default", builder="numpy"))
-    segmenter = FullResSegmenter(graph, runtime="onnxruntime", threads=2)
-    try:
-        full = FusionPipeline(composed, "rgb")
-        inside = FusionPipeline(composed, "thermal")  # the released one-graph model at the fusion size
-        stage = FusionPipeline(composed, "thermal", reduced=ReducedScaleModel(scaled, 1.0, segmenter))
-        agree = {"inside": [], "stage": []}
-        for ir8, vis in _eval_pairs(6):
-            ir_cam = cv2.resize(ir8, (384, 288), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-            ir_reg = cv2.resize(ir_cam, (640, 480), interpolation=cv2.INTER_LINEAR)
-            ref = full.fuse(ir_reg, vis).class_ids
-            objects = ref > 0
-            for key, pipe in (("inside", inside), ("stage", stage)):
-                ids = pipe.fuse(ir_cam, vis, thermal_hw=(288, 384)).class_ids
-                assert ids.shape == (480, 640) and ids.dtype == np.uint8
-                union = objects | (ids > 0)
-                agree[key].append(float(np.sum(objects & (ids == ref)) / max(1, np.sum(union))))
-            # classes=False defers the stage (the node publishes the fused image first): the same ids on request.
-            lazy = stage.fuse(ir_cam, vis, thermal_hw=(288, 384), classes=False)
-            assert lazy.class_ids is None and np.array_equal(lazy.segment_later(), ids)
-        assert np.mean(agree["stage"]) > np.mean(agree["inside"]) + 0.1, agree
-    finally:
-        composed.close()
-
-
-def test_segmentation_stage_refuses_missing_and_corrupt_graphs(tmp_path: Path):
-    from sage_ros.model.seg_stage import FullResSegmenter, SegStageError
-
-    with pytest.raises(SegStageError, match="does not exist"):
-        FullResSegmenter(tmp_path / "none.onnx")
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"not a graph at all")
-    for runtime in ("onnxruntime", "auto"):
-        with pytest.raises(SegStageError, match="could not be loaded"):
-            FullResSegmenter(bad, runtime=runtime)
-
-
 def test_detail_gain_follows_the_frame_against_the_training_reference():
     """Fixed gain 1 scaled by min(1, measured / reference): less fine detail where the model passes less of it
     than on its training frames, never more than it was trained with."""
@@ -312,8 +278,13 @@ def test_detail_gain_follows_the_frame_against_the_training_reference():
     fused = 0.2 + 0.6 * y_small  # passes 0.6 of the visible's finest band
     measured = detail_gain(fused, y_small)
     assert abs(measured - 0.6) < 0.01
-    model = ReducedScaleModel(backend=None, detail_gain=1.0, detail_reference=0.8)
+    model = Student(_never, "adapted", detail_gain=1.0, detail_reference=0.8)
     assert abs(model.gain_for(fused, y_small) - measured / 0.8) < 1e-6
-    assert ReducedScaleModel(None, 1.0, detail_reference=0.5).gain_for(fused, y_small) == 1.0  # capped
-    assert ReducedScaleModel(None, 1.0).gain_for(fused, y_small) == 1.0  # no reference: fixed
-    assert ReducedScaleModel(None, None).gain_for(fused, y_small) is None  # measured by the pipeline
+    assert Student(_never, "adapted", 1.0, detail_reference=0.5).gain_for(fused, y_small) == 1.0  # capped
+    assert Student(_never, "adapted", 1.0).gain_for(fused, y_small) == 1.0  # no reference: fixed
+    assert Student(_never, "released").gain_for(fused, y_small) is None  # measured by the pipeline
+    assert not model.started  # the gain needs no backend
+
+
+def _never() -> FusionBackend:
+    raise AssertionError("the gain must not start the backend")

@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="fetch the released model and fuse the six sample pairs (or run them through the node)",
+        epilog="exit status: 0 every sample fused (and, with --live, every pair came back from the node); "
+        "1 a download, model or node problem (said on stderr)",
         description="Fetches (or mirrors) the released weights and samples, fuses them, writes the fused "
         "images and a side-by-side sheet (IR | visible | fused | class overlay), prints per-image time.",
     )
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(item, source: str = "") -> None:
         # Only the checkpoint line in full; the 18 sample images are summarised.
         if item.local == CHECKPOINT.local:
-            print(f"  {item.local}: from {source}; sha256 {item.sha256[:16]}... verified", flush=True)
+            where = source if source.startswith("already") else f"from {source}"
+            print(f"  {item.local}: {where}; sha256 {item.sha256[:16]}... verified", flush=True)
 
     try:
         official = fetch(mirror=args.mirror, progress=progress)

@@ -29,11 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replay a ROS 2 bag through the fusion node's pipeline and report metrics",
         description="Reads the bag (MCAP or sqlite3, damaged ones by scanning), pairs thermal and RGB "
         "frames with the node's synchroniser, fuses them, and writes report.json, report.md, PNG plots "
-        "and an output bag with the inputs plus /fused/image_raw (and masks for models with a "
-        "segmentation head). With a boxes topic (vision_msgs/Detection2DArray, `make-bag --boxes`) the "
-        "class-id mask is scored against the boxes as `sage-ros seg eval` does. "
-        "Exit status: 0 all good, 1 evaluated with problems, 2 nothing evaluated, "
-        "3 the results could not be written (disk full, ...): the incomplete output is removed.",
+        "and an output bag with the inputs plus /fused/image_raw and the class-id masks. With a boxes topic "
+        "(vision_msgs/Detection2DArray, `make-bag --boxes`) the "
+        "class-id mask is scored against the boxes as `sage-ros seg eval` does.",
+        epilog="exit status: 0 all good, 1 evaluated with problems (counted in report.json), 2 nothing evaluated "
+        "or the model could not start, 3 the results could not be written (disk full, ...): the incomplete "
+        "output is removed",
     )
     parser.add_argument("bag", type=Path, help="bag folder, or a single .mcap / .db3 file")
     parser.add_argument("--out", type=Path, required=True, help="output folder for the report, plots and bag")
@@ -215,7 +216,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
     if "scores" in boxes:
         every = boxes["scores"].get("all")
         if every:
-            f1 = "-" if every["mean_f1"] is None else f"{100 * every['mean_f1']:.1f}"
+            f1 = "-" if every["mean_f1"] is None else f"{every['mean_f1']:.2f}"
             print(f"masks vs boxes ({boxes['topic']}, IoU 0.5): mean F1 {f1} over "
                   f"{boxes['pairs_scored']} pairs ({boxes['pairs_without_boxes']} without boxes)")
     else:

@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "segmentation/ground_truth, stamped at a chosen rate with optional jitter and thermal offset; "
         "with --boxes, human boxes as vision_msgs/Detection2DArray; each pair's name on /dataset/pair_names. "
         "Layouts: Ir/ Vis/ (SAGE samples), ir/ vi/ [label/] (MSRS), Infrared/ Visible/ [Label/] (MSRS, FMB).",
+        epilog="exit status: 0 every pair written, 1 written with skipped pairs or unreadable box files (listed), "
+        "2 nothing written (missing or empty dataset, output exists, bag could not be created)",
     )
     parser.add_argument("dataset", type=Path, help="dataset folder")
     parser.add_argument("--out", type=Path, required=True, help="bag folder to create (must not exist)")

@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         methods[name] = Path(folder)
     pipeline = None
     if args.model is not None:
-        from sage_ros.backends import BackendConfig, create_backend
-        from sage_ros.pipeline import FusionPipeline
+        from sage_ros.pipeline import PipelineSettings, build_pipeline
 
-        pipeline = FusionPipeline(create_backend(BackendConfig(name="onnxruntime", onnx_path=args.model)))
+        pipeline = build_pipeline(PipelineSettings(model=str(args.model), backend="onnxruntime", resolution="rgb",
+                                                   segmentation=False))
     used, means = compare(args.ir, args.vis, methods, pipeline)
     table = markdown_table(means)
     print(f"{len(used)} pairs: {', '.join(used)}")

@@ -161,7 +161,7 @@ def fetch(
         dest = dest_dir / item.local
         if is_valid(dest, item.sha256):
             log.debug("%s already present and verified", dest)
-            source = f"already in {dest_dir}"
+            source = f"already present in {dest_dir}"
         elif mirror is not None:
             source = _from_mirror(item, Path(mirror), dest)
         else:

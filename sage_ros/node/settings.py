@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_ros.backends import BACKEND_NAMES, PRECISIONS, BackendConfig
+from sage_ros.backends import BACKEND_NAMES, PRECISIONS
 from sage_ros.image.registration import parse_homography
 from sage_ros.image.thermal import MODES, NormalizerConfig
-from sage_ros.model.model_variants import VARIANTS, ModelVariantError, ensure_fast_onnx, fast_weights
-from sage_ros.paths import default_onnx
-from sage_ros.pipeline import parse_resolution
+from sage_ros.model.model_variants import VARIANTS
+from sage_ros.pipeline import PipelineSettings, parse_resolution
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE
 
 RELIABILITIES = ("best_effort", "reliable")
 # Inputs also take `auto`: match the publishers found on each topic (as `ros2 topic echo` does).
@@ -34,10 +34,10 @@ class ParamSpec:
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate at start (false: wait for lifecycle commands)"),
     ParamSpec("backend", "auto", f"inference backend: {' | '.join(BACKEND_NAMES)}"),
-    ParamSpec("model_path", "", "exported ONNX model; empty = the default export in the sage_ros cache"),
+    ParamSpec("model_path", "", "exported ONNX fusion model; empty = model.variant"),
     ParamSpec("model.variant", "sage",
               f"{' | '.join(VARIANTS)}: model when model_path is empty (fast = shipped distilled student)"),
-    ParamSpec("weights_path", "", "PyTorch checkpoint (torch backend only)"),
+    ParamSpec("weights_path", "", "checkpoint for model.variant sage (default: the fetched one) and the torch backend"),
     ParamSpec("precision", "auto",
               "auto (by the CPU's features: bf16 on OpenVINO with AVX-512 BF16/AMX, else fp32) | fp32 | "
               "bf16 (openvino) | fp16 | int8 (tensorrt)"),
@@ -46,9 +46,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("fusion.scale_adapted", True,
               "true: below the RGB size run the shipped scale-adapted student (the released one fine-tuned to "
               "fuse there as it fuses at full size; same cost); false: the released student at every size"),
-    ParamSpec("fusion.refine", False,
-              "true: the shipped full-resolution refiner after the detail layer (closer to rgb-resolution fusion, "
-              "a few percent more time); only when fusing below the RGB size"),
+    ParamSpec("segmentation.min_confidence", DEFAULT_MIN_CONFIDENCE,
+              "a pixel whose most probable class is below this probability is background (0 = never abstain)"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
@@ -99,10 +98,8 @@ class NodeSettings:
     """The node's parameters after validation (raises ValueError with the parameter's name)."""
 
     values: dict[str, Any]
-    backend: BackendConfig = field(init=False)
+    pipeline: PipelineSettings = field(init=False)
     thermal: NormalizerConfig = field(init=False)
-    resolution: str | tuple[int, int] = field(init=False)  # parsed fusion.resolution
-    _variant_model: Path | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         v = self.values
@@ -112,17 +109,10 @@ class NodeSettings:
         _choice("backend", v["backend"], BACKEND_NAMES)
         _choice("precision", v["precision"], PRECISIONS)
         try:
-            self.resolution = parse_resolution(v["fusion.resolution"])
+            resolution = parse_resolution(v["fusion.resolution"])
         except ValueError as exc:
             raise ValueError(f"parameter fusion.resolution: {exc}") from None
         _choice("model.variant", v["model.variant"], VARIANTS)
-        weights = Path(v["weights_path"]) if v["weights_path"] else None
-        if v["model.variant"] == "fast" and not v["model_path"]:
-            try:  # the shipped graph (+ the shipped seg network, composed once into the cache)
-                self._variant_model = ensure_fast_onnx()
-                weights = weights or fast_weights()
-            except (ModelVariantError, OSError, RuntimeError) as exc:
-                raise ValueError(f"parameter model.variant=fast: {exc}") from exc
         _choice("qos.reliability", v["qos.reliability"], INPUT_RELIABILITIES)
         _choice("output_qos.reliability", v["output_qos.reliability"], RELIABILITIES)
         _positive("sync.slop", v["sync.slop"])
@@ -135,6 +125,9 @@ class NodeSettings:
         _positive("threads", v["threads"], allow_zero=True)
         if not 0.0 <= v["overlay.alpha"] <= 1.0:
             raise ValueError(f"parameter overlay.alpha={v['overlay.alpha']} must be in [0, 1]")
+        if not 0.0 <= v["segmentation.min_confidence"] < 1.0:
+            raise ValueError(f"parameter segmentation.min_confidence={v['segmentation.min_confidence']} must be "
+                             "in [0, 1)")
         try:
             parse_homography(v["registration.homography"])
         except ValueError as exc:
@@ -149,38 +142,23 @@ class NodeSettings:
             min_span=float(v["thermal.min_span"]),
         )
         self.thermal.validate()
-        self.backend = BackendConfig(
-            name=v["backend"],
-            onnx_path=self.model_path,
-            weights_path=weights,
+        self.pipeline = PipelineSettings(
+            model=str(Path(v["model_path"]).expanduser()) if v["model_path"] else v["model.variant"],
+            weights=Path(v["weights_path"]).expanduser() if v["weights_path"] else None,
+            backend=v["backend"],
             precision=v["precision"],
-            threads=int(v["threads"]) or None,
+            threads=int(v["threads"]),
             device=v["device"],
             engine_path=Path(v["engine_path"]) if v["engine_path"] else None,
             engine_dir=Path(v["engine_dir"]) if v["engine_dir"] else None,
+            resolution=resolution,
+            scale_adapted=bool(v["fusion.scale_adapted"]),
+            min_confidence=float(v["segmentation.min_confidence"]),
         )
 
     @property
-    def model_path(self) -> Path:
-        if self._variant_model is not None:
-            return self._variant_model
-        return Path(self.values["model_path"]).expanduser() if self.values["model_path"] else default_onnx()
-
-    def model_missing_reason(self) -> str | None:
-        """A user-facing explanation when the configured model file is absent, else None."""
-        b = self.backend
-        if b.name == "torch":
-            if b.weights_path is not None and not b.weights_path.is_file():
-                return f"weights file {b.weights_path} does not exist: run `sage-ros weights fetch`"
-            return None
-        if b.name == "tensorrt" and b.engine_path is not None and b.engine_path.is_file():
-            return None
-        if not self.model_path.is_file():
-            return (
-                f"model file {self.model_path} does not exist: run `sage-ros weights fetch && sage-ros export` "
-                "(or set the model_path parameter), then configure the node again"
-            )
-        return None
+    def resolution(self) -> str | tuple[int, int]:
+        return self.pipeline.resolution
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
