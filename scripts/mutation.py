@@ -103,9 +103,13 @@ def _existing_tests(args: tuple[str, ...], root: Path) -> list[str]:
     return [a for a in args if not a.endswith(".py") or (root / a).is_file()]
 
 
-def make_copy(dest: Path, module: Module, snapshot: str) -> None:
-    """A private copy of the repository in `dest` (`worktree`: as it is on disk now; `HEAD`: the last
-    commit, with the module under test and its test files taken from the working tree)."""
+def make_copy(dest: Path, module: Module, snapshot: str, overlay: bool) -> None:
+    """A private copy of the repository in `dest`.
+
+    `worktree`: the working tree as it is on disk now. A git revision (e.g. HEAD): that commit, and
+    with `overlay` the working tree's module under test and the test files the commit lacks (the new
+    tests), so a before/after comparison differs only in those files.
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -118,14 +122,17 @@ def make_copy(dest: Path, module: Module, snapshot: str) -> None:
             elif src.is_file():
                 shutil.copy2(src, dest / name)
         return
-    # Another engineer's half-done edit can leave the working tree unimportable for a while; the
-    # committed tree plus the files measured here is a consistent alternative.
+    # Engineers editing the working tree can leave it unimportable for a while; a commit is a
+    # consistent alternative.
     with tempfile.TemporaryFile() as tar:
         subprocess.run(["git", "-C", str(REPO), "archive", snapshot, *COPIED], stdout=tar, check=True)
         tar.seek(0)
         with tarfile.open(fileobj=tar) as archive:
             archive.extractall(dest, filter="data")
-    for rel in (module.path, *[a for a in module.tests if a.endswith(".py")]):
+    if not overlay:
+        return
+    new_tests = [a for a in module.tests if a.endswith(".py") and not (dest / a).exists()]
+    for rel in (module.path, *new_tests):
         if (REPO / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
@@ -185,7 +192,7 @@ def diff_of(dest: Path, env: dict[str, str], name: str) -> str:
 def run_module(key: str, module: Module, args: argparse.Namespace) -> dict:
     dest = args.work / key
     started = time.monotonic()
-    make_copy(dest, module, args.snapshot)
+    make_copy(dest, module, args.snapshot, args.overlay)
     write_config(dest, module, args.timeout_multiplier)
     env = child_env(dest)
     check_import(dest, env)
@@ -198,7 +205,7 @@ def run_module(key: str, module: Module, args: argparse.Namespace) -> dict:
         ).returncode
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"[{key}] mutmut run failed (exit {rc}); end of {log}:\n{tail}")
+        raise RuntimeError(f"mutmut run failed (exit {rc}); end of {log}:\n{tail}")
     listing = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         cwd=dest, env=env, capture_output=True, text=True, check=True,
@@ -249,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="'worktree' (default) or a git revision such as HEAD (see make_copy)")
     parser.add_argument("--timeout-multiplier", type=float, default=15.0,
                         help="mutmut's timeout: this many times the clean run's test time (default: 15)")
+    parser.add_argument("--no-overlay", dest="overlay", action="store_false",
+                        help="with a git revision: measure that commit as it is (e.g. the score before new tests)")
     parser.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -260,8 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     keys = args.modules or list(MODULES)
     results = []
+    failed = []
     for key in keys:
-        results.append(run_module(key, MODULES[key], args))
+        try:
+            results.append(run_module(key, MODULES[key], args))
+        except RuntimeError as exc:  # one module's broken copy must not cost the others' results
+            print(f"[{key}] {exc}", flush=True)
+            failed.append(key)
+            continue
         r = results[-1]
         print(f"[{key}] {r['score']:.1f} % detected ({r['killed']} killed, {r['timeout']} timeout, "
               f"{r['survived']} survived, {r['no_tests']} no tests, {r['equivalent_excluded']} equivalent "
@@ -273,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['total']:5} {r['score']:6.1f}%")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ def test_fuse_with_a_file_for_a_folder(tmp_path: Path, capsys) -> None:
     image = tmp_path / "00000.png"
     image.write_bytes(b"not really")
     (tmp_path / "vis").mkdir()
-    assert main(["fuse", "--ir", str(image), "--vis", str(tmp_path / "vis"), "--out", str(tmp_path / "o")]) == 1
+    # Nothing could be fused: a setup error, exit status 2 (1 is kept for "some pairs failed").
+    assert main(["fuse", "--ir", str(image), "--vis", str(tmp_path / "vis"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "is a file" in err and "folder" in err and "does not exist" not in err
 

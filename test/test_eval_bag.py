@@ -31,26 +31,12 @@ T0 = 1_700_000_000 * 10**9
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, checkpoint_path: Path):
-    """The released student (fusion only) and student + an untrained 4-class head (for the mIoU path)."""
+    """The released student exported to a fusion graph (class ids come from the segmentation stage after it)."""
     assert checkpoint_path == OFFICIAL / "checkpoints.pt"  # what `_crops` and the tests below read
-    torch = pytest.importorskip("torch")
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.export import export_onnx, export_student, fold_batchnorm
-    from sage_ros.model.seg_head import SegHead, StudentWithHead
+    from sage_ros.model.model_files import export_checkpoint
 
     folder = tmp_path_factory.mktemp("models")
-    student = load_student(checkpoint_path)
-    plain = export_student(student, folder / "student.onnx")
-    torch.manual_seed(0)
-    head = SegHead(num_classes=4).eval()
-    classes = [{"id": i, "name": n, "color": [40 * i, 80, 200 - 40 * i]} for i, n in enumerate("abcd")]
-    seg = export_onnx(
-        StudentWithHead(fold_batchnorm(student), fold_batchnorm(head)).eval(),
-        folder / "student_seg.onnx",
-        ["fused_y", "class_ids"],
-        metadata={"classes": classes},
-    )
-    return {"plain": plain, "seg": seg}
+    return {"plain": export_checkpoint(checkpoint_path, folder / "student.onnx", builder="numpy")}
 
 
 def _pipeline(onnx: Path):
@@ -244,12 +230,20 @@ def test_truncated_bag_still_evaluates_complete_pairs(models, tmp_path):
 
 
 def test_miou_against_ground_truth(models, tmp_path):
-    """Ground truth made from the model's own class ids, so that every IoU is known by construction:
+    """Ground truth made from the pipeline's own class ids, so that every IoU is known by construction:
     pair 0's truth is its prediction, pair 1's too but with a band marked 255 (not scored), and pair 2's
-    is every id shifted by one (all wrong)."""
+    is every id shifted by one (all wrong). The pipeline is the one eval-bag builds for the same options:
+    the fusion-only student, then the shipped segmentation network on the fused image."""
+    from sage_ros.pipeline import PipelineSettings, build_pipeline
+
     crops = _crops(count=3)
-    pipeline = _pipeline(models["seg"])
-    preds = [pipeline.fuse(ir, vis).class_ids for ir, vis in crops]
+    pipeline = build_pipeline(PipelineSettings(model=str(models["plain"]), backend="onnxruntime"))
+    try:
+        preds = [pipeline.fuse(ir, vis).class_ids for ir, vis in crops]
+        names = pipeline.segmenter.class_table.names
+    finally:
+        pipeline.close()
+    assert len(names) == 4
     band = preds[1].copy()
     band[:, :32] = 255
     labels = [preds[0], band, ((preds[2].astype(np.int64) + 1) % 4).astype(np.uint8)]
@@ -263,7 +257,7 @@ def test_miou_against_ground_truth(models, tmp_path):
             w.write("/rgb/image_raw", t, _raw_image_msg(vis, "bgr8", t, "rgb"))
             w.write("/segmentation/ground_truth", t, _raw_image_msg(label, "mono8", t, "rgb"))
     out = tmp_path / "eval"
-    assert _eval(bag, out, models["seg"], "--no-metrics") == 0
+    assert _eval(bag, out, models["plain"], "--no-metrics") == 0
     report = json.loads((out / "report.json").read_text())
     seg = report["segmentation"]
     # By hand: class c is hit at its pixels in pair 0 and in pair 1 outside the band; pair 2 adds a false
@@ -274,17 +268,15 @@ def test_miou_against_ground_truth(models, tmp_path):
         fp = int((preds[2] == c).sum())
         fn = int((preds[2] == (c - 1) % 4).sum())
         if tp + fp + fn:
-            iou["abcd"[c]] = tp / (tp + fp + fn)
+            iou[names[c]] = tp / (tp + fp + fn)
     assert seg["pairs"] == 3
     assert seg["iou"] == pytest.approx(iou)
     assert seg["miou"] == pytest.approx(sum(iou.values()) / len(iou))
     assert 0 < seg["miou"] < 1  # neither all right nor all wrong: the three pairs were all scored
-    topics = open_bag(out / "fused_bag").topics
-    assert {"/segmentation/mask", "/segmentation/overlay", "/segmentation/ground_truth"} <= set(topics)
-    # The fusion-only model on the same bag: ground truth present, no head, said so.
-    assert _eval(bag, tmp_path / "eval_plain", models["plain"], "--no-metrics", "--no-output-bag") == 0
-    plain = json.loads((tmp_path / "eval_plain" / "report.json").read_text())
-    assert "no segmentation head" in plain["segmentation"]["note"]
+    output = open_bag(out / "fused_bag")
+    assert {"/segmentation/mask", "/segmentation/overlay", "/segmentation/ground_truth"} <= set(output.topics)
+    masks = [decode_msg(deserialize(m.raw, m.msgtype)) for m in output.messages(["/segmentation/mask"])]
+    assert len(masks) == 3 and all(np.array_equal(m, p) for m, p in zip(masks, preds, strict=True))
 
 
 # ---------------------------------------------------------------- synchronisation is exercised for real

@@ -1,7 +1,7 @@
 """Boxes in bags (vision_msgs/Detection2DArray) and eval-bag's masks-vs-boxes scoring and contact sheet.
 
-The end-to-end tests run the shipped model (released student + shipped segmentation network) on the real
-MSRS pairs of the `msrs_dir` fixture (fetched, sha256-checked, with their human boxes).
+The end-to-end tests run the shipped pipeline (released student, then the shipped segmentation network on the
+fused image) on the real MSRS pairs of the `msrs_dir` fixture (fetched, sha256-checked, with their human boxes).
 """
 
 from __future__ import annotations
@@ -164,15 +164,14 @@ def msrs_subset(msrs_dir: Path, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def seg_model(checkpoint_path: Path, tmp_path_factory):
-    """The shipped model: the released student with the shipped segmentation network (fused_y, class_ids)."""
-    from sage_ros.model.model_files import DEFAULT_HEAD, export_checkpoint
+def seg_model(checkpoint_path: Path) -> Path:
+    """The released checkpoint: `--model sage` exports it (once, into the models cache); segmentation is the
+    shipped network after fusion, in every pipeline."""
+    return checkpoint_path
 
-    return export_checkpoint(checkpoint_path, tmp_path_factory.mktemp("model") / "sage_student.onnx", DEFAULT_HEAD)
 
-
-def _backend(model: Path) -> list[str]:
-    return ["--model", str(model), "--backend", "onnxruntime", "--threads", "1"]
+def _backend(checkpoint: Path) -> list[str]:
+    return ["--model", "sage", "--weights", str(checkpoint), "--backend", "onnxruntime", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from sage_ros.model.fast_student import (  # noqa: E402
     load_fast_student,
     read_fast_metadata,
 )
-from sage_ros.model.model_variants import ensure_fast_onnx, fast_onnx, fast_weights, variant_of  # noqa: E402
+from sage_ros.model.model_variants import fast_onnx, fast_weights, variant_of  # noqa: E402
 from sage_ros.model.student import SageStudent  # noqa: E402
 from sage_ros.model.weights import sha256_of  # noqa: E402
 
@@ -96,32 +96,31 @@ def test_fast_weights_that_do_not_fit_are_refused_with_a_clear_error(tmp_path):
         load_fast_student(tmp_path / "missing.npz")
 
 
-def test_model_fast_composes_with_the_shipped_segmentation_network(tmp_path, monkeypatch):
-    from sage_ros.cli._common import add_backend_arguments, backend_from_args
-    from sage_ros.model.model_files import shipped_head
+def test_model_fast_runs_the_shipped_fusion_graph_unchanged(tmp_path, monkeypatch):
+    from sage_ros.cli._common import add_pipeline_arguments, pipeline_settings
+    from sage_ros.pipeline import build_pipeline
+    from sage_ros.pipeline.builder import student_config
 
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))
     assert variant_of("fast") == "fast" and variant_of(None) is None and variant_of("x.onnx") is None
     parser = argparse.ArgumentParser()
-    add_backend_arguments(parser)
-    backend = backend_from_args(parser.parse_args(["--model", "fast", "--backend", "onnxruntime", "--threads", "1"]))
+    add_pipeline_arguments(parser)
+    settings = pipeline_settings(parser.parse_args(["--model", "fast", "--backend", "onnxruntime", "--threads", "1"]),
+                                 segmentation=False)
+    config = student_config(settings)
+    assert config.onnx_path == fast_onnx() and config.weights_path == fast_weights()  # nothing composed or copied
+    pipeline = build_pipeline(settings)
     y, ir = _pair()
-    out = backend.infer(y[0, 0], ir[0, 0])
-    backend.close()
+    try:
+        out = pipeline.student.backend.infer(y[0, 0], ir[0, 0])
+    finally:
+        pipeline.close()
+    assert pipeline.reduced is None and pipeline.segmenter is None  # the fast student runs at every size
     fusion_only = create_backend(BackendConfig(name="onnxruntime", onnx_path=fast_onnx(), threads=1))
     alone = fusion_only.infer(y[0, 0], ir[0, 0]).fused_y
     fusion_only.close()
-    # The composed graph carries the student unchanged: same fused Y as the fusion-only file.
     assert np.array_equal(out.fused_y, alone)
-    if shipped_head() is None:
-        assert out.class_ids is None
-        pytest.skip("no segmentation network shipped in this install: checked fusion-only selection")
-    composed = ensure_fast_onnx()
-    assert composed.parent == tmp_path / "home" / "models"
-    assert out.class_ids is not None and out.class_ids.shape == y.shape[2:]
-    assert json.loads(composed.with_suffix(".json").read_text())["fast_student_sha256"] == sha256_of(fast_onnx())
-    mtime = composed.stat().st_mtime_ns
-    assert ensure_fast_onnx() == composed and composed.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
 
 
 def test_a_file_named_like_a_variant_stays_a_file(tmp_path, monkeypatch):
@@ -136,10 +135,16 @@ def test_node_settings_select_the_fast_student(tmp_path, monkeypatch):
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path))
     values = {p.name: p.default for p in PARAMS}
     values["registration.homography"] = []
-    fast = NodeSettings(dict(values, **{"model.variant": "fast"}))
-    assert fast.model_path == ensure_fast_onnx() and fast.backend.onnx_path == fast.model_path
-    assert fast.backend.weights_path == fast_weights()
-    assert NodeSettings(values).model_path.name == "sage_student.onnx"
+    from sage_ros.pipeline.builder import student_config
+
+    fast = NodeSettings(dict(values, **{"model.variant": "fast", "backend": "onnxruntime"}))
+    assert fast.pipeline.model == "fast"
+    config = student_config(fast.pipeline)
+    assert config.onnx_path == fast_onnx() and config.weights_path == fast_weights()
+    assert NodeSettings(values).pipeline.model == "sage"
+    # model_path wins over the variant
+    with_path = NodeSettings(dict(values, **{"model.variant": "fast", "model_path": "/x/m.onnx"}))
+    assert with_path.pipeline.model == "/x/m.onnx"
     with pytest.raises(ValueError, match="model.variant"):
         NodeSettings(dict(values, **{"model.variant": "tiny"}))
 
@@ -205,17 +210,17 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path):
 def test_node_runs_the_fast_student(tmp_path, monkeypatch):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
     from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id
-    from sage_ros.pipeline import FusionPipeline
+    from sage_ros.pipeline import PipelineSettings, build_pipeline
 
     if not (MSRS / "ir" / f"{PAIR}.png").is_file():
         pytest.skip(f"shared MSRS pairs absent ({MSRS})")
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))  # the node child inherits it
-    model = ensure_fast_onnx()
+    model = fast_onnx()
     ir = np.ascontiguousarray(cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
     vis = np.ascontiguousarray(cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
-    backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=1))
-    expected = FusionPipeline(backend).fuse(ir, vis)
-    backend.close()
+    pipeline = build_pipeline(PipelineSettings(model="fast", backend="onnxruntime", threads=1, segmentation=False))
+    expected = pipeline.fuse(ir, vis)
+    pipeline.close()
 
     domain = pick_domain_id(salt=12)
     params = {"model.variant": "fast", "backend": "onnxruntime", "threads": 1, "qos.reliability": "reliable"}

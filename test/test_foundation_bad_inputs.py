@@ -89,7 +89,8 @@ def test_fuse_reports_bad_pairs_and_fuses_the_rest(official_dir, checkpoint_path
 
 
 def test_fuse_missing_folder_is_an_error_not_a_traceback(tmp_path, capsys) -> None:
-    assert cli_main(["fuse", "--ir", str(tmp_path / "x"), "--vis", str(tmp_path), "--out", str(tmp_path)]) == 1
+    # A setup error (nothing could be fused) is exit status 2, apart from 1 (some pairs failed).
+    assert cli_main(["fuse", "--ir", str(tmp_path / "x"), "--vis", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -157,17 +158,21 @@ def test_backend_errors_are_clear(tmp_path: Path, student_onnx: Path, checkpoint
     assert "failed to start" in caplog.text
 
 
-def test_default_model_is_student_plus_shipped_head_and_is_exported_once(checkpoint_path: Path, tmp_path: Path):
+def test_default_model_is_fusion_only_and_is_exported_once(checkpoint_path: Path, tmp_path: Path):
     import json
 
-    from sage_ros.model.model_files import ensure_onnx, shipped_head
+    import onnx
 
-    # The package ships its segmentation network (sage_ros/data): a missing one is a failure, not a skip.
-    assert shipped_head() is not None
+    from sage_ros.model.model_files import ensure_onnx
+
     onnx_path = ensure_onnx(tmp_path / "model.onnx", checkpoint_path)
     meta = json.loads(onnx_path.with_suffix(".json").read_text())
-    assert meta["outputs"] == ["fused_y", "class_ids"] and meta["classes"][2]["name"] == "person"
+    assert meta["outputs"] == ["fused_y"]
+    assert [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output] == ["fused_y"]
     stamp = onnx_path.stat().st_mtime_ns
     assert ensure_onnx(onnx_path, checkpoint_path).stat().st_mtime_ns == stamp  # current: not redone
-    ensure_onnx(onnx_path, checkpoint_path, head=None)  # another recipe: redone, fusion only
+    # An export from before (student + segmentation in one graph) is stale: rebuilt fusion-only.
+    onnx_path.with_suffix(".json").write_text(json.dumps(meta | {"outputs": ["fused_y", "class_ids"]}))
+    ensure_onnx(onnx_path, checkpoint_path)
+    assert onnx_path.stat().st_mtime_ns != stamp
     assert json.loads(onnx_path.with_suffix(".json").read_text())["outputs"] == ["fused_y"]

@@ -50,6 +50,11 @@ class OpenVinoBackend(FusionBackend):
             raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {names})")
         self._request = self._compiled.create_infer_request()
         self._precision = precision
+        try:  # what the compiled model really runs: bf16 asked on a CPU without it runs f32
+            ran = str(self._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+            self._precision = "bf16" if "bf" in ran else "fp32" if ("f32" in ran or "float32" in ran) else precision
+        except Exception:  # noqa: BLE001 - an older OpenVINO without the property: keep the request
+            pass
         self._path = Path(onnx_path)
 
     @property

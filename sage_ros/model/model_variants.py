@@ -31,7 +31,7 @@ def fast_onnx() -> Path:
     if not path.is_file():
         raise ModelVariantError(
             f"the fast student graph {path} is missing from this install: reinstall sage_ros, or train one "
-            "with `python -m sage_ros.training.distill_student --out runs/fast --ship sage_ros/data`"
+            "with `sage-ros train fast --out runs/fast --ship sage_ros/data`"
         )
     return path
 

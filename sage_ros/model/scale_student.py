@@ -8,7 +8,7 @@ full-resolution fusion, and an oracle (the full-resolution result shrunk and bro
 is within 1 %. So the gap is the student's own response at the smaller scale, and the same network
 with weights adapted to that scale closes it at no run-time cost (same graph, same multiply-adds).
 
-The weights (`sage_ros/data/scale_student.npz`, trained by `python -m sage_ros.training.scale_adapt`) are
+The weights (`sage_ros/data/scale_student.npz`, trained by `sage-ros train scale`) are
 the released state dict's keys as plain arrays, plus the fast-student `__arch__` / `__meta__` entries
 (width 32, three convs per block: exactly the released topology) so the torch backend loads them as it
 loads the fast student. A JSON sidecar records the recipe and the provenance. This module is torch-free:
@@ -59,7 +59,7 @@ def read_state(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ScaleStudentError(
             f"scale-adapted student weights {path} do not exist: reinstall sage_ros, or train them with "
-            "`python -m sage_ros.training.scale_adapt --out runs/scale --ship sage_ros/data`"
+            "`sage-ros train scale --out runs/scale --ship sage_ros/data`"
         )
     read_sidecar(path, FORMAT, ScaleStudentError, "scale-adapted student")
     try:

@@ -6,7 +6,7 @@ one sidecar `X.json`; `X.npz` itself does not exist. Members are separate files 
 ensemble is five networks: one array file of all of them would be a 7 MB blob in the repository.
 
 The graph is built here from those arrays, so the robot path (`sage-ros weights fetch` without
-PyTorch) and the training path (`sage-ros seg train`) write the same graph: AveragePool 4x4 of the
+PyTorch) and the training path (`sage-ros train seg`) write the same graph: AveragePool 4x4 of the
 concatenated inputs, minus 0.5, per member an encoder to 1/32 and a U-Net decoder back to 1/4 (BatchNorm
 folded, float64 maths), the members' logits averaged and turned into class probabilities (Softmax) at a
 quarter of the input size. Ops: Concat, AveragePool, Sub, Conv, Relu, Shape, Slice, Resize, Sum, Mul,

@@ -26,3 +26,15 @@ FINETUNE_GAP_LINES = 1.5
 # The shipped network is the average of the logits of this recipe's networks for these seeds, calibrated
 # again on the train split (docs/segmentation.md): one network alone over-fits and varies by seed.
 SHIPPED_SEEDS = (0, 1, 2, 3, 4)
+# The appearance cycle (segmentation/appearance.py): each member of the ensemble above carried on from its
+# weights with camera-appearance augmentation (train_net.NetTrainConfig) so that its masks hold on other
+# thermal cameras (docs/segmentation.md, "Other cameras"). Gap lines as in the fine-tuning cycle.
+APPEARANCE_STEPS = 400
+APPEARANCE_LR = 5e-4
+APPEARANCE_WARMUP = 20
+APPEARANCE_ZOOM = (0.5, 2.0)
+APPEARANCE_IR_TONE = 0.8
+APPEARANCE_IR_GAMMA = (0.4, 2.5)
+APPEARANCE_IR_EQUALIZE = 0.2
+APPEARANCE_IR_DEGRADE = 0.5
+APPEARANCE_FUSED_TONE = 0.5

@@ -59,6 +59,17 @@ class NetTrainConfig:
     # the thumbnails when there are any.
     full_res_share: float = 0.5
     zoom: tuple[float, float] = (0.75, 1.33)
+    # Appearance augmentation for other cameras (docs/segmentation.md, "Other cameras"): each sample's IR
+    # gets, with probability `ir_tone`, the tone curve of another thermal camera (gain/level with clipping or
+    # a percentile window as 16-to-8-bit AGCs do, histogram equalisation with probability `ir_equalize`,
+    # gamma in `ir_gamma`); with probability `ir_degrade` the blur and noise of a lower-resolution core;
+    # with probability `fused_tone` the fused Y an independent milder curve (it inherits the IR's look at
+    # run time). All 0: no extra random draws, the recipe before them bit for bit.
+    ir_tone: float = 0.0
+    ir_gamma: tuple[float, float] = (0.4, 2.5)
+    ir_equalize: float = 0.2
+    ir_degrade: float = 0.0
+    fused_tone: float = 0.0
     seed: int = 0
     # Warm start: weights (.npz) of a network with the same inputs and widths (a second training cycle).
     init: str | None = None
@@ -105,6 +116,8 @@ def _augment(
             boxes[:, [1, 3]] = 1.0 - boxes[:, [3, 1]]
     gammas = np.exp(rng.uniform(-0.25, 0.25, size=(len(image), 1, 1))).astype(np.float32)
     image = np.clip(image, 0.0, 1.0) ** gammas
+    if config.ir_tone > 0 or config.ir_degrade > 0 or config.fused_tone > 0:
+        image = _appearance(image, config, rng)
     if label is not None:
         # Pixel labels (MSRS Segmentation_labels, FMB): the label itself, moved with the image.
         return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label), None
@@ -118,6 +131,65 @@ def _augment(
         outside = (xs < m[0, 2]) | (xs > m[0, 2] + s * w) | (ys < m[1, 2]) | (ys > m[1, 2] + s * h)
         target[outside[:, ::-1] if flip else outside] = IGNORE
     return np.ascontiguousarray(image), target, lines
+
+
+def _tone_curve(plane: np.ndarray, rng: np.random.Generator, strength: float, gamma: tuple[float, float],
+                equalize: float) -> np.ndarray:
+    """One random camera tone curve on a [0, 1] plane: a linear map (gain/level, or a window between two
+    percentiles widened or narrowed as an AGC picks its 8-bit window from 14/16-bit counts), clipped;
+    sometimes histogram equalisation; then a gamma. `strength` 1 is the IR's range, less is milder."""
+    if rng.random() < 0.5:
+        gain = float(np.exp(rng.uniform(-1.0, 1.0) * strength))
+        level = float(rng.uniform(-0.3, 0.3) * strength)
+        out = (plane - 0.5) * gain + 0.5 + level
+    else:
+        lo_q, hi_q = rng.uniform(0.0, 20.0 * strength), rng.uniform(100.0 - 20.0 * strength, 100.0)
+        lo, hi = np.percentile(plane, [lo_q, hi_q])
+        # Margins < 0 clip the tails (a tight window), > 0 leave part of the 8-bit range unused (washed out).
+        span = max(float(hi - lo), 1e-3)
+        lo = lo - rng.uniform(-0.1, 0.5) * strength * span
+        hi = hi + rng.uniform(-0.1, 0.5) * strength * span
+        out = (plane - lo) / max(hi - lo, 1e-3)
+    out = np.clip(out, 0.0, 1.0)
+    if equalize > 0 and rng.random() < equalize:
+        u8 = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        eq = cv2.equalizeHist(u8).astype(np.float32) / 255.0
+        alpha = float(rng.uniform(0.5, 1.0))
+        out = alpha * eq + (1.0 - alpha) * out
+    g = float(np.exp(rng.uniform(np.log(gamma[0]), np.log(gamma[1]))))
+    return np.clip(out, 0.0, 1.0) ** g
+
+
+def _degrade(plane: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Blur and noise of a lower-resolution thermal core, at the network's working resolution: down by
+    up to 2.5x and back up, a slight Gaussian blur, pixel noise and column (fixed-pattern) stripes."""
+    h, w = plane.shape
+    factor = float(rng.uniform(1.0, 2.5))
+    if factor > 1.1:
+        small = cv2.resize(plane, (max(int(w / factor), 8), max(int(h / factor), 8)), interpolation=cv2.INTER_AREA)
+        plane = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    sigma = float(rng.uniform(0.0, 1.0))
+    if sigma > 0.2:
+        plane = cv2.GaussianBlur(plane, (0, 0), sigma)
+    noise = rng.normal(0.0, rng.uniform(0.0, 0.03), size=plane.shape)
+    noise += rng.normal(0.0, rng.uniform(0.0, 0.015), size=(1, w))
+    return np.clip(plane + noise.astype(np.float32), 0.0, 1.0)
+
+
+def _appearance(image: np.ndarray, config: NetTrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """NetTrainConfig's camera-appearance augmentation on a (C, h, w) image (see its fields)."""
+    image = image.copy()
+    for c, kind in enumerate(config.inputs):
+        if kind == "infrared":
+            if config.ir_tone > 0 and rng.random() < config.ir_tone:
+                image[c] = _tone_curve(image[c], rng, 1.0, config.ir_gamma, config.ir_equalize)
+            if config.ir_degrade > 0 and rng.random() < config.ir_degrade:
+                image[c] = _degrade(image[c], rng)
+        elif kind == "fused" and config.fused_tone > 0 and rng.random() < config.fused_tone:
+            lo, hi = config.ir_gamma
+            mild = (float(np.sqrt(lo)), float(np.sqrt(hi)))  # half the IR's range in log-gamma
+            image[c] = _tone_curve(image[c], rng, 0.5, mild, config.ir_equalize * 0.5)
+    return image.astype(np.float32)
 
 
 def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
