@@ -59,7 +59,7 @@ def test_node_process_child_gets_it(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_every_dds_starter_uses_the_helper() -> None:
     """The places that start DDS processes go through harness.NodeProcess/Probe or local_dds_env."""
     repo = Path(__file__).resolve().parents[1]
-    for rel in ("sage_ros/node/live_demo.py", "benchmarks/node_latency.py", "benchmarks/qos_match.py"):
+    for rel in ("sage_ros/cli/_live_demo.py", "benchmarks/node_latency.py", "benchmarks/qos_match.py"):
         text = (repo / rel).read_text()
         assert "NodeProcess" in text or "local_dds_env" in text, rel
         assert "ROS_DOMAIN_ID=" not in text, f"{rel} sets a domain without the helper"

@@ -301,8 +301,8 @@ def _sample_pair() -> tuple[ImageFields, ImageFields]:
     return encode_image(counts, "mono16"), encode_image(rgb, "bgr8")
 
 
-def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[np.ndarray, np.ndarray | None]:
-    """(fused RGB, class ids or None) the node's own pipeline computes for one pair, configured in THIS process
+def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fused RGB, class ids, overlay) the node's own pipeline computes for one pair, configured in THIS process
     from the same parameters: what the node over DDS must have published for it."""
     from rclpy.context import Context
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -311,6 +311,7 @@ def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[n
 
     from sage_ros.image.encodings import fill_msg
     from sage_ros.node.fusion_node import FusionNode
+    from sage_ros.node.processing import make_overlay
 
     context = Context()
     rclpy.init(context=context, domain_id=pick_domain_id(60))
@@ -318,8 +319,9 @@ def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[n
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         out = node.processor.process(fill_msg(Image(), thermal), fill_msg(Image(), rgb), classes=True)
-        class_ids = out.class_ids if out.class_ids is not None or out.segment_later is None else out.segment_later()
-        return out.fused_rgb, class_ids
+        assert out.class_ids is not None and node.class_table is not None
+        return out.fused_rgb, out.class_ids, make_overlay(out.fused_rgb, out.class_ids, node.class_table,
+                                                          node.settings["overlay.alpha"])
     finally:
         node.trigger_cleanup()
         node.destroy_node()
@@ -338,22 +340,9 @@ def _assert_same_image(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert diff.max() <= 1, f"{what}: {int((diff > 1).sum())} pixels differ by up to {diff.max()}"
 
 
-def _segmenting_model(out_dir: Path) -> Path:
-    """The released student with the shipped segmentation network (`sage-ros export` with its default head)."""
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    from sage_ros.model.model_files import export_checkpoint, shipped_head
-
-    graph = shipped_head()
-    if graph is None or graph.suffix != ".onnx":
-        pytest.skip("no shipped segmentation graph in this install")
-    return export_checkpoint(CHECKPOINT, out_dir / "sage_student_seg.onnx", head="default", builder="numpy")
-
-
-def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
-    from sage_ros.model.classes import load_class_table, overlay
-
-    model = _segmenting_model(tmp_path)
+def test_segmentation_outputs_with_default_best_effort_qos(onnx_model, tmp_path):
+    """The shipped segmentation network runs after fusion for mask and overlay subscribers (default model)."""
+    model = onnx_model
     domain = DOMAIN + 2
     # ema_alpha 1: each frame normalised on its own, so a resent pair is fused as the in-process reference is.
     params = _params(model, **{"qos.reliability": "best_effort", "frame_id": "fused_frame",
@@ -378,13 +367,13 @@ def test_segmentation_outputs_with_default_best_effort_qos(tmp_path):
         assert over.encoding == "rgb8" and (over.height, over.width) == (RH, RW)
         # The pixels: what the same pipeline computes for this pair in this process, and a real mask (a
         # scene with people and road gives more than one class; an all-zero mask fails here).
-        want_fused, want_ids = _in_process(params, thermal, rgb)
+        want_fused, want_ids, want_overlay = _in_process(params, thermal, rgb)
         _assert_same_image(_pixels(fused, 3), want_fused, "fused")
         ids = _pixels(mask, 1)
         np.testing.assert_array_equal(ids, want_ids)
         assert len(np.unique(ids)) > 1, np.unique(ids)
-        _assert_same_image(_pixels(over, 3), overlay(want_fused, want_ids, load_class_table(model), 0.5), "overlay")
-        assert "segmentation yes (" in proc.log_text()
+        _assert_same_image(_pixels(over, 3), want_overlay, "overlay")
+        assert "segmentation: seg_net" in proc.log_text(), proc.log_text()[-2000:]
         # Nobody listens to the overlay any more: it is no longer computed or published.
         probe.node.destroy_subscription(probe.subs[2])
         assert probe.wait_until(lambda: probe.node.count_subscribers("/segmentation/overlay") == 0, 5.0)
@@ -696,28 +685,24 @@ def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
     scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it: its output is
     the in-process pipeline's for the pair, and not what the released student gives at that size."""
     params = _params(onnx_model)
-    msg, thermal, rgb = _one_pair_through(params, 8, tmp_path,
-                                          "below the RGB size: scale-adapted student sage_student_scale_fusion.onnx")
+    msg, thermal, rgb = _one_pair_through(params, 8, tmp_path, "below the RGB size: the scale-adapted student (")
     assert (msg.width, msg.height) == (RW, RH)
     got = _pixels(msg, 3)
-    want, _ = _in_process(params, thermal, rgb)
+    want, _, _ = _in_process(params, thermal, rgb)
     _assert_same_image(got, want, "fused")
-    released, _ = _in_process(_params(onnx_model, **{"fusion.scale_adapted": False}), thermal, rgb)
+    released, _, _ = _in_process(_params(onnx_model, **{"fusion.scale_adapted": False}), thermal, rgb)
     assert np.abs(got.astype(np.int16) - released).mean() > 0.5, "the released student's output, not the adapted one's"
 
 
-def test_scale_adapted_masks_come_at_the_rgb_size(tmp_path):
-    """With the default model (released student + the shipped segmentation network) the node runs the
-    segmentation at the RGB size on the final fused image when fusing below it, for a mask subscriber:
-    the mask is the in-process pipeline's for the pair, at the RGB frame's size."""
-    from sage_ros.model.model_files import shipped_head
-
-    model = _segmenting_model(tmp_path)
-    params = _params(model)
-    mask, thermal, rgb = _one_pair_through(params, 9, tmp_path, f"class ids from {shipped_head().name} at the RGB size",
+def test_scale_adapted_masks_come_at_the_rgb_size(onnx_model, tmp_path):
+    """Fusing below the RGB size (scale-adapted student), the node runs the shipped segmentation network on the
+    final fused image for a mask subscriber: the mask is the in-process pipeline's for the pair, at the RGB
+    frame's size."""
+    params = _params(onnx_model)
+    mask, thermal, rgb = _one_pair_through(params, 9, tmp_path, "below the RGB size: the scale-adapted student (",
                                            topic="segmentation/mask")
     assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")
     ids = _pixels(mask, 1)
-    _, want = _in_process(params, thermal, rgb)
+    _, want, _ = _in_process(params, thermal, rgb)
     np.testing.assert_array_equal(ids, want)
     assert len(np.unique(ids)) > 1, np.unique(ids)

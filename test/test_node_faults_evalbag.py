@@ -18,32 +18,43 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 pytest.importorskip("rosbags", reason="rosbags not installed (pip install -e '.[eval]')")
 
-from test_eval_bag import OFFICIAL, T0, _crops, _raw_image_msg  # noqa: E402
+from test_eval_bag import T0, _raw_image_msg  # noqa: E402
 
 from sage_ros.bags import BagWriter, open_bag  # noqa: E402
+from sage_ros.model.weights import sample_pairs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-PAIRS = 12
+PAIRS = 12  # written to the bag: the released sample pairs, repeated
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    if not (OFFICIAL / "checkpoints.pt").is_file():
-        pytest.skip(f"released checkpoint not found in {OFFICIAL}")
+def model(tmp_path_factory, checkpoint_path: Path):
     from sage_ros.devtools.harness import exported_student
 
-    return exported_student(OFFICIAL / "checkpoints.pt", tmp_path_factory.getbasetemp() / "sage_models")
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
+
+
+def _centre_crops(official: Path, count: int, size: tuple[int, int]) -> list:
+    """`count` (IR, RGB) centre crops of the released sample pairs, cycling through them."""
+    h, w = size
+    crops = []
+    for ir_path, vis_path in sample_pairs(official):
+        ir, vis = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE), cv2.imread(str(vis_path))
+        y, x = (ir.shape[0] - h) // 2, (ir.shape[1] - w) // 2
+        crops.append((ir[y : y + h, x : x + w].copy(), vis[y : y + h, x : x + w].copy()))
+    return [crops[i % len(crops)] for i in range(count)]
 
 
 @pytest.fixture(scope="module")
-def bag(tmp_path_factory):
-    """12 pairs of 240x320 frames in MCAP: several chunks (about 3.7 MB)."""
+def bag(tmp_path_factory, official_dir: Path):
+    """PAIRS pairs of 240x320 frames in MCAP: several chunks (about 3.7 MB)."""
     folder = tmp_path_factory.mktemp("bag") / "bag"
-    crops = _crops(size=(240, 320), count=6) * 2
+    crops = _centre_crops(official_dir, PAIRS, (240, 320))
     with BagWriter(folder, storage="mcap") as w:
         for i, (ir, vis) in enumerate(crops):
             t = T0 + i * 100_000_000

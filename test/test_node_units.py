@@ -41,14 +41,12 @@ def defaults(**over):
 
 
 # --- settings ----------------------------------------------------------------------------------
-def test_default_settings_are_valid_and_build_a_backend_config(tmp_path):
-    s = NodeSettings(defaults(model_path=str(tmp_path / "m.onnx"), threads=2))
-    assert s.backend.name == "auto" and s.backend.threads == 2
-    assert s.backend.onnx_path == tmp_path / "m.onnx"
-    assert "sage-ros weights fetch && sage-ros export" in s.model_missing_reason()
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    assert s.model_missing_reason() is None
-    assert NodeSettings(defaults()).backend.threads is None  # 0 -> the runtime decides
+def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
+    p = NodeSettings(defaults(model_path=str(tmp_path / "m.onnx"), threads=2)).pipeline
+    assert (p.model, p.backend, p.threads) == (str(tmp_path / "m.onnx"), "auto", 2)
+    assert (p.resolution, p.scale_adapted) == ("thermal", True)
+    d = NodeSettings(defaults()).pipeline
+    assert (d.model, d.threads) == ("sage", 0)  # no model_path: model.variant; 0: the runtime decides
 
 
 @pytest.mark.parametrize(

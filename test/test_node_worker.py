@@ -22,16 +22,15 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from test_node_dds import CHECKPOINT, RH, RW, TH, TW, _stamp  # noqa: E402
+from test_node_dds import CHECKPOINT, RH, RW, TH, TW, _stamp, lifecycle  # noqa: E402
 
 from sage_ros.backends.base import BackendOutput, FusionBackend  # noqa: E402
 from sage_ros.devtools.harness import Probe, exported_student, pick_domain_id  # noqa: E402
 from sage_ros.node import fusion_node  # noqa: E402
 from sage_ros.node.handoff import NewestSlot  # noqa: E402
+from sage_ros.pipeline import FusionPipeline  # noqa: E402
 
-SUCCESS = TransitionCallbackReturn.SUCCESS
 WAIT_S = 60.0  # bound on every wait for something that must happen (a loaded 2-core machine)
 
 
@@ -62,6 +61,18 @@ def node_in_process(domain: int, params: dict[str, Any]) -> Iterator[fusion_node
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+class _NoLog:
+    """The node runs in this process: its log goes to this process's output (for `lifecycle`'s messages)."""
+
+    def log_text(self) -> str:
+        return "(node in this process: see the captured output)"
+
+
+def transition(probe: Probe, name: str) -> bool:
+    """A lifecycle transition over the node's own service: it runs in the node's executor thread, as in production."""
+    return lifecycle(probe, _NoLog(), name)
 
 
 def _params(model: Path, **over: Any) -> dict[str, Any]:
@@ -113,8 +124,8 @@ def test_a_taken_pair_is_in_flight_before_the_worker_starts_on_it(onnx_model):
         slot = HoldAfterTake()
         node._slot = slot  # before activate: the worker of this activation uses it
         try:
-            assert node.trigger_configure() == SUCCESS
-            assert node.trigger_activate() == SUCCESS
+            assert transition(probe, "configure")
+            assert transition(probe, "activate")
             assert probe.wait_for_node(WAIT_S)
             _send_pair(probe, time.time_ns())
             assert slot.taken.wait(WAIT_S), "the worker never took the pair"
@@ -135,8 +146,8 @@ def test_a_taken_pair_is_in_flight_before_the_worker_starts_on_it(onnx_model):
         assert probe.wait_until(lambda: bool(probe.messages("fused/image_raw")), WAIT_S)
         status = probe.wait_for_status(lambda s: s["outputs"] == "1" and s["in_flight"] == "0", WAIT_S)
         assert status is not None, probe.latest_status()
-        node.trigger_deactivate()
-        node.trigger_cleanup()
+        assert transition(probe, "deactivate")
+        assert transition(probe, "cleanup")
 
 
 class BlockingBackend(FusionBackend):
@@ -149,6 +160,7 @@ class BlockingBackend(FusionBackend):
         self.release = threading.Event()
         self.closed = threading.Event()
         self.inside = 0
+        self.most_inside = 0  # the most threads inside `infer` at once
         self.closed_inside_infer = False
         self._lock = threading.Lock()
 
@@ -159,6 +171,7 @@ class BlockingBackend(FusionBackend):
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         with self._lock:
             self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
         try:
             self.entered.set()
             self.release.wait(3 * WAIT_S)
@@ -177,21 +190,22 @@ class BlockingBackend(FusionBackend):
 def test_the_model_is_not_closed_under_a_worker_still_inside_infer(tmp_path, monkeypatch):
     """Deactivate's join times out while `infer` runs: cleanup must leave the model open until it returns."""
     backend = BlockingBackend()
-    monkeypatch.setattr(fusion_node, "create_backend_niced", lambda config: backend)
+    # The node builds its pipeline around the test double (the file below is never read).
+    monkeypatch.setattr(fusion_node, "build_pipeline", lambda settings: FusionPipeline(backend, settings.resolution))
     # Short, so the join really times out here (the node's own bound is far longer).
-    monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5, raising=False)
+    monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5)
     model = tmp_path / "blocking.onnx"
     model.write_bytes(b"not used: the backend is the test double")
     domain = pick_domain_id(42)
     with node_in_process(domain, _params(model)) as node, Probe(domain) as probe:
         try:
-            assert node.trigger_configure() == SUCCESS
-            assert node.trigger_activate() == SUCCESS
+            assert transition(probe, "configure")
+            assert transition(probe, "activate")
             assert probe.wait_for_node(WAIT_S)
             _send_pair(probe, time.time_ns())
             assert backend.entered.wait(WAIT_S), "infer was never called"
-            assert node.trigger_deactivate() == SUCCESS
-            assert node.trigger_cleanup() == SUCCESS
+            assert transition(probe, "deactivate")
+            assert transition(probe, "cleanup")
             assert backend.inside == 1  # still blocked: the worker outlived deactivate's join
             assert not backend.closed.is_set(), "the model was closed while the worker was inside infer"
         finally:
@@ -202,15 +216,16 @@ def test_the_model_is_not_closed_under_a_worker_still_inside_infer(tmp_path, mon
         # The late pair was not published (the node is unconfigured) but counted (superseded at deactivate).
         assert not probe.messages("fused/image_raw")
         assert node.stats.values(time.monotonic()).get("drop_superseded_at_deactivate") == "1"
-        assert int(node._slot.pending()) == 0
+        assert node._slot.in_flight() == 0
 
 
 def test_a_new_activation_does_not_revive_a_lingering_worker(tmp_path, monkeypatch):
-    """Deactivate (join timed out) then activate again: only the new worker takes pairs; the old one
-    publishes nothing for its old activation and exits."""
+    """Deactivate (join timed out) then activate again: only the new worker takes pairs, and only once the
+    old one is out of the model (never two threads in it); the old one publishes nothing and exits."""
     backend = BlockingBackend()
-    monkeypatch.setattr(fusion_node, "create_backend_niced", lambda config: backend)
-    monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5, raising=False)
+    # The node builds its pipeline around the test double (the file below is never read).
+    monkeypatch.setattr(fusion_node, "build_pipeline", lambda settings: FusionPipeline(backend, settings.resolution))
+    monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5)
     model = tmp_path / "blocking.onnx"
     model.write_bytes(b"not used: the backend is the test double")
     domain = pick_domain_id(43)
@@ -219,25 +234,27 @@ def test_a_new_activation_does_not_revive_a_lingering_worker(tmp_path, monkeypat
     def workers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "sage_fusion_worker" and t not in earlier]
 
-    with node_in_process(domain, _params(model)) as node, Probe(domain) as probe:
+    with node_in_process(domain, _params(model)), Probe(domain) as probe:
         try:
-            assert node.trigger_configure() == SUCCESS
-            assert node.trigger_activate() == SUCCESS
+            assert transition(probe, "configure")
+            assert transition(probe, "activate")
             assert probe.wait_for_node(WAIT_S)
             first = time.time_ns()
             _send_pair(probe, first)
             assert backend.entered.wait(WAIT_S)
-            assert node.trigger_deactivate() == SUCCESS
-            assert node.trigger_activate() == SUCCESS
+            assert transition(probe, "deactivate")
+            assert transition(probe, "activate")
             assert probe.wait_for_node(WAIT_S)
+            second = first + 300_000_000
+            _send_pair(probe, second, seed=1)  # while the old worker is still inside the model
+            assert probe.wait_for_status(lambda s: s["pairs"] == "2", WAIT_S), probe.latest_status()
         finally:
             backend.release.set()
-        second = first + 300_000_000
-        _send_pair(probe, second, seed=1)
         assert probe.wait_until(lambda: any(_stamp(m) == second for _, m in probe.messages("fused/image_raw")),
                                 WAIT_S)
+        assert backend.most_inside == 1
         assert probe.wait_until(lambda: len(workers()) == 1, WAIT_S), workers()
         assert not any(_stamp(m) == first for _, m in probe.messages("fused/image_raw"))
-        node.trigger_deactivate()
-        node.trigger_cleanup()
+        assert transition(probe, "deactivate")
+        assert transition(probe, "cleanup")
         assert backend.closed.wait(WAIT_S) and not backend.closed_inside_infer

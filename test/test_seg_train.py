@@ -1,8 +1,9 @@
-"""Segmentation-network training data and `sage-ros train seg`: real shared MSRS pairs (fused by the frozen
-student) and synthetic pixel labels."""
+"""Segmentation-network training data and `sage-ros train seg`: real MSRS pairs (the fetched subset, fused by
+the released student, both from the conftest fixtures) and synthetic pixel labels."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -15,20 +16,24 @@ torch = pytest.importorskip("torch")
 from sage_ros.training.segmentation.boxes import IGNORE  # noqa: E402
 from sage_ros.training.segmentation.data import load_msrs_boxes  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
-MSRS = SHARED / "datasets" / "msrs"
-NAMES = ["00004N", "00016N", "00091D"]  # train pairs, night and day
+
+@pytest.fixture(scope="module")
+def names(msrs_dir: Path) -> list[str]:
+    """Up to three train pairs of the fetched subset, night first, with a day pair among them (from splits.csv)."""
+    with (msrs_dir / "splits.csv").open(newline="") as handle:
+        train = [r for r in csv.DictReader(handle) if r["split"] == "train"]
+    night = [r["name"] for r in train if r["light"] == "night"]
+    day = [r["name"] for r in train if r["light"] == "day"]
+    assert night and day, f"{msrs_dir / 'splits.csv'} lists no night or no day train pair"
+    return night[:2] + day[:1]
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    if not CHECKPOINT.is_file() or not (MSRS / "splits.csv").is_file():
-        pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS}): cannot train on real pairs")
+def samples(tmp_path_factory, msrs_dir: Path, checkpoint_path: Path, names: list[str]):
     cache = tmp_path_factory.mktemp("fused_cache")
-    loaded = load_msrs_boxes(MSRS, "train", CHECKPOINT, "infrared", "thermal", cache, NAMES, threads=2)
-    if len(loaded) < len(NAMES):
-        pytest.skip(f"fewer than 3 of {NAMES} found in the train split of {MSRS}")
+    loaded = load_msrs_boxes(msrs_dir, "train", checkpoint_path, "infrared", "thermal", cache, names, threads=2)
+    # Every pair picked has infrared boxes in the pinned subset: none may be dropped.
+    assert sorted(s.name for s in loaded) == sorted(names)
     return loaded
 
 
@@ -44,16 +49,15 @@ def test_samples_hold_three_inputs_a_mask_and_boxes(samples):
     assert not np.array_equal(s.inputs["fused"], s.inputs["visible"])
 
 
-def test_fused_outputs_are_cached(samples, tmp_path):
-    again = load_msrs_boxes(MSRS, "train", CHECKPOINT, names=NAMES[:1], cache_root=tmp_path, threads=2)
+def test_fused_outputs_are_cached(samples, msrs_dir, checkpoint_path, tmp_path):
+    first = samples[0].name
+    again = load_msrs_boxes(msrs_dir, "train", checkpoint_path, names=[first], cache_root=tmp_path, threads=2)
     assert np.array_equal(again[0].inputs["fused"], samples[0].inputs["fused"])
     cached = list(tmp_path.rglob("*.npz"))
-    assert [p.stem for p in cached] == NAMES[:1]
+    assert [p.stem for p in cached] == [first]
 
 
-def test_cli_trains_from_pixel_labels_in_the_msrs_layout(tmp_path):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"student checkpoint absent ({CHECKPOINT})")
+def test_cli_trains_from_pixel_labels_in_the_msrs_layout(tmp_path, checkpoint_path):
     from sage_ros.cli import main
 
     rng = np.random.default_rng(1)
@@ -72,7 +76,7 @@ def test_cli_trains_from_pixel_labels_in_the_msrs_layout(tmp_path):
         cv2.imwrite(str(root / "Segmentation_labels" / f"p{i}.png"), label)
     out = tmp_path / "net.npz"
     code = main([
-        "train", "seg", "--labels", "msrs", str(tmp_path / "msrs_full"), "--checkpoint", str(CHECKPOINT),
+        "train", "seg", "--labels", "msrs", str(tmp_path / "msrs_full"), "--checkpoint", str(checkpoint_path),
         "--cache-dir", str(tmp_path / "cache"), "--steps", "3", "--batch", "2", "--widths", "8", "8", "8", "8",
         "--classes", "msrs", "--out", str(out),
     ])

@@ -245,6 +245,7 @@ def test_default_model_from_the_torch_free_builder_passes_too(checkpoint_path: P
     from sage_ros.model.model_files import export_checkpoint
 
     monkeypatch.setattr(model_files, "torch_available", lambda: False)
+    monkeypatch.delenv(model_files.BUILDER_ENV, raising=False)
     path = export_checkpoint(checkpoint_path, tmp_path / "sage_student.onnx")
     assert json.loads(path.with_suffix(".json").read_text())["builder"] == "numpy"
     report = check_onnx_for_tensorrt(path)

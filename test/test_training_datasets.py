@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sage_ros.model.weights import sample_pairs
 from sage_ros.training import mask_cache
 from sage_ros.training.datasets import (
     IGNORE_INDEX,
@@ -19,10 +20,6 @@ from sage_ros.training.datasets import (
     read_pair,
     records_for,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAGE_DIR = SHARED / "sage_official"
-MSRS_DIR = SHARED / "datasets" / "msrs"
 
 
 def _write_fmb(root: Path, n: int = 3, hw: tuple[int, int] = (20, 30)) -> None:
@@ -111,11 +108,9 @@ def test_mask_cache_roundtrip_topk_and_fill(tmp_path: Path) -> None:
         mask_cache.load_or_fill(tmp_path, "ir", "x", 4, (8, 13))
 
 
-def test_sage_sample_layout_reads_real_pairs() -> None:
-    if not SAGE_DIR.is_dir():
-        pytest.skip(f"shared SAGE sample pairs not found at {SAGE_DIR}")
-    records = records_for("sage", SAGE_DIR)
-    assert len(records) == 6 and records[0].label_path is None
+def test_sage_sample_layout_reads_real_pairs(official_dir: Path) -> None:
+    records = records_for("sage", official_dir)
+    assert len(records) == len(sample_pairs(official_dir)) and records[0].label_path is None
     raw = read_pair(records[0])
     assert raw["ir_u8"].shape == (768, 1024) and raw["vis_bgr"].shape == (768, 1024, 3)
     ds = PairDataset(records, crop_hw=(64, 96), top_k=4)
@@ -124,17 +119,15 @@ def test_sage_sample_layout_reads_real_pairs() -> None:
     assert 0.0 <= sample["y"].min() and sample["y"].max() <= 1.0
 
 
-def test_msrs_subset_split_filter() -> None:
-    if not MSRS_DIR.is_dir():
-        pytest.skip(f"shared MSRS subset not found at {MSRS_DIR}")
+def test_msrs_subset_split_filter(msrs_dir: Path) -> None:
     import csv
 
-    # Counts come from splits.csv itself (the shared subset may grow), never typed numbers.
-    with (MSRS_DIR / "splits.csv").open(newline="") as handle:
+    # Counts come from splits.csv itself (it lists exactly the fetched pairs), never typed numbers.
+    with (msrs_dir / "splits.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     count = {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")}
-    train = msrs_records(MSRS_DIR, "train")
-    evaluation = msrs_records(MSRS_DIR, "eval")
+    train = msrs_records(msrs_dir, "train")
+    evaluation = msrs_records(msrs_dir, "eval")
     assert len(train) == count["train"] > 0 and len(evaluation) == count["eval"] > 0
     assert not {r.name for r in train} & {r.name for r in evaluation}
-    assert len(msrs_records(MSRS_DIR, "all")) == len(rows)
+    assert len(msrs_records(msrs_dir, "all")) == len(rows)

@@ -12,21 +12,17 @@ import cv2
 import pytest
 import yaml
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAGE_DIR = SHARED / "sage_official"
 TIMEOUT_S = 150
 
 
-def test_two_process_gloo_run(tmp_path: Path) -> None:
-    if not (SAGE_DIR / "Ir").is_dir():
-        pytest.skip(f"shared SAGE sample pairs not found at {SAGE_DIR}")
-    pytest.importorskip("torch.distributed.run")
+def test_two_process_gloo_run(tmp_path: Path, official_dir: Path) -> None:
+    pytest.importorskip("torch")
     pairs = tmp_path / "pairs"
     for sub in ("Ir", "Vis"):
         (pairs / sub).mkdir(parents=True)
     for i in range(4):
         for sub, flag in (("Ir", cv2.IMREAD_GRAYSCALE), ("Vis", cv2.IMREAD_COLOR)):
-            image = cv2.imread(str(SAGE_DIR / sub / f"{i:05d}.png"), flag)
+            image = cv2.imread(str(official_dir / sub / f"{i:05d}.png"), flag)
             cv2.imwrite(str(pairs / sub / f"{i:05d}.png"), image[352:400, 480:544])
     config = {
         "data": {"layout": "sage", "root": str(pairs), "crop": [32, 48], "workers": 0},

@@ -25,22 +25,18 @@ from sage_ros.training.mask_cache import load_masks, mask_path
 from sage_ros.training.sam import build_mask_cache, save_tiny_sam
 from sage_ros.training.trainer import CSV_NAME, Trainer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAGE_DIR = SHARED / "sage_official"
 CROP = (64, 96)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SAGE_DIR / "Ir").is_dir():
-        pytest.skip(f"shared SAGE sample pairs not found at {SAGE_DIR}")
+def workspace(tmp_path_factory: pytest.TempPathFactory, official_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("train_e2e")
     pairs = root / "pairs"
     for sub in ("Ir", "Vis", "Label"):
         (pairs / sub).mkdir(parents=True)
     for i in range(3):
-        ir = cv2.imread(str(SAGE_DIR / "Ir" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
-        vis = cv2.imread(str(SAGE_DIR / "Vis" / f"{i:05d}.png"), cv2.IMREAD_COLOR)
+        ir = cv2.imread(str(official_dir / "Ir" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(official_dir / "Vis" / f"{i:05d}.png"), cv2.IMREAD_COLOR)
         # A central crop keeps native detail (no resampling) at a size a CPU test can afford.
         top, left = (ir.shape[0] - CROP[0]) // 2, (ir.shape[1] - CROP[1]) // 2
         ir = ir[top : top + CROP[0], left : left + CROP[1]]

@@ -19,21 +19,17 @@ from sage_ros.training.config import config_from_dict
 from sage_ros.training.sam import save_tiny_sam
 from sage_ros.training.trainer import Trainer, TrainingError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAGE_DIR = SHARED / "sage_official"
 CROP = (64, 96)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (SAGE_DIR / "Ir").is_dir():
-        pytest.skip(f"shared SAGE sample pairs not found at {SAGE_DIR}")
+def workspace(tmp_path_factory: pytest.TempPathFactory, official_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("train_fixes")
     for sub in ("Ir", "Vis", "Label"):
         (root / "pairs" / sub).mkdir(parents=True)
     for i in range(3):
-        ir = cv2.imread(str(SAGE_DIR / "Ir" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
-        vis = cv2.imread(str(SAGE_DIR / "Vis" / f"{i:05d}.png"), cv2.IMREAD_COLOR)
+        ir = cv2.imread(str(official_dir / "Ir" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(official_dir / "Vis" / f"{i:05d}.png"), cv2.IMREAD_COLOR)
         top, left = (ir.shape[0] - CROP[0]) // 2, (ir.shape[1] - CROP[1]) // 2
         ir, vis = ir[top : top + CROP[0], left : left + CROP[1]], vis[top : top + CROP[0], left : left + CROP[1]]
         cv2.imwrite(str(root / "pairs" / "Ir" / f"{i:05d}.png"), ir)
@@ -279,7 +275,7 @@ def test_auto_variant_accepts_what_the_file_holds_and_a_named_one_insists(worksp
 def test_project_segmenter_reads_a_seg_net_file_with_infrared_input(tmp_path: Path) -> None:
     """The SegNet format (fused Y + infrared inputs) loads through segmenter.weights, frozen, with
     gradients reaching its fused input (a freshly saved network stands in for the shipped one)."""
-    seg_net = pytest.importorskip("sage_ros.model.seg_net")
+    from sage_ros.model import seg_net
     from sage_ros.model.classes import class_table
     from sage_ros.training.segmenter import build_segmenter, label_lookup
 

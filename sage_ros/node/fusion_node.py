@@ -37,10 +37,6 @@ from sage_ros.image.encodings import (
 from sage_ros.image.imaging import ImageInputError
 from sage_ros.image.registration import Registration
 from sage_ros.image.thermal import ThermalNormalizer
-from sage_ros.model.classes import load_class_table
-from sage_ros.model.refiner import RefinerError, refiner_for_backend
-from sage_ros.model.scale_student import ScaleStudentError
-from sage_ros.model.seg_stage import SegStageError
 from sage_ros.node.diagnostics import DiagnosticsPublisher
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.inputs import InputSubscriptions
@@ -56,8 +52,8 @@ from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, Health, NodeStats
 from sage_ros.node.synchroniser import Synchroniser
 from sage_ros.node.throttle import LOG_EVERY_S, Throttle
 from sage_ros.node.topics import NODE_NAME
-from sage_ros.node.worker import InferenceWorker, after_all_exit, create_backend_niced
-from sage_ros.pipeline import FusionPipeline, ReducedScaleModel, reduced_scale_model
+from sage_ros.node.worker import InferenceWorker, after_all_exit
+from sage_ros.pipeline import FusionPipeline, PipelineError, build_pipeline
 
 _ACCEPTED = {"thermal": THERMAL_ENCODINGS, "rgb": VISIBLE_ENCODINGS}
 
@@ -82,8 +78,7 @@ class FusionNode(LifecycleNode):
                 descriptor.dynamic_typing = isinstance(spec.default, float)
                 self.declare_parameter(spec.name, spec.default, descriptor)
         self.settings: NodeSettings | None = None
-        self.backend = None
-        self._reduced: ReducedScaleModel | None = None  # the scale-adapted student, below the RGB size
+        self.pipeline: FusionPipeline | None = None
         self.processor: PairProcessor | None = None
         self.class_table = None
         self.stats = NodeStats()
@@ -128,70 +123,31 @@ class FusionNode(LifecycleNode):
         log = self.get_logger()
         try:
             settings = NodeSettings(self._param_values())
+            # Students and the segmentation session start on first use, in the worker thread (at inference
+            # priority, so the runtimes' thread pools are too); the model files are checked here.
+            pipeline = build_pipeline(settings.pipeline)
         except ValueError as exc:
             log.error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        missing = settings.model_missing_reason()
-        if missing:
-            log.error(f"configure failed: {missing}")
-            return TransitionCallbackReturn.FAILURE
-        try:
-            backend = create_backend_niced(settings.backend)
-        except (BackendError, RuntimeError, OSError) as exc:
+        except (PipelineError, BackendError, OSError) as exc:
             log.error(f"configure failed: could not start backend {settings['backend']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        refiner = None
-        if settings["fusion.refine"] and settings.resolution == "rgb":
-            log.warning("fusion.refine has no effect with fusion.resolution rgb (the model already runs at the RGB "
-                        "size); it refines thermal or WxH fusion")
-        elif settings["fusion.refine"]:
-            try:
-                refiner = refiner_for_backend(backend, threads=int(settings["threads"]))
-            except (RefinerError, RuntimeError, OSError) as exc:
-                backend.close()
-                log.error(f"configure failed: fusion.refine: {exc}")
-                return TransitionCallbackReturn.FAILURE
-        reduced, reduced_why = None, ""
-        if settings.resolution != "rgb":
-            reduced, reduced_why = self._reduced_scale_model(settings)
-        self.settings, self.backend, self._reduced = settings, backend, reduced
+        self.settings, self.pipeline = settings, pipeline
         use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
-            FusionPipeline(backend, settings.resolution, refiner, reduced),
+            pipeline,
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
             decoder=cv_bridge_decoder() if use_bridge else decode_msg,
         )
-        self.class_table = load_class_table(settings.model_path) if backend.has_segmentation else None
+        self.class_table = pipeline.segmenter.class_table if pipeline.segmenter is not None else None
         # Never a new NodeStats: totals stay monotonic over cleanup/configure (see docs/node.md).
         self.stats.configure(settings["diagnostics.latency_window"], settings["diagnostics.stale_timeout"])
         self._diagnostics = DiagnosticsPublisher(self, settings["diagnostics.period"], self._diagnostic_status)
-        seg = f"yes ({len(self.class_table.names)} classes)" if self.class_table else "no"
         decoder = "cv_bridge" if use_bridge else "sage_ros.image.encodings (cv_bridge " + (
             "disabled)" if cv_bridge_available() else "not installed)")
-        log.info(
-            f"configured: backend {backend.description}, model {settings.model_path}, segmentation {seg}, "
-            f"decoding with {decoder}, fusion resolution {settings['fusion.resolution']}"
-            + (f"; {reduced_why}" if reduced_why else "")
-            + (f", refiner {refiner.path.name} on {refiner.runtime}" if refiner else "")
-        )
-        if backend.precision_note:
-            log.info(backend.precision_note)
+        log.info(f"configured: {'; '.join(pipeline.notes)}; decoding with {decoder}")
         return TransitionCallbackReturn.SUCCESS
-
-    def _reduced_scale_model(self, settings: NodeSettings) -> tuple[ReducedScaleModel | None, str]:
-        """The scale-adapted student for fusion below the RGB size, and the start-up note that says so.
-
-        Broken or missing shipped files do not stop the node: it warns and keeps the released student.
-        """
-        try:
-            return reduced_scale_model(settings.backend, settings["fusion.scale_adapted"],
-                                       threads=int(settings["threads"]), create=create_backend_niced)
-        except (ScaleStudentError, SegStageError, BackendError, RuntimeError, OSError, ValueError) as exc:
-            self.get_logger().warning(
-                f"fusion.scale_adapted: {exc}; the released student fuses below the RGB size (quality: docs/speed.md)"
-            )
-            return None, "scale-adapted student unavailable (see the warning above)"
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         s = self.settings
@@ -203,7 +159,9 @@ class FusionNode(LifecycleNode):
         names = ["fused", "fused_info"] + (["mask", "overlay"] if self.class_table is not None else [])
         self._outputs = OutputPublishers(self, names, s["output_qos.reliability"], s["output_qos.depth"])
         self.stats.activated(time.monotonic())
-        self._worker = InferenceWorker(self._slot, self._process, self._worker_error).start()
+        # A worker of an earlier activation may still be inside the model: this one starts once it is out.
+        self._lingering = [w for w in self._lingering if w.thread.is_alive()]
+        self._worker = InferenceWorker(self._slot, self._process, self._worker_error, after=self._lingering).start()
         self._active = True
         return TransitionCallbackReturn.SUCCESS
 
@@ -237,8 +195,8 @@ class FusionNode(LifecycleNode):
         if self._diagnostics is not None:
             self._diagnostics.close()
             self._diagnostics = None
-        models = [m for m in (self.backend, self._reduced) if m is not None]
-        self.backend = self.processor = self.class_table = self._reduced = None
+        models = [self.pipeline] if self.pipeline is not None else []
+        self.pipeline = self.processor = self.class_table = None
         # Never under a running worker: one still inside the model closes it as its last act.
         lingering, self._lingering = self._lingering, []
         after_all_exit(lingering, lambda: self._close_models(models))
@@ -390,7 +348,7 @@ class FusionNode(LifecycleNode):
                 f"{health.message}: check the driver, the topic names/remapping and QoS (a RELIABLE "
                 "subscriber gets nothing from a BEST_EFFORT publisher)",
             )
-        hardware_id = self.backend.description if self.backend is not None else "none"
+        hardware_id = self.pipeline.description if self.pipeline is not None else "none"
         values = self.stats.values(now)
         values["backend"] = hardware_id
         values["sync"] = self._sync.name

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sage_ros.backends import create_backend
 from sage_ros.node.handoff import NewestSlot
 
 # Inference threads run this much nicer than the executor and DDS threads: on a busy CPU the model
@@ -32,33 +31,19 @@ def lower_thread_priority(delta: int = INFERENCE_NICE) -> bool:
         return False
 
 
-def create_backend_niced(config: Any) -> Any:
-    """`create_backend` in a thread at inference priority, so the runtime's thread pool inherits it."""
-    result: dict[str, Any] = {}
-
-    def build() -> None:
-        lower_thread_priority()
-        try:
-            result["backend"] = create_backend(config)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=build, name="sage_fusion_backend_init", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["backend"]
-
-
 class InferenceWorker:
-    """Takes pairs from `slot` and runs `process(pair)` on each until stopped; `on_error(exc)` for escapes."""
+    """Takes pairs from `slot` and runs `process(pair)` on each until stopped; `on_error(exc)` for escapes.
+
+    `after`: workers still inside the model (their stop timed out): this one takes its first pair once they
+    have exited, so two threads are never inside one model (not every runtime allows concurrent calls).
+    """
 
     def __init__(self, slot: NewestSlot, process: Callable[[Any], None],
-                 on_error: Callable[[Exception], None]) -> None:
+                 on_error: Callable[[Exception], None], after: list[InferenceWorker] | None = None) -> None:
         self._slot = slot
         self._process = process
         self._on_error = on_error
+        self._after = list(after or [])
         self._stop = threading.Event()
         self._lock = threading.Lock()  # `_exited` and `_after_exit` change together
         self._exited = False
@@ -90,6 +75,9 @@ class InferenceWorker:
     def _run(self) -> None:
         lower_thread_priority()  # the model yields the CPU to the executor and DDS threads
         try:
+            for earlier in self._after:
+                earlier.thread.join()  # meanwhile only the newest pair waits in the slot
+            self._after.clear()
             while not self._stop.is_set():
                 pair = self._slot.take(timeout=0.5)
                 if pair is None:

@@ -30,7 +30,7 @@ SHIPPED_SEEDS = (0, 1, 2, 3, 4)
 # weights with camera-appearance augmentation (train_net.NetTrainConfig) so that its masks hold on other
 # thermal cameras (docs/segmentation.md, "Other cameras"). Gap lines as in the fine-tuning cycle.
 APPEARANCE_STEPS = 400
-APPEARANCE_LR = 5e-4
+APPEARANCE_LR = 1e-3
 APPEARANCE_WARMUP = 20
 APPEARANCE_ZOOM = (0.5, 2.0)
 APPEARANCE_IR_TONE = 0.8
