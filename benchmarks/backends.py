@@ -62,8 +62,8 @@ def main() -> int:
     weights = args.weights or (args.official / "checkpoints.pt")
     if not weights.is_file():
         weights = default_checkpoint()
+    from sage_ros.graphs.quantize import quantize_int8
     from sage_ros.model.model_files import export_checkpoint
-    from sage_ros.model.quantize import quantize_int8
 
     tmp = Path(tempfile.mkdtemp(prefix="sage_bench_"))
     onnx_path = export_checkpoint(weights, tmp / "student.onnx")

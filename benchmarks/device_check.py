@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from sage_ros.model.checkpoint import load_student
+    from sage_ros.networks.checkpoint import load_student
     from sage_ros.paths import default_checkpoint
 
     if args.device is None:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if not weights.is_file():
         print(f"error: no student checkpoint at {weights} (pass --weights)", file=sys.stderr)
         return 1
-    from sage_ros.model.student import StudentFusionOnly
+    from sage_ros.networks.student import StudentFusionOnly
 
     # The deployable graph: fused Y only (the distillation taps are not computed into outputs).
     student = StudentFusionOnly(load_student(weights)).to(device).eval()
@@ -325,8 +325,8 @@ def _export(weights: Path, tmp: Path, args) -> Path | None:
     if args.no_ort and (args.no_trt or not _trt_present()):
         return None
     try:
-        from sage_ros.model.checkpoint import load_student
-        from sage_ros.model.export import export_student
+        from sage_ros.networks.checkpoint import load_student
+        from sage_ros.networks.export import export_student
 
         return export_student(load_student(weights), tmp / "sage_student.onnx")
     except Exception as exc:  # onnx missing on the GPU machine: torch rows still run

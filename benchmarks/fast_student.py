@@ -55,8 +55,8 @@ def eval_names(msrs: Path) -> list[str]:
 
 def build_models(checkpoint: Path, fast_npz: Path, fast_onnx: Path | None, tmp: Path) -> dict[str, dict]:
     """Fusion-only ONNX + torch weights of both models."""
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.export import export_student
+    from sage_ros.networks.checkpoint import load_student
+    from sage_ros.networks.export import export_student
     from sage_ros.training.distill_student import export_fast_onnx
 
     released_onnx = export_student(load_student(checkpoint), tmp / "released.onnx")
@@ -69,8 +69,8 @@ def build_models(checkpoint: Path, fast_npz: Path, fast_onnx: Path | None, tmp: 
 
 
 def cost(models: dict[str, dict]) -> list[dict]:
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.fast_student import cost_table, load_fast_student
+    from sage_ros.networks.checkpoint import load_student
+    from sage_ros.networks.fast_student import cost_table, load_fast_student
 
     return cost_table(
         {"released student": load_student(models["released"]["weights"]),

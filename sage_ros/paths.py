@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -41,3 +42,12 @@ def models_dir() -> Path:
 
 def default_onnx() -> Path:
     return models_dir() / "sage_student.onnx"
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 of a file (hex): what pinned downloads and every derived model file's provenance record."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

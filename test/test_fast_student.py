@@ -22,7 +22,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="the fast student's reference is its PyTorch module")
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
-from sage_ros.model.fast_student import (  # noqa: E402
+from sage_ros.model.model_variants import fast_onnx, fast_weights, variant_of  # noqa: E402
+from sage_ros.paths import sha256_of  # noqa: E402
+from sage_ros.networks.fast_student import (  # noqa: E402
     SHIPPED_ARCH,
     FastStudent,
     FastWeightsError,
@@ -30,9 +32,7 @@ from sage_ros.model.fast_student import (  # noqa: E402
     load_fast_student,
     read_fast_metadata,
 )
-from sage_ros.model.model_variants import fast_onnx, fast_weights, variant_of  # noqa: E402
-from sage_ros.model.student import SageStudent  # noqa: E402
-from sage_ros.model.weights import sha256_of  # noqa: E402
+from sage_ros.networks.student import SageStudent  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"

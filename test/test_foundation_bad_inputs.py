@@ -13,8 +13,8 @@ from sage_ros.cli import main as cli_main
 
 torch = pytest.importorskip("torch", reason="checkpoint loading needs PyTorch")
 
-from sage_ros.model.checkpoint import WeightsError, load_student  # noqa: E402
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch  # noqa: E402
+from sage_ros.networks.checkpoint import WeightsError, load_student  # noqa: E402
 
 
 def test_missing_weights_names_the_file(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(runnin
     status = probe.wait_for_status(lambda s: int(s["outputs"]) >= 12 - 3, 5.0)
     assert status is not None and status["_level"] != "2", status  # WARN is fine: inputs went quiet
     assert status["pairs"] == "9" and status["outputs"] == "9"
-    assert status["backend"].startswith("onnxruntime")
+    assert "onnxruntime" in status["backend"], status["backend"]
     for name in ("thermal", "rgb"):  # the 3 lonely frames of each camera: queued or counted, never fused
         assert int(status[f"sync_pending_{name}"]) + _drop(status, f"sync_unpaired_{name}") == 3, status
     assert float(status["latency_p50_ms"]) > float(status["inference_p50_ms"]) > 0
@@ -240,7 +240,7 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
     try:
         proc.start()
         assert proc.wait_for_log("configure failed", 30.0), proc.log_text()
-        assert "sage-ros weights fetch && sage-ros export" in proc.log_text()
+        assert "sage-ros weights fetch" in proc.log_text(), proc.log_text()
         probe = Probe(domain)
         node = probe.node
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from sage_ros.model.onnx_builder import CheckpointError, build_student_onnx, read_checkpoint_arrays
+from sage_ros.graphs.onnx_builder import CheckpointError, build_student_onnx, read_checkpoint_arrays
 
 ort = pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")

@@ -79,7 +79,7 @@ def test_bad_weight_files_get_clear_errors(tmp_path: Path, damage: str):
 def test_graph_is_built_without_torch_and_matches_the_torch_student(tmp_path: Path):
     """The cached graph (onnx_builder, BatchNorm folded) computes what the npz loaded into torch computes."""
     torch = pytest.importorskip("torch")
-    from sage_ros.model.fast_student import load_fast_student
+    from sage_ros.networks.fast_student import load_fast_student
 
     onnx_path = ensure_scale_onnx(onnx_path=tmp_path / "scale.onnx")
     meta = json.loads(onnx_path.with_suffix(".json").read_text())

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from sage_ros.model.seg_net import (  # noqa: E402
+from sage_ros.networks.seg_net import (  # noqa: E402
     SegEnsemble,
     SegNet,
     SegNetError,
@@ -169,8 +169,8 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
 
 def test_shipped_graph_is_built_from_the_weights_once_and_again_when_they_change(tmp_path):
     """What `weights fetch` / `export` use: the graph of the packaged weights, kept in the models cache."""
+    from sage_ros.graphs.seg_graph import weights_sha256
     from sage_ros.model.model_files import ensure_seg_graph
-    from sage_ros.model.seg_graph import weights_sha256
 
     weights = save_net(SegEnsemble(_members(2)), tmp_path / "w" / "net.npz", CLASSES)
     out = tmp_path / "models" / "net.onnx"

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb  # noqa: E402
-from sage_ros.model.seg_net import (  # noqa: E402
+from sage_ros.networks.seg_net import (  # noqa: E402
     SegNet,
     SegNetError,
     default_net_path,
@@ -55,7 +55,7 @@ def _pairs_with_people_and_cars(msrs: Path) -> list[str]:
 
 def _net_weights(tmp: Path) -> Path:
     """The shipped network; without it a seeded random one still exercises every op and backend."""
-    from sage_ros.model.seg_graph import weights_present
+    from sage_ros.graphs.seg_graph import weights_present
 
     if weights_present(default_net_path()):
         return default_net_path()
@@ -76,8 +76,8 @@ def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
     PyTorch's class probabilities for them, computed as the segmentation stage feeds the graph: the fused Y
     and IR resized to the working size."""
     pairs = _pairs_with_people_and_cars(msrs_dir)
-    from sage_ros.model.checkpoint import load_student
     from sage_ros.model.model_files import export_checkpoint
+    from sage_ros.networks.checkpoint import load_student
 
     tmp = tmp_path_factory.mktemp("seg_net")
     weights = _net_weights(tmp)

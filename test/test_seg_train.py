@@ -84,7 +84,7 @@ def test_cli_trains_from_pixel_labels_in_the_msrs_layout(tmp_path, checkpoint_pa
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["num_classes"] == 9 and meta["classes"][7]["name"] == "color_cone"
     assert meta["input_kinds"] == ["fused", "infrared"] and meta["targets"].startswith("pixel labels")
-    from sage_ros.model.seg_net import load_net
+    from sage_ros.networks.seg_net import load_net
 
     assert load_net(out).num_classes == 9 and out.with_suffix(".onnx").is_file()
 

@@ -275,8 +275,8 @@ def test_auto_variant_accepts_what_the_file_holds_and_a_named_one_insists(worksp
 def test_project_segmenter_reads_a_seg_net_file_with_infrared_input(tmp_path: Path) -> None:
     """The SegNet format (fused Y + infrared inputs) loads through segmenter.weights, frozen, with
     gradients reaching its fused input (a freshly saved network stands in for the shipped one)."""
-    from sage_ros.model import seg_net
     from sage_ros.model.classes import class_table
+    from sage_ros.networks import seg_net
     from sage_ros.training.segmenter import build_segmenter, label_lookup
 
     torch.manual_seed(0)

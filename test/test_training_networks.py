@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_ros.model.student import SageStudent
+from sage_ros.networks.student import SageStudent
 from sage_ros.training import sam
 from sage_ros.training.datasets import PairRecord
 from sage_ros.training.mask_cache import load_masks, mask_path

@@ -9,7 +9,7 @@ DEST=docs/sample_report
 rm -rf "$WORK"
 mkdir -p "$WORK"
 # The released checkpoint, exported once (BN folded, dynamic size).
-python -c "from sage_ros.model.checkpoint import load_student; from sage_ros.model.export import export_student; \
+python -c "from sage_ros.networks.checkpoint import load_student; from sage_ros.networks.export import export_student; \
 export_student(load_student('$SHARED/sage_official/checkpoints.pt'), '$WORK/sage_student.onnx')"
 sage-ros make-bag "$SHARED/datasets/msrs" --split eval --out "$WORK/msrs_eval_bag" \
     --rate 10 --jitter-ms 5 --thermal-offset-ms 15

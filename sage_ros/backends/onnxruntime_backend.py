@@ -46,7 +46,7 @@ class OnnxRuntimeBackend(FusionBackend):
         if FUSED_OUTPUT not in self._outputs:
             raise BackendError(f"{onnx_path} has no '{FUSED_OUTPUT}' output (outputs: {self._outputs})")
         self._path = Path(onnx_path)
-        # A QDQ graph (sage_ros.model.quantize) runs int8 kernels; say so in logs and diagnostics.
+        # A QDQ graph (sage_ros.graphs.quantize) runs int8 kernels; say so in logs and diagnostics.
         graph_ops = {n.op_type for n in _graph_nodes(self._path)}
         self._precision = "int8 QDQ" if "QuantizeLinear" in graph_ops else "fp32"
 

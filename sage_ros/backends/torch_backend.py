@@ -16,14 +16,14 @@ class TorchBackend(FusionBackend):
             import torch
         except ImportError as exc:
             raise BackendUnavailable(f"PyTorch is not installed: {install_hint('torch')}") from exc
-        from sage_ros.model.checkpoint import WeightsError, load_student
+        from sage_ros.networks.checkpoint import WeightsError, load_student
 
         if config.weights_path is None:
             raise BackendError("the torch backend needs --weights (a SAGE student checkpoint)")
         try:
             if str(config.weights_path).endswith(".npz"):
-                # A fast student (sage_ros.model.fast_student): plain arrays + its architecture.
-                from sage_ros.model.fast_student import FastWeightsError, load_fast_student
+                # A fast student (sage_ros.networks.fast_student): plain arrays + its architecture.
+                from sage_ros.networks.fast_student import FastWeightsError, load_fast_student
 
                 try:
                     model = load_fast_student(config.weights_path)

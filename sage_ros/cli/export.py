@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sage_ros.model.checkpoint import WeightsError
     from sage_ros.model.model_files import export_checkpoint
+    from sage_ros.networks.checkpoint import WeightsError
 
     weights = args.weights or default_checkpoint()
     out = args.out or default_onnx()

@@ -148,7 +148,7 @@ def _config(args, inputs: tuple[str, ...]):
 
 
 def _inputs(text: str) -> tuple[str, ...]:
-    from sage_ros.model.seg_net import INPUT_NAMES
+    from sage_ros.networks.seg_net import INPUT_NAMES
 
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     bad = [k for k in kinds if k not in INPUT_NAMES]
@@ -388,7 +388,7 @@ def _eval_masks(args, masks: Path | None):
 
 
 def _eval_net(args):
-    from sage_ros.model.seg_net import SegNetError, default_net_path, load_net
+    from sage_ros.networks.seg_net import SegNetError, default_net_path, load_net
     from sage_ros.training.segmentation.net_experiment import evaluate_net, load_split, scores_json
 
     checkpoint = _checkpoint(args)

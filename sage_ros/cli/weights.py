@@ -74,8 +74,8 @@ def run_fetch(args: argparse.Namespace) -> int:
             print(f"warning: the scale-adapted student could not be built ({exc}); the node will fuse with the "
                   "released student at every size", file=sys.stderr)
         # The segmentation graph (class ids after fusion): built now too, torch-free.
+        from sage_ros.graphs.seg_graph import SegNetError
         from sage_ros.model.model_files import ensure_seg_graph
-        from sage_ros.model.seg_graph import SegNetError
 
         try:
             print(f"segmentation graph: {ensure_seg_graph()}")

@@ -125,14 +125,14 @@ def _segmentation_note(result: EvalResult) -> str:
     if not result.gt_frames:
         return "no ground-truth topic in the bag: mIoU not computed"
     if not result.has_segmentation:
-        return "ground truth present but the model has no segmentation head: mIoU not computed"
+        return "ground truth present but segmentation is off: mIoU not computed"
     return "no pair had a matching ground-truth label"
 
 
 def _boxes_note(result: EvalResult) -> str:
     if not result.boxes_topic:
         return f"no boxes topic ({result.options.boxes_topic}) in the bag: masks not scored against boxes"
-    return "boxes present but the model has no segmentation output (class ids): masks not scored"
+    return "boxes present but segmentation is off: masks not scored"
 
 
 def _pct(value: float) -> str:

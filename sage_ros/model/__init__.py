@@ -1,8 +1,4 @@
-"""The SAGE networks and their files.
-
-The PyTorch definitions (`student`, `fast_student`, `seg_net`, `checkpoint`, `export`) import torch; the
-file-level modules (`weights`, `model_files`, `model_variants`, `scale_student`, `quantize`, `classes`,
-`onnx_builder`, `seg_graph`, `npz_weights`) do not, and the ROS node and the ONNX/OpenVINO/TensorRT
-backends use only those. This package's __init__ imports nothing, so `import sage_ros.model.weights` stays
-torch-free.
-"""
+"""The model files: the released files' pinned download (`weights`), every file derived from them built
+once with provenance (`model_files`), the model variants (`model_variants`), the scale-adapted student's
+files (`scale_student`) and the class tables (`classes`). Torch-free; the networks are in
+`sage_ros.networks`, the torch-free graph builders in `sage_ros.graphs`."""

@@ -17,8 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sage_ros.model.weights import sha256_of
-from sage_ros.paths import default_checkpoint, default_onnx, models_dir
+from sage_ros.paths import default_checkpoint, default_onnx, models_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +79,11 @@ def build_student_model(checkpoint: Path, builder: str | None = None):
 
     builder = builder or _student_builder()
     if builder == "numpy":
-        from sage_ros.model.onnx_builder import build_student_onnx
+        from sage_ros.graphs.onnx_builder import build_student_onnx
 
         return build_student_onnx(checkpoint)
-    from sage_ros.model.checkpoint import load_student
-    from sage_ros.model.export import export_student
+    from sage_ros.networks.checkpoint import load_student
+    from sage_ros.networks.export import export_student
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_student(load_student(checkpoint), Path(tmp) / "student.onnx")
@@ -131,7 +130,7 @@ def ensure_onnx(onnx_path: Path | None = None, checkpoint: Path | None = None) -
 
 def ensure_int8(onnx_path: Path, calibration_dir: Path | None = None) -> Path:
     """The int8 QDQ sibling `<name>_int8.onnx` of an fp32 model, calibrated once on real pairs."""
-    from sage_ros.model.quantize import quantize_int8
+    from sage_ros.graphs.quantize import quantize_int8
     from sage_ros.paths import official_dir
 
     onnx_path = Path(onnx_path)
@@ -152,7 +151,7 @@ def shipped_seg_weights() -> Path:
 
 def ensure_seg_graph(weights: Path | None = None, out_onnx: Path | None = None) -> Path:
     """The segmentation network's graph (probabilities; `seg_graph`), built torch-free into the models cache."""
-    from sage_ros.model.seg_graph import graph_from_weights, weights_sha256
+    from sage_ros.graphs.seg_graph import graph_from_weights, weights_sha256
 
     weights = Path(weights) if weights else shipped_seg_weights()
     provenance = {"weights_sha256": weights_sha256(weights), "graph_format": SEG_GRAPH_FORMAT}

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sage_ros.model.npz_weights import read_sidecar
-from sage_ros.model.weights import sha256_of
-from sage_ros.paths import models_dir
+from sage_ros.graphs.npz_weights import read_sidecar
+from sage_ros.paths import models_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def shipped_weights() -> Path:
 
 def read_state(path: str | Path) -> dict[str, np.ndarray]:
     """The student state dict stored in `path` (numpy arrays, released key set), checked; torch-free."""
-    from sage_ros.model.onnx_builder import CheckpointError, check_student_state
+    from sage_ros.graphs.onnx_builder import CheckpointError, check_student_state
 
     path = Path(path)
     if not path.is_file():
@@ -82,8 +81,8 @@ def ensure_scale_onnx(weights: Path | None = None, onnx_path: Path | None = None
     rebuilt when the weights change (the sidecar records their sha256)."""
     import onnx
 
+    from sage_ros.graphs.onnx_builder import build_student_model_proto
     from sage_ros.model.model_files import cached_build
-    from sage_ros.model.onnx_builder import build_student_model_proto
 
     weights = Path(weights) if weights else shipped_weights()
     state = read_state(weights)  # checked before anything is built

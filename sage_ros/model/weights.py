@@ -7,7 +7,6 @@ either in the cache layout (`checkpoints.pt`, `Ir/`, `Vis/`, `reference/`) or in
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_ros.paths import MIRROR_ENV, official_dir
+from sage_ros.paths import MIRROR_ENV, official_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +77,6 @@ MANIFEST = [CHECKPOINT, *SAMPLES]
 
 class FetchError(RuntimeError):
     """A file that could not be obtained or whose checksum does not match."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_valid(path: Path, expected_sha256: str) -> bool:

@@ -67,7 +67,9 @@ def student_config(settings: PipelineSettings) -> BackendConfig:
     torch = settings.backend == "torch"
     try:
         if model == "fast" and not Path(model).is_file():
-            onnx_path, weights = (None if torch else fast_onnx()), weights or fast_weights()
+            # Its own weights (.npz): a released-format checkpoint given for `sage` does not apply to it.
+            own = weights if weights is not None and weights.suffix == ".npz" else fast_weights()
+            onnx_path, weights = (None if torch else fast_onnx()), own
         elif model == "sage" and not Path(model).is_file():
             weights = weights or default_checkpoint()
             onnx_path = None if torch else ensure_onnx(None, weights)
@@ -175,8 +177,8 @@ def build_pipeline(settings: PipelineSettings,
                    create: Callable[[BackendConfig], FusionBackend] = create_backend) -> FusionPipeline:
     """The pipeline these settings describe. create: starts a backend from a config (the node passes one
     that starts it at inference priority). Raises PipelineError (or BackendError) with what to do."""
+    from sage_ros.graphs.seg_graph import SegNetError
     from sage_ros.model.scale_student import ScaleStudentError
-    from sage_ros.model.seg_graph import SegNetError
     from sage_ros.pipeline.segmentation import SegmentationError
 
     try:

@@ -123,7 +123,7 @@ def _masks(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from sage_ros.model.checkpoint import load_student
+    from sage_ros.networks.checkpoint import load_student
     from sage_ros.training.config import config_from_dict
     from sage_ros.training.export import export_trained_student
 
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if func is None:
         print("usage: sage-ros train student {fit,masks,export,tiny-sam} ... (see --help)", file=sys.stderr)
         return 2
-    from sage_ros.model.checkpoint import WeightsError
+    from sage_ros.networks.checkpoint import WeightsError
     from sage_ros.training.config import ConfigError
     from sage_ros.training.datasets import DatasetError
     from sage_ros.training.sam import SamCheckpointError

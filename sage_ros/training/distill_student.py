@@ -60,9 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
-from sage_ros.model.checkpoint import load_student
-from sage_ros.model.fast_student import FastArch, FastStudent, save_fast_weights
-from sage_ros.model.student import WIDTH as TEACHER_WIDTH
+from sage_ros.networks.checkpoint import load_student
+from sage_ros.networks.fast_student import FastArch, FastStudent, save_fast_weights
+from sage_ros.networks.student import WIDTH as TEACHER_WIDTH
 from sage_ros.training.datasets import msrs_records, read_pair, shared_default
 from sage_ros.training.losses import feature_loss, gradient_term
 
@@ -370,7 +370,7 @@ class Distiller:
 
     def finish(self, provenance: dict | None = None) -> tuple[Path, Path]:
         """Write fast_student.npz and its fusion-only ONNX export into the output folder."""
-        from sage_ros.model.weights import sha256_of
+        from sage_ros.paths import sha256_of
 
         meta = {
             "steps": self.step,
@@ -389,9 +389,9 @@ class Distiller:
 
 def export_fast_onnx(npz: Path, onnx_path: Path) -> Path:
     """Fusion-only ONNX (input vis_y, ir; output fused_y) of a fast-student .npz, with a JSON sidecar."""
-    from sage_ros.model.export import export_student
-    from sage_ros.model.fast_student import load_fast_student, read_fast_metadata
-    from sage_ros.model.weights import sha256_of
+    from sage_ros.networks.export import export_student
+    from sage_ros.networks.fast_student import load_fast_student, read_fast_metadata
+    from sage_ros.paths import sha256_of
 
     arch, meta = read_fast_metadata(npz)
     path = export_student(
@@ -407,7 +407,7 @@ def export_fast_onnx(npz: Path, onnx_path: Path) -> Path:
 
 def export_checkpoint(checkpoint: Path, out_dir: Path) -> tuple[Path, Path]:
     """fast_student.npz + .onnx from a run's checkpoint (also mid-run, to evaluate it)."""
-    from sage_ros.model.weights import sha256_of
+    from sage_ros.paths import sha256_of
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = DistillConfig(**state["config"])

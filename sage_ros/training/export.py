@@ -8,7 +8,7 @@ from torch import nn
 
 from sage_ros import __version__
 from sage_ros.model.classes import ClassTable, class_table
-from sage_ros.model.export import export_student
+from sage_ros.networks.export import export_student
 from sage_ros.training.config import TrainConfig
 
 # What the exported graph expects, stated for users who feed it from their own code.

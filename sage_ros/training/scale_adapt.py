@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from sage_ros.image.imaging import visible_to_ycrcb
-from sage_ros.model.checkpoint import load_student
 from sage_ros.model.scale_student import DETAIL_GAIN, FORMAT, WEIGHTS_NAME
-from sage_ros.model.weights import sha256_of
+from sage_ros.networks.checkpoint import load_student
+from sage_ros.paths import sha256_of
 from sage_ros.pipeline import resize_area
 from sage_ros.training.datasets import msrs_records, read_pair, shared_default
 
@@ -224,7 +224,7 @@ def measure_detail_reference(student: torch.nn.Module, bank: ScaleBank, scales: 
 
 def add_detail_reference(weights: Path, cfg: ScaleAdaptConfig, device: str = "cpu") -> float:
     """Measure the reference for existing weights on cfg's train frames and scales; write it to their sidecar."""
-    from sage_ros.model.fast_student import load_fast_student
+    from sage_ros.networks.fast_student import load_fast_student
 
     student = load_fast_student(weights).to(device)
     bank = ScaleBank(cfg, None, device)

@@ -62,7 +62,7 @@ def freeze(module: nn.Module) -> nn.Module:
 class ProjectSegmenter(nn.Module):
     """This project's trained segmentation network as the teacher's frozen task segmenter.
 
-    Wraps `sage_ros.model.seg_net.SegNet` (inputs fused Y and/or infrared / visible Y, concatenated
+    Wraps `sage_ros.networks.seg_net.SegNet` (inputs fused Y and/or infrared / visible Y, concatenated
     as channels). Inputs are images in [0, 1]; the fused Y is clamped to [0, 1] by the trainer first,
     as the runtime pipeline does.
     """
@@ -83,8 +83,8 @@ class ProjectSegmenter(nn.Module):
 
 def load_project_segmenter(weights: str | Path | None = None) -> ProjectSegmenter:
     """The shipped (or a given) project segmentation network (a SegNet .npz), frozen."""
-    from sage_ros.model.seg_graph import weights_present
-    from sage_ros.model.seg_net import default_net_path, load_net, read_metadata
+    from sage_ros.graphs.seg_graph import weights_present
+    from sage_ros.networks.seg_net import default_net_path, load_net, read_metadata
 
     path = Path(weights) if weights is not None else default_net_path()
     # A SegNet ensemble is named by its .npz path but stored as member files (seg_graph).

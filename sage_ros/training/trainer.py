@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from sage_ros.model.student import SageStudent
+from sage_ros.networks.student import SageStudent
 from sage_ros.training.config import TrainConfig, config_from_dict
 from sage_ros.training.datasets import IGNORE_INDEX, PairDataset, records_for
 from sage_ros.training.losses import (

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from sage_ros.model.classes import class_table
-from sage_ros.model.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
-from sage_ros.model.weights import sha256_of
+from sage_ros.networks.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
+from sage_ros.paths import sha256_of
 from sage_ros.training.segmentation import recipe
 from sage_ros.training.segmentation.net_data import LowFrame
 from sage_ros.training.segmentation.train_net import NetTrainConfig, calibrate_background, config_json, train_net

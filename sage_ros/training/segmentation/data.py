@@ -84,7 +84,7 @@ class FusedCache:
         if self._student is None:
             import torch
 
-            from sage_ros.model.checkpoint import load_student
+            from sage_ros.networks.checkpoint import load_student
 
             torch.set_num_threads(self.threads)
             self._student = load_student(self.checkpoint)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
-from sage_ros.model.seg_net import downsample
+from sage_ros.networks.seg_net import downsample
 from sage_ros.training.segmentation.boxes import IGNORE, MSRS_YOLO_TO_ID, box_dir, thermal_region, yolo_rows
 from sage_ros.training.segmentation.data import FusedCache, SegSample, _light_from_name, checkpoint_tag
 

@@ -17,10 +17,10 @@ import numpy as np
 
 # The F1 table is the evaluation package's (seg eval prints masks and networks alike); re-exported here.
 from sage_ros.evaluation.components import f1_table  # noqa: F401 - re-export
+from sage_ros.graphs.seg_graph import graph_from_weights
 from sage_ros.model.classes import class_table
-from sage_ros.model.seg_graph import graph_from_weights
-from sage_ros.model.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
-from sage_ros.model.weights import sha256_of
+from sage_ros.networks.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
+from sage_ros.paths import sha256_of
 from sage_ros.training.segmentation.boxes import Box
 from sage_ros.training.segmentation.data import load_msrs_boxes
 from sage_ros.training.segmentation.net_data import LowFrame, frames_from_samples, load_thumbnails

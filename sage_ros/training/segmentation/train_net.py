@@ -1,9 +1,11 @@
-"""Training, calibrating and scoring the segmentation network (sage_ros.model.seg_net) on CPU.
+"""Training, calibrating and scoring the segmentation network (sage_ros.networks.seg_net) on CPU.
 
 Everything happens at the network's working resolution (160x120 for 640x480 frames; see net_data),
 on whole frames, so one step of 16 frames costs about what one 640x480 frame costs the student.
 Augmentation a 2-core CPU can afford: horizontal flips, random zoom in/out (0.75-1.33, boxes moved with
-the image) and a per-channel gamma. Loss: cross-entropy with IGNORE pixels left out and
+the image) and a per-channel gamma; optionally (NetTrainConfig's appearance fields, the appearance cycle in
+appearance.py) other thermal cameras' tone curves, blur and noise on the IR, a milder curve on the fused Y
+and a wider zoom. Loss: cross-entropy with IGNORE pixels left out and
 inverse-square-root-frequency class weights (capped). Deterministic for a given seed and thread count.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sage_ros.model.seg_net import DEFAULT_NUM_CLASSES, SegNet
+from sage_ros.networks.seg_net import DEFAULT_NUM_CLASSES, SegNet
 from sage_ros.training.segmentation import recipe
 from sage_ros.training.segmentation.boxes import IGNORE, Box
 from sage_ros.training.segmentation.evaluate import (
@@ -234,7 +236,7 @@ def train_net(
     bf16 = config.precision == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
     if config.init:
-        from sage_ros.model.seg_net import SegEnsemble, load_net
+        from sage_ros.networks.seg_net import SegEnsemble, load_net
 
         start = load_net(config.init)
         if isinstance(start, SegEnsemble):
@@ -434,5 +436,14 @@ def calibrate_background(
             "calibration_mean_f1": {str(b): v for b, v in scores.items()}, "class_calibration_mean_f1": class_scores}
 
 
+_APPEARANCE_FIELDS = ("ir_tone", "ir_gamma", "ir_equalize", "ir_degrade", "fused_tone")
+
+
 def config_json(config: NetTrainConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    """The configuration as a sidecar records it. Without appearance augmentation its fields are left out,
+    so a configuration records what it did before they existed (resuming and the recipe checks compare)."""
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    if config.ir_tone <= 0 and config.ir_degrade <= 0 and config.fused_tone <= 0:
+        for key in _APPEARANCE_FIELDS:
+            out.pop(key)
+    return out

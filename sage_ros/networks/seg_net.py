@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sage_ros.model.npz_weights import load_state
-from sage_ros.model.seg_graph import (
+from sage_ros.graphs.npz_weights import load_state
+from sage_ros.graphs.seg_graph import (
     DOWNSAMPLE,
     INPUT_NAMES,
     NET_FORMAT,

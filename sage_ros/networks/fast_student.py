@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sage_ros.model.student import NEGATIVE_SLOPE, SageStudent, channel_adjust
+from sage_ros.networks.student import NEGATIVE_SLOPE, SageStudent, channel_adjust
 
 
 @dataclass(frozen=True)

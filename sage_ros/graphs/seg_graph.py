@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sage_ros.model.npz_weights import read_sidecar, sidecar_path
-from sage_ros.model.onnx_builder import OPSET, GraphParts, fold_conv_bn
-from sage_ros.model.weights import sha256_of
+from sage_ros.graphs.npz_weights import read_sidecar, sidecar_path
+from sage_ros.graphs.onnx_builder import OPSET, GraphParts, fold_conv_bn
+from sage_ros.paths import sha256_of
 
 NET_FORMAT = "sage_ros.seg_net/1"
 #: Input names of the ONNX graph per input kind (the names the compose contract defines).

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sage_ros.model.student import SageStudent, StudentFusionOnly
+from sage_ros.networks.student import SageStudent, StudentFusionOnly
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sage_ros.model.student import SageStudent
+from sage_ros.networks.student import SageStudent
 
 
 class WeightsError(RuntimeError):
