@@ -23,7 +23,6 @@ torch = pytest.importorskip("torch", reason="the fast student's reference is its
 
 from sage_ros.backends import BackendConfig, create_backend  # noqa: E402
 from sage_ros.model.model_variants import fast_onnx, fast_weights, variant_of  # noqa: E402
-from sage_ros.paths import sha256_of  # noqa: E402
 from sage_ros.networks.fast_student import (  # noqa: E402
     SHIPPED_ARCH,
     FastStudent,
@@ -33,6 +32,7 @@ from sage_ros.networks.fast_student import (  # noqa: E402
     read_fast_metadata,
 )
 from sage_ros.networks.student import SageStudent  # noqa: E402
+from sage_ros.paths import sha256_of  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
