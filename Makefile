@@ -9,7 +9,7 @@ SHARED_OFFICIAL := $(wildcard ../shared/sage_official)
 ifneq ($(SHARED_OFFICIAL),)
 export SAGE_ROS_MIRROR ?= $(abspath $(SHARED_OFFICIAL))
 endif
-# The tests' small real data set (sage_ros/evaluation/data_fetch.py) likewise, from the data sets' folder.
+# The tests' small real data set (test/data_fetch.py) likewise, from the data sets' folder.
 SHARED_DATASETS := $(wildcard ../shared/datasets)
 ifneq ($(SHARED_DATASETS),)
 export SAGE_ROS_DATA_MIRROR ?= $(abspath $(SHARED_DATASETS))

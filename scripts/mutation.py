@@ -50,6 +50,22 @@ class Module:
 # examples (minutes) to reach every outcome; with a few hundred it misses some and fails the clean run.
 NOT_SLOW = "not over_dds and not fuzzed_image_fields"
 
+# Reasons shared by several equivalent mutants (docs/mutation.md explains each).
+NEG_RESHAPE = "numpy infers any negative size: reshape(-2) is reshape(-1)"
+COPY_FLAG = "astype's copy flag only decides whether a temporary is made; the values are the same"
+CV_DEFAULT = "None or an omitted argument is OpenCV's default, which is the value given"
+YUV_RANGE = "for 8-bit BGR every Y, U, V lies in [16, 240] (linear, extremes at the cube's corners): never clipped"
+F32_STORE = "float32 values stored in a float64 array keep their value: same rounding"
+NAN_CASE = 'float("NAN") is float("nan")'
+
+
+def _eq(prefix: str, rows: list[tuple[str, str, str]]) -> dict[str, tuple[str, str]]:
+    return {prefix + name: (fragment, reason) for name, fragment, reason in rows}
+
+
+METRICS_EQUIVALENT = _eq("sage_ros.evaluation.metrics.x", [])
+
+
 MODULES: dict[str, Module] = {
     "sync": Module(
         "sage_ros/pairing/sync.py",
@@ -60,6 +76,11 @@ MODULES: dict[str, Module] = {
             "-k",
             "not node_drops",  # that one starts the node over DDS
         ),
+        _eq("sage_ros.pairing.sync.xǁApproximateTimeSyncǁ", [
+            ("_empty_stats__mutmut_13", "[0] * n, )", "SyncStats.pairs defaults to 0: dropping the 0 changes nothing"),
+            ("_match__mutmut_12", "abs(s - stamp) < self.slop_ns",
+             "a partner exactly slop away spreads the set by >= slop, which the strict spread test then refuses"),
+        ]),
     ),
     "encodings": Module(
         "sage_ros/image/encodings.py",
@@ -71,22 +92,72 @@ MODULES: dict[str, Module] = {
             "-k",
             NOT_SLOW,
         ),
+        _eq("sage_ros.image.encodings.x", [
+            ("__as_bytes_array__mutmut_5", "reshape(-2).view", NEG_RESHAPE),
+            ("__as_bytes_array__mutmut_16", "reshape(-2)", NEG_RESHAPE),
+            ("_encode_image__mutmut_44", "reshape(height, -2)", NEG_RESHAPE),
+            ("_decode_image__mutmut_23", "buf.size > step * height",
+             "with exactly step*height bytes both branches read the same bytes"),
+            ("_decode_image__mutmut_48", "or True", "one-byte samples have no byte order: newbyteorder is a no-op"),
+            ("_decode_image__mutmut_50", "itemsize >= 1",
+             "one-byte samples have no byte order: newbyteorder is a no-op"),
+            ("_decode_image__mutmut_56", 'newbyteorder("="), )', "copy=True is astype's default"),
+            ("_encode_image__mutmut_39", "copy=None", COPY_FLAG),
+            ("_encode_image__mutmut_41", "astype(sample, )", COPY_FLAG),
+            ("_encode_image__mutmut_42", "copy=True", COPY_FLAG),
+            ("_bgr8_to_yuv422__mutmut_67", "(h, w, 2), None)", F32_STORE),
+            ("_bgr8_to_yuv422__mutmut_69", "(h, w, 2), )", F32_STORE),
+            ("_bgr8_to_yuv422__mutmut_99", "None, 255)", YUV_RANGE),
+            ("_bgr8_to_yuv422__mutmut_100", "0, None)", YUV_RANGE),
+            ("_bgr8_to_yuv422__mutmut_105", "1, 255)", YUV_RANGE),
+            ("_bgr8_to_yuv422__mutmut_106", "0, 256)", YUV_RANGE),
+        ]),
     ),
     "thermal": Module(
         "sage_ros/image/thermal.py",
         ("test/test_thermal.py", "test/test_fuzz_images.py", "test/test_mutation_thermal.py", "-k", NOT_SLOW),
+        _eq("sage_ros.image.thermal.xǁThermalNormalizerǁ", [
+            ("__init____mutmut_4", '= ""', '_kind "" only makes the first frame call reset(), which finds nothing'),
+            ("reset__mutmut_2", '= ""', '_kind "" makes the next frame call reset() again: nothing left to forget'),
+            ("normalize__mutmut_45", "span <= self.config.min_span",
+             "at span == min_span the widened window is the same window (mid -+ span/2)"),
+            ("normalize__mutmut_68", "None, 1.0)", "the float64 fallback is clipped to [0, 1] again just after"),
+            ("normalize__mutmut_75", "astype(None)", "astype(None) is float64"),
+            ("normalize__mutmut_79", "0.0, 2.0)",
+             "the float64 fallback is clipped to [0, 1] again just after (2 casts to float32 fine)"),
+        ]),
     ),
     "registration": Module(
         "sage_ros/image/registration.py",
         ("test/test_node_units.py", "test/test_mutation_registration.py"),
+        _eq("sage_ros.image.registration.x", [
+            ("_parse_homography__mutmut_3", "reshape(None)",
+             "only the size is used before the reshape to 3x3, whatever the input's shape"),
+            ("_parse_homography__mutmut_9", "reshape(-2)", NEG_RESHAPE),
+            ("ǁRegistrationǁto_rgb_grid__mutmut_13", "flags=None", CV_DEFAULT),
+            ("ǁRegistrationǁto_rgb_grid__mutmut_14", "borderMode=None", CV_DEFAULT),
+            ("ǁRegistrationǁto_rgb_grid__mutmut_18", "(rw, rh), borderMode", CV_DEFAULT),
+            ("ǁRegistrationǁto_rgb_grid__mutmut_19", "INTER_LINEAR, )", CV_DEFAULT),
+        ]),
     ),
     "metrics": Module(
         "sage_ros/evaluation/metrics.py",
         ("test/test_metrics.py", "test/test_mutation_metrics.py"),
+        METRICS_EQUIVALENT,
     ),
     "stats": Module(
         "sage_ros/node/stats.py",
         ("test/test_node_units.py", "test/test_mutation_stats.py"),
+        _eq("sage_ros.node.stats.x", [
+            ("_percentiles_ms__mutmut_6", '"NAN"', NAN_CASE),
+            ("_percentiles_ms__mutmut_11", '"NAN"', NAN_CASE),
+            ("_percentiles_ms__mutmut_16", '"NAN"', NAN_CASE),
+            ("_percentiles_ms__mutmut_19", "dtype=None", "np.percentile works in float64 and float() converts the max"),
+            ("_percentiles_ms__mutmut_21", "asarray(samples, )",
+             "np.percentile works in float64 and float() converts the max"),
+            ("ǁNodeStatsǁ__init____mutmut_17", '= ""', "model_error is read only after model_failed() has set it"),
+            ("ǁNodeStatsǁ__init____mutmut_19", '= ""', 'last_error is only tested for truth: "" is falsy like None'),
+        ]),
     ),
 }
 

@@ -2,7 +2,7 @@
 
 `official_dir` / `checkpoint_path` run the same sha256-checked fetch as `sage-ros weights fetch`
 (sage_ros.model.weights, honouring $SAGE_ROS_MIRROR); `msrs_dir` / `m3fd_boxes_dir` run
-sage_ros.evaluation.data_fetch (honouring $SAGE_ROS_DATA_MIRROR). The files land in the user's models
+test/data_fetch.py (honouring $SAGE_ROS_DATA_MIRROR). The files land in the user's models
 cache (sage_ros.paths: $SAGE_ROS_HOME, else ~/.cache/sage_ros), the very place the node and the CLI read
 them from: a user who fetched once runs the tests without another download, and a download is made once,
 not per session (files already there are re-verified by sha256, and every write is atomic, so
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fetch import MirrorOnlyError, fetch_data
 
 from sage_ros.devtools.harness import pick_domain_id, restrict_dds_to_host
-from sage_ros.evaluation.data_fetch import MirrorOnlyError, fetch_data
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch
 from sage_ros.paths import DATA_MIRROR_ENV, MIRROR_ENV
 

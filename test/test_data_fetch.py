@@ -1,4 +1,4 @@
-"""The small real data set's fetch (sage_ros.evaluation.data_fetch): pinned, sha256-checked, mirror or download."""
+"""The small real data set's fetch (test/data_fetch.py): pinned, sha256-checked, mirror or download."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import data_fetch
 import pytest
+from data_fetch import MANIFEST, MSRS_PAIRS, FetchError, MirrorOnlyError, fetch_data
 
-from sage_ros.evaluation import data_fetch
-from sage_ros.evaluation.data_fetch import MANIFEST, MSRS_PAIRS, FetchError, MirrorOnlyError, fetch_data
 from sage_ros.pairing.datasets import discover
 from sage_ros.paths import DATA_MIRROR_ENV
 

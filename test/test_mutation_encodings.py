@@ -104,6 +104,13 @@ def test_check_message_refuses_an_encoding_not_accepted_for_the_role() -> None:
     )
 
 
+def test_check_message_names_a_long_encoding_to_80_characters() -> None:
+    name = "q" * 79  # repr: 81 characters, one too many
+    with pytest.raises(UnsupportedEncodingError) as info:
+        check_message(_msg(name, 1, 1, 1, b"\0"), THERMAL_ENCODINGS, "thermal")
+    assert str(info.value).startswith("encoding '" + "q" * 76 + "... is not supported for thermal;")
+
+
 def test_check_message_checks_every_field() -> None:
     with pytest.raises(MalformedImageError, match="truncated"):
         check_message(_msg("mono8", 3, 4, 4, bytes(11)), THERMAL_ENCODINGS, "thermal")  # height matters

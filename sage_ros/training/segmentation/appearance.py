@@ -49,12 +49,16 @@ def appearance_config(**overrides) -> NetTrainConfig:
     return replace(base, **overrides)
 
 
-def split_members(base: str | Path, work_dir: Path, classes: list[dict]) -> list[Path]:
-    """The members of the ensemble at `base` as standalone networks in `work_dir` (what --init takes)."""
+def split_members(base: str | Path, work_dir: Path, classes: list[dict],
+                  keep: Sequence[int] | None = None) -> list[Path]:
+    """The members of the ensemble at `base` (those numbered in `keep`, default all) as standalone networks
+    in `work_dir` (what --init takes)."""
     net = load_net(base)
     members = list(net.members) if isinstance(net, SegEnsemble) else [net]
     paths = []
     for i, member in enumerate(members):
+        if keep is not None and i not in keep:
+            continue
         path = work_dir / f"base_m{i}.npz"
         state = {k: v.detach().cpu().numpy() for k, v in member.state_dict().items()}
         if path.is_file():
@@ -87,16 +91,17 @@ def finetune_member(init: Path, config: NetTrainConfig, frames: Sequence[LowFram
 
 def finetune_ensemble(
     base: str | Path, config: NetTrainConfig, frames: Sequence[LowFrame], calib, work_dir: Path,
-    classes: list[dict] | None = None,
+    classes: list[dict] | None = None, keep: Sequence[int] | None = None,
 ) -> tuple[SegEnsemble, dict]:
-    """Every member of `base` through the appearance cycle (member i with seed i; a member already in
-    `work_dir` from the same start, configuration and seed is reused), then the ensemble calibrated again
-    on the TRAIN split. Returns the ensemble and its sidecar information."""
+    """The members of `base` (numbered in `keep`, default all) through the appearance cycle (member i with
+    seed i; a member already in `work_dir` from the same start, configuration and seed is reused), then the
+    ensemble calibrated again on the TRAIN split. Returns the ensemble and its sidecar information."""
     classes = classes or class_table("msrs").to_json()
     work_dir.mkdir(parents=True, exist_ok=True)
-    starts = split_members(base, work_dir, classes)
+    starts = split_members(base, work_dir, classes, keep)
     members, summaries = [], []
-    for i, init in enumerate(starts):
+    for init in starts:
+        i = int(init.stem.removeprefix("base_m"))
         member_config = replace(config, seed=i)
         out = work_dir / f"appearance_m{i}.npz"
         meta = read_metadata(out) if out.is_file() else {}
@@ -124,7 +129,8 @@ def finetune_ensemble(
         "train_config": base_meta.get("train_config"),
         "ensemble": base_meta.get("ensemble"),
         "appearance_cycle": {"config": recipe_config, "base_weights_sha256": base_meta.get("weights_sha256")
-                             or base_meta.get("sha256"), "members": summaries},
+                             or base_meta.get("sha256"), "base_members": [m["member"] for m in summaries],
+                             "members": summaries},
         "train_frames": base_meta.get("train_frames"),
         "train_seconds": round(float(base_meta.get("train_seconds") or 0.0)
                                + sum(m["train_seconds"] for m in summaries), 1),
@@ -151,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", type=Path, default=None, help="where the student's fused outputs are cached")
     parser.add_argument("--work-dir", type=Path, default=None, help="members (default: next to --out)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--members", type=int, nargs="+", default=list(recipe.APPEARANCE_MEMBERS),
+                        help="which members of --base go through the cycle and into --out (numbered from 0)")
     add_appearance_arguments(parser)
     return parser
 
@@ -183,9 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                ir_degrade=args.ir_degrade, fused_tone=args.fused_tone, threads=args.threads)
     work_dir = args.work_dir or args.out.parent / (args.out.stem + "_appearance_work")
     classes = read_metadata(args.base).get("classes") or class_table("msrs").to_json()
-    net, info = finetune_ensemble(args.base, config, frames, train, work_dir, classes)
+    net, info = finetune_ensemble(args.base, config, frames, train, work_dir, classes, args.members)
     save_trained(net, info, args.out, classes=classes)
-    print(f"ensemble of {len(net.members)} written to {args.out} (+ .onnx, .json); members in {work_dir}")
+    count = len(getattr(net, "members", [net]))
+    print(f"ensemble of {count} written to {args.out} (+ .onnx, .json); members in {work_dir}")
     return 0
 
 

@@ -38,3 +38,5 @@ APPEARANCE_IR_GAMMA = (0.4, 2.5)
 APPEARANCE_IR_EQUALIZE = 0.2
 APPEARANCE_IR_DEGRADE = 0.5
 APPEARANCE_FUSED_TONE = 0.5
+# Which members of the ensemble above go through it (and are shipped).
+APPEARANCE_MEMBERS = (0, 1, 2, 3, 4)
