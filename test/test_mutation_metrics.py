@@ -235,6 +235,13 @@ def test_vif_matches_the_reference_on_an_image_that_reaches_every_clamp() -> Non
     assert m.vif_pixel(ref, noisy) == pytest.approx(vifp_reference(ref, noisy), rel=1e-7)
 
 
+def test_vif_matches_the_reference_on_tall_and_large_images() -> None:
+    ref, dist = _mixed_pair(96)  # 96 px: a fifth, 2-tap scale would still find pixels; there is none
+    assert m.vif_pixel(ref, dist) == pytest.approx(vifp_reference(ref, dist), rel=1e-7)
+    tall_ref, tall_dist = ref[:, 20:60], dist[:, 20:60]  # 96 x 40: rows and columns are not interchangeable
+    assert m.vif_pixel(tall_ref, tall_dist) == pytest.approx(vifp_reference(tall_ref, tall_dist), rel=1e-7)
+
+
 def test_vif_on_small_images_uses_the_scales_that_fit() -> None:
     ref, dist = _mixed_pair(64)
     for size in (40, 20):  # two scales, one scale
@@ -334,6 +341,18 @@ def test_confusion_matrix_ignore_index_inside_the_class_range() -> None:
     assert m.confusion_matrix(truth, pred, 3, ignore_index=0).tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 2]]
     with pytest.raises(ValueError, match="^ground truth has 6 pixels, prediction 5$"):
         m.confusion_matrix(truth, pred.ravel()[:5], 3)
+
+
+def test_ignore_index_keeps_the_range_check_and_reaches_mean_iou() -> None:
+    truth = np.array([0, 1, 7, 255, 1, 2])
+    pred = np.array([0, 1, 1, 1, 9, 2])
+    # 255 ignored; truth 7 and prediction 9 out of range for 3 classes: 3 pixels counted.
+    assert m.confusion_matrix(truth, pred, 3, ignore_index=255).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    truth2 = np.array([[0, 0, 1], [1, 2, 2]])
+    pred2 = np.array([[1, 0, 1], [0, 2, 2]])
+    # Without ignoring: IoU 1/3, 1/3, 1 -> 5/9. Ignoring class 0's truth: IoU 0, 1/2, 1 -> 1/2.
+    assert m.mean_iou(truth2, pred2, 3) == pytest.approx(5 / 9)
+    assert m.mean_iou(truth2, pred2, 3, ignore_index=0) == pytest.approx(0.5)
 
 
 def test_segmentation_score_single_pixel_class_and_empty_matrix() -> None:

@@ -146,7 +146,7 @@ class FusionNode(LifecycleNode):
         self._diagnostics = DiagnosticsPublisher(self, settings["diagnostics.period"], self._diagnostic_status)
         decoder = "cv_bridge" if use_bridge else "sage_ros.image.encodings (cv_bridge " + (
             "disabled)" if cv_bridge_available() else "not installed)")
-        log.info(f"configured: {'; '.join(pipeline.notes)}; decoding with {decoder}")
+        log.info(f"configured: backend {settings['backend']}; {'; '.join(pipeline.notes)}; decoding with {decoder}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
