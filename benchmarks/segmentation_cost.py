@@ -1,0 +1,72 @@
+"""Cost of the segmentation stage against the student alone, per CPU backend, at 640x480 and 1280x720.
+
+    python benchmarks/segmentation_cost.py [--runs 7] [--threads 2]
+
+For each backend (ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16 where the CPU has it) one pipeline is
+built by `build_pipeline` at `rgb` resolution; per size and round the student's call and the segmentation
+stage (working-scale resize, graph, probabilities back to the frame size, abstention) are timed in turn on
+the same frame, and the median of each is printed with the stage's cost as a ratio of the student's. The
+pair is a sample pair resized to the size (content matters little to the cost). Ratios, not absolute
+times, are what compare across machines: the CPU flags are printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sage_ros.cpu_features import read_cpu_features  # noqa: E402
+from sage_ros.model.weights import fetch, sample_pairs  # noqa: E402
+from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
+
+SIZES = ((480, 640), (720, 1280))
+
+
+def variants() -> list[tuple[str, str, str]]:
+    rows = [("onnxruntime fp32", "onnxruntime", "fp32"), ("openvino fp32", "openvino", "fp32")]
+    if read_cpu_features().bf16:
+        rows.append(("openvino bf16", "openvino", "bf16"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(f"CPU: {read_cpu_features().summary()}")
+    ir_path, vis_path = sample_pairs(fetch())[0]
+    ir0, vis0 = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE), cv2.imread(str(vis_path))
+    print("| backend | size | student ms | segmentation ms | segmentation / student |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for label, backend, precision in variants():
+        pipeline = build_pipeline(PipelineSettings(backend=backend, precision=precision, threads=args.threads,
+                                                   resolution="rgb"))
+        for h, w in SIZES:
+            ir = cv2.resize(ir0, (w, h), interpolation=cv2.INTER_AREA)
+            vis = cv2.resize(vis0, (w, h), interpolation=cv2.INTER_AREA)
+            result = pipeline.fuse(ir, vis, classes=True)  # warm-up: starts both sessions at this size
+            ir_f = ir.astype(np.float32) / 255.0
+            student, seg = [], []
+            for _ in range(args.runs):
+                result = pipeline.fuse(ir, vis, classes=False)
+                student.append(result.inference_ms)
+                start = time.perf_counter()
+                pipeline.segmenter(result.fused_y, ir_f)
+                seg.append((time.perf_counter() - start) * 1000.0)
+            s_ms, g_ms = statistics.median(student), statistics.median(seg)
+            print(f"| {label} | {w}x{h} | {s_ms:.0f} | {g_ms:.0f} | {g_ms / s_ms:.2f} |", flush=True)
+        pipeline.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
