@@ -1,7 +1,7 @@
 """The fast student (issue 12): cost, export and backend agreement, selection by name, distillation, node.
 
-Everything runs on the files shipped in sage_ros/data (fast_student.npz/.onnx); the distillation test
-and the node test read the shared MSRS pairs and released checkpoint and skip when they are absent.
+Everything runs on the files shipped in sage_ros/data (fast_student.npz/.onnx), fed real MSRS pairs from the
+`msrs_dir` fixture; the distillation test also distils from the released checkpoint (`checkpoint_path`).
 """
 
 from __future__ import annotations
@@ -34,23 +34,15 @@ from sage_ros.networks.fast_student import (  # noqa: E402
 from sage_ros.networks.student import SageStudent  # noqa: E402
 from sage_ros.paths import sha256_of  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
-MSRS = SHARED / "datasets" / "msrs"
-THUMBS = SHARED / "datasets" / "msrs_train_128"
-PAIR = "00828N"
+PAIR = "00828N"  # an MSRS eval pair (night) of the fetched subset
 
 
-def _pair(h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
-    """(vis_y, ir) as (1,1,H,W) float32: a real MSRS crop when the shared data is here, else smooth noise."""
-    if (MSRS / "ir" / f"{PAIR}.png").is_file():
-        ir = cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200 : 200 + h, 160 : 160 + w]
-        vis = cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200 : 200 + h, 160 : 160 + w]
-        y = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0]
-        return (y[None, None] / 255.0).astype(np.float32), (ir[None, None] / 255.0).astype(np.float32)
-    rng = np.random.default_rng(0)
-    a, b = (cv2.GaussianBlur(rng.random((h, w), dtype=np.float32), (0, 0), 3) for _ in range(2))
-    return a[None, None], b[None, None]
+def _pair(msrs: Path, h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """(vis_y, ir) as (1,1,H,W) float32: a crop of the real MSRS pair PAIR."""
+    ir = cv2.imread(str(msrs / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200 : 200 + h, 160 : 160 + w]
+    vis = cv2.imread(str(msrs / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200 : 200 + h, 160 : 160 + w]
+    y = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0]
+    return (y[None, None] / 255.0).astype(np.float32), (ir[None, None] / 255.0).astype(np.float32)
 
 
 def test_fast_student_costs_at_most_30_percent_of_the_released_macs():
@@ -61,7 +53,7 @@ def test_fast_student_costs_at_most_30_percent_of_the_released_macs():
     assert rows[1]["mac_ratio"] <= 0.30, rows
 
 
-def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(tmp_path):
+def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(msrs_dir, tmp_path):
     from sage_ros.training.distill_student import export_fast_onnx
 
     npz, shipped = fast_weights(), fast_onnx()
@@ -69,7 +61,7 @@ def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(tmp
     assert meta["weights_sha256"] == sha256_of(npz), "the shipped ONNX was not exported from the shipped weights"
     assert read_fast_metadata(npz)[0] == SHIPPED_ARCH
     model = load_fast_student(npz)
-    y, ir = _pair()
+    y, ir = _pair(msrs_dir)
     with torch.inference_mode():
         expected = model(torch.from_numpy(y), torch.from_numpy(ir))[0][0, 0].numpy()
     fresh = export_fast_onnx(npz, tmp_path / "fast.onnx")
@@ -96,7 +88,7 @@ def test_fast_weights_that_do_not_fit_are_refused_with_a_clear_error(tmp_path):
         load_fast_student(tmp_path / "missing.npz")
 
 
-def test_model_fast_runs_the_shipped_fusion_graph_unchanged(tmp_path, monkeypatch):
+def test_model_fast_runs_the_shipped_fusion_graph_unchanged(msrs_dir, tmp_path, monkeypatch):
     from sage_ros.cli._common import add_pipeline_arguments, pipeline_settings
     from sage_ros.pipeline import build_pipeline
     from sage_ros.pipeline.builder import student_config
@@ -110,7 +102,7 @@ def test_model_fast_runs_the_shipped_fusion_graph_unchanged(tmp_path, monkeypatc
     config = student_config(settings)
     assert config.onnx_path == fast_onnx() and config.weights_path == fast_weights()  # nothing composed or copied
     pipeline = build_pipeline(settings)
-    y, ir = _pair()
+    y, ir = _pair(msrs_dir)
     try:
         out = pipeline.student.backend.infer(y[0, 0], ir[0, 0])
     finally:
@@ -152,18 +144,27 @@ def test_node_settings_select_the_fast_student(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ training
 
 
-def _need_training_data() -> None:
-    if not CHECKPOINT.is_file() or not (MSRS / "splits.csv").is_file():
-        pytest.skip(f"shared data absent ({CHECKPOINT} or {MSRS}/splits.csv)")
+def _thumbnails(msrs: Path, dest: Path) -> Path:
+    """The train pairs that `msrs`/splits.csv lists, each whole frame squashed to 128x128 in `dest`/{ir,vi}: the
+    layout and make of msrs_train_128 (MSRS train frames as thumbnails), so the thumbnail batches run too."""
+    with open(msrs / "splits.csv") as handle:
+        names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "train"]
+    assert names, f"no train pair in {msrs / 'splits.csv'}"
+    for sub, flag in (("ir", cv2.IMREAD_GRAYSCALE), ("vi", cv2.IMREAD_COLOR)):
+        (dest / sub).mkdir(parents=True)
+        for name in names:
+            image = cv2.imread(str(msrs / sub / f"{name}.png"), flag)
+            cv2.imwrite(str(dest / sub / f"{name}.png"), cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA))
+    return dest
 
 
-def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path):
+def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path, msrs_dir, tmp_path):
     from sage_ros.training.distill_student import DistillConfig, Distiller, PairBank, distill_loss
 
-    _need_training_data()
     torch.set_num_threads(1)
-    bank = PairBank(MSRS, THUMBS if THUMBS.is_dir() else None, limit=4)
-    cfg = DistillConfig(teacher=str(CHECKPOINT), data=str(MSRS), steps=8, batch=2, crop=64, thumbs_prob=0.25)
+    bank = PairBank(msrs_dir, _thumbnails(msrs_dir, tmp_path / "thumbs"), limit=4)
+    assert bank.thumbs is not None and len(bank.frames) > 1, bank.names
+    cfg = DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir), steps=8, batch=2, crop=64, thumbs_prob=0.25)
 
     straight = Distiller(cfg, tmp_path / "a", bank=bank)
     probe = torch.from_numpy(bank.batch(np.random.default_rng(123), 4, 64, False))
@@ -207,17 +208,15 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(tmp_path):
 # ---------------------------------------------------------------------------------------------- node
 
 
-def test_node_runs_the_fast_student(tmp_path, monkeypatch):
+def test_node_runs_the_fast_student(msrs_dir, tmp_path, monkeypatch):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
     from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id
     from sage_ros.pipeline import PipelineSettings, build_pipeline
 
-    if not (MSRS / "ir" / f"{PAIR}.png").is_file():
-        pytest.skip(f"shared MSRS pairs absent ({MSRS})")
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))  # the node child inherits it
     model = fast_onnx()
-    ir = np.ascontiguousarray(cv2.imread(str(MSRS / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
-    vis = np.ascontiguousarray(cv2.imread(str(MSRS / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
+    ir = np.ascontiguousarray(cv2.imread(str(msrs_dir / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480])
+    vis = np.ascontiguousarray(cv2.imread(str(msrs_dir / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[200:440, 160:480])
     pipeline = build_pipeline(PipelineSettings(model="fast", backend="onnxruntime", threads=1, segmentation=False))
     expected = pipeline.fuse(ir, vis)
     pipeline.close()
@@ -240,10 +239,10 @@ def test_node_runs_the_fast_student(tmp_path, monkeypatch):
     assert os.environ["SAGE_ROS_HOME"] == str(tmp_path / "home")
 
 
-def test_distillation_refuses_a_gpu_it_does_not_have(tmp_path):
+def test_distillation_refuses_a_gpu_it_does_not_have(checkpoint_path, msrs_dir, tmp_path):
     from sage_ros.training.distill_student import DistillConfig, Distiller, DistillError
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: nothing to refuse")
     with pytest.raises(DistillError, match="no CUDA GPU"):
-        Distiller(DistillConfig(teacher=str(CHECKPOINT), data=str(MSRS)), tmp_path, device="cuda")
+        Distiller(DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir)), tmp_path, device="cuda")

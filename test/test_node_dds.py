@@ -20,8 +20,6 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e
 from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 from sage_ros.image.encodings import ImageFields, encode_image  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
 DOMAIN = pick_domain_id(0)  # this module's own ROS domain (pid-derived, probed): no cross-talk with parallel runs
 MS = 1_000_000
 TH, TW = 128, 160
@@ -29,10 +27,8 @@ RH, RW = 256, 320
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+def onnx_model(checkpoint_path: Path, tmp_path_factory):
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
 def _params(model, **over):
@@ -288,14 +284,14 @@ def test_lifecycle_missing_model_then_configure_activate_deactivate(onnx_model, 
     assert proc.proc.returncode == 0, proc.log_text()
 
 
-def _sample_pair() -> tuple[ImageFields, ImageFields]:
-    """A real scene (sample pair 00000) at this module's sizes: mono16 thermal counts, bgr8 RGB."""
+@pytest.fixture(scope="module")
+def sample_pair(official_dir: Path) -> tuple[ImageFields, ImageFields]:
+    """A real scene (released sample pair 00000) at this module's sizes: mono16 thermal counts, bgr8 RGB."""
     import cv2
 
-    ir = cv2.imread(str(SHARED / "sage_official" / "Ir" / "00000.png"), cv2.IMREAD_GRAYSCALE)
-    vis = cv2.imread(str(SHARED / "sage_official" / "Vis" / "00000.png"), cv2.IMREAD_COLOR)
-    if ir is None or vis is None:
-        pytest.skip(f"sample pair 00000 not found under {SHARED / 'sage_official'}")
+    ir = cv2.imread(str(official_dir / "Ir" / "00000.png"), cv2.IMREAD_GRAYSCALE)
+    vis = cv2.imread(str(official_dir / "Vis" / "00000.png"), cv2.IMREAD_COLOR)
+    assert ir is not None and vis is not None, f"sample pair 00000 unreadable under {official_dir}"
     counts = cv2.resize(ir, (TW, TH), interpolation=cv2.INTER_AREA).astype(np.uint16) * 40 + 3000
     rgb = cv2.resize(vis, (RW, RH), interpolation=cv2.INTER_AREA)
     return encode_image(counts, "mono16"), encode_image(rgb, "bgr8")
@@ -340,14 +336,14 @@ def _assert_same_image(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert diff.max() <= 1, f"{what}: {int((diff > 1).sum())} pixels differ by up to {diff.max()}"
 
 
-def test_segmentation_outputs_with_default_best_effort_qos(onnx_model, tmp_path):
+def test_segmentation_outputs_with_default_best_effort_qos(onnx_model, sample_pair, tmp_path):
     """The shipped segmentation network runs after fusion for mask and overlay subscribers (default model)."""
     model = onnx_model
     domain = DOMAIN + 2
     # ema_alpha 1: each frame normalised on its own, so a resent pair is fused as the in-process reference is.
     params = _params(model, **{"qos.reliability": "best_effort", "frame_id": "fused_frame",
                                "thermal.ema_alpha": 1.0})
-    thermal, rgb = _sample_pair()
+    thermal, rgb = sample_pair
     topics = ("fused/image_raw", "segmentation/mask", "segmentation/overlay")
     with NodeProcess(params, domain, tmp_path / "node.log") as proc, Probe(domain, output_topics=topics) as probe:
         assert probe.wait_for_node(60.0), proc.log_text()
@@ -658,14 +654,15 @@ def test_hd_fused_images_reach_a_best_effort_subscriber(onnx_model, tmp_path):
         proc.stop()
 
 
-def _one_pair_through(params: dict, salt: int, tmp_path, log_says: str, topic: str = "fused/image_raw"):
-    """Start a node, check its start-up log says `log_says`, send it the sample pair; returns (the `topic`
+def _one_pair_through(params: dict, salt: int, tmp_path, log_says: str, pair: tuple[ImageFields, ImageFields],
+                      topic: str = "fused/image_raw"):
+    """Start a node, check its start-up log says `log_says`, send it `pair` (thermal, RGB); returns (the `topic`
     message for it, the thermal and RGB fields sent)."""
     domain = pick_domain_id(salt)
     proc = NodeProcess(params, domain, tmp_path / "node.log").start()
     topics = tuple(dict.fromkeys(("fused/image_raw", topic)))
     probe = Probe(domain, diagnostics=False, output_topics=topics)
-    thermal, rgb = _sample_pair()
+    thermal, rgb = pair
     try:
         assert probe.wait_for_node(60.0), proc.log_text()[-2000:]
         assert log_says in proc.log_text(), proc.log_text()[-2000:]
@@ -680,12 +677,13 @@ def _one_pair_through(params: dict, salt: int, tmp_path, log_says: str, topic: s
         proc.stop()
 
 
-def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
+def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, sample_pair, tmp_path):
     """With the released student as model and the default `thermal` resolution, the node loads the shipped
     scale-adapted student for the smaller fusion size, says so at start-up, and fuses with it: its output is
     the in-process pipeline's for the pair, and not what the released student gives at that size."""
     params = _params(onnx_model)
-    msg, thermal, rgb = _one_pair_through(params, 8, tmp_path, "below the RGB size: the scale-adapted student (")
+    msg, thermal, rgb = _one_pair_through(params, 8, tmp_path, "below the RGB size: the scale-adapted student (",
+                                          sample_pair)
     assert (msg.width, msg.height) == (RW, RH)
     got = _pixels(msg, 3)
     want, _, _ = _in_process(params, thermal, rgb)
@@ -694,13 +692,13 @@ def test_scale_adapted_student_fuses_below_the_rgb_size(onnx_model, tmp_path):
     assert np.abs(got.astype(np.int16) - released).mean() > 0.5, "the released student's output, not the adapted one's"
 
 
-def test_scale_adapted_masks_come_at_the_rgb_size(onnx_model, tmp_path):
+def test_scale_adapted_masks_come_at_the_rgb_size(onnx_model, sample_pair, tmp_path):
     """Fusing below the RGB size (scale-adapted student), the node runs the shipped segmentation network on the
     final fused image for a mask subscriber: the mask is the in-process pipeline's for the pair, at the RGB
     frame's size."""
     params = _params(onnx_model)
     mask, thermal, rgb = _one_pair_through(params, 9, tmp_path, "below the RGB size: the scale-adapted student (",
-                                           topic="segmentation/mask")
+                                           sample_pair, topic="segmentation/mask")
     assert (mask.width, mask.height, mask.encoding) == (RW, RH, "mono8")
     ids = _pixels(mask, 1)
     _, want, _ = _in_process(params, thermal, rgb)

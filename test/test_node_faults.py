@@ -27,7 +27,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 from test_node_dds import (  # noqa: E402
-    CHECKPOINT,
     MS,
     RH,
     RW,
@@ -48,10 +47,8 @@ DOMAIN = pick_domain_id(20)  # away from test_node_dds' domains in the same run 
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+def onnx_model(checkpoint_path: Path, tmp_path_factory):
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
 def _fused_after(probe, count: int, timeout: float) -> bool:
@@ -278,7 +275,8 @@ def _thread_nices(pid: int) -> dict[int, int]:
 # --- signals in every lifecycle state --------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("state", ["unconfigured", "inactive", "active", "configuring"])
-def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path, state, sig, monkeypatch):
+def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, checkpoint_path, tmp_path, state, sig,
+                                                              monkeypatch):
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # a hung shutdown gets SIGABRT: every thread's stack in the log
     domain = DOMAIN + 4 + (2 * ["unconfigured", "inactive", "active", "configuring"].index(state)
                            + (sig == signal.SIGTERM))
@@ -286,7 +284,7 @@ def test_signal_in_every_lifecycle_state_shuts_down_cleanly(onnx_model, tmp_path
     if state == "configuring":
         # The torch backend imports torch and loads the checkpoint at configure: seconds, even on a
         # fast machine, so the signal lands while the configure transition runs.
-        params.update(backend="torch", weights_path=str(CHECKPOINT))
+        params.update(backend="torch", weights_path=str(checkpoint_path))
         del params["model_path"]
     proc = NodeProcess(params, domain, tmp_path / "node.log").start()
     probe = Probe(domain)

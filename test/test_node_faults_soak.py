@@ -18,7 +18,6 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO.parent / "shared" / "sage_official" / "checkpoints.pt"
 SECONDS = float(os.environ.get("SAGE_SOAK_SECONDS", "60"))
 
 
@@ -29,13 +28,11 @@ def _soak_module():
     return module
 
 
-def test_one_minute_soak_keeps_every_queue_bounded(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+def test_one_minute_soak_keeps_every_queue_bounded(checkpoint_path: Path, tmp_path_factory):
     from sage_ros.devtools.harness import exported_student
 
     soak = _soak_module()
-    model = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+    model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     queue_size, window = 10, 200
     result = soak.run_soak(SECONDS, rate=30.0, sample_s=3.0, threads=1, workdir=tmp_path_factory.mktemp("soak"),
                            model=model, params={"sync.queue_size": queue_size, "diagnostics.latency_window": window})

@@ -13,20 +13,16 @@ pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]
 from sage_ros.cli._live_demo import run_live_demo  # noqa: E402
 from sage_ros.devtools.harness import exported_student, pick_domain_id  # noqa: E402
 
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "sage_official"
-
 
 @pytest.fixture(scope="module")
-def small_pairs(tmp_path_factory):
-    if not (OFFICIAL / "checkpoints.pt").is_file():
-        pytest.skip(f"released checkpoint and samples not found in {OFFICIAL} (../shared missing)")
+def small_pairs(official_dir: Path, checkpoint_path: Path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pairs")
     ir_paths, vis_paths = [], []
     for name in ("00000.png", "00003.png"):
         # Shrink to 160x120 so the CPU fuses each pair in a few tens of ms.
-        ir = cv2.resize(cv2.imread(str(OFFICIAL / "Ir" / name), cv2.IMREAD_GRAYSCALE), (160, 120),
+        ir = cv2.resize(cv2.imread(str(official_dir / "Ir" / name), cv2.IMREAD_GRAYSCALE), (160, 120),
                         interpolation=cv2.INTER_AREA)
-        vis = cv2.resize(cv2.imread(str(OFFICIAL / "Vis" / name), cv2.IMREAD_COLOR), (160, 120),
+        vis = cv2.resize(cv2.imread(str(official_dir / "Vis" / name), cv2.IMREAD_COLOR), (160, 120),
                          interpolation=cv2.INTER_AREA)
         (folder / "ir").mkdir(exist_ok=True)
         (folder / "vis").mkdir(exist_ok=True)
@@ -34,7 +30,7 @@ def small_pairs(tmp_path_factory):
         cv2.imwrite(str(folder / "vis" / name), vis)
         ir_paths.append(folder / "ir" / name)
         vis_paths.append(folder / "vis" / name)
-    onnx = exported_student(OFFICIAL / "checkpoints.pt", tmp_path_factory.getbasetemp() / "sage_models")
+    onnx = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     return ir_paths, vis_paths, onnx
 
 

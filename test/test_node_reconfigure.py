@@ -16,16 +16,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from test_node_dds import CHECKPOINT, _good_pair, _params, _stamp, lifecycle  # noqa: E402
+from test_node_dds import _good_pair, _params, _stamp, lifecycle  # noqa: E402
 
 from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+def onnx_model(checkpoint_path, tmp_path_factory):
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
 def set_parameters(probe: Probe, proc: NodeProcess, values: dict[str, Any]) -> None:

@@ -14,15 +14,12 @@ pytest.importorskip("rclpy", reason="the node needs rclpy (pip install -e '.[ros
 
 from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
-CHECKPOINT = Path(__file__).resolve().parents[2] / "shared" / "sage_official" / "checkpoints.pt"
 MS = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+def model(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
 # (signals, seconds between them): the second lands in spin, in the lifecycle cleanup, in

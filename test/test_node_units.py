@@ -30,8 +30,6 @@ from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, OK, WARN, NodeStats, RateMeter
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
 
 
 def defaults(**over):
@@ -195,14 +193,12 @@ def test_message_filters_adapter_pairs_like_ours():
 
 # --- pair processing with the real model ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def processor(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+def processor(checkpoint_path: Path, tmp_path_factory):
     from sage_ros.backends import BackendConfig, create_backend
     from sage_ros.devtools.harness import exported_student
     from sage_ros.pipeline import FusionPipeline
 
-    onnx = exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+    onnx = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=onnx, threads=1))
     yield PairProcessor(FusionPipeline(backend), ThermalNormalizer(NormalizerConfig(ema_alpha=1.0)))
     backend.close()
@@ -212,9 +208,9 @@ def _msg(array, encoding, **kw):
     return SimpleNamespace(**encode_image(array, encoding, **kw).__dict__)
 
 
-def test_processor_matches_the_pipeline_on_a_real_pair(processor):
-    ir_path = SHARED / "sage_official" / "Ir" / "00000.png"
-    vis_path = SHARED / "sage_official" / "Vis" / "00000.png"
+def test_processor_matches_the_pipeline_on_a_real_pair(processor, official_dir: Path):
+    ir_path = official_dir / "Ir" / "00000.png"
+    vis_path = official_dir / "Vis" / "00000.png"
     ir8 = cv2.resize(cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE), (160, 120), interpolation=cv2.INTER_AREA)
     vis = cv2.resize(cv2.imread(str(vis_path), cv2.IMREAD_COLOR), (160, 120), interpolation=cv2.INTER_AREA)
     # mono8 thermal + rgb8 visible: identical to fusing the files directly.

@@ -23,7 +23,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from test_node_dds import CHECKPOINT, RH, RW, TH, TW, _stamp, lifecycle  # noqa: E402
+from test_node_dds import RH, RW, TH, TW, _stamp, lifecycle  # noqa: E402
 
 from sage_ros.backends.base import BackendOutput, FusionBackend  # noqa: E402
 from sage_ros.devtools.harness import Probe, exported_student, pick_domain_id  # noqa: E402
@@ -107,10 +107,8 @@ class HoldAfterTake(NewestSlot):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
-    return exported_student(CHECKPOINT, tmp_path_factory.getbasetemp() / "sage_models")
+def onnx_model(checkpoint_path: Path, tmp_path_factory):
+    return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 
 
 def test_a_taken_pair_is_in_flight_before_the_worker_starts_on_it(onnx_model):

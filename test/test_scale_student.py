@@ -30,9 +30,6 @@ from sage_ros.pipeline import FusionPipeline, PipelineSettings, Student, resize_
 from sage_ros.pipeline.builder import reduced_student
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CHECKPOINT = SHARED / "sage_official" / "checkpoints.pt"
-MSRS = SHARED / "datasets" / "msrs"
 
 
 def _copy_weights(tmp_path: Path) -> Path:
@@ -171,13 +168,11 @@ def _backend(path: Path):
 
 
 @pytest.fixture(scope="module")
-def backends(tmp_path_factory):
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"released checkpoint not found at {CHECKPOINT} (../shared missing)")
+def backends(checkpoint_path: Path, tmp_path_factory):
     from sage_ros.model.model_files import export_checkpoint
 
     tmp = tmp_path_factory.mktemp("scale")
-    released = _backend(export_checkpoint(CHECKPOINT, tmp / "released.onnx", builder="numpy"))
+    released = _backend(export_checkpoint(checkpoint_path, tmp / "released.onnx", builder="numpy"))
     scaled = _backend(ensure_scale_onnx(onnx_path=tmp / "scale.onnx"))
     yield released, scaled
     released.close()
@@ -203,18 +198,18 @@ def test_pipeline_runs_it_only_below_the_rgb_size(backends):
     assert not np.allclose(got.fused_y, plain.fuse(ir_small, vis, thermal_hw=(72, 96)).fused_y, atol=1e-3)
 
 
-def _eval_pairs(limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    with open(MSRS / "splits.csv") as handle:
-        names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"][:limit]
-    return [(cv2.imread(str(MSRS / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(MSRS / "vi" / f"{n}.png")))
+def _eval_pairs(msrs: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every eval pair that `msrs`/splits.csv lists, as (ir grey, visible BGR)."""
+    with open(msrs / "splits.csv") as handle:
+        names = [r["name"] for r in csv.DictReader(handle) if r["split"] == "eval"]
+    assert names, f"no eval pair in {msrs / 'splits.csv'}"
+    return [(cv2.imread(str(msrs / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE), cv2.imread(str(msrs / "vi" / f"{n}.png")))
             for n in names]
 
 
-def test_closer_to_full_resolution_fusion_on_eval_pairs(backends):
+def test_closer_to_full_resolution_fusion_on_eval_pairs(backends, msrs_dir: Path):
     """On MSRS eval pairs (never trained on) with a simulated 384x288 thermal camera, the adapted student's final
     image is nearer full-resolution fusion than the released student's, and its MI is nearer too."""
-    if not (MSRS / "splits.csv").is_file():
-        pytest.skip(f"MSRS eval split not found at {MSRS} (../shared missing)")
     from sage_ros.evaluation.metrics import mutual_information
     from sage_ros.image.imaging import unit_to_uint8
 
@@ -224,7 +219,7 @@ def test_closer_to_full_resolution_fusion_on_eval_pairs(backends):
     adapted = FusionPipeline(released, "thermal", reduced=Student(scaled, "scale-adapted", 1.0))
     err = {"plain": [], "adapted": []}
     mi = {"full": [], "plain": [], "adapted": []}
-    for ir8, vis in _eval_pairs(6):
+    for ir8, vis in _eval_pairs(msrs_dir):
         ir_cam = cv2.resize(ir8, (384, 288), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         ir_reg = cv2.resize(ir_cam, (640, 480), interpolation=cv2.INTER_LINEAR)
         ref = full.fuse(ir_reg, vis).fused_y
@@ -239,16 +234,14 @@ def test_closer_to_full_resolution_fusion_on_eval_pairs(backends):
     assert gap["adapted"] < 0.5 * gap["plain"], (gap, mi)
 
 
-def test_training_round_trip(tmp_path: Path):
+def test_training_round_trip(checkpoint_path: Path, msrs_dir: Path, tmp_path: Path):
     """Two steps on two train frames: weights + sidecar that the runtime reads and builds a graph from."""
     pytest.importorskip("torch")
-    if not CHECKPOINT.is_file() or not (MSRS / "splits.csv").is_file():
-        pytest.skip("released checkpoint or MSRS split not found (../shared missing)")
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(CHECKPOINT),
-         "--data", str(MSRS), "--limit", "2", "--steps", "2", "--scales", "1.5,2", "--threads", "1",
+        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(checkpoint_path),
+         "--data", str(msrs_dir), "--limit", "2", "--steps", "2", "--scales", "1.5,2", "--threads", "1",
          "--ship", str(tmp_path / "ship")],
         capture_output=True, text=True, timeout=600, env=env,
     )
@@ -262,8 +255,8 @@ def test_training_round_trip(tmp_path: Path):
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 2 and all(np.isfinite(float(r["loss_grey"])) for r in rows)
     bad = subprocess.run(
-        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(CHECKPOINT),
-         "--data", str(MSRS), "--scales", "1.0"], capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-m", "sage_ros", "train", "scale", "--out", str(out), "--teacher", str(checkpoint_path),
+         "--data", str(msrs_dir), "--scales", "1.0"], capture_output=True, text=True, timeout=120, env=env,
     )
     assert bad.returncode != 0 and "must be > 1" in bad.stderr
 
