@@ -26,7 +26,7 @@ from sage_ros.model.classes import ClassTable, class_table, table_from_json
 WORKING_PIXELS = 640 * 480  # the MSRS frame the network was trained on
 # Below this class probability a pixel is background. Calibrated on the MSRS train split for precision
 # (docs/segmentation.md, "Abstention"); 0 turns abstention off.
-DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_MIN_CONFIDENCE = 0.6
 _SIDE_MULTIPLE = 4  # the graph pools by 4 first: whole 4x4 blocks keep the probability grid aligned
 
 

@@ -5,10 +5,10 @@ than MSRS's it paints road, sky and walls as car. This cycle carries each member
 `recipe.APPEARANCE_STEPS` steps with random thermal-camera tone curves on the IR, a milder independent
 curve on the fused Y and wider zoom (train_net.NetTrainConfig's appearance fields; docs/segmentation.md,
 "Other cameras"), then calibrates each member's and the ensemble's logit biases on the TRAIN split, as the
-recipe does. Rebuild the shipped file (from the ensemble before this cycle, i.e. the output of
-`sage-ros train seg --seed 0 1 2 3 4`):
+recipe does. The shipped network does not go through it (docs/segmentation.md, "Other cameras": in 400
+steps it cut the M3FD spill but cost MSRS 0.09 mean F1); the experiment, from a trained ensemble:
 
-    python -m sage_ros.training.segmentation.appearance --base BASE.npz --out sage_ros/data/seg_net_msrs.npz
+    python -m sage_ros.training.segmentation.appearance --base BASE.npz --out X.npz
 """
 
 from __future__ import annotations
@@ -159,14 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--members", type=int, nargs="+", default=list(recipe.APPEARANCE_MEMBERS),
                         help="which members of --base go through the cycle and into --out (numbered from 0)")
+    parser.add_argument("--steps", type=int, default=recipe.APPEARANCE_STEPS)
+    parser.add_argument("--lr", type=float, default=recipe.APPEARANCE_LR)
     add_appearance_arguments(parser)
     return parser
 
 
 def add_appearance_arguments(parser: argparse.ArgumentParser) -> None:
-    """The appearance cycle's options (defaults: recipe.py)."""
-    parser.add_argument("--steps", type=int, default=recipe.APPEARANCE_STEPS)
-    parser.add_argument("--lr", type=float, default=recipe.APPEARANCE_LR)
+    """The augmentation options (defaults: the appearance cycle's, recipe.py); `train seg` can take them
+    too and pass args.zoom, args.ir_tone, args.ir_degrade and args.fused_tone to NetTrainConfig."""
     parser.add_argument("--zoom", type=float, nargs=2, default=list(recipe.APPEARANCE_ZOOM), metavar=("MIN", "MAX"))
     parser.add_argument("--ir-tone", type=float, default=recipe.APPEARANCE_IR_TONE,
                         help="share of samples whose IR gets another camera's tone curve")
