@@ -185,15 +185,19 @@ class BlockingBackend(FusionBackend):
         self.closed.set()
 
 
-def test_the_model_is_not_closed_under_a_worker_still_inside_infer(tmp_path, monkeypatch):
-    """Deactivate's join times out while `infer` runs: cleanup must leave the model open until it returns."""
-    backend = BlockingBackend()
-    # The node builds its pipeline around the test double (the file below is never read).
+def _node_around(backend: BlockingBackend, tmp_path, monkeypatch) -> tuple[BlockingBackend, Path]:
+    """The node builds its pipeline around the test double (the model file is never read), and its worker join
+    times out after 0.5 s, so that it really times out here (the node's own bound is far longer)."""
     monkeypatch.setattr(fusion_node, "build_pipeline", lambda settings: FusionPipeline(backend, settings.resolution))
-    # Short, so the join really times out here (the node's own bound is far longer).
     monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5)
     model = tmp_path / "blocking.onnx"
     model.write_bytes(b"not used: the backend is the test double")
+    return backend, model
+
+
+def test_the_model_is_not_closed_under_a_worker_still_inside_infer(tmp_path, monkeypatch):
+    """Deactivate's join times out while `infer` runs: cleanup must leave the model open until it returns."""
+    backend, model = _node_around(BlockingBackend(), tmp_path, monkeypatch)
     domain = pick_domain_id(42)
     with node_in_process(domain, _params(model)) as node, Probe(domain) as probe:
         try:
@@ -220,12 +224,7 @@ def test_the_model_is_not_closed_under_a_worker_still_inside_infer(tmp_path, mon
 def test_a_new_activation_does_not_revive_a_lingering_worker(tmp_path, monkeypatch):
     """Deactivate (join timed out) then activate again: only the new worker takes pairs, and only once the
     old one is out of the model (never two threads in it); the old one publishes nothing and exits."""
-    backend = BlockingBackend()
-    # The node builds its pipeline around the test double (the file below is never read).
-    monkeypatch.setattr(fusion_node, "build_pipeline", lambda settings: FusionPipeline(backend, settings.resolution))
-    monkeypatch.setattr(fusion_node.FusionNode, "WORKER_STOP_TIMEOUT_S", 0.5)
-    model = tmp_path / "blocking.onnx"
-    model.write_bytes(b"not used: the backend is the test double")
+    backend, model = _node_around(BlockingBackend(), tmp_path, monkeypatch)
     domain = pick_domain_id(43)
     earlier = set(threading.enumerate())  # workers other tests left behind are not this node's
 
