@@ -163,12 +163,16 @@ def reduced_student(settings: PipelineSettings, config: BackendConfig,
 def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmenter:
     """The shipped segmentation network after fusion, on the student backend's own CPU runtime where it is one
     (OpenVINO, ONNX Runtime), else the best CPU runtime (beside TensorRT or torch)."""
+    import importlib.util
+
     from sage_ros.backends import resolve_precision
     from sage_ros.model.model_files import ensure_seg_graph
 
     runtime = config.name if config.name in ("openvino", "onnxruntime") else "auto"
     precision = "fp32"
-    if runtime == "openvino" and config.precision in ("auto", "bf16"):
+    # `auto` prefers OpenVINO: there `precision: auto` means bf16 on CPUs with it, as for the student.
+    on_openvino = runtime == "openvino" or (runtime == "auto" and importlib.util.find_spec("openvino") is not None)
+    if on_openvino and config.precision in ("auto", "bf16"):
         precision = resolve_precision("openvino", config.precision)[0]
     return Segmenter(ensure_seg_graph(), runtime, settings.threads, precision, settings.min_confidence)
 
