@@ -162,10 +162,6 @@ class BlockingBackend(FusionBackend):
         self.closed_inside_infer = False
         self._lock = threading.Lock()
 
-    @property
-    def has_segmentation(self) -> bool:
-        return False
-
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
         with self._lock:
             self.inside += 1

@@ -75,14 +75,16 @@ class _Recorder(FusionBackend):
 
 
 class _HotSegmenter:
-    """A segmentation stage: class 1 where IR > 0.5; records the sizes of the planes it is given."""
+    """A segmentation stage: class 1 where IR > 0.5, at the fused Y's size (the stage's contract); records the
+    sizes of the planes it is given."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
 
     def __call__(self, fused_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
         self.calls.append((fused_y.shape, ir.shape))
-        return (ir > 0.5).astype(np.uint8)
+        h, w = fused_y.shape
+        return (cv2.resize(ir, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
 
 
 def _pair(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,8 +103,8 @@ def test_pipeline_fuses_at_the_thermal_size_and_returns_rgb_size_outputs():
     result = FusionPipeline(backend, "thermal", segmenter=segmenter).fuse(ir_cam, vis)
     assert backend.sizes[-1] == (60, 80) and result.fusion_hw == (60, 80)
     assert result.fused_rgb.shape == (120, 160, 3) and result.fused_y.shape == (120, 160)
-    # The segmentation stage runs on the final fused Y and the IR brought back to the RGB size.
-    assert segmenter.calls == [((120, 160), (120, 160))]
+    # The segmentation stage runs on the final fused Y (RGB size) and the IR as it was fused (no RGB-size copy).
+    assert segmenter.calls == [((120, 160), (60, 80))]
     assert result.class_ids.shape == (120, 160) and set(np.unique(result.class_ids)) == {0, 1}
     assert result.class_ids[40, 50] == 1 and result.class_ids[100, 140] == 0
     # Without a segmentation stage there are no class ids.

@@ -4,12 +4,13 @@ Why this shape: the metric a robot cares about is whole objects (one mask compon
 so every output pixel must see a whole person or car. At 640x480 a near car is ~200 px wide. The
 network therefore averages its inputs down by 4 (AveragePool 4x4: area averaging, exact and cheap in
 every runtime), runs an encoder to 1/32 of the input (two dilated 3x3 convs at the bottom: a receptive
-field of several hundred input pixels), a light U-Net decoder back to 1/4, and upsamples only its
-4 logits to the input size before ArgMax. About 0.3 G multiply-adds at 640x480 (the student: ~20 G).
+field of several hundred input pixels) and a light U-Net decoder back to 1/4; its 4 logits go out at
+that size (the run-time stage upsamples the probabilities). About 0.3 G multiply-adds at 640x480 (the student: ~20 G).
 
-Inputs follow the compose contract (`sage_ros/model/compose.py`): `fused_y` (N,1,H,W, the student's
-fused Y clamped to [0, 1]) and optionally `ir` / `vis_y` (the student's own inputs). The output is
-`class_ids` (N,H,W) uint8 with ArgMax in the graph. The same module trains on any input combination,
+Inputs: `fused_y` (N,1,H,W, the student's fused Y clamped to [0, 1]) and optionally `ir` / `vis_y`
+(the student's own inputs). Its graph (`sage_ros/graphs/seg_graph.py`) outputs class probabilities at a
+quarter of the input size; `sage_ros/pipeline/segmentation.py` turns them into class ids.
+The same module trains on any input combination,
 which is what the fused / visible / infrared experiment compares.
 
 Weights on disk: `.npz` (plain arrays, no pickle) + `.json` sidecar (architecture, classes, training); an

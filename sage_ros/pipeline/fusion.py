@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sage_ros.backends.base import FusionBackend
+from sage_ros.backends.base import BackendError, FusionBackend
 from sage_ros.image.imaging import (
     ImageInputError,
     check_pair_sizes,
@@ -156,6 +156,8 @@ class Student:
         """The running backend, started now if this is its first use."""
         with self._lock:
             if self._backend is None:
+                if self._make is None:
+                    raise BackendError(f"the {self.label} was closed")
                 self._backend = self._make()
                 log.info("%s started: %s", self.label, self._backend.description)
             return self._backend
@@ -190,8 +192,8 @@ class FusionPipeline:
     """Pre-process, run a student, post-process; class ids from the segmentation stage on request.
 
     student: the main student (a `Student` or a started backend), used at the RGB size and, without a
-    `reduced` one, below it. segmenter: callable (fused Y, IR), both HxW float32 at the RGB size -> class
-    ids, or None (no class ids). notes: start-up lines saying what was chosen and why.
+    `reduced` one, below it. segmenter: callable (fused Y at the RGB size, IR at the size it was fused at)
+    -> class ids at the RGB size, or None (no class ids). notes: start-up lines saying what was chosen and why.
     """
 
     def __init__(self, student: Student | FusionBackend, resolution: str | tuple[int, int] = DEFAULT_RESOLUTION,
@@ -245,7 +247,6 @@ class FusionPipeline:
             # The released pipeline, operation for operation (bit-identical to upstream's outputs).
             check_pair_sizes(ir_grey, vis)
             fused_y, inference_ms = self._run(self.student, vis.y, ir_grey)
-            ir_full = ir_grey
         else:
             if ir_grey.shape == rgb_hw:
                 ir_grey = resize_area(ir_grey, fhw)
@@ -258,15 +259,14 @@ class FusionPipeline:
             student = self.reduced or self.student
             fused_small, inference_ms = self._run(student, y_small, ir_grey)
             fused_y = upsample_with_detail(fused_small, vis.y, y_small, student.gain_for(fused_small, y_small))
-            ir_full = None  # brought to the RGB size only if segmentation asks for it
         result = FusionResult(fused_to_rgb8(fused_y, vis), fused_y, None, inference_ms, fhw)
         if self.segmenter is not None:
-            segmenter, ir_small = self.segmenter, ir_grey
+            # The IR as fused (at the fusion size below the RGB size): the stage resizes it straight to its
+            # working size, never through an RGB-size copy.
+            segmenter, ir_fused = self.segmenter, ir_grey
 
             def segment() -> np.ndarray:
-                ir_rgb = ir_full if ir_full is not None else \
-                    cv2.resize(ir_small, (rgb_hw[1], rgb_hw[0]), interpolation=cv2.INTER_LINEAR)
-                return segmenter(fused_y, ir_rgb)
+                return segmenter(fused_y, ir_fused)
 
             if classes:
                 result.class_ids = segment()

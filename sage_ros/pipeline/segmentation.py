@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.model.classes import ClassTable, class_table, table_from_json
+from sage_ros.model.classes import ClassTable, load_class_table
+from sage_ros.pipeline.fusion import resize_area
 
 WORKING_PIXELS = 640 * 480  # the MSRS frame the network was trained on
 # Below this class probability a pixel is background. Calibrated on the MSRS train split for precision
@@ -44,12 +45,11 @@ def working_size(rgb_hw: tuple[int, int], pixels: int = WORKING_PIXELS) -> tuple
 
 
 def resize_plane(plane: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A float32 plane at (height, width): pixel averaging to shrink, bilinear to enlarge."""
-    if plane.shape[:2] == tuple(hw):
-        return np.ascontiguousarray(plane, np.float32)
-    shrink = hw[0] * hw[1] < plane.shape[0] * plane.shape[1]
-    return cv2.resize(np.asarray(plane, np.float32), (hw[1], hw[0]),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    """A float32 plane at (height, width): pixel averaging to shrink (`fusion.resize_area`), bilinear to enlarge."""
+    plane = np.asarray(plane, np.float32)
+    if hw[0] * hw[1] <= plane.shape[0] * plane.shape[1]:
+        return np.ascontiguousarray(resize_area(plane, hw))
+    return cv2.resize(plane, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
 def ids_from_probabilities(probs: np.ndarray, out_hw: tuple[int, int], min_confidence: float = 0.0) -> np.ndarray:
@@ -110,7 +110,8 @@ class CpuGraph:
 
 
 class Segmenter:
-    """Callable (fused_y, ir) -> class ids (HxW uint8 at fused_y's size); both inputs HxW float32 in [0, 1].
+    """Callable (fused_y, ir) -> class ids (HxW uint8 at fused_y's size); both inputs HxW float32 in [0, 1],
+    each at any size of the same frame (each is resized straight to the working size).
 
     graph: the segmentation graph (inputs among fused_y / ir / vis_y, output `probs` (1, C, h/4, w/4)) with
     its JSON sidecar (inputs, classes). The runtime session starts on first use, so a node without mask
@@ -142,7 +143,7 @@ class Segmenter:
     @property
     def class_table(self) -> ClassTable:
         """The network's classes and colours (its sidecar's `classes`; the MSRS convention without)."""
-        return table_from_json(self.meta["classes"]) if self.meta.get("classes") else class_table("msrs")
+        return load_class_table(self.path)
 
     @property
     def runtime(self) -> str:
