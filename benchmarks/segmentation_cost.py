@@ -4,9 +4,10 @@
 
 For each backend (ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16 where the CPU has it) one pipeline is
 built by `build_pipeline` at `rgb` resolution; per size and round the student's call and the segmentation
-stage (working-scale resize, graph, probabilities back to the frame size, abstention) are timed in turn on
-the same frame, and the median of each is printed with the stage's cost as a ratio of the student's. The
-pair is a sample pair resized to the size (content matters little to the cost). Ratios, not absolute
+stage (working-scale resize, the released student at a quarter of it, the graph, probabilities back to the
+frame size, abstention) are timed in turn on the same frame, and the median of each is printed with the
+stage's cost as a ratio of the student's. The pair is a sample pair resized to the size (content matters
+little to the cost). Ratios, not absolute
 times, are what compare across machines: the CPU flags are printed with the table.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
+from sage_ros.image.imaging import visible_to_ycrcb  # noqa: E402
 from sage_ros.model.weights import fetch, sample_pairs  # noqa: E402
 from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
 
@@ -54,13 +56,13 @@ def main() -> int:
             ir = cv2.resize(ir0, (w, h), interpolation=cv2.INTER_AREA)
             vis = cv2.resize(vis0, (w, h), interpolation=cv2.INTER_AREA)
             result = pipeline.fuse(ir, vis, classes=True)  # warm-up: starts both sessions at this size
-            ir_f = ir.astype(np.float32) / 255.0
+            ir_f, vis_y = ir.astype(np.float32) / 255.0, visible_to_ycrcb(vis).y
             student, seg = [], []
             for _ in range(args.runs):
                 result = pipeline.fuse(ir, vis, classes=False)
                 student.append(result.inference_ms)
                 start = time.perf_counter()
-                pipeline.segmenter(result.fused_y, ir_f)
+                pipeline.segmenter(vis_y, ir_f)
                 seg.append((time.perf_counter() - start) * 1000.0)
             s_ms, g_ms = statistics.median(student), statistics.median(seg)
             print(f"| {label} | {w}x{h} | {s_ms:.0f} | {g_ms:.0f} | {g_ms / s_ms:.2f} |", flush=True)

@@ -24,7 +24,6 @@ from sage_ros.node.processing import (
     CAUSE_SIZE_MISMATCH,
     PairProcessor,
     classify_error,
-    cv_bridge_available,
 )
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, OK, WARN, NodeStats, RateMeter
@@ -194,8 +193,9 @@ def test_message_filters_adapter_pairs_like_ours():
 # --- pair processing with the real model ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def processor(checkpoint_path: Path, tmp_path_factory):
+    from harness import exported_student
+
     from sage_ros.backends import BackendConfig, create_backend
-    from sage_ros.devtools.harness import exported_student
     from sage_ros.pipeline import FusionPipeline
 
     onnx = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
@@ -249,26 +249,3 @@ def test_docs_name_every_parameter():
     assert not missing, f"docs/node.md does not mention {missing}"
 
 
-@pytest.mark.skipif(not cv_bridge_available(), reason="cv_bridge not installed (ROS distribution only, not on PyPI)")
-def test_cv_bridge_decoder_matches_ours():
-    from sensor_msgs.msg import Image
-
-    from sage_ros.image.encodings import decode_msg, fill_msg
-    from sage_ros.node.processing import cv_bridge_decoder
-
-    decode = cv_bridge_decoder()
-    rng = np.random.default_rng(9)
-    cases = [
-        (rng.integers(0, 65535, (6, 10), dtype=np.uint16), "mono16", True),
-        (rng.integers(0, 65535, (6, 10), dtype=np.uint16), "16UC1", False),
-        (rng.integers(0, 255, (6, 10, 3), dtype=np.uint8), "rgb8", False),
-        (rng.integers(0, 255, (6, 10, 4), dtype=np.uint8), "bgra8", False),
-        (rng.integers(0, 255, (6, 10, 2), dtype=np.uint8), "yuv422", False),
-        (rng.uniform(-5, 40, (6, 10)).astype(np.float32), "32FC1", False),
-    ]
-    for array, encoding, big in cases:
-        msg = fill_msg(Image(), encode_image(array, encoding, is_bigendian=big, row_padding=2))
-        np.testing.assert_array_equal(decode(msg), decode_msg(msg), err_msg=encoding)
-    nan = np.full((4, 4), np.nan, np.float32)
-    with pytest.raises(InvalidPixelsError):
-        decode(fill_msg(Image(), encode_image(nan, "32FC1")))

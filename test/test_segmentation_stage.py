@@ -33,12 +33,19 @@ def seg_graph() -> Path:
 
 
 @pytest.fixture(scope="module")
+def student_graph(checkpoint_path: Path) -> Path:
+    """The released student's fusion graph, exported from the fetched checkpoint as `sage-ros weights fetch` does."""
+    from sage_ros.model.model_files import ensure_onnx
+
+    return ensure_onnx(None, checkpoint_path)
+
+
+@pytest.fixture(scope="module")
 def scene(msrs_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A 640x360 (16:9) crop of a real pair: (fused Y, IR), float32 in [0, 1]. The fused image is the pixel-wise
-    maximum of the two, a fusion rule whose output is known without running a student."""
+    """A 640x360 (16:9) crop of a real pair: (visible Y, IR), float32 in [0, 1]."""
     ir = infrared_to_grey(cv2.imread(str(msrs_dir / "ir" / f"{PAIR}.png"), cv2.IMREAD_GRAYSCALE)[60:420])
     y = visible_to_ycrcb(cv2.imread(str(msrs_dir / "vi" / f"{PAIR}.png"), cv2.IMREAD_COLOR)[60:420]).y
-    return np.maximum(y, ir), ir
+    return y, ir
 
 
 # ---------------------------------------------------------------- the working scale
@@ -60,29 +67,29 @@ def test_working_size_examples():
     assert working_size((240, 320)) == (480, 640)  # a small frame is enlarged to the scale the network knows
 
 
-def test_resizing_inside_equals_running_on_a_pre_resized_input(seg_graph: Path, scene):
+def test_resizing_inside_equals_running_on_a_pre_resized_input(seg_graph: Path, student_graph: Path, scene):
     """A 1280x720 frame is segmented at the working size: the same class ids as the probabilities of the inputs
     resized there beforehand, brought to 1280x720 with the same threshold; the graph runs at about 640x480."""
-    fused, ir = (cv2.resize(p, (1280, 720), interpolation=cv2.INTER_LINEAR) for p in scene)
-    segmenter = Segmenter(seg_graph, runtime="onnxruntime", threads=1)
+    vis, ir = (cv2.resize(p, (1280, 720), interpolation=cv2.INTER_LINEAR) for p in scene)
+    segmenter = Segmenter(seg_graph, student_graph, runtime="onnxruntime", threads=1)
     hw = working_size((720, 1280))
     for threshold in (segmenter.min_confidence, 0.0, 0.9):
         segmenter.min_confidence = threshold
-        ids = segmenter(fused, ir)
-        probs = segmenter.probabilities(resize_plane(fused, hw), resize_plane(ir, hw))
+        ids = segmenter(vis, ir)
+        probs = segmenter.probabilities(resize_plane(vis, hw), resize_plane(ir, hw))
         assert probs.shape == (len(segmenter.class_table.names), hw[0] // 4, hw[1] // 4)
         assert ids.shape == (720, 1280) and ids.dtype == np.uint8
         assert np.array_equal(ids, ids_from_probabilities(probs, (720, 1280), threshold)), threshold
     # The probabilities of the full-size frame are on the same grid: the camera's resolution is not the cost.
-    assert segmenter.probabilities(fused, ir).shape == probs.shape
+    assert segmenter.probabilities(vis, ir).shape == probs.shape
     segmenter.min_confidence = 0.0
-    assert len(np.unique(segmenter(fused, ir))) >= 2  # objects found: ids that are all 0 would prove nothing
+    assert len(np.unique(segmenter(vis, ir))) >= 2  # objects found: ids that are all 0 would prove nothing
 
 
-def test_the_same_scene_at_two_camera_resolutions_gets_the_same_masks(seg_graph: Path, scene):
+def test_the_same_scene_at_two_camera_resolutions_gets_the_same_masks(seg_graph: Path, student_graph: Path, scene):
     """640x360 and 1280x720 frames of one scene both run at 740x416: their masks agree (measured: 99.7 % of the
     pixels, 98.9 % of the pixels either calls an object), up to the resampling of the inputs."""
-    segmenter = Segmenter(seg_graph, runtime="onnxruntime", threads=1)
+    segmenter = Segmenter(seg_graph, student_graph, runtime="onnxruntime", threads=1)
     small = segmenter(*scene)
     big = segmenter(*(cv2.resize(p, (1280, 720), interpolation=cv2.INTER_LINEAR) for p in scene))
     big = cv2.resize(big, (640, 360), interpolation=cv2.INTER_NEAREST)
@@ -146,36 +153,38 @@ def _sidecar(graph: Path, **meta) -> Path:
     return graph
 
 
-def test_graphs_that_are_missing_foreign_or_corrupt_are_refused(tmp_path: Path, seg_graph: Path):
+def test_graphs_that_are_missing_foreign_or_corrupt_are_refused(tmp_path: Path, seg_graph: Path, student_graph: Path):
     with pytest.raises(SegmentationError, match="does not exist"):
-        Segmenter(tmp_path / "none.onnx")
+        Segmenter(tmp_path / "none.onnx", student_graph)
+    with pytest.raises(SegmentationError, match="student graph .* does not exist"):
+        Segmenter(seg_graph, tmp_path / "no_student.onnx")
     no_sidecar = tmp_path / "bare.onnx"
     no_sidecar.write_bytes(seg_graph.read_bytes())
     with pytest.raises(SegmentationError, match="unreadable sidecar"):
-        Segmenter(no_sidecar)
+        Segmenter(no_sidecar, student_graph)
     # A graph of the earlier kind (class ids out, at the input size): not a probability graph, rebuild it.
     ids_graph = _sidecar(tmp_path / "ids.onnx", outputs=["class_ids"])
     ids_graph.write_bytes(seg_graph.read_bytes())
-    with pytest.raises(SegmentationError, match="not a probability graph"):
-        Segmenter(ids_graph)
+    with pytest.raises(SegmentationError, match="not a probability graph.*weights fetch"):
+        Segmenter(ids_graph, student_graph)
     other_inputs = _sidecar(tmp_path / "rgb.onnx", inputs=["rgb"])
     other_inputs.write_bytes(seg_graph.read_bytes())
     with pytest.raises(SegmentationError, match="not a probability graph"):
-        Segmenter(other_inputs)
+        Segmenter(other_inputs, student_graph)
     with pytest.raises(SegmentationError, match="min_confidence"):
-        Segmenter(seg_graph, min_confidence=1.0)
+        Segmenter(seg_graph, student_graph, min_confidence=1.0)
     # A damaged file with a valid sidecar is refused when the session starts (on first use), by every runtime.
     corrupt = _sidecar(tmp_path / "corrupt.onnx")
     corrupt.write_bytes(b"not a graph at all")
     plane = np.zeros((48, 64), np.float32)
     for runtime in ("onnxruntime", "auto"):
-        segmenter = Segmenter(corrupt, runtime=runtime)
+        segmenter = Segmenter(corrupt, student_graph, runtime=runtime)
         with pytest.raises(SegmentationError, match="could not be loaded"):
             segmenter(plane, plane)
 
 
-def test_the_session_starts_on_first_use_and_the_classes_come_from_the_sidecar(seg_graph: Path):
-    segmenter = Segmenter(seg_graph, runtime="onnxruntime", threads=1)
+def test_the_session_starts_on_first_use_and_the_classes_come_from_the_sidecar(seg_graph: Path, student_graph: Path):
+    segmenter = Segmenter(seg_graph, student_graph, runtime="onnxruntime", threads=1)
     assert segmenter.runtime.endswith("(not started)")
     assert segmenter.class_table.names[:4] == ("unlabelled", "car", "person", "bike")
     plane = np.full((60, 80), 0.5, np.float32)

@@ -44,8 +44,6 @@ from sage_ros.node.outputs import OutputPublishers, image_msg
 from sage_ros.node.processing import (
     PairProcessor,
     classify_error,
-    cv_bridge_available,
-    cv_bridge_decoder,
 )
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, Health, NodeStats
@@ -133,20 +131,17 @@ class FusionNode(LifecycleNode):
             log.error(f"configure failed: could not start backend {settings['backend']!r}: {exc}")
             return TransitionCallbackReturn.FAILURE
         self.settings, self.pipeline = settings, pipeline
-        use_bridge = settings["use_cv_bridge"] and cv_bridge_available()
         self.processor = PairProcessor(
             pipeline,
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
-            decoder=cv_bridge_decoder() if use_bridge else decode_msg,
+            decoder=decode_msg,
         )
         self.class_table = pipeline.segmenter.class_table if pipeline.segmenter is not None else None
         # Never a new NodeStats: totals stay monotonic over cleanup/configure (see docs/node.md).
         self.stats.configure(settings["diagnostics.latency_window"], settings["diagnostics.stale_timeout"])
         self._diagnostics = DiagnosticsPublisher(self, settings["diagnostics.period"], self._diagnostic_status)
-        decoder = "cv_bridge" if use_bridge else "sage_ros.image.encodings (cv_bridge " + (
-            "disabled)" if cv_bridge_available() else "not installed)")
-        log.info(f"configured: backend {settings['backend']}; {'; '.join(pipeline.notes)}; decoding with {decoder}")
+        log.info(f"configured: backend {settings['backend']}; {'; '.join(pipeline.notes)}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -7,19 +7,16 @@ zero border a homography warp adds), then registered onto the RGB grid, then fus
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sage_ros.image.encodings import (  # _LAYOUTS: the pixel sizes cv_bridge would assume
-    _LAYOUTS,
+from sage_ros.image.encodings import (
     THERMAL_ENCODINGS,
     InvalidPixelsError,
     UnsupportedEncodingError,
-    check_fields,
     decode_msg,
     to_bgr8,
 )
@@ -38,7 +35,7 @@ CAUSE_BAD_INPUT = "bad_input"
 
 def classify_error(exc: Exception) -> str:
     """Map an input exception to a diagnostics drop cause."""
-    from sage_ros.image.encodings import InvalidPixelsError, MalformedImageError
+    from sage_ros.image.encodings import MalformedImageError
 
     if isinstance(exc, UnsupportedEncodingError):
         return CAUSE_ENCODING
@@ -49,65 +46,6 @@ def classify_error(exc: Exception) -> str:
     if isinstance(exc, RegistrationError):
         return CAUSE_SIZE_MISMATCH
     return CAUSE_BAD_INPUT
-
-
-def cv_bridge_available() -> bool:
-    try:
-        return importlib.util.find_spec("cv_bridge") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def cv_bridge_problem(encoding: str, step: int, is_bigendian: bool) -> str | None:
-    """Why upstream cv_bridge would decode this image wrongly, or None when it decodes it right.
-
-    cv_bridge's `imgmsg_to_cv2` takes the row width as step / itemsize / channels, so a row padding
-    that is not a multiple of the pixel size gives a sheared image with no error (rgb8 with 2 bytes
-    of padding, mono16 with 1). Under NumPy >= 2 it raises on every big-endian multi-byte image (it
-    calls ndarray.newbyteorder, removed in NumPy 2). The node decodes those with sage_ros.image.encodings.
-    """
-    try:
-        layout = _LAYOUTS[encoding]
-    except (KeyError, TypeError):
-        return None  # unknown to us: check_fields has already refused it
-    itemsize = np.dtype(layout.dtype).itemsize
-    pixel = itemsize * layout.channels
-    if step % pixel:
-        return f"step {step} is not a multiple of the {pixel}-byte {encoding} pixel: cv_bridge would shear rows"
-    if is_bigendian and itemsize > 1 and int(np.__version__.split(".")[0]) >= 2:
-        return f"big-endian {encoding} under NumPy {np.__version__}: cv_bridge raises (ndarray.newbyteorder)"
-    return None
-
-
-def cv_bridge_decoder() -> Callable[[Any], np.ndarray]:
-    """A decoder that uses cv_bridge (ROS installs) with the same checks and output as `decode_msg`.
-
-    Our field validation runs first (clear errors for truncated data or bad steps), cv_bridge's
-    passthrough conversion does the decoding, and encodings it does not know (older releases lack
-    the yuv422 aliases) fall back to `decode_msg`. Never cv_bridge's mono16->mono8 scaling.
-    """
-    from cv_bridge import CvBridge
-
-    bridge = CvBridge()
-
-    def decode(msg: Any) -> np.ndarray:
-        check_fields(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
-        if cv_bridge_problem(msg.encoding, msg.step, bool(msg.is_bigendian)):
-            return decode_msg(msg)  # cv_bridge would shear the image or raise: ours is right
-        try:
-            image = bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
-        except Exception:  # noqa: BLE001 - CvBridgeError or TypeError for unknown encodings
-            return decode_msg(msg)
-        image = np.array(image, dtype=image.dtype.newbyteorder("="), copy=True)
-        if msg.encoding == "32FC1" and not np.isfinite(image).all():
-            bad = int((~np.isfinite(image)).sum())
-            raise InvalidPixelsError(
-                f"32FC1 image has {bad} NaN/inf pixels of {image.size}: the camera reports invalid "
-                "temperatures; fix the driver or mask them before fusion"
-            )
-        return image
-
-    return decode
 
 
 def scale_homography(h: np.ndarray, rgb_hw: tuple[int, int], grid_hw: tuple[int, int]) -> np.ndarray:

@@ -52,7 +52,6 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
     ParamSpec("engine_dir", "", "TensorRT: engine cache folder"),
-    ParamSpec("use_cv_bridge", True, "decode with cv_bridge when installed (false: always sage_ros.image.encodings)"),
     ParamSpec("frame_id", "", "output frame_id override; empty keeps the RGB header's frame_id"),
     ParamSpec("sync.slop", 0.03, "max stamp difference (s) for a thermal/RGB pair"),
     ParamSpec("sync.queue_size", 10, "messages kept per input while waiting for a partner"),

@@ -8,8 +8,9 @@ Choices made here, each with a start-up note saying what and why (`FusionPipelin
   (`fast`), or a user's ONNX file; on which backend and precision;
 - below the RGB size: the scale-adapted student in place of the released one (`scale_adapted`), only when
   the main student IS the released one (judged by provenance) and no explicit TensorRT engine was given;
-- segmentation: the shipped network's graph after fusion at its working scale, with abstention below
-  `min_confidence`, on the CPU runtime beside the student's backend; or none.
+- segmentation: the shipped network's graph at its working scale, on the released student's fusion made
+  there (so the same masks for every student), with abstention below `min_confidence`, on the CPU runtime
+  beside the student's backend; or none.
 Students and the segmentation session start on first use, so a rig that fuses at one size loads one model
 and a node without mask subscribers loads no segmentation; the model files are checked here, at once.
 """
@@ -161,12 +162,14 @@ def reduced_student(settings: PipelineSettings, config: BackendConfig,
 
 
 def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmenter:
-    """The shipped segmentation network after fusion, on the student backend's own CPU runtime where it is one
-    (OpenVINO, ONNX Runtime), else the best CPU runtime (beside TensorRT or torch)."""
+    """The shipped segmentation network (with the released student that makes its fused input), on the student
+    backend's own CPU runtime where it is one (OpenVINO, ONNX Runtime), else the best CPU runtime (beside
+    TensorRT or torch)."""
     import importlib.util
 
     from sage_ros.backends import resolve_precision
-    from sage_ros.model.model_files import ensure_seg_graph
+    from sage_ros.model.model_files import ensure_onnx, ensure_seg_graph
+    from sage_ros.paths import default_checkpoint, default_onnx
 
     runtime = config.name if config.name in ("openvino", "onnxruntime") else "auto"
     precision = "fp32"
@@ -174,7 +177,11 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
     on_openvino = runtime == "openvino" or (runtime == "auto" and importlib.util.find_spec("openvino") is not None)
     if on_openvino and config.precision in ("auto", "bf16"):
         precision = resolve_precision("openvino", config.precision)[0]
-    return Segmenter(ensure_seg_graph(), runtime, settings.threads, precision, settings.min_confidence)
+    if not default_checkpoint().is_file() and not default_onnx().is_file():
+        raise PipelineError("masks need the released student (it makes the segmentation network's input): run "
+                            "`sage-ros weights fetch`, or turn segmentation off")
+    return Segmenter(ensure_seg_graph(), ensure_onnx(), runtime, settings.threads, precision,
+                     settings.min_confidence)
 
 
 def build_pipeline(settings: PipelineSettings,
@@ -198,7 +205,8 @@ def build_pipeline(settings: PipelineSettings,
              f"{_resolution_text(settings.resolution)}"]
     if reduced_why:
         notes.append(reduced_why)
-    notes.append(f"segmentation: {segmenter.path.name} after fusion at ~{segmenter.working_pixels} px, "
+    notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
+                 f"student's fusion there, "
                  f"min confidence {segmenter.min_confidence:g}" if segmenter else "segmentation: off")
     for note in notes:
         log.info("%s", note)

@@ -14,7 +14,7 @@ size (folder pairs, MSRS), `thermal` and `rgb` are the same thing.
 Below the RGB size the pipeline runs its `reduced` student when it has one (the scale-adapted student,
 sage_ros/model/scale_student.py); at the RGB size always its main student. Each is started on first use,
 so a rig that only ever fuses at one size loads one model. Class ids come from the segmentation stage
-(sage_ros/pipeline/segmentation.py) run on the final fused Y at the RGB size, whatever student fused it.
+(sage_ros/pipeline/segmentation.py) on the registered pair, the same whatever student fused it.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ class FusionPipeline:
     """Pre-process, run a student, post-process; class ids from the segmentation stage on request.
 
     student: the main student (a `Student` or a started backend), used at the RGB size and, without a
-    `reduced` one, below it. segmenter: callable (fused Y at the RGB size, IR at the size it was fused at)
+    `reduced` one, below it. segmenter: callable (visible Y at the RGB size, IR at the size it was fused at)
     -> class ids at the RGB size, or None (no class ids). notes: start-up lines saying what was chosen and why.
     """
 
@@ -263,10 +263,10 @@ class FusionPipeline:
         if self.segmenter is not None:
             # The IR as fused (at the fusion size below the RGB size): the stage resizes it straight to its
             # working size, never through an RGB-size copy.
-            segmenter, ir_fused = self.segmenter, ir_grey
+            segmenter, vis_y, ir_fused = self.segmenter, vis.y, ir_grey
 
             def segment() -> np.ndarray:
-                return segmenter(fused_y, ir_fused)
+                return segmenter(vis_y, ir_fused)
 
             if classes:
                 result.class_ids = segment()

@@ -1,14 +1,16 @@
-"""Class ids from the segmentation network, always its own graph, run after fusion on the final fused image.
+"""Class ids from the segmentation network, always its own graph, whatever student fused the published image.
 
-Why after fusion and at a fixed working scale: the network learned objects at MSRS's scale (640x480
-frames). It reads the final fused Y (at the RGB size, detail layer included) and the registered IR, both
-resized to the working size (the RGB frame's aspect with about `WORKING_PIXELS` pixels, whatever the
-camera's resolution), and returns class probabilities at a quarter of that size. They are brought back
-to the RGB size by bilinear interpolation, and each pixel takes its most probable class unless that
-probability is below `min_confidence` (abstention): then it is background. So every student, at every
-fusion resolution, gets the same masks for the same fused image, and a 1280x720 camera pays for 640x480.
+The network learned objects at MSRS's scale (640x480 frames) on the released student's fusion, and it
+averages its inputs down by 4 before anything else. So the stage makes that input itself: the visible Y
+and the registered IR are resized to the working size (the RGB frame's aspect with about
+`WORKING_PIXELS` pixels, whatever the camera's resolution), the released student fuses them at a quarter
+of that size (160x120 for 640x480: about 1/17 of its cost at 640x512), and the network returns class
+probabilities on that grid. They are brought back to the RGB size by bilinear interpolation, and each
+pixel takes its most probable class unless that probability is below `min_confidence` (abstention): then
+it is background. So every student (released, fast, scale-adapted, a user's own), at every fusion
+resolution, gets the same masks for the same pair, and a 1280x720 camera pays for 640x480.
 
-The graph runs on a CPU runtime (OpenVINO, else ONNX Runtime), beside whatever backend runs the student,
+Both graphs run on a CPU runtime (OpenVINO, else ONNX Runtime), beside whatever backend runs the student,
 TensorRT included (docs/jetson.md says why). Torch-free.
 """
 
@@ -110,19 +112,22 @@ class CpuGraph:
 
 
 class Segmenter:
-    """Callable (fused_y, ir) -> class ids (HxW uint8 at fused_y's size); both inputs HxW float32 in [0, 1],
-    each at any size of the same frame (each is resized straight to the working size).
+    """Callable (vis_y, ir) -> class ids (HxW uint8 at vis_y's size); both inputs HxW float32 in [0, 1], each at
+    any size of the same registered frame (each is resized straight to the working size).
 
-    graph: the segmentation graph (inputs among fused_y / ir / vis_y, output `probs` (1, C, h/4, w/4)) with
-    its JSON sidecar (inputs, classes). The runtime session starts on first use, so a node without mask
-    subscribers never loads it; the file and its sidecar are checked here.
+    graph: the segmentation graph (inputs among fused_y / ir / vis_y, output `probs` (1, C, h/4, w/4)) with its
+    JSON sidecar (inputs, classes). student: the released student's fusion graph (vis_y, ir -> fused_y), which
+    makes the network's fused input. The sessions start on first use, so a node without mask subscribers never
+    loads them; the files and the sidecar are checked here.
     """
 
-    def __init__(self, graph: str | Path, runtime: str = "auto", threads: int = 0, precision: str = "fp32",
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, working_pixels: int = WORKING_PIXELS) -> None:
-        self.path = Path(graph)
-        if not self.path.is_file():
-            raise SegmentationError(f"segmentation graph {self.path} does not exist")
+    def __init__(self, graph: str | Path, student: str | Path, runtime: str = "auto", threads: int = 0,
+                 precision: str = "fp32", min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 working_pixels: int = WORKING_PIXELS) -> None:
+        self.path, self.student = Path(graph), Path(student)
+        for what, path in (("segmentation graph", self.path), ("student graph", self.student)):
+            if not path.is_file():
+                raise SegmentationError(f"{what} {path} does not exist (`sage-ros weights fetch` builds it)")
         try:
             meta = json.loads(self.path.with_suffix(".json").read_text())
             self.inputs = [str(n) for n in meta["inputs"]]
@@ -137,7 +142,7 @@ class Segmenter:
         self.min_confidence = float(min_confidence)
         self.working_pixels = int(working_pixels)
         self._options = (runtime, threads, precision)
-        self._graph: CpuGraph | None = None
+        self._graphs: tuple[CpuGraph, CpuGraph] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -147,31 +152,36 @@ class Segmenter:
 
     @property
     def runtime(self) -> str:
-        return self._graph.runtime if self._graph is not None else f"{self._options[0]} (not started)"
+        return self._graphs[0].runtime if self._graphs is not None else f"{self._options[0]} (not started)"
 
-    def _session(self) -> CpuGraph:
+    def _sessions(self) -> tuple[CpuGraph, CpuGraph]:
         with self._lock:
-            if self._graph is None:
+            if self._graphs is None:
                 try:
-                    self._graph = CpuGraph(self.path, *self._options)
+                    self._graphs = (CpuGraph(self.path, *self._options), CpuGraph(self.student, *self._options))
                 except SegmentationError:
                     raise
                 except Exception as exc:  # the runtimes raise their own types for a bad file
-                    raise SegmentationError(f"segmentation graph {self.path} could not be loaded: {exc}") from exc
-            return self._graph
+                    raise SegmentationError(f"segmentation graphs {self.path.name} + {self.student.name} could "
+                                            f"not be loaded: {exc}") from exc
+            return self._graphs
 
-    def probabilities(self, fused_y: np.ndarray, ir: np.ndarray, vis_y: np.ndarray | None = None) -> np.ndarray:
+    def probabilities(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
         """(C, h, w) class probabilities at a quarter of the working size."""
-        hw = working_size(fused_y.shape, self.working_pixels)
-        planes = {"fused_y": fused_y, "ir": ir, "vis_y": vis_y}
-        if any(planes[name] is None for name in self.inputs):
-            raise SegmentationError(f"the segmentation graph needs {self.inputs}")
-        feeds = {name: resize_plane(planes[name], hw)[None, None] for name in self.inputs}
-        return np.asarray(self._session().run(feeds)[0], np.float32)[0]
+        hw = working_size(vis_y.shape, self.working_pixels)
+        low = (hw[0] // _SIDE_MULTIPLE, hw[1] // _SIDE_MULTIPLE)
+        network, student = self._sessions()
+        vis_w, ir_w = resize_plane(vis_y, hw), resize_plane(ir, hw)
+        fused = student.run({"vis_y": resize_area(vis_w, low)[None, None], "ir": resize_area(ir_w, low)[None, None]})
+        # Each fused pixel repeated over its 4x4 block: the network's first average pool gives it back exactly.
+        fused_w = np.repeat(np.repeat(np.clip(fused[0][0, 0], 0.0, 1.0), _SIDE_MULTIPLE, 0), _SIDE_MULTIPLE, 1)
+        planes = {"fused_y": fused_w, "ir": ir_w, "vis_y": vis_w}
+        feeds = {name: np.ascontiguousarray(planes[name], np.float32)[None, None] for name in self.inputs}
+        return np.asarray(network.run(feeds)[0], np.float32)[0]
 
-    def __call__(self, fused_y: np.ndarray, ir: np.ndarray, vis_y: np.ndarray | None = None) -> np.ndarray:
-        return ids_from_probabilities(self.probabilities(fused_y, ir, vis_y), fused_y.shape, self.min_confidence)
+    def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
+        return ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence)
 
     def close(self) -> None:
         with self._lock:
-            self._graph = None
+            self._graphs = None
