@@ -10,7 +10,10 @@ One process, one run:
    ratio per metric (acceptance: >= 0.97 on each), and the PSNR of the fast student's fused Y (8-bit)
    against the released student's.
 
-    python benchmarks/fast_student.py [--fast-npz runs/fast/fast_student.npz] [--out results.md]
+    python benchmarks/fast_student.py [--fast-npz runs/fast/fast_student.npz] [--out results.md] [--record]
+
+--record writes the quality result (all eval pairs) into the fast student's JSON sidecar as
+`quality_vs_released`: what `model: auto` reads before it lets the fast student replace the released one.
 """
 
 from __future__ import annotations
@@ -147,6 +150,23 @@ def quality(models: dict[str, dict], msrs: Path, threads: int, limit: int | None
     }
 
 
+def record(report: dict, fast_onnx: Path, limit: int | None) -> None:
+    """The quality result into the fast student's sidecar, for `model: auto` (model_variants.choose_variant)."""
+    q = report.get("quality")
+    if not q or limit:
+        raise SystemExit("--record needs the quality run on every eval pair (no --skip-quality, no --limit)")
+    sidecar = fast_onnx.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["quality_vs_released"] = {
+        "split": "MSRS eval", "pairs": q["pairs"], "psnr_db_mean": round(q["psnr_db_mean"], 2),
+        "psnr_db_min": round(q["psnr_db_min"], 2), "metrics_within_3pct": all(q["within_3pct"].values()),
+        "ratio": {k: round(v, 4) for k, v in q["ratio"].items()},
+        "measured_by": "benchmarks/fast_student.py --record (onnxruntime fp32, 640x480)", "cpu": report["cpu"],
+    }
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"recorded in {sidecar}")
+
+
 def markdown(report: dict) -> str:
     lines = [f"CPU: {report['cpu']}; threads {report['threads']}; load average at start {report['load']}", ""]
     if report.get("cost"):
@@ -196,6 +216,8 @@ def main() -> int:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here (and .json beside it)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the quality result into the fast ONNX's JSON sidecar (model: auto reads it)")
     args = parser.parse_args()
     for path, what in ((args.checkpoint, "released checkpoint"), (args.fast_npz, "fast student weights")):
         if not path.is_file():
@@ -222,6 +244,8 @@ def main() -> int:
             report["quality"] = quality(models, args.msrs, args.threads, args.limit)
     text = markdown(report)
     print(text)
+    if args.record:
+        record(report, args.fast_onnx or REPO / "sage_ros/data/fast_student.onnx", args.limit)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

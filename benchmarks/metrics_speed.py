@@ -57,7 +57,7 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     a, b, source = load_pair()
     f = (a.astype(np.float64) + b) / 2.0  # any fused image: cost does not depend on content
-    m.fusion_metrics(a, b, f)  # warm-up (imports scikit-image)
+    m.FusionScorer(a, b).score(f)  # warm-up (imports scikit-image)
     print(
         f"pair: {source}, {a.shape[1]}x{a.shape[0]}, OpenCV threads {args.threads}, "
         f"best CPU time of {args.repeat} runs"
@@ -75,10 +75,10 @@ def main() -> None:
     }
     for name, fn in single.items():
         print(f"  {name:5s} {best_ms(fn, args.repeat):8.1f} ms")
-    one = best_ms(lambda: m.fusion_metrics(a, b, f), args.repeat)
+    one = best_ms(lambda: m.FusionScorer(a, b).score(f), args.repeat)
     print(f"all nine metrics, one fused image: {one:.1f} ms")
     fused_images = [f] + [make(a, b) for make in BASELINES.values()]
-    independent = best_ms(lambda: [m.fusion_metrics(a, b, x) for x in fused_images], args.repeat)
+    independent = best_ms(lambda: [m.FusionScorer(a, b).score(x) for x in fused_images], args.repeat)
     shared = best_ms(lambda: score_methods(a, b, f), args.repeat)
     print(
         f"eval-bag pair (SAGE + {len(BASELINES)} baselines): independent {independent:.1f} ms, "

@@ -40,9 +40,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # the DDS harness, test/harness.py
+
+from harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 
 from sage_ros.cpu_features import read_cpu_features  # noqa: E402
-from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
 from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.image.registration import Registration  # noqa: E402
 from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402

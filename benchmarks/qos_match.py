@@ -27,14 +27,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # the DDS harness, test/harness.py
 
-from sage_ros.devtools.harness import (  # noqa: E402
+from harness import (  # noqa: E402
     NodeProcess,
     Probe,
     exported_student,
     local_dds_env,
     pick_domain_id,
 )
+
 from sage_ros.image.encodings import encode_image  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))

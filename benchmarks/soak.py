@@ -29,14 +29,16 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))  # the DDS harness, test/harness.py
 
-from sage_ros.devtools.harness import (  # noqa: E402
+from harness import (  # noqa: E402
     NodeProcess,
     Probe,
     exported_student,
     pick_domain_id,
     restrict_dds_to_host,
 )
+
 from sage_ros.image.encodings import encode_image  # noqa: E402
 
 OFFICIAL = REPO.parent / "shared" / "sage_official"

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_fetch import MirrorOnlyError, fetch_data
+from harness import pick_domain_id, restrict_dds_to_host
 
-from sage_ros.devtools.harness import pick_domain_id, restrict_dds_to_host
 from sage_ros.model.weights import CHECKPOINT, FetchError, fetch
 from sage_ros.paths import DATA_MIRROR_ENV, MIRROR_ENV
 
@@ -118,7 +118,7 @@ def warm_people_frames():
 
 def _warm_people_frames(count: int, seed: int) -> list:
     """Warm upright rectangles (people) on a noisy background at 160x120, boxes in normalised units."""
-    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.data import LowFrame
 
     rng = np.random.default_rng(seed)
     frames = []
@@ -134,8 +134,8 @@ def _warm_people_frames(count: int, seed: int) -> list:
 @pytest.fixture(scope="session")
 def box_split():
     """frames -> SplitData whose boxes are the frames' own, in pixels of a 640x480 image (calibration)."""
-    from sage_ros.training.segmentation.boxes import Box
-    from sage_ros.training.segmentation.net_experiment import SplitData
+    from sage_ros.evaluation.boxes import Box
+    from sage_ros.training.segmentation.data import SplitData
 
     def split(frames: list) -> SplitData:
         boxes = [[Box(int(b[0]), int(b[1] * 640), int(b[2] * 480), int(b[3] * 640), int(b[4] * 480)) for b in f.boxes]

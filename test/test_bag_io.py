@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stamp_of
 from sage_ros.bags.dataset_bag import GT_TOPIC, RGB_TOPIC, THERMAL_TOPIC, MakeBagOptions, write_dataset_bag
-from sage_ros.bags.messages import deserialize
+from sage_ros.bags.messages import deserialize, image_message, stamp_of
+from sage_ros.bags.reader import BagReadError, open_bag
+from sage_ros.bags.writer import BagWriter
 from sage_ros.cli import main as cli_main
 from sage_ros.image.encodings import decode_msg
 from sage_ros.pairing.datasets import DatasetError, discover
@@ -204,8 +205,9 @@ def test_sqlite_row_with_garbage_data_is_still_listed(tmp_path):
 
 
 def test_compressed_images_decode_with_their_depth():
-    from sage_ros.bags import COMPRESSED_TYPE, compressed_image_message, decode_any
-    from sage_ros.bags.messages import serialize
+    from harness import compressed_image_message
+
+    from sage_ros.bags.messages import COMPRESSED_TYPE, decode_any, serialize
 
     counts = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 80 + 1000
     msg = compressed_image_message(counts, "png", 5, "thermal")

@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from sage_ros.bags import BagWriter, image_message, open_bag, stamp_of
-from sage_ros.bags.messages import deserialize
+from sage_ros.bags.messages import deserialize, image_message, stamp_of
+from sage_ros.bags.reader import open_bag
+from sage_ros.bags.writer import BagWriter
 from sage_ros.cli import main as cli_main
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.image.encodings import decode_msg
@@ -310,7 +311,9 @@ def test_thermal_offset_pairs_the_right_frames(models, tmp_path):
 
 def test_compressed_image_topics(models, tmp_path):
     """image_transport 'compressed' recordings: PNG is lossless, so the fused output matches exactly."""
-    from sage_ros.bags import COMPRESSED_TYPE, compressed_image_message
+    from harness import compressed_image_message
+
+    from sage_ros.bags.messages import COMPRESSED_TYPE
 
     crops = _crops(count=3)
     bag = tmp_path / "bag"

@@ -16,10 +16,17 @@ import cv2
 import numpy as np
 import pytest
 
-from sage_ros.bags import BOXES_TOPIC, DETECTIONS_TYPE, PAIR_NAME_TOPIC, BagWriter, open_bag, stamp_of
 from sage_ros.bags.dataset_bag import RGB_TOPIC, MakeBagOptions, write_dataset_bag
-from sage_ros.bags.detections import decode_detections, detections_message
-from sage_ros.bags.messages import deserialize, image_message
+from sage_ros.bags.detections import (
+    BOXES_TOPIC,
+    DETECTIONS_TYPE,
+    PAIR_NAME_TOPIC,
+    decode_detections,
+    detections_message,
+)
+from sage_ros.bags.messages import deserialize, image_message, stamp_of
+from sage_ros.bags.reader import open_bag
+from sage_ros.bags.writer import BagWriter
 from sage_ros.cli import main as cli_main
 from sage_ros.evaluation.components import (
     MSRS_YOLO_TO_ID,

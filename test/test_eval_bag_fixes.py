@@ -15,14 +15,15 @@ from sage_ros.cli import build_parser
 from sage_ros.cli import main as cli_main
 
 pytest.importorskip("rosbags", reason="bags need rosbags (pip install -e '.[eval]')")
-from sage_ros.bags import BagWriter, image_message  # noqa: E402
+from sage_ros.bags.messages import image_message  # noqa: E402
+from sage_ros.bags.writer import BagWriter  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
 
 
 @pytest.fixture(scope="module")
 def model(checkpoint_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sage_ros.devtools.harness import exported_student
+    from harness import exported_student
 
     return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sage_ros.evaluation.compare import compare, main, markdown_table
-from sage_ros.evaluation.report import latency_summary
+from sage_ros.evaluation.compare import compare, main
+from sage_ros.evaluation.report import latency_summary, markdown_table
 
 
 @pytest.fixture()

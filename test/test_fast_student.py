@@ -133,7 +133,7 @@ def test_node_settings_select_the_fast_student(tmp_path, monkeypatch):
     assert fast.pipeline.model == "fast"
     config = student_config(fast.pipeline)
     assert config.onnx_path == fast_onnx() and config.weights_path == fast_weights()
-    assert NodeSettings(values).pipeline.model == "sage"
+    assert NodeSettings(values).pipeline.model == "auto"
     # model_path wins over the variant
     with_path = NodeSettings(dict(values, **{"model.variant": "fast", "model_path": "/x/m.onnx"}))
     assert with_path.pipeline.model == "/x/m.onnx"
@@ -201,8 +201,8 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
         assert torch.equal(value, second.student.state_dict()[key]), key
     with (tmp_path / "b" / "metrics.csv").open() as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 9))
-    npz, onnx_path = second.finish()
-    assert load_fast_student(npz).arch == cfg.arch and onnx_path.is_file()
+    npz, onnx_path, sidecar = second.finish()
+    assert load_fast_student(npz).arch == cfg.arch and onnx_path.is_file() and sidecar.is_file()
 
 
 # ---------------------------------------------------------------------------------------------- node
@@ -210,7 +210,8 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
 
 def test_node_runs_the_fast_student(msrs_dir, tmp_path, monkeypatch):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
-    from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id
+    from harness import NodeProcess, Probe, pick_domain_id
+
     from sage_ros.pipeline import PipelineSettings, build_pipeline
 
     monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))  # the node child inherits it
@@ -240,9 +241,10 @@ def test_node_runs_the_fast_student(msrs_dir, tmp_path, monkeypatch):
 
 
 def test_distillation_refuses_a_gpu_it_does_not_have(checkpoint_path, msrs_dir, tmp_path):
-    from sage_ros.training.distill_student import DistillConfig, Distiller, DistillError
+    from sage_ros.training.distill_student import DistillConfig, Distiller
+    from sage_ros.training.loop import TrainingError
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present: nothing to refuse")
-    with pytest.raises(DistillError, match="no CUDA GPU"):
+    with pytest.raises(TrainingError, match="no CUDA GPU"):
         Distiller(DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir)), tmp_path, device="cuda")

@@ -212,7 +212,7 @@ def _random_case(rng: np.random.Generator) -> SimpleNamespace:
 def test_hundreds_of_malformed_messages_over_dds_are_counted_by_cause_and_survived(tmp_path_factory,
                                                                                    checkpoint_path: Path):
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
-    from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id
+    from harness import NodeProcess, Probe, exported_student, pick_domain_id
 
     model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     domain = pick_domain_id(41)

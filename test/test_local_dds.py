@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from sage_ros.devtools.harness import LOCAL_DDS_ENV, NodeProcess, local_dds_env, pick_domain_id
+from harness import LOCAL_DDS_ENV, NodeProcess, local_dds_env, pick_domain_id
 
 
 def _environ_of(pid: int, marker: bytes) -> dict[str, str]:
@@ -68,7 +67,7 @@ def test_every_dds_starter_uses_the_helper() -> None:
 def test_pick_domain_id_skips_a_domain_in_use() -> None:
     """The pid-derived id is probed: a domain another participant on this host uses is skipped."""
     pytest.importorskip("rclpy")
-    from sage_ros.devtools.harness import Probe, domain_in_use
+    from harness import Probe, domain_in_use
 
     first = pick_domain_id(91)
     assert not domain_in_use(first)

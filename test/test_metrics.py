@@ -182,14 +182,14 @@ def test_ssim_identity_and_sum(textured):
     assert m.ssim_pair(textured, 255 - textured) < 0.0
 
 
-def test_fusion_metrics_keys_and_size_check(textured):
-    scores = m.fusion_metrics(textured, textured, textured)
+def test_fusion_scorer_keys_and_size_check(textured):
+    scores = m.FusionScorer(textured, textured).score(textured)
     assert tuple(scores) == m.FUSION_METRICS
     assert all(np.isfinite(v) for v in scores.values())
     with pytest.raises(ValueError, match="differ in size"):
-        m.fusion_metrics(textured, textured[:-1], textured)
+        m.FusionScorer(textured, textured[:-1])
     with pytest.raises(ValueError, match="HxW grey"):
-        m.fusion_metrics(np.dstack([textured] * 3), textured, textured)
+        m.FusionScorer(np.dstack([textured] * 3), textured)
 
 
 # ---------------------------------------------------------------- segmentation
@@ -206,7 +206,7 @@ def test_confusion_and_miou_hand_computed():
     assert score.iou == pytest.approx({0: 1 / 3, 1: 2 / 3, 2: 2 / 3})
     assert score.miou == pytest.approx(5 / 9)
     assert score.pixel_accuracy == pytest.approx(5 / 7)
-    assert m.mean_iou(truth, truth, 4, ignore_index=255) == pytest.approx(1.0)
+    assert m.segmentation_score(m.confusion_matrix(truth, truth, 4, ignore_index=255)).miou == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- real data

@@ -343,7 +343,7 @@ def test_confusion_matrix_ignore_index_inside_the_class_range() -> None:
         m.confusion_matrix(truth, pred.ravel()[:5], 3)
 
 
-def test_ignore_index_keeps_the_range_check_and_reaches_mean_iou() -> None:
+def test_ignore_index_keeps_the_range_check_and_reaches_the_miou() -> None:
     truth = np.array([0, 1, 7, 255, 1, 2])
     pred = np.array([0, 1, 1, 1, 9, 2])
     # 255 ignored; truth 7 and prediction 9 out of range for 3 classes: 3 pixels counted.
@@ -351,8 +351,8 @@ def test_ignore_index_keeps_the_range_check_and_reaches_mean_iou() -> None:
     truth2 = np.array([[0, 0, 1], [1, 2, 2]])
     pred2 = np.array([[1, 0, 1], [0, 2, 2]])
     # Without ignoring: IoU 1/3, 1/3, 1 -> 5/9. Ignoring class 0's truth: IoU 0, 1/2, 1 -> 1/2.
-    assert m.mean_iou(truth2, pred2, 3) == pytest.approx(5 / 9)
-    assert m.mean_iou(truth2, pred2, 3, ignore_index=0) == pytest.approx(0.5)
+    assert m.segmentation_score(m.confusion_matrix(truth2, pred2, 3)).miou == pytest.approx(5 / 9)
+    assert m.segmentation_score(m.confusion_matrix(truth2, pred2, 3, ignore_index=0)).miou == pytest.approx(0.5)
 
 
 def test_segmentation_score_single_pixel_class_and_empty_matrix() -> None:

@@ -26,6 +26,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
+from harness import NodeProcess, Probe, exported_student, local_dds_env, pick_domain_id  # noqa: E402
 from test_node_dds import (  # noqa: E402
     MS,
     RH,
@@ -40,7 +41,6 @@ from test_node_dds import (  # noqa: E402
     wait_inputs_matched,
 )
 
-from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, local_dds_env, pick_domain_id  # noqa: E402
 from sage_ros.node.worker import INFERENCE_NICE  # noqa: E402
 
 DOMAIN = pick_domain_id(20)  # away from test_node_dds' domains in the same run (pid-derived, probed)

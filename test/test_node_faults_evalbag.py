@@ -25,7 +25,8 @@ pytest.importorskip("rosbags", reason="rosbags not installed (pip install -e '.[
 
 from test_eval_bag import T0, _raw_image_msg  # noqa: E402
 
-from sage_ros.bags import BagWriter, open_bag  # noqa: E402
+from sage_ros.bags.reader import open_bag  # noqa: E402
+from sage_ros.bags.writer import BagWriter  # noqa: E402
 from sage_ros.model.weights import sample_pairs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ PAIRS = 12  # written to the bag: the released sample pairs, repeated
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, checkpoint_path: Path):
-    from sage_ros.devtools.harness import exported_student
+    from harness import exported_student
 
     return exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
 

@@ -29,7 +29,7 @@ def _soak_module():
 
 
 def test_one_minute_soak_keeps_every_queue_bounded(checkpoint_path: Path, tmp_path_factory):
-    from sage_ros.devtools.harness import exported_student
+    from harness import exported_student
 
     soak = _soak_module()
     model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")

@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
+from harness import exported_student, pick_domain_id  # noqa: E402
+
 from sage_ros.cli._live_demo import run_live_demo  # noqa: E402
-from sage_ros.devtools.harness import exported_student, pick_domain_id  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_live_demo_returns_what_the_node_published_identical_to_offline_fusion(s
 
     ir_paths, vis_paths, onnx = small_pairs
     stats = run_live_demo(
-        ir_paths, vis_paths, onnx, tmp_path / "out", rate_hz=5.0, backend="onnxruntime", threads=1,
+        ir_paths, vis_paths, onnx, tmp_path / "out", backend="onnxruntime", threads=1,
         domain_id=pick_domain_id(10),
     )
     assert stats["pairs_sent"] == 2 and stats["fused_received"] == 2, stats

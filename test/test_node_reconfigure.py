@@ -16,9 +16,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
+from harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 from test_node_dds import _good_pair, _params, _stamp, lifecycle  # noqa: E402
-
-from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the node needs rclpy (pip install -e '.[ros]')")
 
-from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
+from harness import NodeProcess, Probe, exported_student, pick_domain_id  # noqa: E402
 
 MS = 1_000_000
 

@@ -43,7 +43,7 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
     assert (p.model, p.backend, p.threads) == (str(tmp_path / "m.onnx"), "auto", 2)
     assert (p.resolution, p.scale_adapted) == ("thermal", True)
     d = NodeSettings(defaults()).pipeline
-    assert (d.model, d.threads) == ("sage", 0)  # no model_path: model.variant; 0: the runtime decides
+    assert (d.model, d.threads) == ("auto", 0)  # no model_path: model.variant; 0: the runtime decides
 
 
 @pytest.mark.parametrize(

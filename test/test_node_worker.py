@@ -20,13 +20,13 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
+from harness import Probe, exported_student, pick_domain_id  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from test_node_dds import RH, RW, TH, TW, _stamp, lifecycle  # noqa: E402
 
 from sage_ros.backends.base import BackendOutput, FusionBackend  # noqa: E402
-from sage_ros.devtools.harness import Probe, exported_student, pick_domain_id  # noqa: E402
 from sage_ros.node import fusion_node  # noqa: E402
 from sage_ros.node.handoff import NewestSlot  # noqa: E402
 from sage_ros.pipeline import FusionPipeline  # noqa: E402

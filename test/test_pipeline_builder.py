@@ -252,3 +252,16 @@ def test_msrs_masks_of_other_students_are_the_default_paths(checkpoint_path: Pat
     for key in ("fast", "released"):
         for name, mask, reference in zip(names, masks[key], masks["default"], strict=True):
             assert np.array_equal(mask, reference), (key, name, float(np.mean(mask != reference)))
+
+
+def test_without_the_released_student_the_fast_one_fuses_and_masks_say_what_is_missing(monkeypatch, tmp_path):
+    """The fast student ships in the package: fusing needs no download. The masks need the released student
+    (it makes the network's input): without it segmentation is off and the note says how to get it."""
+    monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "empty_home"))
+    pipeline = build_pipeline(PipelineSettings(model="fast", backend="onnxruntime", threads=1))
+    try:
+        assert pipeline.segmenter is None and "weights fetch" in pipeline.notes[-1]
+        result = pipeline.fuse(np.full((48, 64), 120, np.uint8), np.full((48, 64, 3), 90, np.uint8))
+        assert result.fused_rgb.shape == (48, 64, 3) and result.class_ids is None
+    finally:
+        pipeline.close()

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from sage_ros.devtools.harness import exported_student, local_dds_env, pick_domain_id
+from harness import exported_student, local_dds_env, pick_domain_id
 
 REPO = Path(__file__).resolve().parents[1]
 PLACEHOLDERS = Path(__file__).resolve().parent / "ros_placeholders"

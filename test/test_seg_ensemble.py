@@ -123,16 +123,16 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
                                                                   monkeypatch):
     """`seg train --seed 0 1` trains what `seg train --seed 0` and `--seed 1` train, averages them, and run
     again finds its members and trains nothing: the command resumes and members may be trained apart."""
-    from sage_ros.training.segmentation import net_experiment
-    from sage_ros.training.segmentation.net_experiment import (
+    from sage_ros.training.segmentation import train_recipe
+    from sage_ros.training.segmentation.train_net import NetTrainConfig
+    from sage_ros.training.segmentation.train_recipe import (
         Restart,
+        fit_cycles,
         fit_ensemble,
-        fit_two_cycles,
         frame_counts,
         member_path,
         trained_by,
     )
-    from sage_ros.training.segmentation.train_net import NetTrainConfig
 
     frames = warm_people_frames(4, seed=2)
     calib = box_split(frames)
@@ -144,7 +144,7 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     assert "class_biases" in info and info["parameters"] == 2 * sum(
         p.numel() for p in ensemble.members[0].parameters())
 
-    alone, alone_info = fit_two_cycles(replace(config, seed=1), 4, 1e-3, frames, calib, tmp_path / "alone", CLASSES)
+    alone, alone_info = fit_cycles(replace(config, seed=1), restarts, frames, calib, tmp_path / "alone", CLASSES)
     member = load_net(member_path(tmp_path / "ens", 1))
     for a, b in zip(alone.state_dict().values(), member.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -161,7 +161,7 @@ def test_fit_ensemble_members_are_single_seed_runs_and_are_reused(tmp_path, warm
     def no_training(*args, **kwargs):
         raise AssertionError("a member trained by this recipe was trained again")
 
-    monkeypatch.setattr(net_experiment, "fit_cycles", no_training)
+    monkeypatch.setattr(train_recipe, "fit_cycles", no_training)
     again, _ = fit_ensemble(config, [0, 1], restarts, frames, calib, tmp_path / "ens", CLASSES)
     for a, b in zip(ensemble.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)

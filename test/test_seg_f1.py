@@ -1,5 +1,5 @@
-"""Component-vs-box F1 at IoU 0.5, the pseudo-target builder and the thermal rule, on synthetic masks
-whose answers are counted by hand."""
+"""Component-vs-box F1 at IoU 0.5 and the box-target builder, on synthetic masks whose answers are counted
+by hand."""
 
 from __future__ import annotations
 
@@ -8,10 +8,41 @@ import math
 import numpy as np
 import pytest
 
-from sage_ros.training.segmentation.baseline import thermal_rule_mask
-from sage_ros.training.segmentation.boxes import IGNORE, Box
-from sage_ros.training.segmentation.evaluate import components_to_detections, f1_scores, match_components
-from sage_ros.training.segmentation.net_data import build_target
+from sage_ros.evaluation.boxes import Box
+from sage_ros.evaluation.components import (
+    IGNORE,
+    Detection,
+    box_iou,
+    components_to_detections,
+    f1_scores,
+    match_components,
+)
+from sage_ros.training.segmentation.data import build_target
+
+
+def test_box_iou_known_values():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+
+
+def test_components_become_boxes_with_probability_scores():
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:6, 3:8] = 2  # person 4x5
+    ids[10:18, 10:25] = 1  # car 8x15
+    ids[0, 29] = 1  # a 1-pixel speck, dropped by min_area
+    probs = np.zeros((4, 20, 30), np.float32)
+    probs[2, 2:6, 3:8] = 0.8
+    probs[1, 10:18, 10:25] = 0.6
+    dets = components_to_detections(ids, probs, [1, 2, 3], min_area=4)
+    assert sorted(dets, key=lambda d: d.class_id) == [
+        Detection(1, pytest.approx(0.6), 10, 10, 25, 18),
+        Detection(2, pytest.approx(0.8), 3, 2, 8, 6),
+    ]
+    # Without probabilities the score ranks by size within the class.
+    dets = components_to_detections(ids, None, min_area=1)
+    scores = {(d.class_id, d.x0): d.score for d in dets}
+    assert scores[(1, 10)] == 1.0 and scores[(1, 29)] == pytest.approx(1 / 120)
 
 
 def _scene() -> tuple[np.ndarray, list[Box]]:
@@ -74,7 +105,7 @@ def test_filled_boxes_score_f1_one():
 
 def test_box_target_has_ignore_ring_and_smaller_box_wins():
     boxes = np.array([[1, 0.1, 0.1, 0.9, 0.9], [2, 0.4, 0.4, 0.6, 0.8]], np.float32)  # car, person inside
-    target = build_target(boxes, (20, 20), "box", band=0.5)
+    target = build_target(boxes, (20, 20), band=0.5)
     assert target[0, 0] == 0 and target[19, 19] == 0  # outside every box: background
     assert target[1, 1] == IGNORE and target[2, 2] == IGNORE  # centres 1.5, 2.5: on the car's edge ring
     assert target[5, 5] == 1  # car core
@@ -85,25 +116,13 @@ def test_box_target_has_ignore_ring_and_smaller_box_wins():
     assert build_target(np.zeros((0, 5), np.float32), (4, 4)).max() == 0
 
 
-def test_thermal_rule_finds_a_warm_standing_figure_only():
-    rng = np.random.default_rng(0)
-    ir = rng.normal(80, 2, (240, 320)).clip(0, 255).astype(np.uint8)
-    ir[100:140, 50:60] = 200  # warm, tall: a person
-    ir[200:208, 200:240] = 200  # warm, wide: not a person
-    mask = thermal_rule_mask(ir)
-    assert set(np.unique(mask)) <= {0, 2}
-    dets = components_to_detections(mask, None, (2,))
-    assert match_components(dets, [Box(2, 50, 100, 60, 140)], 2) == (1, 1, 1)
-    assert mask[200:208, 200:240].max() == 0
-
-
 def test_separation_lines_split_touching_objects_of_one_class_only():
     # Two cars side by side, the second overlapping the first; a person over the first car.
     boxes = np.array([[1, 0.05, 0.2, 0.55, 0.8], [1, 0.45, 0.3, 0.85, 0.7], [2, 0.1, 0.25, 0.2, 0.75]],
                      np.float32)
-    plain = build_target(boxes, (20, 40), "box", band=0.5)
+    plain = build_target(boxes, (20, 40), band=0.5)
     lines = np.zeros((20, 40), bool)
-    split = build_target(boxes, (20, 40), "box", band=0.5, separation=1.0, lines=lines)
+    split = build_target(boxes, (20, 40), band=0.5, separation=1.0, lines=lines)
     cars = components_to_detections((plain == 1).astype(np.uint8), None, (1,), min_area=1)
     assert len(cars) == 1  # filled boxes: the two cars merge into one component
     cars = components_to_detections((split == 1).astype(np.uint8), None, (1,), min_area=1)
@@ -120,9 +139,9 @@ def test_gap_lines_keep_facing_objects_of_one_class_apart():
     # and two people one above the other with a 1 px gap.
     boxes = np.array([[2, 0.10, 0.10, 0.30, 0.90], [2, 0.3125, 0.10, 0.50, 0.90], [2, 0.80, 0.10, 0.90, 0.90],
                       [1, 0.50, 0.30, 0.70, 0.70]], np.float32)
-    plain = build_target(boxes, (20, 40), "box", band=0.5)
+    plain = build_target(boxes, (20, 40), band=0.5)
     lines = np.zeros((20, 40), bool)
-    split = build_target(boxes, (20, 40), "box", band=0.5, lines=lines, gap_lines=1.5)
+    split = build_target(boxes, (20, 40), band=0.5, lines=lines, gap_lines=1.5)
     # Without the line the 0.5 px gap is IGNORE only: nothing tells the network the two people are two.
     assert plain[10, 12] == IGNORE and not (plain[3:17, 12] == 0).any()
     # With it: one background column at the middle of the gap (x = 12.25 px -> pixel 12), over the shared
@@ -134,5 +153,5 @@ def test_gap_lines_keep_facing_objects_of_one_class_apart():
     assert np.array_equal(np.where(lines, plain, split), plain)
     stacked = np.array([[2, 0.1, 0.05, 0.3, 0.45], [2, 0.1, 0.50, 0.3, 0.95]], np.float32)
     lines = np.zeros((20, 40), bool)
-    split = build_target(stacked, (20, 40), "box", band=0.5, lines=lines, gap_lines=1.5)
+    split = build_target(stacked, (20, 40), band=0.5, lines=lines, gap_lines=1.5)
     assert lines[9, 5:11].all() and (split[9, 5:11] == 0).all() and lines.sum() == lines[9].sum()

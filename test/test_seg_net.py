@@ -72,12 +72,13 @@ def _net_weights(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
-    """The network's graph, the released student's fusion graph (for `fuse --masks`), and real crops with
-    PyTorch's class probabilities for them, computed as the segmentation stage feeds the graph: the fused Y
-    and IR resized to the working size."""
+    """The network's graph, the released student's fusion graph, and real crops with PyTorch's class probabilities
+    for them, computed as the segmentation stage makes them: visible Y and IR resized to the working size, the
+    released student's fusion at a quarter of it, the network on that grid."""
     pairs = _pairs_with_people_and_cars(msrs_dir)
     from sage_ros.model.model_files import export_checkpoint
     from sage_ros.networks.checkpoint import load_student
+    from sage_ros.pipeline.fusion import resize_area
 
     tmp = tmp_path_factory.mktemp("seg_net")
     weights = _net_weights(tmp)
@@ -91,14 +92,15 @@ def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
         ir = cv2.imread(str(msrs_dir / "ir" / f"{pair}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480]
         vis = cv2.imread(str(msrs_dir / "vi" / f"{pair}.png"), cv2.IMREAD_COLOR)[200:440, 160:480]
         y, ir_f = visible_to_ycrcb(vis).y, infrared_to_grey(ir)
+        hw = working_size(y.shape)
+        low = (hw[0] // 4, hw[1] // 4)
+        working = {"visible": resize_plane(y, hw), "infrared": resize_plane(ir_f, hw)}
         with torch.inference_mode():
-            fused = torch.clamp(student(torch.from_numpy(y)[None, None], torch.from_numpy(ir_f)[None, None])[0], 0, 1)
-            fused = fused[0, 0].numpy()
-            hw = working_size(fused.shape)
-            named = {"fused": fused, "infrared": ir_f, "visible": y}
-            image = torch.from_numpy(np.stack([resize_plane(named[k], hw) for k in net.inputs])[None])
-            probs = torch.softmax(net.forward_low(torch.nn.functional.avg_pool2d(image, 4)), dim=1)[0].numpy()
-        crops.append({"y": y, "ir": ir_f, "fused": fused, "probs": probs})
+            quarter = {k: torch.from_numpy(resize_area(v, low))[None, None] for k, v in working.items()}
+            quarter["fused"] = torch.clamp(student(quarter["visible"], quarter["infrared"])[0], 0, 1)
+            image = torch.cat([quarter[k] for k in net.inputs], dim=1)
+            probs = torch.softmax(net.forward_low(image), dim=1)[0].numpy()
+        crops.append({"y": y, "ir": ir_f, "probs": probs})
     return {"model": model, "seg": seg_onnx, "crops": crops, "net": net, "weights": weights, "pairs": pairs,
             "msrs": msrs_dir, "checkpoint": checkpoint_path}
 
@@ -122,26 +124,25 @@ def test_every_cpu_runtime_gives_the_torch_class_probabilities(net_files, runtim
     # Skipped only where the runtime is not installed: a graph that fails to load is a failure.
     if importlib.util.find_spec(runtime) is None:
         pytest.skip(f"{runtime} is not installed")
-    segmenter = Segmenter(net_files["seg"], runtime=runtime, threads=1, min_confidence=0.0)
+    segmenter = Segmenter(net_files["seg"], net_files["model"], runtime=runtime, threads=1, min_confidence=0.0)
     try:
-        outs = [(segmenter.probabilities(c["fused"], c["ir"], c["y"]), segmenter(c["fused"], c["ir"], c["y"]))
-                for c in net_files["crops"]]
+        outs = [(segmenter.probabilities(c["y"], c["ir"]), segmenter(c["y"], c["ir"])) for c in net_files["crops"]]
     finally:
         segmenter.close()
     assert segmenter.runtime.startswith(runtime)
     for (probs, ids), crop in zip(outs, net_files["crops"], strict=True):
         assert probs.shape == crop["probs"].shape and np.abs(probs - crop["probs"]).max() < 1e-4
-        want = ids_from_probabilities(crop["probs"], crop["fused"].shape)
-        assert ids.dtype == np.uint8 and ids.shape == crop["fused"].shape
+        want = ids_from_probabilities(crop["probs"], crop["y"].shape)
+        assert ids.dtype == np.uint8 and ids.shape == crop["y"].shape
         # Only a float rounding at a near-tie may flip a pixel.
         assert np.mean(ids == want) > 0.9999
     assert len(np.unique(np.concatenate([c["probs"].argmax(0).ravel() for c in net_files["crops"]]))) >= 2
 
 
 def test_odd_sizes_keep_the_input_size(net_files):
-    segmenter = Segmenter(net_files["seg"], runtime="onnxruntime", threads=1)
+    segmenter = Segmenter(net_files["seg"], net_files["model"], runtime="onnxruntime", threads=1)
     crop = net_files["crops"][0]
-    ids = segmenter(crop["fused"][:101, :77], crop["ir"][:101, :77], crop["y"][:101, :77])
+    ids = segmenter(crop["y"][:101, :77], crop["ir"][:101, :77])
     assert ids.shape == (101, 77) and ids.dtype == np.uint8
 
 
@@ -186,13 +187,13 @@ def test_the_two_cycle_recipe_equals_its_two_commands(tmp_path, warm_people_fram
     be the weights the two documented commands give (first cycle saved, second started with --init)."""
     from dataclasses import replace
 
-    from sage_ros.training.segmentation.net_experiment import fit, fit_two_cycles
     from sage_ros.training.segmentation.train_net import NetTrainConfig
+    from sage_ros.training.segmentation.train_recipe import Restart, fit, fit_cycles
 
     frames = warm_people_frames(4, seed=1)
     calib = box_split(frames)
     config = NetTrainConfig(steps=6, batch=2, widths=(8, 8, 8, 8), log_every=0, threads=1, checkpoint_every=0)
-    one_call, info = fit_two_cycles(config, 4, 1e-3, frames, calib, tmp_path / "one", CLASSES)
+    one_call, info = fit_cycles(config, [Restart(4, 1e-3)], frames, calib, tmp_path / "one", CLASSES)
     assert len(info["training_cycles"]) == 2 and info["train_config"]["steps"] == 4
 
     first, first_info = fit(config, frames, calib, tmp_path / "two")
@@ -210,9 +211,9 @@ def test_three_cycles_equal_their_commands_and_resume_at_a_cycle_boundary(tmp_pa
     cycles; a work dir that already holds cycle 2 of this recipe trains only the third cycle, to the same bits."""
     from dataclasses import replace
 
-    from sage_ros.training.segmentation import net_experiment
-    from sage_ros.training.segmentation.net_experiment import Restart, fit, fit_cycles
+    from sage_ros.training.segmentation import train_recipe
     from sage_ros.training.segmentation.train_net import NetTrainConfig
+    from sage_ros.training.segmentation.train_recipe import Restart, fit, fit_cycles
 
     frames = warm_people_frames(4, seed=3)
     calib = box_split(frames)
@@ -239,13 +240,13 @@ def test_three_cycles_equal_their_commands_and_resume_at_a_cycle_boundary(tmp_pa
     for suffix in (".npz", ".json"):
         (resume / f"cycle2{suffix}").write_bytes((tmp_path / "one" / f"cycle2{suffix}").read_bytes())
     calls = []
-    real_fit = net_experiment.fit
+    real_fit = train_recipe.fit
 
     def counting_fit(cfg, *args, **kwargs):
         calls.append(cfg.steps)
         return real_fit(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(net_experiment, "fit", counting_fit)
+    monkeypatch.setattr(train_recipe, "fit", counting_fit)
     resumed, resumed_info = fit_cycles(config, restarts, frames, calib, resume, CLASSES)
     assert calls == [3]
     assert [c["steps"] for c in resumed_info["training_cycles"]] == [6, 4, 3]
@@ -265,9 +266,9 @@ def test_seg_train_defaults_are_the_shipped_networks_recipe():
 
     from sage_ros.cli import build_parser
     from sage_ros.cli.seg import _config
-    from sage_ros.training.segmentation.net_experiment import recipe_restarts
     from sage_ros.training.segmentation.recipe import SHIPPED_SEEDS
     from sage_ros.training.segmentation.train_net import config_json
+    from sage_ros.training.segmentation.train_recipe import recipe_restarts
 
     meta = read_metadata(default_net_path())
     args = build_parser().parse_args(["train", "seg", "--out", "x.npz"])
@@ -315,7 +316,7 @@ def test_fuse_masks_writes_one_mask_per_pair(net_files, tmp_path):
 
 def test_pixel_labels_train_without_boxes():
     """FMB/MSRS pixel labels: the label itself is the target (moved with the image), any class count."""
-    from sage_ros.training.segmentation.net_data import LowFrame
+    from sage_ros.training.segmentation.data import LowFrame
     from sage_ros.training.segmentation.train_net import NetTrainConfig, _augment, train_net
 
     rng = np.random.default_rng(1)
@@ -330,3 +331,59 @@ def test_pixel_labels_train_without_boxes():
     assert set(np.unique(target)) == {0, 4, 255} and (target == 4).sum() == (label == 4).sum()
     _, losses = train_net([frame], config)
     assert len(losses) == 3 and all(np.isfinite(losses))
+
+
+def _appearance_frame():
+    from sage_ros.training.segmentation.data import LOW_HW, LowFrame
+
+    rng = np.random.default_rng(1)
+    h, w = LOW_HW
+    inputs = {"fused": rng.random((h, w), np.float32), "infrared": rng.random((h, w), np.float32) * 0.5}
+    return LowFrame("f", "day", "msrs", inputs, np.array([[2, 0.2, 0.3, 0.35, 0.8]], np.float32))
+
+
+def test_appearance_augmentation_changes_the_image_only_and_stays_in_range():
+    """`train seg --ir-tone/--ir-degrade/--fused-tone`: other cameras' looks on the IR and the fused Y."""
+    from sage_ros.training.segmentation.train_net import NetTrainConfig, _augment
+
+    frame = _appearance_frame()
+    plain = _augment(frame, NetTrainConfig(), np.random.default_rng(7))
+    config = NetTrainConfig(ir_tone=1.0, ir_equalize=1.0, ir_degrade=1.0, fused_tone=1.0)
+    changed = _augment(frame, config, np.random.default_rng(7))
+    assert changed[0].shape == plain[0].shape and changed[0].dtype == np.float32
+    assert 0.0 <= changed[0].min() and changed[0].max() <= 1.0
+    assert not np.allclose(changed[0][1], plain[0][1])  # the IR got another camera's look
+    assert not np.allclose(changed[0][0], plain[0][0])  # and the fused Y its own milder curve
+    np.testing.assert_array_equal(changed[1], plain[1])  # the same zoom and flip: the same target
+
+
+def test_without_appearance_the_recipe_is_unchanged():
+    from sage_ros.training.segmentation.train_net import NetTrainConfig, _augment, config_json
+
+    frame = _appearance_frame()
+    a = _augment(frame, NetTrainConfig(), np.random.default_rng(3))
+    b = _augment(frame, NetTrainConfig(ir_gamma=(0.5, 2.0), ir_equalize=0.9), np.random.default_rng(3))
+    np.testing.assert_array_equal(a[0], b[0])  # no extra random draws while the shares are 0
+    recorded = config_json(NetTrainConfig())
+    assert "ir_tone" not in recorded and "fused_tone" not in recorded  # sidecars record what they did before
+    assert config_json(NetTrainConfig(ir_tone=0.8))["ir_tone"] == 0.8
+
+
+def test_train_seg_takes_the_appearance_options():
+    """The appearance augmentation is reached from the one training command, e.g. a fine-tuning cycle from a
+    member's weights (--init) with the measured settings."""
+    from sage_ros.cli import build_parser
+    from sage_ros.cli.seg import _config
+    from sage_ros.training.segmentation.train_net import NetTrainConfig
+
+    argv = ["train", "seg", "--out", "x.npz", "--init", "m.npz", "--ir-tone", "0.8", "--fused-tone", "0.5",
+            "--ir-degrade", "0.3", "--ir-gamma", "0.5", "2", "--ir-equalize", "0.1", "--zoom", "0.5", "2"]
+    config = _config(build_parser().parse_args(argv), ("fused", "infrared"))
+    assert (config.ir_tone, config.fused_tone, config.ir_degrade, config.ir_equalize) == (0.8, 0.5, 0.3, 0.1)
+    assert config.ir_gamma == (0.5, 2.0) and config.zoom == (0.5, 2.0)
+    # Without them: the library's defaults, i.e. the shipped recipe's augmentation.
+    plain = _config(build_parser().parse_args(["train", "seg", "--out", "x.npz"]), ("fused", "infrared"))
+    defaults = NetTrainConfig()
+    assert (plain.zoom, plain.ir_tone, plain.ir_gamma, plain.ir_equalize, plain.ir_degrade, plain.fused_tone) == (
+        defaults.zoom, defaults.ir_tone, defaults.ir_gamma, defaults.ir_equalize, defaults.ir_degrade,
+        defaults.fused_tone)

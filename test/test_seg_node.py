@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy not installed (pip install -e '.[ros]')")
 
-from sage_ros.devtools.harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
+from harness import NodeProcess, Probe, pick_domain_id  # noqa: E402
+
 from sage_ros.model.classes import overlay  # noqa: E402
 from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
 

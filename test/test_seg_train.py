@@ -13,8 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sage_ros.training.segmentation.boxes import IGNORE  # noqa: E402
-from sage_ros.training.segmentation.data import load_msrs_boxes  # noqa: E402
+from sage_ros.training.segmentation.data import LOW_HW, load_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,30 +28,34 @@ def names(msrs_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory, msrs_dir: Path, checkpoint_path: Path, names: list[str]):
+def split(tmp_path_factory, msrs_dir: Path, checkpoint_path: Path, names: list[str]):
     cache = tmp_path_factory.mktemp("fused_cache")
-    loaded = load_msrs_boxes(msrs_dir, "train", checkpoint_path, "infrared", "thermal", cache, names, threads=2)
+    loaded = load_split(msrs_dir, "train", checkpoint_path, "infrared", cache, threads=2, names=names)
     # Every pair picked has infrared boxes in the pinned subset: none may be dropped.
-    assert sorted(s.name for s in loaded) == sorted(names)
+    assert sorted(f.name for f in loaded.frames) == sorted(names)
     return loaded
 
 
-def test_samples_hold_three_inputs_a_mask_and_boxes(samples):
-    s = samples[0]
-    assert set(s.inputs) == {"fused", "visible", "infrared"}
-    for image in s.inputs.values():
-        assert image.shape == (480, 640) and image.dtype == np.float32
+def test_frames_hold_three_inputs_at_the_working_size_and_the_boxes(split):
+    frame, boxes = split.frames[0], split.boxes[0]
+    assert set(frame.inputs) == {"fused", "visible", "infrared"}
+    for image in frame.inputs.values():
+        assert image.shape == LOW_HW and image.dtype == np.float32
         assert 0.0 <= image.min() and image.max() <= 1.0
-    assert s.light in ("day", "night")
-    assert set(np.unique(s.mask)) <= {0, 1, 2, 3, IGNORE} and (s.mask == 2).any()
-    assert set(s.boxes) == {"infrared", "visible", "fusion"}
-    assert not np.array_equal(s.inputs["fused"], s.inputs["visible"])
+    assert frame.light in ("day", "night") and frame.source == "msrs" and frame.label is None
+    assert not np.array_equal(frame.inputs["fused"], frame.inputs["visible"])
+    # The normalised boxes are the full-resolution (640x480) boxes scored against, same classes.
+    assert boxes and len(frame.boxes) == len(boxes)
+    np.testing.assert_allclose(frame.boxes[:, 1:] * [640, 480, 640, 480],
+                               [[b.x0, b.y0, b.x1, b.y1] for b in boxes], atol=1e-3)
+    assert frame.boxes[:, 0].tolist() == [b.class_id for b in boxes]
+    assert set(frame.boxes[:, 0].tolist()) <= {1.0, 2.0, 3.0}
 
 
-def test_fused_outputs_are_cached(samples, msrs_dir, checkpoint_path, tmp_path):
-    first = samples[0].name
-    again = load_msrs_boxes(msrs_dir, "train", checkpoint_path, names=[first], cache_root=tmp_path, threads=2)
-    assert np.array_equal(again[0].inputs["fused"], samples[0].inputs["fused"])
+def test_fused_outputs_are_cached(split, msrs_dir, checkpoint_path, tmp_path):
+    first = split.frames[0].name
+    again = load_split(msrs_dir, "train", checkpoint_path, "infrared", tmp_path, threads=2, names=[first])
+    assert np.array_equal(again.frames[0].inputs["fused"], split.frames[0].inputs["fused"])
     cached = list(tmp_path.rglob("*.npz"))
     assert [p.stem for p in cached] == [first]
 

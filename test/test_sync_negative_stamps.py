@@ -56,8 +56,7 @@ def test_node_drops_the_negative_stamp_before_either_path(use_mf: bool, tmp_path
     (drop_thermal_negative_stamp), logged, and the node keeps pairing the frames after it."""
     pytest.importorskip("rclpy")
     import numpy as np
-
-    from sage_ros.devtools.harness import NodeProcess, Probe, exported_student, pick_domain_id
+    from harness import NodeProcess, Probe, exported_student, pick_domain_id
 
     model = exported_student(checkpoint_path, tmp_path_factory.getbasetemp() / "sage_models")
     params = {"model_path": str(model), "backend": "onnxruntime", "threads": 1, "qos.reliability": "reliable",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from sage_ros.paths import sha256_of
 from sage_ros.tensorrt.engine_cache import (
     EngineCache,
     EngineCacheError,
@@ -21,7 +22,6 @@ from sage_ros.tensorrt.engine_cache import (
     MachineInfo,
     corrupt_reasons,
     engine_filename,
-    file_sha256,
     read_sidecar,
     sidecar_path,
     stale_reasons,
@@ -75,7 +75,7 @@ def spec_for(onnx_file: Path, precision: str = "fp16", **kw) -> EngineSpec:
 
 def test_engine_name_holds_model_checksum_version_gpu_and_precision(onnx_file: Path) -> None:
     spec = spec_for(onnx_file, "int8")
-    sha = file_sha256(onnx_file)
+    sha = sha256_of(onnx_file)
     assert engine_filename(spec, ORIN) == f"sage_student-{sha[:12]}-trt8.6.2-sm87-int8.engine"
     dla = spec_for(onnx_file, "fp16", dla_core=1)
     assert engine_filename(dla, MachineInfo("10.3.0", "Orin", "8.7")).endswith("-trt10.3.0-sm87-fp16-dla1.engine")
@@ -93,10 +93,10 @@ def test_first_start_builds_and_writes_sidecar_round_trip(tmp_path: Path, onnx_f
     assert sidecar["gpu_name"] == "Orin"
     assert sidecar["compute_capability"] == "8.7"
     assert sidecar["precision"] == "fp16"
-    assert sidecar["onnx_sha256"] == file_sha256(onnx_file)
+    assert sidecar["onnx_sha256"] == sha256_of(onnx_file)
     assert ShapeProfile.from_json(sidecar["shapes"]) == PROFILE
     assert sidecar["engine_size"] == result.path.stat().st_size
-    assert sidecar["engine_sha256"] == file_sha256(result.path)
+    assert sidecar["engine_sha256"] == sha256_of(result.path)
     assert sidecar["build_seconds"] >= 0 and sidecar["built_at"].endswith("+00:00")
     assert stale_reasons(sidecar, spec, ORIN) == []
     assert corrupt_reasons(result.path, sidecar) == []
@@ -205,7 +205,7 @@ def test_engine_that_fails_to_deserialise_is_rebuilt(tmp_path: Path, onnx_file: 
     # another build): only deserialisation finds out. Rewrite plan + sidecar consistently.
     path.write_bytes(b"not a plan" * 100)
     sidecar = read_sidecar(sidecar_path(path))
-    sidecar.update(engine_size=path.stat().st_size, engine_sha256=file_sha256(path))
+    sidecar.update(engine_size=path.stat().st_size, engine_sha256=sha256_of(path))
     sidecar_path(path).write_text(json.dumps(sidecar))
     result = make_cache(tmp_path, trt).load_or_build(spec)
     assert result.built and "deserialisation failed" in result.reasons[0]
@@ -223,11 +223,11 @@ def test_build_failure_is_reported_with_engine_name(tmp_path: Path, onnx_file: P
     def failing_build(spec):
         raise RuntimeError("out of workspace")
 
-    cache = EngineCache(tmp_path / "engines", ORIN, build_fn=failing_build)
+    cache = EngineCache(tmp_path / "engines", ORIN, build_fn=failing_build, deserialize_fn=bytes)
     expected = "building sage_student-.*fp16.engine failed: RuntimeError: out of workspace"
     with pytest.raises(EngineCacheError, match=expected):
         cache.load_or_build(spec_for(onnx_file))
-    cache = EngineCache(tmp_path / "engines", ORIN, build_fn=lambda spec: b"")
+    cache = EngineCache(tmp_path / "engines", ORIN, build_fn=lambda spec: b"", deserialize_fn=bytes)
     with pytest.raises(EngineCacheError, match="returned no engine"):
         cache.load_or_build(spec_for(onnx_file))
 

@@ -40,7 +40,7 @@ def test_each_trainer_has_its_own_help(verb: str, capsys: pytest.CaptureFixture[
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: sage-ros train {verb} ")
-    expected = {"student": "tiny-sam", "fast": "--export-only", "scale": "--measure-reference", "seg": "--finetune-lr"}
+    expected = {"student": "tiny-sam", "fast": "--thumbs-prob", "scale": "--scales", "seg": "--finetune-lr"}
     assert expected[verb] in out
 
 

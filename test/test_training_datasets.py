@@ -100,12 +100,13 @@ def test_mask_cache_roundtrip_topk_and_fill(tmp_path: Path) -> None:
     path = mask_cache.mask_path(tmp_path, "ir", "x")
     mask_cache.save_masks(path, top)
     np.testing.assert_array_equal(mask_cache.load_masks(path), top)
-    filled = mask_cache.load_or_fill(tmp_path, "ir", "x", 6, (7, 13))
-    assert filled.shape == (6, 7, 13) and filled[4:].all()
-    np.testing.assert_array_equal(filled[:4], top)
-    assert mask_cache.load_or_fill(tmp_path, "vis", "x", 2, (7, 13)).all()
+    mask_cache.save_masks(mask_cache.mask_path(tmp_path, "vis", "x"), top)
+    ir, vis = mask_cache.load_pair_masks(tmp_path, "x", 6, (7, 13))
+    assert ir.shape == vis.shape == (6, 7, 13) and ir[4:].all()
+    np.testing.assert_array_equal(ir[:4], top)
+    assert all(m.all() for m in mask_cache.load_pair_masks(tmp_path, "y", 2, (7, 13)))  # not cached: whole image
     with pytest.raises(ValueError, match="stale cache"):
-        mask_cache.load_or_fill(tmp_path, "ir", "x", 4, (8, 13))
+        mask_cache.load_pair_masks(tmp_path, "x", 4, (8, 13))
 
 
 def test_sage_sample_layout_reads_real_pairs(official_dir: Path) -> None:

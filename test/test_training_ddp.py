@@ -27,7 +27,7 @@ def test_two_process_gloo_run(tmp_path: Path, official_dir: Path) -> None:
     config = {
         "data": {"layout": "sage", "root": str(pairs), "crop": [32, 48], "workers": 0},
         "train": {"max_steps": 2, "batch_size": 1, "device": "cpu", "threads": 1, "log_every": 1},
-        "output": {"dir": str(tmp_path / "run"), "classes": "msrs", "tensorboard": False, "export": False},
+        "output": {"dir": str(tmp_path / "run"), "classes": "msrs", "export": False},
     }
     cfg_path = tmp_path / "ddp.yaml"
     cfg_path.write_text(yaml.safe_dump(config))

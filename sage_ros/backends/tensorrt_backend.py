@@ -21,8 +21,10 @@ from sage_ros.backends.base import (
     squeeze_outputs,
 )
 from sage_ros.paths import cache_dir
+from sage_ros.tensorrt.builder import build_engine, version_problem
 from sage_ros.tensorrt.engine_cache import PRECISIONS, EngineCache, EngineCacheError, EngineSpec
-from sage_ros.tensorrt.shapes import DEFAULT_PROFILE, ShapeError, ShapeProfile, profile_from_args
+from sage_ros.tensorrt.runtime import CudaContext, TrtRunner, device_index, profile_problem
+from sage_ros.tensorrt.shapes import DEFAULT_PROFILE, ShapeError, ShapeProfile
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def default_engine_dir() -> Path:
 
 
 def import_tensorrt():
-    """(tensorrt, pycuda.driver), or BackendUnavailable saying which one is missing and how to get it."""
+    """(tensorrt, pycuda.driver), or BackendUnavailable saying which one is missing or unsupported and why."""
     missing = []
     try:
         import tensorrt as trt
@@ -51,17 +53,10 @@ def import_tensorrt():
             + ". On a Jetson they come with JetPack (python3-libnvinfer) plus `pip install pycuda`; on a "
             f"desktop `{install_hint('tensorrt')}` (needs the CUDA toolkit to build pycuda). See docs/jetson.md"
         )
+    problem = version_problem(trt.__version__)
+    if problem:
+        raise BackendUnavailable(problem)
     return trt, cuda
-
-
-def profile_from_config(extra: dict) -> ShapeProfile:
-    """The engine profile from BackendConfig.extra: 'profile' (ShapeProfile or dict) or 'min/opt/max_hw'."""
-    given = extra.get("profile")
-    if isinstance(given, ShapeProfile):
-        return given
-    if isinstance(given, dict):
-        return ShapeProfile.from_json(given)
-    return profile_from_args(extra.get("min_hw"), extra.get("opt_hw"), extra.get("max_hw"), DEFAULT_PROFILE)
 
 
 class TensorRtBackend(FusionBackend):
@@ -69,17 +64,13 @@ class TensorRtBackend(FusionBackend):
 
     def __init__(self, config) -> None:  # BackendConfig; untyped to avoid an import cycle
         trt, _ = import_tensorrt()
-        from sage_ros.tensorrt.builder import BuildOptions, build_engine
-        from sage_ros.tensorrt.runtime import CudaContext, TrtRunner, device_index, profile_problem
-
-        self._profile_problem = profile_problem
         precision = config.precision
         if precision not in PRECISIONS:
             log.warning("tensorrt backend: precision %r not available, using fp32", precision)
             precision = "fp32"
         extra = dict(config.extra or {})
-        try:
-            profile = profile_from_config(extra)
+        try:  # extra["profile"]: {"min": [H, W], "opt": ..., "max": ...}
+            profile = ShapeProfile.from_json(extra["profile"]) if extra.get("profile") else DEFAULT_PROFILE
         except ShapeError as exc:
             raise BackendError(f"tensorrt backend: bad engine profile: {exc}") from exc
         dla_core = extra.get("dla_core")
@@ -103,11 +94,6 @@ class TensorRtBackend(FusionBackend):
             self._cuda_ctx = CudaContext(device_index(config.device))
         except Exception as exc:  # pycuda._driver.Error subclasses (not builtins) without a driver or device
             raise BackendUnavailable(f"tensorrt backend: no usable CUDA device ({_why(exc)})") from exc
-        options = BuildOptions(
-            workspace_mb=int(extra.get("workspace_mb", 1024)),
-            calib_dir=Path(extra["calib_dir"]) if extra.get("calib_dir") else None,
-            calib_cache=Path(extra["calib_cache"]) if extra.get("calib_cache") else None,
-        )
         # From here on the CUDA context is ours: any failure must release it before leaving. TensorRT's
         # factories raise TypeError ("pybind11::init(): factory function returned nullptr") when the
         # device is unusable, pycuda raises pycuda._driver.Error subclasses: neither is a RuntimeError.
@@ -119,11 +105,11 @@ class TensorRtBackend(FusionBackend):
                 cache = EngineCache(
                     config.engine_dir or default_engine_dir(),
                     machine,
-                    build_fn=lambda s: build_engine(s, options, logger),
+                    build_fn=lambda s: build_engine(s, logger=logger),
                     deserialize_fn=runtime.deserialize_cuda_engine,
                 )
                 result = cache.load_or_build(spec, engine_path=config.engine_path)
-            self._runner = TrtRunner(result.engine, machine.tensorrt_version, self._cuda_ctx)
+            self._runner = TrtRunner(result.engine, self._cuda_ctx)
         except Exception as exc:  # noqa: BLE001 - see above: every start failure releases the context
             self._release_context()
             if isinstance(exc, EngineCacheError):
@@ -135,7 +121,6 @@ class TensorRtBackend(FusionBackend):
         if FUSED_OUTPUT not in self._runner.outputs:
             self.close()
             raise BackendError(f"engine {result.path} has no {FUSED_OUTPUT!r} output ({self._runner.outputs})")
-        self._path = result.path
         self.engine_path = result.path  # for diagnostics: which cached engine runs
         self.engine_built = result.built  # True when this start had to build it
         self._precision = result.sidecar.get("precision", precision)
@@ -144,12 +129,12 @@ class TensorRtBackend(FusionBackend):
     @property
     def description(self) -> str:
         return (
-            f"tensorrt {self._machine.tensorrt_version} {self._path.name} ({self._machine.gpu_name}, "
-            f"{self._precision}, {self._runner.api})"
+            f"tensorrt {self._machine.tensorrt_version} {self.engine_path.name} ({self._machine.gpu_name}, "
+            f"{self._precision})"
         )
 
     def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
-        problem = self._profile_problem(vis_y.shape[-2:], self._engine_profile)
+        problem = profile_problem(vis_y.shape[-2:], self._engine_profile)
         if problem:
             raise BackendError(problem)
         try:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 THERMAL_TOPIC = "/thermal/image_raw"
 RGB_TOPIC = "/rgb/image_raw"
 GT_TOPIC = "/segmentation/ground_truth"
+THERMAL_FRAME, RGB_FRAME = "thermal_camera", "rgb_camera"
 
 #: Boxes of one pair: (name, image width, image height) -> boxes (objects with class_id and
 #: as_xyxy(), in pixels), or None when the pair has no box file (then no message is written).
@@ -56,10 +57,6 @@ class MakeBagOptions:
     boxes_topic: str = BOXES_TOPIC
     # One std_msgs/String per pair holding its name, log time = the pair's RGB stamp; None: not written.
     pair_name_topic: str | None = None
-    # Box class id -> the class_id string of its hypothesis (MSRS: "car", "person", "bike").
-    class_names: tuple[str, ...] = field(default_factory=lambda: class_table("msrs").names)
-    thermal_frame: str = "thermal_camera"
-    rgb_frame: str = "rgb_camera"
     seed: int = 0
 
     def validate(self) -> None:
@@ -67,10 +64,6 @@ class MakeBagOptions:
             raise ValueError(f"rate must be > 0 Hz, got {self.rate_hz}")
         if self.jitter_ms < 0:
             raise ValueError(f"jitter must be >= 0 ms, got {self.jitter_ms}")
-        if self.thermal_encoding not in ("mono8", "mono16"):
-            raise ValueError(f"thermal encoding must be mono8 or mono16, got {self.thermal_encoding!r}")
-        if self.rgb_encoding not in ("bgr8", "rgb8"):
-            raise ValueError(f"rgb encoding must be bgr8 or rgb8, got {self.rgb_encoding!r}")
         if not 0 <= self.mono16_offset + 255 * self.mono16_gain <= 65535 or self.mono16_gain <= 0:
             raise ValueError("mono16 offset + 255 * gain must fit 16 bits (gain > 0)")
 
@@ -137,6 +130,8 @@ def write_dataset_bag(
         if options.pair_name_topic:
             schedule.append((int(rgb_stamps[i]), 4, i, "name"))
     schedule.sort()
+    # Box class id -> the class_id string of its hypothesis (MSRS: "car", "person", "bike").
+    class_names = class_table("msrs").names
     rgb_sizes: dict[int, tuple[int, int]] = {}  # frame index -> (width, height), for normalised boxes
     summary = MakeBagSummary(Path(out), frames=0)
     with BagWriter(out, storage=options.storage) as writer:
@@ -157,23 +152,23 @@ def write_dataset_bag(
                         continue
                     if found is None:
                         continue
-                    msg = detections_message(found, t, options.rgb_frame, options.class_names)
+                    msg = detections_message(found, t, RGB_FRAME, class_names)
                     topic, msgtype = options.boxes_topic, DETECTIONS_TYPE
                 elif kind == "name":
                     msg, topic, msgtype = pair_name_message(pair.name), options.pair_name_topic, STRING_TYPE
                 elif kind == "thermal":
                     image = _thermal_image(read_infrared(pair.ir_path), options)
-                    msg = image_message(image, options.thermal_encoding, t, options.thermal_frame)
+                    msg = image_message(image, options.thermal_encoding, t, THERMAL_FRAME)
                     topic = options.thermal_topic
                 elif kind == "rgb":
                     image = read_visible(pair.vis_path)
                     if options.rgb_encoding == "rgb8":
                         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-                    msg = image_message(image, options.rgb_encoding, t, options.rgb_frame)
+                    msg = image_message(image, options.rgb_encoding, t, RGB_FRAME)
                     topic = options.rgb_topic
                     rgb_sizes[i] = (image.shape[1], image.shape[0])
                 else:
-                    msg = image_message(read_label(pair.label_path), "mono8", t, options.rgb_frame)
+                    msg = image_message(read_label(pair.label_path), "mono8", t, RGB_FRAME)
                     topic = options.gt_topic
             except ValueError as exc:
                 summary.skipped[pair.name] = str(exc)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from rosbags.typesys import get_types_from_msg
 
-from sage_ros.bags.messages import TYPESTORE
+from sage_ros.bags.messages import TYPESTORE, header, stamp_of
 
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 STRING_TYPE = "std_msgs/msg/String"
@@ -44,26 +44,8 @@ _DEFINITIONS = {
     ),
     "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
 }
-
-
-def register_types(typestore: Any = TYPESTORE) -> None:
-    """Add the vision_msgs types to `typestore` (a no-op when they are there already)."""
-    types: dict = {}
-    for name, text in _DEFINITIONS.items():
-        types.update(get_types_from_msg(text, name))
-    typestore.register(types)
-
-
-register_types()
-
+TYPESTORE.register({k: v for name, text in _DEFINITIONS.items() for k, v in get_types_from_msg(text, name).items()})
 _T = TYPESTORE.types
-_Header, _Time = _T["std_msgs/msg/Header"], _T["builtin_interfaces/msg/Time"]
-
-
-class _PixelBox(Protocol):
-    class_id: int
-
-    def as_xyxy(self) -> tuple[float, float, float, float]: ...
 
 
 @dataclass(frozen=True)
@@ -84,38 +66,24 @@ class DecodedBox:
 @dataclass
 class DecodedDetections:
     stamp_ns: int
-    frame_id: str
     boxes: list[DecodedBox] = field(default_factory=list)
     unknown_classes: list[str] = field(default_factory=list)  # class strings no table entry matched
 
 
-def _header(stamp_ns: int, frame_id: str) -> Any:
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    return _Header(stamp=_Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
-
-
-def detections_message(
-    boxes: Iterable[_PixelBox],
-    stamp_ns: int,
-    frame_id: str,
-    class_names: Sequence[str],
-    scores: Sequence[float] | None = None,
-) -> Any:
-    """A Detection2DArray of axis-aligned pixel boxes; class ids become names from `class_names`.
-
-    Human labels get score 1.0. Each detection carries the array's header (vision_msgs asks for it).
+def detections_message(boxes: Iterable[Any], stamp_ns: int, frame_id: str, class_names: Sequence[str]) -> Any:
+    """A Detection2DArray of human-labelled pixel boxes (objects with `class_id` and `as_xyxy()`, such as
+    `sage_ros.evaluation.boxes.Box`); class ids become names from `class_names`, every score is 1.0.
+    Each detection carries the array's header (vision_msgs asks for it).
     """
     pose_cov, pose_cls = _T["geometry_msgs/msg/PoseWithCovariance"], _T["geometry_msgs/msg/Pose"]
     point, quat = _T["geometry_msgs/msg/Point"], _T["geometry_msgs/msg/Quaternion"]
-    header = _header(stamp_ns, frame_id)
+    array_header = header(stamp_ns, frame_id)
     detections = []
-    for k, box in enumerate(boxes):
+    for box in boxes:
         x0, y0, x1, y1 = box.as_xyxy()
         cid = int(box.class_id)
         name = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
-        hypothesis = _T["vision_msgs/msg/ObjectHypothesis"](
-            class_id=name, score=float(scores[k]) if scores is not None else 1.0
-        )
+        hypothesis = _T["vision_msgs/msg/ObjectHypothesis"](class_id=name, score=1.0)
         # The hypothesis pose is unused for image boxes: identity, zero covariance.
         pose = pose_cov(
             pose=pose_cls(position=point(x=0.0, y=0.0, z=0.0), orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0)),
@@ -130,13 +98,13 @@ def detections_message(
         )
         detections.append(
             _T["vision_msgs/msg/Detection2D"](
-                header=header,
+                header=array_header,
                 results=[_T["vision_msgs/msg/ObjectHypothesisWithPose"](hypothesis=hypothesis, pose=pose)],
                 bbox=bbox,
                 id="",
             )
         )
-    return _T[DETECTIONS_TYPE](header=header, detections=detections)
+    return _T[DETECTIONS_TYPE](header=array_header, detections=detections)
 
 
 def class_id_of(text: str, class_names: Sequence[str]) -> int | None:
@@ -158,8 +126,7 @@ def decode_detections(msg: Any, class_names: Sequence[str]) -> DecodedDetections
     hypothesis, or whose class string matches no name and is not a number, is left out and its
     class string listed in `unknown_classes`.
     """
-    stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-    out = DecodedDetections(stamp, msg.header.frame_id)
+    out = DecodedDetections(stamp_of(msg))
     for det in msg.detections:
         if not det.results:
             out.unknown_classes.append("")

@@ -16,47 +16,25 @@ TYPESTORE = get_typestore(Stores.LATEST)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
-_Image = TYPESTORE.types[IMAGE_TYPE]
-_CompressedImage = TYPESTORE.types[COMPRESSED_TYPE]
-_Header = TYPESTORE.types["std_msgs/msg/Header"]
-_Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 
-
-def stamp_to_ns(sec: int, nanosec: int) -> int:
-    return int(sec) * 1_000_000_000 + int(nanosec)
+def header(stamp_ns: int, frame_id: str) -> Any:
+    """A std_msgs/Header stamped `stamp_ns` (ns since the epoch)."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    types = TYPESTORE.types
+    return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                        frame_id=frame_id)
 
 
 def stamp_of(msg: Any) -> int:
     """Header stamp of a message in ns since the epoch."""
-    return stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def image_message(image: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Any:
     """A rosbags sensor_msgs/Image holding `image` (in the encoding's own channel order)."""
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    msg = _Image(
-        header=_Header(stamp=_Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
-        height=0,
-        width=0,
-        encoding="",
-        is_bigendian=0,
-        step=0,
-        data=np.zeros(0, np.uint8),
-    )
+    msg = TYPESTORE.types[IMAGE_TYPE](header=header(stamp_ns, frame_id), height=0, width=0, encoding="",
+                                      is_bigendian=0, step=0, data=np.zeros(0, np.uint8))
     return fill_msg(msg, encode_image(image, encoding))
-
-
-def compressed_image_message(image: np.ndarray, fmt: str, stamp_ns: int, frame_id: str) -> Any:
-    """A rosbags sensor_msgs/CompressedImage: `fmt` is 'png' or 'jpeg' (OpenCV channel order in)."""
-    ok, encoded = cv2.imencode(f".{fmt}", image)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}")
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    return _CompressedImage(
-        header=_Header(stamp=_Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
-        format=fmt,
-        data=encoded.reshape(-1).astype(np.uint8),
-    )
 
 
 def decode_any(msg: Any, msgtype: str) -> tuple[np.ndarray, str]:

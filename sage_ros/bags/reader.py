@@ -63,7 +63,7 @@ class BagSource:
 
 class _RosbagsSource(BagSource):
     def __init__(self, path: Path, reader: Reader) -> None:
-        files = [path] if path.is_file() else sorted(path.glob("*.mcap")) + sorted(path.glob("*.db3"))
+        files = _storage_files(path)
         storage = "sqlite3" if files and files[0].suffix == ".db3" else "mcap"
         super().__init__(path, storage, recovered=False)
         self._reader = reader

@@ -18,9 +18,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="inference backend (default: auto = best available: tensorrt > openvino > onnxruntime > torch)",
     )
     group.add_argument(
-        "--model", default="sage",
-        help=f"sage (default: the released student, exported from --weights when missing: {default_onnx()}), "
-        "fast (the shipped distilled student, 18%% of the MACs), or an exported ONNX fusion model",
+        "--model", default="auto",
+        help=f"auto (default: sage or fast, chosen from the machine and logged), sage (the released student, "
+        f"exported from --weights when missing: {default_onnx()}), fast (the shipped distilled student, 18%% of "
+        "the MACs), or an exported ONNX fusion model",
     )
     group.add_argument(
         "--weights", type=Path, default=None,
@@ -29,8 +30,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--precision", default="auto", choices=PRECISIONS,
         help="auto (default): chosen from the CPU's features and logged (bf16 on OpenVINO with AVX-512 BF16/AMX, "
-        "else fp32); bf16: OpenVINO on CPUs with AMX/AVX512-BF16; int8: QDQ model on CPU backends, calibrated "
-        "engine on TensorRT; fp16: TensorRT, torch on CUDA",
+        "else fp32); bf16: OpenVINO on CPUs with AMX/AVX512-BF16; int8: QDQ model on CPU backends, a symmetric "
+        "Q/DQ model on TensorRT; fp16: TensorRT, torch on CUDA",
     )
     group.add_argument(
         "--resolution", type=_resolution, default="thermal",

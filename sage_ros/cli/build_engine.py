@@ -26,12 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="exported ONNX model (sage-ros export); a bare file name that is not in the "
                              "current folder is looked up in the models cache (~/.cache/sage_ros/models)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
-                        help="engine precision (default fp16; int8 needs --calib or a calibration cache)")
-    parser.add_argument("--calib", type=Path, default=None,
-                        help="INT8: folder of real pairs (ir/+vi/, Ir/+Vis/, ...) for calibration")
-    parser.add_argument("--calib-count", type=int, default=64, help="INT8: pairs used (default 64)")
-    parser.add_argument("--calib-cache", type=Path, default=None,
-                        help="INT8: calibration cache file (default beside the ONNX)")
+                        help="engine precision (default fp16; int8 needs an ONNX with symmetric int8 Q/DQ nodes)")
     parser.add_argument("--min", dest="min_hw", default=None, metavar="HxW", help="smallest input size")
     parser.add_argument("--opt", dest="opt_hw", default=None, metavar="HxW",
                         help="size TensorRT tunes for (your camera's)")
@@ -105,9 +100,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dla_core is not None and args.precision == "fp32":
         print("error: the DLA runs fp16 or int8 only: add --precision fp16 or int8", file=sys.stderr)
         return 2
-    if args.calib is not None and not Path(args.calib).is_dir():
-        print(f"error: calibration folder {args.calib} does not exist", file=sys.stderr)
-        return 2
 
     passed, text = _static_checks(model)
     print(f"ONNX checks for TensorRT ({model.name}):\n{text}")
@@ -130,7 +122,7 @@ def _build(args: argparse.Namespace, model: Path, profile) -> int:
     except BackendUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from sage_ros.tensorrt.builder import BuildOptions, build_engine
+    from sage_ros.tensorrt.builder import build_engine
     from sage_ros.tensorrt.runtime import CudaContext, device_index
 
     try:
@@ -142,15 +134,11 @@ def _build(args: argparse.Namespace, model: Path, profile) -> int:
         machine = ctx.machine_info(trt.__version__)
         log.info("TensorRT %s on %s (sm%s)", machine.tensorrt_version, machine.gpu_name, machine.sm)
         spec = EngineSpec.from_onnx(model, args.precision, profile, args.dla_core)
-        options = BuildOptions(
-            workspace_mb=args.workspace_mb, calib_dir=args.calib, calib_cache=args.calib_cache,
-            calib_count=args.calib_count,
-        )
         logger = trt.Logger(trt.Logger.INFO if getattr(args, "verbose", False) else trt.Logger.WARNING)
         with ctx.current():
             runtime = trt.Runtime(logger)
             cache = EngineCache(args.engine_dir or default_engine_dir(), machine,
-                                build_fn=lambda s: build_engine(s, options, logger),
+                                build_fn=lambda s: build_engine(s, args.workspace_mb, logger),
                                 deserialize_fn=runtime.deserialize_cuda_engine)
             result = cache.load_or_build(spec, engine_path=args.engine, force=args.force)
             result.engine = None  # release the engine while its runtime and context still exist

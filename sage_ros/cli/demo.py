@@ -102,8 +102,9 @@ def _against_reference(official: Path, name: str, fused_rgb: np.ndarray) -> str:
 def _say_model_build(args: argparse.Namespace) -> None:
     """Tell the user when the ONNX model is about to be built (a few seconds, once) and how."""
     from sage_ros.model.model_files import onnx_is_current, torch_available
+    from sage_ros.pipeline.builder import resolve_model
 
-    if args.backend == "torch" or args.model != "sage":
+    if args.backend == "torch" or resolve_model(str(args.model), args.backend)[0] != "sage":
         return
     model = default_onnx()
     if not onnx_is_current(model, Path(args.weights)):

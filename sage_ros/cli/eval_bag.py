@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sage_ros.backends import BackendError
-from sage_ros.bags import BOXES_TOPIC, PAIR_NAME_TOPIC, BagReadError
+from sage_ros.bags.detections import BOXES_TOPIC, PAIR_NAME_TOPIC
+from sage_ros.bags.reader import BagReadError
 from sage_ros.cli._common import add_pipeline_arguments, pipeline_settings
-from sage_ros.evaluation import EvalOptions, evaluate_bag
 from sage_ros.evaluation.metrics import FUSION_METRICS
 from sage_ros.evaluation.plots import write_plots
-from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown, write_json
+from sage_ros.evaluation.report import build_report, mean_metrics, render_markdown
+from sage_ros.evaluation.runner import EvalOptions, evaluate_bag
 from sage_ros.image.thermal import MODES, NormalizerConfig
 from sage_ros.node.settings import PARAMS
 from sage_ros.pipeline import PipelineError, build_pipeline
@@ -77,12 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="fixed thermal window (counts or deg C); implies --thermal-mode fixed",
     )
-    parser.add_argument(
-        "--out-storage",
-        choices=["mcap", "sqlite3"],
-        default=None,
-        help="output bag storage (default: the input's)",
-    )
     parser.add_argument("--no-output-bag", action="store_true", help="report only")
     parser.add_argument(
         "--no-metrics", action="store_true", help="skip fusion metrics (pairing, latency, bag only)"
@@ -139,15 +135,13 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
             print(f"error: {bag_out} exists; pass --force to replace it", file=sys.stderr)
             return 2
         shutil.rmtree(bag_out)
-    thermal = NormalizerConfig()
+    thermal = None  # auto: chosen by the runner from the bag's topics
     if args.thermal_range is not None:
-        thermal = NormalizerConfig(
-            mode="fixed", fixed_min=args.thermal_range[0], fixed_max=args.thermal_range[1]
-        )
-    elif args.thermal_mode == "fixed":
-        thermal = NormalizerConfig(mode="fixed")
+        thermal = NormalizerConfig(mode="fixed", fixed_min=args.thermal_range[0], fixed_max=args.thermal_range[1])
     elif args.thermal_mode == "per-frame":
         thermal = NormalizerConfig(ema_alpha=1.0)
+    elif args.thermal_mode != "auto":
+        thermal = NormalizerConfig(mode=args.thermal_mode)
     options = EvalOptions(
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
@@ -159,15 +153,13 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         queue_size=args.queue_size,
         thermal_offset_ms=args.thermal_offset_ms,
         thermal=thermal,
-        thermal_auto=args.thermal_mode == "auto" and args.thermal_range is None,
-        thermal_reason="" if args.thermal_mode == "auto" else "as given",
         compute_metrics=not args.no_metrics,
         output_bag=bag_out,
-        output_storage=args.out_storage,
         max_pairs=args.max_pairs,
     )
     try:
-        thermal.validate()
+        if thermal is not None:
+            thermal.validate()
         pipeline = build_pipeline(pipeline_settings(args))
     except (ValueError, BackendError, FileNotFoundError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -199,7 +191,7 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         # describes outputs that were all written.
         md = render_markdown(report, {k: v.name for k, v in plots.items()})
         _write_whole(out_dir / "report.md", lambda p: p.write_text(md))
-        _write_whole(out_dir / "report.json", lambda p: write_json(report, p))
+        _write_whole(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
     except OSError as exc:
         return _write_failed(out_dir, bag_out, exc)
 

@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, BackendError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if wanted and pipeline.segmenter is None:
+        print(f"error: {pipeline.notes[-1]}", file=sys.stderr)
+        pipeline.close()
+        return 2
     total = len(pairs) if only is None else len([p for p in pairs if p[0] in only])
     try:
         with tqdm(total=total, unit="pair", desc="fusing", file=sys.stderr) as bar:

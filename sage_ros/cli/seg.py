@@ -1,18 +1,16 @@
 """`sage-ros seg eval`: score the segmentation network; its trainer, `sage-ros train seg`, is defined here too.
 
-    sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 (and AP50) on the eval split,
-                             of a network, of a folder of masks (`sage-ros fuse --masks`) or of the
-                             non-learned thermal rule; masks also on any folder with YOLO, COCO or VOC
-                             boxes (--boxes, --class-map), with the spill of mask pixels outside boxes
+    sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 on the eval split, of a
+                             network or of a folder of masks (`sage-ros fuse --masks`); masks also on any
+                             folder with YOLO, COCO or VOC boxes (--boxes, --class-map), with the spill
+                             of mask pixels outside boxes
 
-`train seg` and `eval --net` need the `training` extra (PyTorch); `eval --masks` and
-`eval --baseline` need only numpy and OpenCV.
+`train seg` and `eval --net` need the `training` extra (PyTorch); `eval --masks` needs only numpy and OpenCV.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
@@ -49,9 +47,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=recipe.BATCH)
     parser.add_argument("--lr", type=float, default=recipe.LR)
     parser.add_argument("--widths", type=int, nargs=4, default=list(recipe.WIDTHS), metavar="W")
-    parser.add_argument("--target", choices=["box", "thermal"], default="box",
-                        help="pseudo-masks: 'box' fills boxes (edge ring ignored), 'thermal' keeps the warm part "
-                        "of each box and ignores the rest")
     parser.add_argument("--separation", type=float, default=recipe.SEPARATION, metavar="PX",
                         help="background lines this wide (pixels at the network's 1/4 resolution) between touching "
                         "objects of one class, so that they come out as separate components (0: none)")
@@ -70,7 +65,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated input images: fused, visible, infrared (default fused,infrared)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from these weights (.npz, same inputs and widths): one more training cycle "
-                        "(no automatic restart after it)")
+                        "(no automatic restart after it), e.g. a member_s<seed>.npz with the appearance options")
+    appearance = parser.add_argument_group(
+        "camera-appearance augmentation", "other thermal cameras' looks (docs/segmentation.md, 'Other cameras'); "
+        "off in the shipped recipe; measured: --ir-tone 0.8 --fused-tone 0.5 --zoom 0.5 2")
+    appearance.add_argument("--zoom", type=float, nargs=2, default=list(recipe.ZOOM), metavar=("MIN", "MAX"),
+                            help="random zoom range")
+    appearance.add_argument("--ir-tone", type=float, default=0.0,
+                            help="share of samples whose IR gets another camera's tone curve")
+    appearance.add_argument("--ir-gamma", type=float, nargs=2, default=list(recipe.IR_GAMMA), metavar=("MIN", "MAX"),
+                            help="gamma range of those tone curves")
+    appearance.add_argument("--ir-equalize", type=float, default=recipe.IR_EQUALIZE,
+                            help="share of those tone curves with histogram equalisation")
+    appearance.add_argument("--ir-degrade", type=float, default=0.0,
+                            help="share of samples whose IR gets the blur and noise of a lower-resolution core")
+    appearance.add_argument("--fused-tone", type=float, default=0.0,
+                            help="share of samples whose fused Y gets an independent milder tone curve")
     parser.add_argument("--restart-steps", type=int, default=recipe.RESTART_STEPS,
                         help="after the first cycle, a warm restart of this many steps from its calibrated weights "
                         "(0: none; skipped with --init or --labels)")
@@ -109,8 +119,6 @@ def register(subparsers) -> None:
     what.add_argument("--masks", type=Path, default=None, action=_DatasetOption,
                       help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`); "
                       "repeat for several datasets")
-    what.add_argument("--baseline", action="store_true",
-                      help="the non-learned rule: IR minus local mean above its 98.5th percentile, tall blobs = people")
     evaluate.add_argument("--boxes", type=Path, action=_DatasetOption, metavar="PATH",
                           help="human boxes of the --masks before it: a folder of YOLO NAME.txt (+ classes.txt), "
                           "a COCO instances .json or a folder of VOC NAME.xml")
@@ -142,9 +150,11 @@ def _config(args, inputs: tuple[str, ...]):
     from sage_ros.training.segmentation.train_net import NetTrainConfig
 
     return NetTrainConfig(inputs=inputs, steps=args.steps, batch=args.batch, lr=args.lr, widths=tuple(args.widths),
-                          target_mode=args.target, seed=args.seed[0], threads=args.threads,
-                          separation=args.separation, separation_weight=args.separation_weight,
-                          precision=args.precision, gap_lines=args.gap_lines)
+                          seed=args.seed[0], threads=args.threads, separation=args.separation,
+                          separation_weight=args.separation_weight, precision=args.precision,
+                          gap_lines=args.gap_lines, zoom=tuple(args.zoom), ir_tone=args.ir_tone,
+                          ir_gamma=tuple(args.ir_gamma), ir_equalize=args.ir_equalize,
+                          ir_degrade=args.ir_degrade, fused_tone=args.fused_tone)
 
 
 def _inputs(text: str) -> tuple[str, ...]:
@@ -157,15 +167,20 @@ def _inputs(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def _training_data(args):
-    from sage_ros.training.segmentation.net_experiment import load_training_frames
+def _training_data(args, num_classes: int):
+    """(calibration split, training frames): MSRS boxes + thumbnails, or a pixel-labelled train split
+    (--labels: MSRS or FMB layout, no thumbnails, nothing to calibrate against)."""
+    from sage_ros.training.segmentation.data import SplitData, load_pixel_labels, load_training_frames
 
     checkpoint = _checkpoint(args)
     if checkpoint is None:
         return None
     thumbs = None if str(args.thumbs).lower() == "none" else args.thumbs
     try:
-        return load_training_frames(args.msrs, thumbs, checkpoint, args.box_source, args.cache_dir, args.threads)
+        if not args.labels:
+            return load_training_frames(args.msrs, thumbs, checkpoint, args.box_source, args.cache_dir, args.threads)
+        frames = load_pixel_labels(*args.labels, "train", checkpoint, num_classes, args.cache_dir, args.threads)
+        return SplitData(frames, [[] for _ in frames]), frames
     except (ValueError, OSError) as exc:
         log.error("could not load the training data: %s", exc)
         return None
@@ -173,7 +188,7 @@ def _training_data(args):
 
 def run_train(args: argparse.Namespace) -> int:
     """`sage-ros train seg`."""
-    from sage_ros.training.segmentation.net_experiment import (
+    from sage_ros.training.segmentation.train_recipe import (
         fit,
         fit_cycles,
         fit_ensemble,
@@ -195,7 +210,7 @@ def run_train(args: argparse.Namespace) -> int:
     from sage_ros.model.classes import class_table
 
     table = class_table(args.classes)
-    data = _label_data(args, len(table.names)) if args.labels else _training_data(args)
+    data = _training_data(args, len(table.names))
     if data is None:
         return 1
     train, frames = data
@@ -213,7 +228,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.labels:
         info |= {"targets": f"pixel labels ({args.labels[0]})", "dataset": str(args.labels[1])}
     else:
-        info |= {"box_source": args.box_source, "targets": f"{args.target} pseudo-masks from human boxes",
+        info |= {"box_source": args.box_source, "targets": "box pseudo-masks from human boxes",
                  "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
     save_trained(net, info, args.out, classes=table.to_json())
     if len(seeds) > 1:
@@ -225,36 +240,11 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_data(args, num_classes: int):
-    """Pixel-labelled train split (MSRS or FMB layout) as training frames; no thumbnails."""
-    from sage_ros.training.segmentation.data import load_pixel_labels
-    from sage_ros.training.segmentation.net_data import frames_from_samples
-    from sage_ros.training.segmentation.net_experiment import SplitData
-
-    checkpoint = _checkpoint(args)
-    if checkpoint is None:
-        return None
-    layout, root = args.labels
-    try:
-        samples = load_pixel_labels(layout, root, "train", checkpoint, num_classes, args.cache_dir, args.threads)
-    except (ValueError, OSError) as exc:
-        log.error("could not load the %s pixel labels at %s: %s", layout, root, exc)
-        return None
-    frames = frames_from_samples(samples, pixel_labels=True)
-    return SplitData(frames, [[] for _ in frames]), frames
-
-
-def _split_names(msrs: Path, split: str) -> dict[str, str]:
-    """name -> light for the pairs of one split."""
-    with (msrs / "splits.csv").open(newline="") as handle:
-        return {r["name"]: r.get("light") or "unknown" for r in csv.DictReader(handle) if r["split"] == split}
-
-
 class _DatasetOption(argparse.Action):
     """`--masks` starts a dataset; the dataset options after it (--boxes, --layout, ...) belong to it.
 
     argparse has no repeated option groups, so the datasets are collected in order into `datasets`
-    (a list of dicts); `masks` keeps the last folder as before, for the --net/--baseline exclusion.
+    (a list of dicts); `masks` keeps the last folder as before, for the --net exclusion.
     """
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
@@ -285,16 +275,13 @@ def _eval(args) -> int:
             return 2
     labelled = [d for d in datasets if "boxes" in d]
     results = {}
-    # MSRS: each --masks without --boxes, or else (nothing labelled given) the network or the thermal rule.
+    # MSRS: each --masks without --boxes, or else (nothing labelled given) the network.
     msrs_masks = [d["masks"] for d in datasets if "boxes" not in d] or ([] if labelled else [args.masks])
     if msrs_masks and not (args.msrs / "splits.csv").is_file():
         log.error("%s has no splits.csv: pass --msrs with the MSRS pairs, boxes/ and splits.csv", args.msrs)
         return 1
     for masks in msrs_masks:
-        if masks is not None or args.baseline:
-            name, scores = _eval_masks(args, masks)
-        else:
-            name, scores = _eval_net(args)
+        name, scores = _eval_net(args) if masks is None else _eval_masks(args, masks)
         if scores is None:
             return 1
         print(f"### {name}: components vs {args.box_source} boxes at IoU 0.5, {args.split} split\n")
@@ -348,24 +335,18 @@ def _eval_labelled(dataset: dict, min_area: int) -> tuple[str, dict | None]:
     return name, {"all": scores, "dataset": info}
 
 
-def _eval_masks(args, masks: Path | None):
-    """Score PNG masks (or the thermal rule) without torch: the published masks are what is scored."""
+def _eval_masks(args, masks: Path):
+    """Score PNG masks of MSRS pairs without torch: the published masks are what is scored."""
     import cv2
 
-    from sage_ros.evaluation.components import spill_fractions
-    from sage_ros.training.segmentation.baseline import thermal_rule_mask
-    from sage_ros.training.segmentation.boxes import box_dir, read_yolo
-    from sage_ros.training.segmentation.evaluate import components_to_detections, f1_scores
+    from sage_ros.evaluation.boxes import box_dir, msrs_lights, read_yolo
+    from sage_ros.evaluation.components import components_to_detections, f1_scores, spill_fractions
 
-    names = _split_names(args.msrs, args.split)
+    names = msrs_lights(args.msrs, args.split)
     dets, gts, lights, spill = {}, {}, {}, {}
     missing = []
     for name, light in sorted(names.items()):
-        if args.baseline:
-            ir = cv2.imread(str(args.msrs / "ir" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
-            mask = None if ir is None else thermal_rule_mask(ir)
-        else:
-            mask = cv2.imread(str(masks / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(masks / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2:
             missing.append(name)
             continue
@@ -383,13 +364,13 @@ def _eval_masks(args, masks: Path | None):
         if chosen:
             scores[light] = f1_scores([dets[n] for n in chosen], [gts[n] for n in chosen],
                                       frame_spill=[spill[n] for n in chosen]).to_json()
-    label = "thermal rule (no learning)" if args.baseline else f"masks {masks}"
-    return label, scores
+    return f"masks {masks}", scores
 
 
 def _eval_net(args):
     from sage_ros.networks.seg_net import SegNetError, default_net_path, load_net
-    from sage_ros.training.segmentation.net_experiment import evaluate_net, load_split, scores_json
+    from sage_ros.training.segmentation.data import load_split
+    from sage_ros.training.segmentation.train_net import low_logits, score_logits
 
     checkpoint = _checkpoint(args)
     if checkpoint is None:
@@ -401,5 +382,6 @@ def _eval_net(args):
         log.error("%s", exc)
         return "net", None
     data = load_split(args.msrs, args.split, checkpoint, args.box_source, args.cache_dir, args.threads)
-    return f"{path.name} ({'+'.join(net.inputs)})", scores_json(evaluate_net(net, data, args.min_area))
+    scores = score_logits(low_logits(net, data.frames), data.frames, data.boxes, min_area=args.min_area)
+    return f"{path.name} ({'+'.join(net.inputs)})", {light: f1.to_json() for light, f1 in scores.items()}
 

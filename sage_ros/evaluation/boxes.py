@@ -9,6 +9,7 @@ silently. Numpy only: scoring masks must not need torch or the training code.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -103,6 +104,17 @@ def parse_yolo(
     return boxes
 
 
+def box_dir(msrs_root: str | Path, source: str) -> Path:
+    """The YOLO folder of one annotation source (fusion, infrared, visible) of the shared MSRS layout."""
+    return Path(msrs_root) / "boxes" / source
+
+
+def msrs_lights(msrs_root: str | Path, split: str | None = None) -> dict[str, str]:
+    """name -> 'day' | 'night' | 'unknown' from the shared MSRS splits.csv, for the pairs of `split` (default all)."""
+    with (Path(msrs_root) / "splits.csv").open(newline="") as handle:
+        return {r["name"]: r.get("light") or "unknown" for r in csv.DictReader(handle) if split in (None, r["split"])}
+
+
 def read_yolo(
     path: str | Path, width: int, height: int, class_map: dict[int, int] | None = MSRS_YOLO_TO_ID
 ) -> list[Box]:
@@ -147,10 +159,6 @@ class LabelledSet:
     images: dict[str, ImageBoxes]
     missing_means_empty: bool = False
     skipped: Counter = field(default_factory=Counter)  # boxes the reader left out, by reason
-
-    def class_names(self) -> Counter:
-        """Boxes per dataset class name, over every image."""
-        return Counter(b.name for image in self.images.values() for b in image.boxes)
 
     def pixel_boxes(
         self, stem: str, width: int, height: int, class_map: dict[str, int]

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,11 +21,12 @@ from tqdm import tqdm
 
 from sage_ros.evaluation.baselines import BASELINES, luminance_of_bgr, luminance_of_rgb
 from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer
+from sage_ros.evaluation.report import markdown_table
 from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible
 
 
 def compare(
-    ir_dir: Path, vis_dir: Path, methods: dict[str, Path], pipeline=None, names: list[str] | None = None
+    ir_dir: Path, vis_dir: Path, methods: dict[str, Path], pipeline: Any = None
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """(pair names used, method -> metric -> mean). SAGE is run through `pipeline` when given."""
     irs, viss = images_by_stem(ir_dir), images_by_stem(vis_dir)
@@ -32,8 +34,6 @@ def compare(
     folders = {name: images_by_stem(folder) for name, folder in methods.items()}
     for files in folders.values():
         common &= set(files)
-    if names is not None:
-        common &= set(names)
     used = sorted(common)
     if not used:
         raise ValueError("no pair is covered by every method folder")
@@ -57,18 +57,6 @@ def compare(
             sums.setdefault(method, []).append(scorer.score(image))
     means = {m: {k: float(np.mean([s[k] for s in rows])) for k in FUSION_METRICS} for m, rows in sums.items()}
     return used, means
-
-
-def markdown_table(means: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | " + " | ".join(FUSION_METRICS) + " |", "|---" * (len(FUSION_METRICS) + 1) + "|"]
-    best = {k: max(v[k] for v in means.values()) for k in FUSION_METRICS}
-    for method, values in means.items():
-        cells = [
-            f"**{values[k]:.3f}**" if np.isclose(values[k], best[k]) else f"{values[k]:.3f}"
-            for k in FUSION_METRICS
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

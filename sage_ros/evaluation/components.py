@@ -5,8 +5,8 @@ boxes, matched one-to-one to the human boxes at IoU 0.5, and counted per class (
 F1). This is the operating point a user of the published mask sees. Beside it, "spill": the share of
 the frame given a class outside every box of that class, which F1 cannot see (a component far larger
 than its box still counts once). The box files themselves are read by `sage_ros.evaluation.boxes`.
-Numpy and OpenCV only: used by `sage-ros eval-bag` (run-time side, no torch) and, re-exported, by the
-training code's `seg eval`, so both report the same numbers for the same masks.
+Numpy and OpenCV only: used by `sage-ros eval-bag` (run-time side, no torch), `seg eval` and the training
+code, so all report the same numbers for the same masks.
 """
 
 from __future__ import annotations
@@ -21,16 +21,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-# The box readers live in `sage_ros.evaluation.boxes`; re-exported here so that every existing import of
-# these names (eval-bag, make-bag, the training code) keeps working.
-from sage_ros.evaluation.boxes import (  # noqa: F401 - re-exports
-    MSRS_YOLO_TO_ID,
-    Box,
-    BoxFileError,
-    LabelledSet,
-    parse_yolo,
-    read_yolo,
-)
+# The box readers live in `sage_ros.evaluation.boxes`; MSRS_YOLO_TO_ID, Box, parse_yolo and read_yolo are
+# re-exported for make-bag and the bag evaluation's callers.
+from sage_ros.evaluation.boxes import MSRS_YOLO_TO_ID, Box, LabelledSet, parse_yolo, read_yolo  # noqa: F401
 
 #: Label value meaning "not scored" (pixels of a box that are not sure to be the object).
 IGNORE = 255
@@ -282,7 +275,7 @@ def f1_table(rows: dict[str, dict]) -> str:
     Spill columns are added when some row measured it ('-' in the rows that did not).
     """
     header = ["model", "light", "F1 car", "F1 person", "F1 bike", "mean F1", "P person", "R person",
-              "AP50 person", "comps/img", "boxes/img", "false comps / empty frame"]
+              "comps/img", "boxes/img", "false comps / empty frame"]
     with_spill = any("spill" in s for per_light in rows.values() for s in per_light.values() if isinstance(s, dict))
     if with_spill:
         header += ["spill car", "spill person", "spill bike", "spill total"]
@@ -293,11 +286,9 @@ def f1_table(rows: dict[str, dict]) -> str:
             if s is None:
                 continue
             c = s["classes"]
-            ap = s.get("ap50", {}).get("2")
             row = [name, f"{light} ({s['images']})"] + [_fmt(c[str(k)]["f1"]) for k in CLASS_NAMES] + [
                 _fmt(s["mean_f1"]), _fmt(c["2"]["precision"]), _fmt(c["2"]["recall"]),
-                _fmt(ap) if ap is not None else "-", f"{s['components_per_image']:.2f}",
-                f"{s['boxes_per_image']:.2f}",
+                f"{s['components_per_image']:.2f}", f"{s['boxes_per_image']:.2f}",
                 _fmt(s["false_components_per_empty_frame"]) + f" ({s['empty_frames']})",
             ]
             if with_spill:

@@ -324,7 +324,7 @@ class FusionScorer:
 
     What depends on the sources alone (their histograms, Sobel maps, VIF reference statistics) is
     computed once here, so scoring SAGE and several baselines on one pair costs far less than
-    calling `fusion_metrics` for each. Results equal the standalone functions exactly.
+    scoring each from scratch. Results equal the standalone functions exactly.
     """
 
     def __init__(self, a: np.ndarray, b: np.ndarray, sigma_nsq: float = 2.0) -> None:
@@ -353,11 +353,6 @@ class FusionScorer:
             "Qabf": _qabf_from(self._sobel_a, self._sobel_b, f),
             "SSIM": ssim(a, b, f),
         }
-
-
-def fusion_metrics(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> dict[str, float]:
-    """Every metric of FUSION_METRICS for one fused image F of sources A (IR) and B (VIS Y)."""
-    return FusionScorer(a, b).score(f)
 
 
 # --------------------------------------------------------------------------- segmentation
@@ -406,8 +401,3 @@ def segmentation_score(confusion: np.ndarray) -> SegmentationScore:
         iou=iou,
         pixel_accuracy=float(tp.sum() / total) if total > 0 else 0.0,
     )
-
-
-def mean_iou(truth: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None = None) -> float:
-    """mIoU of one prediction (see segmentation_score)."""
-    return segmentation_score(confusion_matrix(truth, pred, num_classes, ignore_index)).miou

@@ -87,7 +87,7 @@ def contact_sheet(result: EvalResult, metric: str, path: Path, count: int = 3) -
     for tag, p in chosen:
         thumbs = result.thumbnails[p.index]
         value = p.metrics["SAGE"][metric]
-        titles = [p.label, f"{tag} {metric} {value:.3f}", "SAGE fused", "classes"]
+        titles = [p.name or f"t={p.rgb_stamp_ns / 1e9:.3f}s", f"{tag} {metric} {value:.3f}", "SAGE fused", "classes"]
         cells = [_labelled(image, text) for image, text in zip(thumbs, titles, strict=False)]
         height = min(c.shape[0] for c in cells)
         rows.append(np.hstack([c[:height] for c in cells]))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sage_ros.evaluation.baselines import METHODS
 from sage_ros.evaluation.metrics import FUSION_METRICS
-from sage_ros.evaluation.runner import EvalResult
+
+if TYPE_CHECKING:  # the runner needs rosbags; `compare` uses markdown_table without it
+    from sage_ros.evaluation.runner import EvalResult
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -38,43 +39,12 @@ def mean_metrics(result: EvalResult) -> dict[str, dict[str, float]]:
     }
 
 
-def pairing_summary(result: EvalResult) -> dict[str, Any]:
-    deltas = [abs(p.rgb_stamp_ns - p.thermal_stamp_ns) / 1e6 for p in result.pairs]
-    stats = dict(result.sync_stats)
-    return {
-        "inputs": ["thermal", "rgb"],
-        "sync": stats,
-        "evaluated_pairs": len(result.pairs),
-        "stamp_gap_ms": {
-            "mean": float(np.mean(deltas)) if deltas else None,
-            "max": float(np.max(deltas)) if deltas else None,
-        },
-        "ground_truth_frames": result.gt_frames,
-    }
-
-
 def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -> dict[str, Any]:
     opts = result.options
-    pairs = []
-    for p in result.pairs:
-        entry: dict[str, Any] = {
-            "index": p.index,
-            "rgb_stamp_ns": p.rgb_stamp_ns,
-            "thermal_stamp_ns": p.thermal_stamp_ns,
-            "stamp_gap_ms": (p.thermal_stamp_ns - p.rgb_stamp_ns) / 1e6,
-            "size": list(p.size),
-            "pipeline_ms": p.pipeline_ms,
-            "inference_ms": p.inference_ms,
-        }
-        if p.name:
-            entry["name"] = p.name
-        if p.boxes_f1 is not None:
-            entry["boxes"] = p.boxes_f1
-        if p.metrics:
-            entry["metrics"] = p.metrics
-        if p.miou is not None:
-            entry["miou"] = p.miou
-        pairs.append(entry)
+    # Per pair: the record's fields that are set, plus the signed thermal - RGB stamp gap.
+    pairs = [{**{k: v for k, v in asdict(p).items() if v is not None},
+              "stamp_gap_ms": (p.thermal_stamp_ns - p.rgb_stamp_ns) / 1e6} for p in result.pairs]
+    gaps = [abs(p["stamp_gap_ms"]) for p in pairs]
     return {
         "tool": "sage-ros eval-bag",
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -87,17 +57,10 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
         "model": model,
         "backend": result.backend,
         "settings": {
-            "thermal_topic": opts.thermal_topic,
-            "rgb_topic": opts.rgb_topic,
-            "gt_topic": opts.gt_topic,
-            "boxes_topic": opts.boxes_topic,
-            "pair_names_topic": opts.pair_names_topic,
-            "slop_s": opts.slop_s,
-            "queue_size": opts.queue_size,
-            "thermal_offset_ms": opts.thermal_offset_ms,
+            **{k: v for k, v in asdict(opts).items() if k not in ("thermal", "output_bag")},
             "thermal_normalisation": opts.thermal.mode,
             "thermal_normalisation_detail": describe_thermal(opts.thermal),
-            "thermal_normalisation_reason": getattr(opts, "thermal_reason", ""),
+            "thermal_normalisation_reason": result.thermal_reason,
         },
         "metric_definitions": "sage_ros.evaluation.metrics (SAGE_SPEC section 7): F = Y of the fused RGB, "
         "A = infrared grey, B = visible Y; two-source metrics are sums over A and B",
@@ -105,7 +68,13 @@ def build_report(result: EvalResult, model: str | None, files: dict[str, str]) -
         "mean": mean_metrics(result),
         "segmentation": result.segmentation if result.segmentation else {"note": _segmentation_note(result)},
         "masks_vs_boxes": result.boxes if result.boxes else {"note": _boxes_note(result)},
-        "pairing": pairing_summary(result),
+        "pairing": {
+            "inputs": ["thermal", "rgb"],
+            "sync": dict(result.sync_stats),
+            "evaluated_pairs": len(result.pairs),
+            "stamp_gap_ms": {"mean": float(np.mean(gaps)) if gaps else None, "max": max(gaps, default=None)},
+            "ground_truth_frames": result.gt_frames,
+        },
         "latency_ms": {
             "pipeline": latency_summary([p.pipeline_ms for p in result.pairs]),
             "inference": latency_summary([p.inference_ms for p in result.pairs]),
@@ -185,12 +154,19 @@ SSIM_NOTE = (
 )
 
 
-def write_json(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n")
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(means: dict[str, dict[str, float]]) -> str:
+    """Method x metric means, the best of each metric in bold (eval-bag's report and `compare`'s table)."""
+    lines = ["| method | " + " | ".join(FUSION_METRICS) + " |", "|---" * (len(FUSION_METRICS) + 1) + "|"]
+    best = {k: max(v[k] for v in means.values()) for k in FUSION_METRICS}
+    for method, values in means.items():
+        cells = [f"**{values[k]:.3f}**" if np.isclose(values[k], best[k]) else f"{values[k]:.3f}"
+                 for k in FUSION_METRICS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
@@ -204,23 +180,12 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         f"- model: `{report['model']}`; backend: {report['backend']}",
         f"- pairs evaluated: {report['pairing']['evaluated_pairs']}; problems: {report['problems']['total']}",
         f"- thermal normalisation (mono16 / 32FC1 thermal; mono8 is used as is): "
-        f"{report['settings'].get('thermal_normalisation_detail', report['settings']['thermal_normalisation'])}"
-        + (f" ({report['settings']['thermal_normalisation_reason']})"
-           if report["settings"].get("thermal_normalisation_reason") else ""),
+        f"{report['settings']['thermal_normalisation_detail']} ({report['settings']['thermal_normalisation_reason']})",
         "",
     ]
     mean = report["mean"]
     if mean:
-        lines += ["## Mean fusion metrics (higher is better for all)", ""]
-        lines.append("| method | " + " | ".join(FUSION_METRICS) + " |")
-        lines.append("|---" * (len(FUSION_METRICS) + 1) + "|")
-        best = {k: max(mean[m][k] for m in mean) for k in FUSION_METRICS}
-        for method, values in mean.items():
-            cells = [
-                f"**{_fmt(values[k])}**" if np.isclose(values[k], best[k]) else _fmt(values[k])
-                for k in FUSION_METRICS
-            ]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["## Mean fusion metrics (higher is better for all)", "", markdown_table(mean).rstrip("\n")]
         lines += [
             "",
             "Baselines use the same pairs: `average` = (IR + VIS Y)/2, `max` = per-pixel maximum, "

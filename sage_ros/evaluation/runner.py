@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sage_ros.bags import BagReadError, BagWriter, image_message, open_bag, stamp_of
 from sage_ros.bags.detections import (
     BOXES_TOPIC,
     DETECTIONS_TYPE,
@@ -31,7 +31,9 @@ from sage_ros.bags.detections import (
     DecodedBox,
     decode_detections,
 )
-from sage_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, decode_any, deserialize
+from sage_ros.bags.messages import COMPRESSED_TYPE, IMAGE_TYPE, decode_any, deserialize, image_message, stamp_of
+from sage_ros.bags.reader import BagReadError, open_bag
+from sage_ros.bags.writer import BagWriter
 from sage_ros.evaluation.baselines import luminance_of_bgr, luminance_of_rgb, score_methods
 from sage_ros.evaluation.components import Detection, components_to_detections, f1_scores
 from sage_ros.evaluation.metrics import confusion_matrix, segmentation_score
@@ -51,17 +53,6 @@ THUMB_WIDTH = 160  # contact-sheet thumbnails (keeps a 6-row sheet around 0.5 MB
 _MAX_DETAILS = 200  # problem descriptions kept verbatim; the counts keep going
 
 
-def _auto_thermal(options: EvalOptions, dataset_topic: str | None) -> EvalOptions:
-    if options.thermal.mode != "percentile":
-        return replace(options, thermal_reason="as given")
-    if dataset_topic is not None:
-        return replace(options, thermal=replace(options.thermal, ema_alpha=1.0),
-                       thermal_reason=f"auto: per frame, because the bag has {dataset_topic} (a dataset of unrelated "
-                       "frames, where a window carried across frames would mix scenes)")
-    return replace(options, thermal_reason="auto: smoothed across frames as in the node, because the bag has no "
-                   "ground-truth topic (a camera stream); use --thermal-mode per-frame for a dataset bag")
-
-
 @dataclass
 class EvalOptions:
     thermal_topic: str = "/thermal/image_raw"
@@ -73,15 +64,12 @@ class EvalOptions:
     slop_s: float = 0.05
     queue_size: int = 10
     thermal_offset_ms: float = 0.0  # added to thermal stamps before pairing (node parameter semantics)
-    thermal: NormalizerConfig = field(default_factory=NormalizerConfig)
-    # auto: per-frame percentile windows for a dataset bag (it has the ground-truth topic: frames are
-    # unrelated images, so a window smoothed across them mixes scenes), the node's smoothed window for
-    # a camera stream. thermal_reason then says which and why (in the report).
-    thermal_auto: bool = False
-    thermal_reason: str = ""
+    # None (auto): per-frame percentile windows for a dataset bag (it has a ground-truth, boxes or pair
+    # names topic: frames are unrelated images, so a window smoothed across them mixes scenes), the node's
+    # smoothed window for a camera stream; EvalResult.thermal_reason says which and why (in the report).
+    thermal: NormalizerConfig | None = None
     compute_metrics: bool = True
     output_bag: Path | None = None  # None: no output bag
-    output_storage: str | None = None  # None: same as the input bag
     max_pairs: int | None = None
 
 
@@ -96,12 +84,7 @@ class PairRecord:
     metrics: dict[str, dict[str, float]] | None = None  # method -> metric -> value
     miou: float | None = None
     name: str | None = None  # the dataset pair's name, when the bag carries one for this stamp
-    boxes_f1: dict[str, int] | None = None  # components, boxes, matched: when scored against boxes
-
-    @property
-    def label(self) -> str:
-        """The pair's name, else its RGB stamp in seconds."""
-        return self.name if self.name else f"t={self.rgb_stamp_ns / 1e9:.3f}s"
+    boxes: dict[str, int] | None = None  # components, boxes, matched: when scored against boxes
 
 
 @dataclass
@@ -122,8 +105,8 @@ class EvalResult:
     thumbnails: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict)
     gt_frames: int = 0
     boxes_topic: str | None = None  # the boxes topic found in the bag
-    box_frames: int = 0
     boxes: dict[str, Any] | None = None  # masks vs boxes scores (see `_Replay.finish`)
+    thermal_reason: str = "as given"
     wall_s: float = 0.0
 
     def problem(self, kind: str, detail: str) -> None:
@@ -224,15 +207,18 @@ class _Replay:
         self._segmentation(record, fused.class_ids, rgb_stamp, where)
         self._score_boxes(record, fused.class_ids, rgb_stamp)
         res.pairs.append(record)
-        fused_bgr = cv2.cvtColor(fused.fused_rgb, cv2.COLOR_RGB2BGR)
-        thumbs = [_thumb(ir_u8), _thumb(vis_bgr), _thumb(fused_bgr)]
-        if fused.class_ids is not None:
-            # The node's overlay (class colours over the fused image), as /segmentation/overlay shows it.
-            blend = overlay(fused.fused_rgb, fused.class_ids, self.table)
-            thumbs.append(_thumb(cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)))
-        res.thumbnails[index] = tuple(thumbs)
+        # The node's overlay (class colours over the fused image), as /segmentation/overlay shows it.
+        blend = None if fused.class_ids is None else overlay(fused.fused_rgb, fused.class_ids, self.table)
+        colour = [cv2.cvtColor(c, cv2.COLOR_RGB2BGR) for c in (fused.fused_rgb, blend) if c is not None]
+        res.thumbnails[index] = tuple(_thumb(t) for t in (ir_u8, vis_bgr, *colour))
         if self.writer is not None:
-            self._write_outputs(rgb_msg, max(th_time, rgb_time), fused)
+            # Outputs carry the RGB frame's stamp and frame_id (what the node publishes); their log time
+            # is when the pair was complete, so the bag stays in time order.
+            log_time, stamp, frame = max(th_time, rgb_time), rgb_stamp, rgb_msg.header.frame_id
+            self.writer.write(FUSED_TOPIC, log_time, image_message(fused.fused_rgb, "rgb8", stamp, frame))
+            if blend is not None:
+                self.writer.write(CLASS_TOPIC, log_time, image_message(fused.class_ids, "mono8", stamp, frame))
+                self.writer.write(OVERLAY_TOPIC, log_time, image_message(blend, "rgb8", stamp, frame))
 
     def _segmentation(self, record: PairRecord, class_ids: np.ndarray | None, stamp: int, where: str) -> None:
         if class_ids is None or not self.labels:
@@ -246,15 +232,9 @@ class _Replay:
                 "ground-truth", f"{where}: label {truth.shape} and prediction {class_ids.shape} differ"
             )
             return
-        n = max(len(self.table.names), int(truth.max()) + 1, int(class_ids.max()) + 1)
-        cm = confusion_matrix(truth, class_ids, n, ignore_index=255)
-        if self.confusion is None or self.confusion.shape[0] < n:
-            grown = np.zeros((n, n), np.int64)
-            if self.confusion is not None:
-                k = self.confusion.shape[0]
-                grown[:k, :k] = self.confusion
-            self.confusion = grown
-        self.confusion[:n, :n] += cm
+        # Every uint8 id has a row: classes absent from truth and prediction drop out of the scores.
+        cm = confusion_matrix(truth, class_ids, 256, ignore_index=255)
+        self.confusion = cm if self.confusion is None else self.confusion + cm
         record.miou = segmentation_score(cm).miou
 
     def _score_boxes(self, record: PairRecord, class_ids: np.ndarray | None, stamp: int) -> None:
@@ -269,7 +249,7 @@ class _Replay:
         )
         self.box_scored.append((record.name, detections, truth))
         one = f1_scores([detections], [truth], self.scored_classes)
-        record.boxes_f1 = {
+        record.boxes = {
             "components": sum(c.predicted for c in one.per_class.values()),
             "boxes": sum(c.boxes for c in one.per_class.values()),
             "matched": sum(c.tp for c in one.per_class.values()),
@@ -279,16 +259,6 @@ class _Replay:
     def scored_classes(self) -> tuple[int, ...]:
         """Object classes of the model's table (every id but 0): (1, 2, 3) for MSRS car/person/bike."""
         return tuple(range(1, len(self.table.names)))
-
-    def _write_outputs(self, rgb_msg: Any, log_time: int, fused: Any) -> None:
-        # Outputs carry the RGB frame's stamp and frame_id (what the node publishes); their log time
-        # is when the pair was complete, so the bag stays in time order.
-        stamp, frame = stamp_of(rgb_msg), rgb_msg.header.frame_id
-        self.writer.write(FUSED_TOPIC, log_time, image_message(fused.fused_rgb, "rgb8", stamp, frame))
-        if fused.class_ids is not None:
-            self.writer.write(CLASS_TOPIC, log_time, image_message(fused.class_ids, "mono8", stamp, frame))
-            blend = overlay(fused.fused_rgb, fused.class_ids, self.table)
-            self.writer.write(OVERLAY_TOPIC, log_time, image_message(blend, "rgb8", stamp, frame))
 
     def finish(self) -> None:
         if self.confusion is not None:
@@ -340,51 +310,53 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-def _read_labels(source: Any, topic: str, result: EvalResult) -> dict[int, np.ndarray]:
-    labels: dict[int, np.ndarray] = {}
+def _read_side(source: Any, topic: str, result: EvalResult | None, kind: str,
+               decode: Callable[[Any], tuple[int, Any]]) -> dict[int, Any]:
+    """stamp -> decode(message) for every message on a side topic. An unreadable one is a `kind` problem,
+    or skipped silently without a `result` (pair names label the contact sheet, never worth an error)."""
+    out: dict[int, Any] = {}
     for m in source.messages([topic]):
         try:
-            msg = deserialize(m.raw, m.msgtype)
-            image, _ = decode_any(msg, m.msgtype)
-            if image.ndim != 2 or image.dtype != np.uint8:
-                raise ImageInputError(f"ground truth must be mono8 class ids, got {msg.encoding}")
-            labels[stamp_of(msg)] = image
-        except Exception as exc:  # noqa: BLE001 - one bad label must not end the run
-            result.problem("ground-truth", f"label at log time {m.log_time_ns / 1e9:.3f}s unreadable: {exc}")
-    return labels
+            stamp, value = decode(m)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the run
+            if result is not None:
+                result.problem(kind, f"{topic} at log time {m.log_time_ns / 1e9:.3f}s unreadable: {exc}")
+            continue
+        out[stamp] = value
+    return out
+
+
+def _label(m: Any) -> tuple[int, np.ndarray]:
+    msg = deserialize(m.raw, m.msgtype)
+    image, _ = decode_any(msg, m.msgtype)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ImageInputError(f"ground truth must be mono8 class ids, got {msg.encoding}")
+    return stamp_of(msg), image
+
+
+def _pair_name(m: Any) -> tuple[int, str]:
+    """Pair names by log time: make-bag writes each at its pair's RGB stamp."""
+    if m.msgtype != STRING_TYPE:
+        raise ValueError(f"holds {m.msgtype}, expected {STRING_TYPE}")
+    return m.log_time_ns, str(deserialize(m.raw, m.msgtype).data)
 
 
 def _read_boxes(
     source: Any, topic: str, result: EvalResult, class_names: tuple[str, ...]
 ) -> dict[int, list[DecodedBox]]:
-    boxes: dict[int, list[DecodedBox]] = {}
     unknown: Counter = Counter()
-    for m in source.messages([topic]):
-        try:
-            if m.msgtype != DETECTIONS_TYPE:
-                raise ValueError(f"holds {m.msgtype}, expected {DETECTIONS_TYPE}")
-            decoded = decode_detections(deserialize(m.raw, m.msgtype), class_names)
-        except Exception as exc:  # noqa: BLE001 - one bad message must not end the run
-            result.problem("boxes", f"{topic} at log time {m.log_time_ns / 1e9:.3f}s unreadable: {exc}")
-            continue
+
+    def decode(m: Any) -> tuple[int, list[DecodedBox]]:
+        if m.msgtype != DETECTIONS_TYPE:
+            raise ValueError(f"holds {m.msgtype}, expected {DETECTIONS_TYPE}")
+        decoded = decode_detections(deserialize(m.raw, m.msgtype), class_names)
         unknown.update(decoded.unknown_classes)
-        boxes[decoded.stamp_ns] = decoded.boxes
+        return decoded.stamp_ns, decoded.boxes
+
+    boxes = _read_side(source, topic, result, "boxes", decode)
     for name, count in sorted(unknown.items()):
         result.problem("boxes", f"{count} box(es) on {topic} with class {name!r}, not a class of the model: left out")
     return boxes
-
-
-def _read_names(source: Any, topic: str) -> dict[int, str]:
-    """Pair names by log time (make-bag writes each at its pair's RGB stamp); unreadable ones are skipped."""
-    names: dict[int, str] = {}
-    for m in source.messages([topic]):
-        if m.msgtype != STRING_TYPE:
-            return {}
-        try:
-            names[m.log_time_ns] = str(deserialize(m.raw, m.msgtype).data)
-        except Exception:  # noqa: BLE001 - a name is a label for the contact sheet, never worth an error
-            continue
-    return names
 
 
 def evaluate_bag(
@@ -396,7 +368,7 @@ def evaluate_bag(
 ) -> EvalResult:
     """Replay `bag` through the synchroniser and `pipeline`; see the module docstring.
 
-    `progress(total)` may return a tqdm-like object (with `update()`); it is advanced per message read.
+    `progress(total)` may return a tqdm-like context manager (with `update()`), advanced per message read.
     Raises BagReadError only when the bag cannot be opened at all or lacks the thermal/RGB topics.
     """
     from sage_ros.model.classes import class_table as builtin_table
@@ -436,36 +408,38 @@ def evaluate_bag(
         gt_topic = _resolve_topic(options.gt_topic, source.topics)
         boxes_topic = _resolve_topic(options.boxes_topic, source.topics) if options.boxes_topic else None
         names_topic = _resolve_topic(options.pair_names_topic, source.topics) if options.pair_names_topic else None
-        if options.thermal_auto:
-            options = _auto_thermal(options, gt_topic or boxes_topic or names_topic)
-            result.options = options
-        labels: dict[int, np.ndarray] = {}
-        if gt_topic is not None:
-            labels = _read_labels(source, gt_topic, result)
-            result.gt_frames = len(labels)
+        if options.thermal is None:
+            dataset_topic = gt_topic or boxes_topic or names_topic
+            thermal = NormalizerConfig(ema_alpha=1.0) if dataset_topic else NormalizerConfig()
+            options = result.options = replace(options, thermal=thermal)
+            result.thermal_reason = (
+                f"auto: per frame, because the bag has {dataset_topic} (a dataset of unrelated frames, where a "
+                "window carried across frames would mix scenes)" if dataset_topic else "auto: smoothed across "
+                "frames as in the node, because the bag has no ground-truth topic (a camera stream); use "
+                "--thermal-mode per-frame for a dataset bag")
+        labels = _read_side(source, gt_topic, result, "ground-truth", _label) if gt_topic else {}
+        result.gt_frames = len(labels)
         boxes: dict[int, list[DecodedBox]] = {}
         if boxes_topic is not None:
             result.boxes_topic = boxes_topic
             boxes = _read_boxes(source, boxes_topic, result, class_table.names)
-            result.box_frames = len(boxes)
-        names = _read_names(source, names_topic) if names_topic is not None else {}
+        names = _read_side(source, names_topic, None, "", _pair_name) if names_topic else {}
         # Side topics are copied into the output bag with the inputs; only images go to the synchroniser.
         side = {t for t in (gt_topic, boxes_topic, names_topic) if t is not None}
         topics = [t for t in (thermal_topic, rgb_topic, gt_topic, boxes_topic, names_topic) if t is not None]
-        writer = None
-        if options.output_bag is not None:
-            writer = BagWriter(options.output_bag, storage=options.output_storage or source.storage)
-            writer.__enter__()
-        replay = _Replay(pipeline, result, class_table, labels, writer, boxes, names)
-        sync = ApproximateTimeSync(
-            2,
-            queue_size=options.queue_size,
-            slop=options.slop_s,
-            callback=replay.on_pair,
-            offsets_ns=[seconds_to_ns(options.thermal_offset_ms / 1000.0), 0],
-        )
-        bar = progress(source.message_count(topics) or None) if progress else None
-        try:
+        with ExitStack() as closing:
+            writer = None
+            if options.output_bag is not None:
+                writer = closing.enter_context(BagWriter(options.output_bag, source.storage))  # the input's storage
+            replay = _Replay(pipeline, result, class_table, labels, writer, boxes, names)
+            sync = ApproximateTimeSync(
+                2,
+                queue_size=options.queue_size,
+                slop=options.slop_s,
+                callback=replay.on_pair,
+                offsets_ns=[seconds_to_ns(options.thermal_offset_ms / 1000.0), 0],
+            )
+            bar = closing.enter_context(progress(source.message_count(topics) or None)) if progress else None
             for m in source.messages(topics):
                 if bar is not None:
                     bar.update()
@@ -483,16 +457,9 @@ def evaluate_bag(
                 if replay.done:
                     break
             sync.flush()
-        finally:
-            if bar is not None and hasattr(bar, "close"):
-                bar.close()
-            if writer is not None:
-                writer.__exit__(None, None, None)
         # The label pass and the main pass meet the same damage: report each problem once.
         for p in dict.fromkeys(source.problems[known_problems:]):
             result.problem(f"bag-{p.kind}", p.detail)
-        if labels and not pipeline.has_segmentation:
-            log.info("ground truth present but segmentation is off: no mIoU")
         replay.finish()
         result.backend = pipeline.description
         result.sync_stats = sync.stats.as_dict()

@@ -5,5 +5,5 @@ in, fused frame out), `settings` (parameters, defaults, validation), `throttle` 
 `topics`. ROS: `run` (the `fusion_node` entry point: signals, spin, shutdown), `fusion_node` (the
 lifecycle node), `inputs` (subscriptions, auto QoS, DDS loss), `outputs` (publishers), `qos`,
 `synchroniser` and `mf_sync` (pairing), `worker` (inference thread), `diagnostics`, `dds_profile`.
-Driving the node from outside (tests, benchmarks, the live demo) is `sage_ros.devtools`.
+Driving the node from outside: `sage_ros/cli/_live_demo.py` (extended for tests in `test/harness.py`).
 """

@@ -35,8 +35,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("autostart", True, "configure and activate at start (false: wait for lifecycle commands)"),
     ParamSpec("backend", "auto", f"inference backend: {' | '.join(BACKEND_NAMES)}"),
     ParamSpec("model_path", "", "exported ONNX fusion model; empty = model.variant"),
-    ParamSpec("model.variant", "sage",
-              f"{' | '.join(VARIANTS)}: model when model_path is empty (fast = shipped distilled student)"),
+    ParamSpec("model.variant", "auto",
+              f"{' | '.join(VARIANTS)}: model when model_path is empty (fast = shipped distilled student; auto = "
+              "chosen from the machine and logged)"),
     ParamSpec("weights_path", "", "checkpoint for model.variant sage (default: the fetched one) and the torch backend"),
     ParamSpec("precision", "auto",
               "auto (by the CPU's features: bf16 on OpenVINO with AVX-512 BF16/AMX, else fp32) | fp32 | "

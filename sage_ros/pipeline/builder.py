@@ -28,7 +28,7 @@ from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, Segmenter
 
 log = logging.getLogger(__name__)
 
-MODEL_CHOICES = ("sage", "fast")  # or a path to an ONNX fusion model
+MODEL_CHOICES = ("auto", "sage", "fast")  # or a path to an ONNX fusion model
 
 
 class PipelineError(RuntimeError):
@@ -39,7 +39,7 @@ class PipelineError(RuntimeError):
 class PipelineSettings:
     """Everything that decides a pipeline. Entry points fill it from their options and nothing else."""
 
-    model: str = "sage"  # sage | fast | path to an ONNX fusion model (inputs vis_y, ir; output fused_y)
+    model: str = "auto"  # auto | sage | fast | path to an ONNX fusion model (inputs vis_y, ir; output fused_y)
     weights: Path | None = None  # sage: the checkpoint to export (default: the fetched one); torch: its weights
     backend: str = "auto"  # auto | tensorrt | openvino | onnxruntime | torch
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
@@ -57,13 +57,25 @@ class PipelineSettings:
         object.__setattr__(self, "resolution", parse_resolution(self.resolution))
 
 
+def resolve_model(model: str, backend: str) -> tuple[str, str]:
+    """(the model `auto` stands for, why; empty for an explicit choice), decided from the machine, never from load."""
+    from sage_ros.backends import tensorrt_problem
+    from sage_ros.cpu_features import read_cpu_features
+    from sage_ros.model.model_variants import choose_variant, fast_quality
+
+    if model != "auto" or Path(model).is_file():
+        return model, ""
+    gpu_problem = tensorrt_problem() if backend in ("auto", "tensorrt") else f"backend {backend}"
+    return choose_variant(read_cpu_features(), gpu_problem, fast_quality())
+
+
 def student_config(settings: PipelineSettings) -> BackendConfig:
     """The main student's BackendConfig, its model file exported (sage) or quantised (int8) when needed."""
     from sage_ros.model.model_files import ensure_int8, ensure_onnx
     from sage_ros.model.model_variants import ModelVariantError, fast_onnx, fast_weights
     from sage_ros.paths import default_checkpoint
 
-    model = str(settings.model or "sage")
+    model = resolve_model(str(settings.model or "auto"), settings.backend)[0]
     weights = Path(settings.weights) if settings.weights else None
     torch = settings.backend == "torch"
     try:
@@ -80,7 +92,7 @@ def student_config(settings: PipelineSettings) -> BackendConfig:
                 raise PipelineError(f"model file {onnx_path} does not exist: run `sage-ros weights fetch` or give "
                                     "an exported ONNX model (or model sage / fast)")
         if settings.precision == "int8" and settings.backend in ("onnxruntime", "openvino"):
-            # CPU int8 runs a QDQ copy of the model; TensorRT calibrates int8 itself from the fp32 graph.
+            # CPU int8 runs a QDQ copy of the model (not one TensorRT parses: it needs symmetric int8 Q/DQ).
             onnx_path = ensure_int8(onnx_path, settings.calib)
     except ModelVariantError as exc:
         raise PipelineError(str(exc)) from exc
@@ -161,7 +173,7 @@ def reduced_student(settings: PipelineSettings, config: BackendConfig,
     return student, f"below the RGB size: the scale-adapted student ({shipped_weights().name})"
 
 
-def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmenter:
+def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmenter | None:
     """The shipped segmentation network (with the released student that makes its fused input), on the student
     backend's own CPU runtime where it is one (OpenVINO, ONNX Runtime), else the best CPU runtime (beside
     TensorRT or torch)."""
@@ -178,8 +190,7 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
     if on_openvino and config.precision in ("auto", "bf16"):
         precision = resolve_precision("openvino", config.precision)[0]
     if not default_checkpoint().is_file() and not default_onnx().is_file():
-        raise PipelineError("masks need the released student (it makes the segmentation network's input): run "
-                            "`sage-ros weights fetch`, or turn segmentation off")
+        return None  # fusion needs no download (the fast student is shipped); masks do: said in the notes
     return Segmenter(ensure_seg_graph(), ensure_onnx(), runtime, settings.threads, precision,
                      settings.min_confidence)
 
@@ -190,6 +201,7 @@ def build_pipeline(settings: PipelineSettings,
     that starts it at inference priority). Raises PipelineError (or BackendError) with what to do."""
     from sage_ros.graphs.seg_graph import SegNetError
     from sage_ros.model.scale_student import ScaleStudentError
+    from sage_ros.paths import default_checkpoint
     from sage_ros.pipeline.segmentation import SegmentationError
 
     try:
@@ -201,13 +213,19 @@ def build_pipeline(settings: PipelineSettings,
     except (ScaleStudentError, SegNetError, SegmentationError, BackendError, OSError, ValueError) as exc:
         raise PipelineError(str(exc)) from exc
     model = config.onnx_path if config.name != "torch" else config.weights_path
-    notes = [f"student {model} on {config.name} ({config.precision}), fusion resolution "
+    why = resolve_model(str(settings.model or "auto"), settings.backend)[1]
+    notes = ([why] if why else []) + [f"student {model} on {config.name} ({config.precision}), fusion resolution "
              f"{_resolution_text(settings.resolution)}"]
     if reduced_why:
         notes.append(reduced_why)
-    notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
-                 f"student's fusion there, "
-                 f"min confidence {segmenter.min_confidence:g}" if segmenter else "segmentation: off")
+    if segmenter is not None:
+        notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
+                     f"student's fusion there, min confidence {segmenter.min_confidence:g}")
+    elif settings.segmentation:
+        notes.append(f"segmentation: off: masks need the released student (it makes the network's input) and "
+                     f"{default_checkpoint()} is missing: run `sage-ros weights fetch`")
+    else:
+        notes.append("segmentation: off")
     for note in notes:
         log.info("%s", note)
     return FusionPipeline(main, settings.resolution, reduced, segmenter, tuple(notes))

@@ -1,22 +1,13 @@
-"""TensorRT engine cache: file naming, JSON sidecars, stale and corrupt detection, build-once.
-
-An engine plan only runs on the TensorRT version and the GPU it was built for, so the cache names
-each engine after everything that must match and writes a sidecar beside it:
-
-    <engine_dir>/<model>-<onnx sha256[:12]>-trt<version>-sm<cc>-<precision>[-dla<n>].engine
-    <engine_dir>/<same name>.json
-
-At start-up `EngineCache.load_or_build` loads the engine when the sidecar matches this machine and
-model and the file is intact, and otherwise builds it once, saying why in the log. TensorRT itself is
-reached only through the two callables it is given (`build_fn`, `deserialize_fn`), so this logic is
-exercised with real files on machines without a GPU.
+"""TensorRT engine cache: one engine per ONNX checksum, TensorRT version, GPU and precision, with a JSON
+sidecar, stale and corrupt detection and build-once (naming and behaviour: docs/jetson.md). TensorRT is
+reached only through `build_fn` and `deserialize_fn`, so this is tested with real files without a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
+import fcntl
 import json
 import logging
 import os
@@ -26,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage_ros.paths import sha256_of
 from sage_ros.tensorrt.shapes import ShapeError, ShapeProfile
 
 log = logging.getLogger(__name__)
@@ -75,7 +67,7 @@ class EngineSpec:
         path = Path(onnx_path)
         if not path.is_file():
             raise EngineCacheError(f"ONNX model {path} does not exist: run `sage-ros export` first")
-        return cls(_safe_stem(path.stem), path, file_sha256(path), precision, profile, dla_core)
+        return cls(_safe_stem(path.stem), path, sha256_of(path), precision, profile, dla_core)
 
 
 @dataclass
@@ -84,7 +76,7 @@ class CachedEngine:
 
     path: Path
     sidecar: dict
-    engine: object  # whatever deserialize_fn returned (an ICudaEngine), or the plan bytes
+    engine: object  # whatever deserialize_fn returned (an ICudaEngine)
     built: bool  # True when this call built it
     reasons: list[str]  # why it was (re)built; empty when loaded from the cache
 
@@ -92,14 +84,6 @@ class CachedEngine:
 def _safe_stem(stem: str) -> str:
     # File names travel between machines and shells: keep them to a portable alphabet.
     return re.sub(r"[^A-Za-z0-9_.]+", "_", stem) or "model"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def engine_filename(spec: EngineSpec, machine: MachineInfo) -> str:
@@ -119,15 +103,13 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".json")
 
 
-def make_sidecar(
-    engine_path: Path, spec: EngineSpec, machine: MachineInfo, build_seconds: float, extra: dict | None = None
-) -> dict:
+def make_sidecar(engine_path: Path, spec: EngineSpec, machine: MachineInfo, build_seconds: float) -> dict:
     """Describe a freshly written engine file (its size and sha256 make later corruption visible)."""
-    data = {
+    return {
         "format": SIDECAR_FORMAT,
         "engine_file": engine_path.name,
         "engine_size": engine_path.stat().st_size,
-        "engine_sha256": file_sha256(engine_path),
+        "engine_sha256": sha256_of(engine_path),
         "tensorrt_version": machine.tensorrt_version,
         "gpu_name": machine.gpu_name,
         "compute_capability": machine.compute_capability,
@@ -140,13 +122,11 @@ def make_sidecar(
         "build_seconds": round(float(build_seconds), 3),
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    data.update(extra or {})
-    return data
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -205,7 +185,7 @@ def corrupt_reasons(engine_path: Path, sidecar: dict) -> list[str]:
         return [f"engine file {engine_path.name} is empty"]
     if sidecar.get("engine_size") != size:
         return [f"engine file size {size} != {sidecar.get('engine_size')} recorded (truncated or replaced)"]
-    digest = file_sha256(engine_path)
+    digest = sha256_of(engine_path)
     if sidecar.get("engine_sha256") != digest:
         return [f"engine sha256 {digest[:12]}... != {str(sidecar.get('engine_sha256'))[:12]}... recorded"]
     return []
@@ -215,11 +195,6 @@ def corrupt_reasons(engine_path: Path, sidecar: dict) -> list[str]:
 def _build_lock(engine_path: Path) -> Iterator[None]:
     # Two nodes started together (two cameras) must not build the same engine twice or read a
     # half-written one: an advisory lock beside the engine serialises them.
-    try:
-        import fcntl
-    except ImportError:  # not on Linux: no lock, the atomic renames still keep files whole
-        yield
-        return
     lock_path = engine_path.with_name(engine_path.name + ".lock")
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -236,32 +211,25 @@ DeserializeFn = Callable[[bytes], object]
 class EngineCache:
     """Load-or-build of engines in one folder, for one machine."""
 
-    def __init__(
-        self,
-        engine_dir: str | Path,
-        machine: MachineInfo,
-        build_fn: BuildFn,
-        deserialize_fn: DeserializeFn | None = None,
-        sidecar_extra: Callable[[EngineSpec], dict] | None = None,
-    ) -> None:
+    def __init__(self, engine_dir: str | Path, machine: MachineInfo, build_fn: BuildFn,
+                 deserialize_fn: DeserializeFn) -> None:
         self.engine_dir = Path(engine_dir)
         self.machine = machine
         self._build_fn = build_fn
         self._deserialize_fn = deserialize_fn
-        self._sidecar_extra = sidecar_extra
 
     def path_for(self, spec: EngineSpec) -> Path:
         return self.engine_dir / engine_filename(spec, self.machine)
 
-    def problems(self, spec: EngineSpec, engine_path: Path) -> list[str]:
-        """Why the engine at `engine_path` cannot be used for `spec` here (empty: it can)."""
-        if not engine_path.is_file():
-            return [f"no cached engine {engine_path.name}" + self._other_engines_note(spec, engine_path)]
+    def _inspect(self, spec: EngineSpec, path: Path) -> tuple[dict, list[str]]:
+        """The sidecar of the engine at `path` and why it cannot be used for `spec` here (empty: it can)."""
+        if not path.is_file():
+            return {}, [f"no cached engine {path.name}" + self._other_engines_note(spec, path)]
         try:
-            sidecar = read_sidecar(sidecar_path(engine_path))
+            sidecar = read_sidecar(sidecar_path(path))
         except EngineCacheError as exc:
-            return [str(exc)]
-        return stale_reasons(sidecar, spec, self.machine) + corrupt_reasons(engine_path, sidecar)
+            return {}, [str(exc)]
+        return sidecar, stale_reasons(sidecar, spec, self.machine) + corrupt_reasons(path, sidecar)
 
     def _other_engines_note(self, spec: EngineSpec, engine_path: Path) -> str:
         # After a TensorRT or JetPack upgrade the name changes; say which old engine no longer fits.
@@ -277,8 +245,6 @@ class EngineCache:
         return f" (other engines here do not fit: {'; '.join(notes)})" if notes else ""
 
     def _deserialize(self, data: bytes) -> tuple[object, str | None]:
-        if self._deserialize_fn is None:
-            return data, None
         try:
             engine = self._deserialize_fn(data)
         except Exception as exc:  # TensorRT raises RuntimeError/TypeError subclasses of its own
@@ -299,28 +265,21 @@ class EngineCache:
         path = Path(engine_path) if explicit else self.path_for(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _build_lock(path):
+            sidecar: dict = {}
             if force:
                 reasons = ["rebuild forced"]
             elif explicit and path.is_file() and not sidecar_path(path).exists():
+                reasons = []
+                log.warning("engine %s has no sidecar: cannot check that it was built for TensorRT %s on %s",
+                            path, self.machine.tensorrt_version, self.machine.gpu_name)
+            else:
+                sidecar, reasons = self._inspect(spec, path)
+            if not reasons:
                 engine, error = self._deserialize(path.read_bytes())
                 if error is None:
-                    log.warning(
-                        "engine %s has no sidecar: cannot check that it was built for TensorRT %s on %s; "
-                        "using it as given",
-                        path, self.machine.tensorrt_version, self.machine.gpu_name,
-                    )
-                    return CachedEngine(path, {}, engine, False, [])
-                reasons = [f"engine without sidecar: {error}"]
-            else:
-                reasons = self.problems(spec, path)
-                if not reasons:
-                    engine, error = self._deserialize(path.read_bytes())
-                    if error is None:
-                        sidecar = read_sidecar(sidecar_path(path))
-                        log.info("engine cache: loaded %s (built %s in %.0f s)", path.name,
-                                 sidecar.get("built_at"), sidecar.get("build_seconds") or 0.0)
-                        return CachedEngine(path, sidecar, engine, False, [])
-                    reasons = [error]
+                    log.info("engine cache: loaded %s (built %s)", path.name, sidecar.get("built_at", "elsewhere"))
+                    return CachedEngine(path, sidecar, engine, False, [])
+                reasons = [error if sidecar else f"engine without sidecar: {error}"]
             return self._rebuild(spec, path, reasons)
 
     def _rebuild(self, spec: EngineSpec, path: Path, reasons: list[str]) -> CachedEngine:
@@ -340,12 +299,9 @@ class EngineCache:
         if not data:
             raise EngineCacheError(f"building {path.name} failed: the builder returned no engine")
         seconds = time.monotonic() - start
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, path)
-        extra = self._sidecar_extra(spec) if self._sidecar_extra else None
-        sidecar = make_sidecar(path, spec, self.machine, seconds, extra)
-        write_json_atomic(sidecar_path(path), sidecar)
+        _write_atomic(path, bytes(data))
+        sidecar = make_sidecar(path, spec, self.machine, seconds)
+        _write_atomic(sidecar_path(path), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
         log.info("engine cache: built %s in %.1f s (%.1f MB)", path.name, seconds, len(data) / 1e6)
         engine, error = self._deserialize(bytes(data))
         if error is not None:

@@ -25,10 +25,6 @@ def parse_hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def format_hw(hw: tuple[int, int]) -> str:
-    return f"{hw[0]}x{hw[1]}"
-
-
 @dataclass(frozen=True)
 class ShapeProfile:
     """min <= opt <= max (each (H, W)) for the inputs `vis_y` and `ir`, batch 1, one channel."""
@@ -55,10 +51,6 @@ class ShapeProfile:
         """A profile for one camera size: TensorRT tunes for exactly that size."""
         return cls(hw, hw, hw)
 
-    @property
-    def is_fixed(self) -> bool:
-        return self.min == self.opt == self.max
-
     def contains(self, hw: tuple[int, int]) -> bool:
         return all(self.min[i] <= hw[i] <= self.max[i] for i in (0, 1))
 
@@ -83,18 +75,16 @@ class ShapeProfile:
 DEFAULT_PROFILE = ShapeProfile(min=(64, 64), opt=(480, 640), max=(1200, 1920))
 
 
-def profile_from_args(
-    min_hw: str | None, opt_hw: str | None, max_hw: str | None, default: ShapeProfile = DEFAULT_PROFILE
-) -> ShapeProfile:
+def profile_from_args(min_hw: str | None, opt_hw: str | None, max_hw: str | None) -> ShapeProfile:
     """Build a profile from optional 'HxW' strings.
 
-    None given: `default`. One given: a fixed profile of that size (the usual single-camera robot).
+    None given: DEFAULT_PROFILE. One given: a fixed profile of that size (the usual single-camera robot).
     Two given: the missing one is filled from them (min from the smaller, max from the larger, opt
     from max, since TensorRT tunes kernels for opt and a robot streams at its largest size).
     """
     given = {k: parse_hw(v) for k, v in (("min", min_hw), ("opt", opt_hw), ("max", max_hw)) if v}
     if not given:
-        return default
+        return DEFAULT_PROFILE
     if len(given) == 1:
         return ShapeProfile.fixed(next(iter(given.values())))
     sizes = list(given.values())

@@ -21,31 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     fit = sub.add_parser("fit", help="train a teacher and a student (bi-level distillation)")
     fit.add_argument("--config", help="YAML config (see config/train_*.yaml); defaults if omitted")
-    fit.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value, e.g. --set train.batch_size=2 (repeatable)",
-    )
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one config value, e.g. --set train.batch_size=2 (repeatable)")
     fit.add_argument("--steps", type=int, help="stop after this many iterations (train.max_steps)")
     fit.add_argument("--device", help="auto | cpu | cuda | cuda:N (train.device)")
     fit.add_argument("--out", help="output folder for checkpoints, logs and the ONNX (output.dir)")
-    fit.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt",
-    )
+    fit.add_argument("--resume", nargs="?", const="auto", default=None,
+                     help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt")
     fit.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
-    fit.add_argument(
-        "--allow-untrained-segmenter",
-        action="store_true",
-        help="train on labelled data with the random 'tiny' segmenter (code-path checks only: its "
-        "cross-entropy is chance level and teaches the teacher nothing)",
-    )
+    fit.add_argument("--allow-untrained-segmenter", action="store_true",
+                     help="train on labelled data with the random 'tiny' segmenter (code-path checks only: its "
+                     "cross-entropy is chance level and teaches the teacher nothing)")
     fit.set_defaults(train_func=_fit)
 
     masks = sub.add_parser("masks", help="build the SAM mask cache (top-K masks by area per image)")
@@ -100,23 +86,16 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _masks(args: argparse.Namespace) -> int:
     from sage_ros.training.datasets import records_for
+    from sage_ros.training.loop import resolve_device
     from sage_ros.training.sam import build_cache_for_config
-    from sage_ros.training.trainer import resolve_device
 
     cfg = _config(args)
     records = records_for(cfg.data.layout, cfg.data.root, cfg.data.split)
     if cfg.data.limit:
         records = records[: int(cfg.data.limit)]
-    report = build_cache_for_config(
-        cfg, records, device=str(resolve_device(args.device)), progress=not args.no_progress
-    )
-    log.info(
-        "mask cache %s: %d written, %d already there, %d with no mask kept",
-        cfg.data.mask_cache,
-        report.written,
-        report.skipped,
-        report.empty,
-    )
+    report = build_cache_for_config(cfg, records, str(resolve_device(args.device)), not args.no_progress)
+    log.info("mask cache %s: %d written, %d already there, %d with no mask kept", cfg.data.mask_cache,
+             report.written, report.skipped, report.empty)
     return 0
 
 
@@ -152,20 +131,13 @@ def run(args: argparse.Namespace) -> int:
     from sage_ros.networks.checkpoint import WeightsError
     from sage_ros.training.config import ConfigError
     from sage_ros.training.datasets import DatasetError
+    from sage_ros.training.loop import TrainingError
     from sage_ros.training.sam import SamCheckpointError
-    from sage_ros.training.trainer import TrainingError
 
     try:
         return int(func(args) or 0)
-    except (
-        ConfigError,
-        DatasetError,
-        SamCheckpointError,
-        TrainingError,
-        WeightsError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
+    except (ConfigError, DatasetError, SamCheckpointError, TrainingError, WeightsError, FileNotFoundError,
+            ValueError) as exc:
         print(f"sage-ros train student {args.train_command}: error: {exc}", file=sys.stderr)
         return 2
 

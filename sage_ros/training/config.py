@@ -33,7 +33,6 @@ class DataConfig:
     # null = whole-image masks.
     mask_cache: str | None = None
     top_k: int = 4
-    paired_masks: bool = True  # upstream: as many IR masks as VIS masks per pair (min of the two)
     labels: str | bool = "auto"
     workers: int = 2
     limit: int | None = None  # use only the first N pairs (smoke runs)
@@ -41,9 +40,7 @@ class DataConfig:
 
 @dataclass
 class SamConfig:
-    checkpoint: str | None = None  # local SAM checkpoint; null disables L_cs (logged loudly)
-    # 'auto' (or null): ViT-B/L/H read off the checkpoint's tensor shapes; vit_b|vit_l|vit_h insists.
-    variant: str | None = "auto"
+    checkpoint: str | None = None  # local SAM checkpoint (ViT-B/L/H read off its shapes); null disables L_cs
     # Automatic mask generator settings for the mask cache: upstream's (dataset_teacher_FMB.py).
     points_per_side: int = 128
     pred_iou_thresh: float = 0.86
@@ -64,11 +61,6 @@ class SegmenterConfig:
 
 
 @dataclass
-class TeacherConfig:
-    output: str = "leaky_relu"  # leaky_relu (upstream) | tanh
-
-
-@dataclass
 class TrainSchedule:
     epochs: int = 100
     max_steps: int | None = None  # stop after this many iterations (overrides epochs)
@@ -77,9 +69,6 @@ class TrainSchedule:
     student_lr: float = 2e-3
     min_lr: float = 1e-5
     seed: int = 0
-    # alternate (upstream: even batches update the student, odd ones the teacher) | both (each batch
-    # updates both networks; this project's loop before issue 13)
-    update: str = "alternate"
     device: str = "auto"  # auto | cpu | cuda | cuda:N (DDP picks cuda:LOCAL_RANK)
     threads: int | None = None  # CPU threads for torch (None: torch's default)
     log_every: int = 10
@@ -91,7 +80,6 @@ class OutputConfig:
     dir: str = "runs/sage"
     export: bool = True  # ONNX + metadata of the final student
     classes: str | list[str] = "fmb"  # class set name (msrs | fmb) or a list of names
-    tensorboard: bool = True  # when the tensorboard package is importable
 
 
 @dataclass
@@ -99,7 +87,6 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sam: SamConfig = field(default_factory=SamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainSchedule = field(default_factory=TrainSchedule)
     loss: LossWeights = field(default_factory=LossWeights)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -132,9 +119,8 @@ def _fill(cls: type, values: dict, where: str):
         raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; known: {sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
-        sub = _SECTIONS.get(name) if cls is TrainConfig else None
-        if sub is not None:
-            kwargs[name] = _fill(sub, value or {}, name)
+        if cls is TrainConfig:  # a section: its dataclass is the field's default factory
+            kwargs[name] = _fill(fields[name].default_factory, value or {}, name)
         else:
             kwargs[name] = _coerce(fields[name].type, value, f"{where}.{name}")
     return cls(**kwargs)
@@ -152,25 +138,6 @@ def _coerce(type_name: object, value: object, where: str) -> object:
     return value
 
 
-_SECTIONS = {
-    "data": DataConfig,
-    "sam": SamConfig,
-    "segmenter": SegmenterConfig,
-    "teacher": TeacherConfig,
-    "train": TrainSchedule,
-    "loss": LossWeights,
-    "output": OutputConfig,
-}
-
-
-_CHOICES = {
-    ("train", "update"): ("alternate", "both"),
-    ("teacher", "output"): ("leaky_relu", "tanh"),
-    ("loss", "cs_form"): ("l2_ratio", "l1_per_output"),
-    ("sam", "variant"): ("auto", "vit_b", "vit_l", "vit_h", None),
-}
-
-
 def config_from_dict(values: dict) -> TrainConfig:
     cfg = _fill(TrainConfig, values or {}, "")
     if cfg.data.mask_cache:
@@ -179,10 +146,6 @@ def config_from_dict(values: dict) -> TrainConfig:
             cfg.data.mask_cache = str(cfg.data.mask_cache).format(root=cfg.data.root, split=cfg.data.split)
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"data.mask_cache: only {{root}} and {{split}} may appear in braces ({exc})") from exc
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{section}.{key}: {value!r} is not one of {[a for a in allowed if a]}")
     return cfg
 
 

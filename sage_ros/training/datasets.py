@@ -34,7 +34,7 @@ from sage_ros.training.mask_cache import load_pair_masks
 
 #: label value for pixels without a class (padding added by crops larger than the image)
 IGNORE_INDEX = 255
-LAYOUTS = ("fmb", "msrs", "sage", "pairs")
+LAYOUTS = ("fmb", "msrs", "sage")
 
 
 #: One registered pair on disk (name = shared file stem); the same record bag tools use.
@@ -111,7 +111,7 @@ def records_for(layout: str, root: str | Path, split: str = "train") -> list[Pai
         return fmb_records(root, split)
     if layout == "msrs":
         return msrs_records(root, split)
-    if layout in ("sage", "pairs"):
+    if layout == "sage":
         return sage_records(root)
     raise DatasetError(f"unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
 
@@ -179,13 +179,9 @@ def paired_crop_flip(
     return out
 
 
-def _channel_first(arr: np.ndarray) -> bool:
-    # (K, H, W) stacks (masks) are channel-first; (H, W, 3) images are channel-last.
-    return arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)
-
-
 def _spatial_axes(arr: np.ndarray) -> tuple[int, int]:
-    return (1, 2) if _channel_first(arr) else (0, 1)
+    # (K, H, W) stacks (masks) are channel-first; (H, W, 3) images are channel-last.
+    return (1, 2) if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4) else (0, 1)
 
 
 def _pad_to(arr: np.ndarray, hw: tuple[int, int], ay: int, ax: int, value: float) -> np.ndarray:
@@ -202,9 +198,9 @@ class PairDataset:
 
     records: from `records_for` / `find_pairs`. crop_hw: (H, W) random crop, None keeps full frames.
     labels: 'auto' (when every record has one), True (required) or False. mask_root / top_k: the
-    SAM mask cache (see mask_cache); top_k=0 skips masks; paired_masks keeps as many IR as visible
-    masks per pair (upstream's cache does; the SAGE trainer turns it on). Randomness derives from (seed, epoch,
-    index) so DataLoader workers and DDP ranks never repeat each other's augmentations by accident.
+    SAM mask cache (see mask_cache; as many IR as visible masks per pair, as upstream's), top_k=0 skips
+    masks. Randomness derives from (seed, epoch, index) so DataLoader workers and DDP ranks never repeat
+    each other's augmentations by accident.
     """
 
     def __init__(
@@ -216,7 +212,6 @@ class PairDataset:
         mask_root: str | Path | None = None,
         top_k: int = 0,
         seed: int = 0,
-        paired_masks: bool = False,
     ) -> None:
         if not records:
             raise DatasetError("empty dataset")
@@ -232,7 +227,6 @@ class PairDataset:
         self.with_labels = bool(labels)
         self.mask_root = Path(mask_root) if mask_root is not None else None
         self.top_k = int(top_k)
-        self.paired_masks = bool(paired_masks)
         self.seed = int(seed)
         self.epoch = 0
 
@@ -248,31 +242,24 @@ class PairDataset:
         raw = read_pair(record, with_label=self.with_labels)
         hw = raw["ir_u8"].shape
         if self.top_k > 0:
-            raw["ir_masks"], raw["vis_masks"] = load_pair_masks(
-                self.mask_root, record.name, self.top_k, hw, paired=self.paired_masks
-            )
+            raw["ir_masks"], raw["vis_masks"] = load_pair_masks(self.mask_root, record.name, self.top_k, hw)
         rng = np.random.default_rng((self.seed, self.epoch, index))
         raw = paired_crop_flip(raw, self.crop_hw, self.flip, rng, pad_values={"label": IGNORE_INDEX})
-        return to_sample(record.name, raw)
-
-
-def to_sample(name: str, raw: dict[str, np.ndarray]) -> dict:
-    """Arrays read by `read_pair` (after augmentation) -> the float sample the networks take."""
-    vis = visible_to_ycrcb(raw["vis_bgr"])
-    sample = {
-        "name": name,
-        "ir": infrared_to_grey(raw["ir_u8"])[None],
-        "y": vis.y[None],
-        "crcb": np.stack([vis.cr, vis.cb]),
-        "vis_bgr": raw["vis_bgr"],
-        "ir_u8": raw["ir_u8"],
-    }
-    if "label" in raw:
-        sample["label"] = raw["label"]
-    for key in ("ir_masks", "vis_masks"):
-        if key in raw:
-            sample[key] = raw[key].astype(np.float32)
-    return sample
+        vis = visible_to_ycrcb(raw["vis_bgr"])
+        sample = {
+            "name": record.name,
+            "ir": infrared_to_grey(raw["ir_u8"])[None],
+            "y": vis.y[None],
+            "crcb": np.stack([vis.cr, vis.cb]),
+            "vis_bgr": raw["vis_bgr"],
+            "ir_u8": raw["ir_u8"],
+        }
+        if "label" in raw:
+            sample["label"] = raw["label"]
+        for key in ("ir_masks", "vis_masks"):
+            if key in raw:
+                sample[key] = raw[key].astype(np.float32)
+        return sample
 
 
 def shared_default(*parts: str) -> str:

@@ -49,7 +49,6 @@ def export_trained_student(student: nn.Module, out_path: str | Path, cfg: TrainC
                 "weights": Path(cfg.segmenter.weights).name if cfg.segmenter.weights else None,
                 "untrained_allowed": bool(cfg.segmenter.allow_untrained),
             },
-            "update": cfg.train.update,
             "sage_ros_version": __version__,
         },
     }

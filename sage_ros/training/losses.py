@@ -13,13 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sage_ros.image.imaging import _CB_TO_B, _CB_TO_G, _CR_TO_G, _CR_TO_R
+
 # OpenCV's 3x3 Sobel kernels (x: left-right derivative, y: top-bottom).
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _SOBEL_Y = ((-1.0, -2.0, -1.0), (0.0, 0.0, 0.0), (1.0, 2.0, 1.0))
 CS_EPS = 1e-7
-
-# Same YCrCb -> RGB coefficients as sage_ros.image.imaging (the run-time colour step), in torch.
-_CR_TO_R, _CR_TO_G, _CB_TO_G, _CB_TO_B = 1.403, -0.714, -0.344, 1.773
 
 #: Phi: masked grey image batch (N, 1, H, W) -> list of feature maps (the truncated SAM encoder)
 FeatureFn = Callable[[torch.Tensor], Sequence[torch.Tensor]]
@@ -49,21 +48,6 @@ def gradient_loss(out: torch.Tensor, ref: torch.Tensor, y: torch.Tensor, ir: tor
     return 9.0 * gradient_term(out, y, ir) + 3.0 * gradient_term(out, ref, ref)
 
 
-def triplet_ratio(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """||anchor - positive||_1 / (||anchor - negative||_1 + eps), mean absolute differences.
-
-    Here the anchor is the trained output's features, the positive the reference's and the
-    negative the source's: the output is pulled to the reference and pushed from the source.
-    Used by the `l1_per_output` form of L_cs (this project's form before issue 13).
-    """
-    return F.l1_loss(anchor, positive) / (F.l1_loss(anchor, negative) + CS_EPS)
-
-
-#: L_cs forms: `l2_ratio` = upstream (one ratio per mask of summed L2 norms), `l1_per_output` = the
-#: earlier form of this project (one ratio per mask and Phi output, mean absolute differences).
-CS_FORMS = ("l2_ratio", "l1_per_output")
-
-
 def l2_mask_ratio(
     feats_out: Sequence[torch.Tensor], feats_ref: Sequence[torch.Tensor], feats_src: Sequence[torch.Tensor]
 ) -> torch.Tensor:
@@ -85,18 +69,13 @@ def contrastive_semantic_loss(
     ir: torch.Tensor,
     vis_masks: torch.Tensor,
     ir_masks: torch.Tensor,
-    form: str = "l2_ratio",
 ) -> torch.Tensor:
-    """L_cs: for each VIS mask P (negative y) and IR mask Q (negative ir), a triplet ratio of
-    Phi(out*P) against Phi(ref*P) (pulled toward) and Phi(y*P) (pushed from), summed over masks.
+    """L_cs: for each VIS mask P (negative y) and IR mask Q (negative ir), upstream's ratio (`l2_mask_ratio`)
+    of Phi(out*P) against Phi(ref*P) (pulled toward) and Phi(y*P) (pushed from), summed over masks.
 
-    form `l2_ratio` (default, upstream): one ratio per mask, L2 norms of the feature differences
-    summed over Phi's outputs. `l1_per_output`: one ratio per mask and output, mean absolute
-    differences. A mask that is empty over the whole batch is skipped, as upstream does.
-    All masks of one modality go through Phi in one batch (N*K images) to keep the encoder calls few.
+    A mask that is empty over the whole batch is skipped, as upstream does. All masks of one modality go
+    through Phi in one batch (N*K images) to keep the encoder calls few.
     """
-    if form not in CS_FORMS:
-        raise ValueError(f"L_cs form {form!r} unknown; choose one of {CS_FORMS}")
     total = out.new_zeros(())
     for source, masks in ((y, vis_masks), (ir, ir_masks)):
         n, k, h, w = masks.shape
@@ -114,11 +93,7 @@ def contrastive_semantic_loss(
             if not present[j]:
                 continue
             fo, fr, fs = ([f[j::k] for f in feats] for feats in (feats_out, feats_ref, feats_src))
-            if form == "l2_ratio":
-                total = total + l2_mask_ratio(fo, fr, fs)
-            else:
-                for a, p, q in zip(fo, fr, fs, strict=True):
-                    total = total + triplet_ratio(a, p, q)
+            total = total + l2_mask_ratio(fo, fr, fs)
     return total
 
 
@@ -160,7 +135,6 @@ class LossWeights:
     teacher_seg: float = 0.3
     teacher_feedback: float = 0.1  # x the student-side loss WITHOUT L_fea (upstream Losses.cal)
     teacher_fea: float = 0.01  # the teacher's only L_fea weight
-    cs_form: str = "l2_ratio"  # see CS_FORMS: l2_ratio (upstream) | l1_per_output
 
 
 def student_side_loss(
@@ -175,7 +149,7 @@ def student_side_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """3 L_MSE + 3 L_grad + L_cs/3000 of `out` against `ref`: upstream's `Losses.cal`, no L_fea.
 
-    The student's loss adds 0.3 L_fea to it (`distillation_loss`); the teacher's feedback term is
+    The student's loss adds 0.3 L_fea to it; the teacher's feedback term is
     0.1 x this alone, its L_fea weight being the separate 0.01 (issue 13: L_fea was counted twice).
     Without Phi (or masks) the L_cs term is left out and logged as 0: it is the only part that
     needs SAM. Returns the total and its parts (floats, for logs).
@@ -185,31 +159,9 @@ def student_side_loss(
     total = weights.student_mse * l_mse + weights.student_grad * l_grad
     l_cs = out.new_zeros(())
     if phi is not None and vis_masks is not None and ir_masks is not None and weights.student_cs:
-        l_cs = contrastive_semantic_loss(phi, out, ref, y, ir, vis_masks, ir_masks, form=weights.cs_form)
+        l_cs = contrastive_semantic_loss(phi, out, ref, y, ir, vis_masks, ir_masks)
         total = total + weights.student_cs * l_cs
     return total, {"mse": l_mse.item(), "grad": l_grad.item(), "cs": l_cs.item()}
-
-
-def distillation_loss(
-    out: torch.Tensor,
-    ref: torch.Tensor,
-    out_taps: Sequence[torch.Tensor],
-    ref_taps: Sequence[torch.Tensor],
-    y: torch.Tensor,
-    ir: torch.Tensor,
-    vis_masks: torch.Tensor | None,
-    ir_masks: torch.Tensor | None,
-    phi: FeatureFn | None,
-    weights: LossWeights,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The student's loss 3 L_MSE + 3 L_grad + L_cs/3000 + 0.3 L_fea of `out` against `ref`.
-
-    `student_side_loss` plus the tap term. Returns the total and its parts (floats, for logs).
-    """
-    total, parts = student_side_loss(out, ref, y, ir, vis_masks, ir_masks, phi, weights)
-    l_fea = feature_loss(out_taps, ref_taps)
-    parts["fea"] = l_fea.item()
-    return total + weights.student_fea * l_fea, parts
 
 
 def teacher_task_loss(

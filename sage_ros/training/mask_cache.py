@@ -17,13 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-MODALITIES = ("ir", "vis")
-
 
 def mask_path(root: str | Path, modality: str, name: str) -> Path:
     """Where the masks of image `name` (file stem) and `modality` ('ir' or 'vis') live."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     return Path(root) / modality / f"{name}.npz"
 
 
@@ -74,32 +70,12 @@ def fill_masks(masks: np.ndarray | None, top_k: int, hw: tuple[int, int]) -> np.
     return out
 
 
-def cached_masks(root: str | Path | None, modality: str, name: str) -> np.ndarray | None:
-    """The cached (K, H, W) masks of one image, or None when there is no cache file."""
-    if root is None:
-        return None
-    path = mask_path(root, modality, name)
-    return load_masks(path) if path.is_file() else None
-
-
-def load_or_fill(
-    root: str | Path | None, modality: str, name: str, top_k: int, hw: tuple[int, int]
-) -> np.ndarray:
-    """Cached masks of one image, padded with whole-image masks; all whole-image if not cached."""
-    return fill_masks(cached_masks(root, modality, name), top_k, hw)
-
-
-def load_pair_masks(
-    root: str | Path | None, name: str, top_k: int, hw: tuple[int, int], paired: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ir_masks, vis_masks) of one pair, each exactly `top_k` (filled with whole-image masks).
-
-    paired: keep as many IR masks as visible masks, min(n_ir, n_vis, top_k), as upstream's cache does
-    (so mask slot k holds a SAM mask in both modalities or in neither).
-    """
-    ir, vis = cached_masks(root, "ir", name), cached_masks(root, "vis", name)
-    if paired:
-        n = min(len(ir) if ir is not None else 0, len(vis) if vis is not None else 0, top_k)
-        ir = ir[:n] if ir is not None else None
-        vis = vis[:n] if vis is not None else None
-    return fill_masks(ir, top_k, hw), fill_masks(vis, top_k, hw)
+def load_pair_masks(root: str | Path | None, name: str, top_k: int, hw: tuple[int, int],
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(ir_masks, vis_masks) of one pair, each exactly `top_k`: the first min(n_ir, n_vis, top_k) cached masks
+    of each, as upstream's cache keeps (so slot k holds a SAM mask in both modalities or in neither), then
+    whole-image masks. No cache (root None) or no file: all whole-image."""
+    paths = [None if root is None else mask_path(root, m, name) for m in ("ir", "vis")]
+    ir, vis = (load_masks(p) if p is not None and p.is_file() else np.zeros((0, *hw), bool) for p in paths)
+    n = min(len(ir), len(vis), top_k)
+    return fill_masks(ir[:n], top_k, hw), fill_masks(vis[:n], top_k, hw)

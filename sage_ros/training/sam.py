@@ -1,23 +1,13 @@
-"""The SAM side of SAGE training: checkpoint loading, the truncated encoder Phi, the mask cache.
-
-- `load_sam_state` reads an official SAM checkpoint (ViT-B default, L/H accepted) from a local path;
-  weights are never downloaded here (a missing file is an error naming the official URL).
-- `load_image_encoder` builds `segment_anything`'s ImageEncoderViT with the architecture read off the
-  checkpoint's tensor shapes, strips the `image_encoder.` prefix and checks every key loaded (upstream
-  filtered on the prefixed names and silently trained against a random encoder; SAGE_SPEC section 5).
-- `TruncatedSamEncoder` is Phi for L_cs: patch embedding + the first two blocks, no neck,
-  InstanceNorm on each block output, frozen.
-- `build_mask_cache` runs SamAutomaticMaskGenerator on IR and visible images and stores the top-K
-  masks by area per image (compressed NPZ, see mask_cache), skipping finished images (resumable).
-- `save_tiny_sam` writes a SAM-architecture checkpoint with random weights and tiny sizes, for tests
-  and smoke runs on machines without the real checkpoint.
+"""The SAM side of SAGE training (docs/training.md): checkpoint loading with every key checked (ViT-B/L/H read
+off the tensor shapes, never downloaded), the truncated frozen encoder Phi of L_cs, the resumable top-K mask
+cache, and a tiny random SAM for tests and smoke runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -69,10 +59,8 @@ def load_sam_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise SamCheckpointError(missing_checkpoint_message(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise SamCheckpointError(f"SAM checkpoint {path} could not be read (truncated?): {exc}") from exc
-    except Exception as exc:  # weights_only refuses foreign pickled objects
-        raise SamCheckpointError(f"SAM checkpoint {path} is not a plain state dict: {exc}") from exc
+    except Exception as exc:  # truncated file, or foreign pickled objects that weights_only refuses
+        raise SamCheckpointError(f"SAM checkpoint {path} could not be read as a state dict: {exc}") from exc
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not state:
@@ -162,16 +150,11 @@ def build_image_encoder(cfg: EncoderConfig) -> nn.Module:
     )
 
 
-def load_image_encoder(path: str | Path, variant: str | None = None) -> tuple[nn.Module, EncoderConfig]:
-    """The SAM image encoder of checkpoint `path`, all keys loaded (checked), in eval mode.
-
-    variant: 'vit_b' | 'vit_l' | 'vit_h' to insist on one official size; 'auto' or None accepts
-    whatever the file holds (read off its tensor shapes: embedding width and depth).
-    """
+def load_image_encoder(path: str | Path) -> tuple[nn.Module, EncoderConfig]:
+    """The SAM image encoder of checkpoint `path` (its size read off the tensor shapes), all keys loaded
+    (checked), in eval mode."""
     enc = encoder_state(load_sam_state(path))
     cfg = encoder_config(enc)
-    if variant not in (None, "auto") and cfg.variant != variant:
-        raise SamCheckpointError(f"{path} holds a {cfg.variant} encoder, not the requested {variant}")
     model = build_image_encoder(cfg)
     expected = model.state_dict()
     result = model.load_state_dict(enc, strict=False)
@@ -225,57 +208,23 @@ class TruncatedSamEncoder(nn.Module):
         return outs
 
 
-def load_phi(path: str | Path, variant: str | None = None) -> TruncatedSamEncoder:
+def load_phi(path: str | Path) -> TruncatedSamEncoder:
     """Phi from a SAM checkpoint (see load_image_encoder)."""
-    encoder, _ = load_image_encoder(path, variant)
-    return TruncatedSamEncoder(encoder)
+    return TruncatedSamEncoder(load_image_encoder(path)[0])
 
 
-def build_sam(path: str | Path, num_heads: int = 8) -> nn.Module:
-    """The whole SAM model of a full checkpoint (for the automatic mask generator), keys checked.
-
-    The decoder's sizes are read off the tensors; its head count cannot be, and is 8 in every
-    official checkpoint and in `save_tiny_sam`'s.
-    """
+def _sam(enc: EncoderConfig, prompt_dim: int, mask_in: int, depth: int, mlp_dim: int, num_masks: int,
+         iou_depth: int, iou_hidden: int, num_heads: int = 8) -> nn.Module:
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    state = load_sam_state(path)
-    cfg = encoder_config(encoder_state(state))
-    try:
-        prompt_dim = state["prompt_encoder.no_mask_embed.weight"].shape[1]
-        mask_in = state["prompt_encoder.mask_downscaling.3.weight"].shape[0]
-        depth = 1 + max(
-            int(m.group(1))
-            for k in state
-            if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
-        )
-        mlp_dim = state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
-        num_masks = state["mask_decoder.mask_tokens.weight"].shape[0] - 1
-        iou_depth = 1 + max(
-            int(m.group(1))
-            for k in state
-            if (m := re.match(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.", k))
-        )
-        iou_hidden = state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]
-    except (KeyError, ValueError) as exc:
-        raise SamCheckpointError(
-            f"{path} is not a full SAM checkpoint (prompt encoder / mask decoder missing: {exc}); "
-            "the mask cache needs the whole model"
-        ) from exc
-    grid = cfg.img_size // cfg.patch_size
-    sam = Sam(
-        image_encoder=build_image_encoder(cfg),
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(cfg.img_size, cfg.img_size),
-            mask_in_chans=mask_in,
-        ),
+    grid = enc.img_size // enc.patch_size
+    return Sam(
+        image_encoder=build_image_encoder(enc),
+        prompt_encoder=PromptEncoder(embed_dim=prompt_dim, image_embedding_size=(grid, grid),
+                                     input_image_size=(enc.img_size, enc.img_size), mask_in_chans=mask_in),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=num_masks,
-            transformer=TwoWayTransformer(
-                depth=depth, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=num_heads
-            ),
+            transformer=TwoWayTransformer(depth=depth, embedding_dim=prompt_dim, mlp_dim=mlp_dim, num_heads=num_heads),
             transformer_dim=prompt_dim,
             iou_head_depth=iou_depth,
             iou_head_hidden_dim=iou_hidden,
@@ -283,6 +232,35 @@ def build_sam(path: str | Path, num_heads: int = 8) -> nn.Module:
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
     )
+
+
+def build_sam(path: str | Path) -> nn.Module:
+    """The whole SAM model of a full checkpoint (for the automatic mask generator), keys checked.
+
+    The decoder's sizes are read off the tensors; its head count cannot be, and is 8 in every
+    official checkpoint and in `save_tiny_sam`'s.
+    """
+    state = load_sam_state(path)
+
+    def count(pattern: str) -> int:
+        return 1 + max(int(m.group(1)) for k in state if (m := re.match(pattern, k)))
+
+    try:
+        sam = _sam(
+            encoder_config(encoder_state(state)),
+            prompt_dim=state["prompt_encoder.no_mask_embed.weight"].shape[1],
+            mask_in=state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            depth=count(r"mask_decoder\.transformer\.layers\.(\d+)\."),
+            mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            num_masks=state["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+            iou_depth=count(r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+            iou_hidden=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+        )
+    except (KeyError, ValueError) as exc:
+        raise SamCheckpointError(
+            f"{path} is not a full SAM checkpoint (prompt encoder / mask decoder missing: {exc}); "
+            "the mask cache needs the whole model"
+        ) from exc
     try:
         sam.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -296,46 +274,12 @@ def save_tiny_sam(path: str | Path, img_size: int = 64, seed: int = 0) -> Path:
     For tests and smoke runs only: its masks and features carry no semantics. Encoder: patch 8,
     width 32, 2 windowed blocks (window 4) + 1 global block; prompt/decoder width 16.
     """
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
     torch.manual_seed(seed)
-    patch, prompt_dim = 8, 16
-    grid = img_size // patch
-    encoder = ImageEncoderViT(
-        img_size=img_size,
-        patch_size=patch,
-        embed_dim=32,
-        depth=3,
-        num_heads=2,
-        mlp_ratio=2.0,
-        out_chans=prompt_dim,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True,
-        rel_pos_zero_init=False,
-        window_size=4,
-        global_attn_indexes=(2,),
-    )
-    sam = Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=prompt_dim,
-            image_embedding_size=(grid, grid),
-            input_image_size=(img_size, img_size),
-            mask_in_chans=8,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=32, num_heads=8),
-            transformer_dim=prompt_dim,
-            iou_head_depth=2,
-            iou_head_hidden_dim=16,
-        ),
-        pixel_mean=list(PIXEL_MEAN),
-        pixel_std=list(PIXEL_STD),
-    )
+    enc = EncoderConfig(img_size, patch_size=8, embed_dim=32, depth=3, num_heads=2, mlp_ratio=2.0, out_chans=16,
+                        window_size=4, global_attn_indexes=(2,))
+    sam = _sam(enc, prompt_dim=16, mask_in=8, depth=1, mlp_dim=32, num_masks=3, iou_depth=2, iou_hidden=16)
     # SAM zero-initialises absolute positions; give them values so the resize in Phi is exercised.
-    nn.init.normal_(encoder.pos_embed, std=0.02)
+    nn.init.normal_(sam.image_encoder.pos_embed, std=0.02)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(sam.state_dict(), path)
@@ -346,22 +290,6 @@ def _as_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
-
-
-#: SamAutomaticMaskGenerator arguments taken from the `sam` config section.
-GENERATOR_KEYS = (
-    "points_per_side",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "crop_n_layers",
-    "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
-
-
-def mask_generator_kwargs(sam_cfg: object) -> dict:
-    """The automatic mask generator's settings from a SamConfig (defaults: upstream's)."""
-    return {key: getattr(sam_cfg, key) for key in GENERATOR_KEYS}
 
 
 @dataclass
@@ -385,6 +313,7 @@ def build_mask_cache(
     Files already present are skipped, so an interrupted run resumes where it stopped.
     """
     from segment_anything import SamAutomaticMaskGenerator
+    from tqdm import tqdm
 
     records = list(records)
     todo = [(r, m) for r in records for m in ("ir", "vis") if not mask_path(out_root, m, r.name).is_file()]
@@ -393,13 +322,8 @@ def build_mask_cache(
         return report
     sam = build_sam(sam_checkpoint).to(device)
     generator = SamAutomaticMaskGenerator(sam, **(generator_kwargs or {}))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="SAM masks", unit="img")
     with torch.inference_mode():
-        for record, modality in todo:
+        for record, modality in tqdm(todo, desc="SAM masks", unit="img", disable=not progress):
             src = record.ir_path if modality == "ir" else record.vis_path
             image = cv2.imread(str(src), cv2.IMREAD_GRAYSCALE if modality == "ir" else cv2.IMREAD_COLOR)
             if image is None:
@@ -411,16 +335,11 @@ def build_mask_cache(
                 report.empty += 1
             save_masks(mask_path(out_root, modality, record.name), masks)
             report.written += 1
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
     return report
 
 
-def build_cache_for_config(
-    cfg: object, records: list[PairRecord], device: str = "cpu", progress: bool = True
-) -> MaskCacheReport:
+def build_cache_for_config(cfg: object, records: list[PairRecord], device: str = "cpu",
+                           progress: bool = True) -> MaskCacheReport:
     """`train student masks` for a TrainConfig: the top-K masks of `records` into cfg.data.mask_cache.
 
     The checkpoint must be a full SAM (encoder, prompt encoder, mask decoder); its size (ViT-B/L/H)
@@ -429,22 +348,11 @@ def build_cache_for_config(
     data, sam_cfg = cfg.data, cfg.sam
     if not data.mask_cache:
         raise ValueError("data.mask_cache is not set: say where the masks go (e.g. --set data.mask_cache=cache/)")
-    if not sam_cfg.checkpoint:
-        raise SamCheckpointError(
-            "sam.checkpoint is not set: the mask cache needs a SAM checkpoint (official ViT-B: "
-            f"{SAM_URLS['vit_b']})"
-        )
-    if not Path(sam_cfg.checkpoint).is_file():
-        raise SamCheckpointError(missing_checkpoint_message(Path(sam_cfg.checkpoint)))
-    return build_mask_cache(
-        records,
-        sam_cfg.checkpoint,
-        data.mask_cache,
-        top_k=data.top_k,
-        device=device,
-        generator_kwargs=mask_generator_kwargs(sam_cfg),
-        progress=progress,
-    )
+    if not sam_cfg.checkpoint or not Path(sam_cfg.checkpoint).is_file():
+        raise SamCheckpointError(missing_checkpoint_message(Path(sam_cfg.checkpoint or "(sam.checkpoint: null)")))
+    # Every other field of the `sam` section is a SamAutomaticMaskGenerator argument.
+    kwargs = {k: v for k, v in dataclasses.asdict(sam_cfg).items() if k != "checkpoint"}
+    return build_mask_cache(records, sam_cfg.checkpoint, data.mask_cache, data.top_k, device, kwargs, progress)
 
 
 def missing_mask_files(records: list[PairRecord], mask_root: str | Path) -> int:

@@ -18,9 +18,6 @@ FEAT = 64  # width of the image and mask features entering SPA
 SPA_OUT = 4 * FEAT  # SPA output: concat(img, img_in, img_mid, mask)
 TAP = 32  # the student's width
 NUM_MASKS = 4
-#: Output activations: upstream's decoder ends in LeakyReLU (default); `tanh` was this project's
-#: choice before issue 13 (the student's own output is Tanh).
-OUTPUTS = ("leaky_relu", "tanh")
 
 
 def conv_act(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
@@ -40,22 +37,14 @@ def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def mask_images(source: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) image and (N, K, H, W) masks -> (N, K, H, W): the image kept inside each mask."""
-    return source * masks
-
-
 class SageTeacher(nn.Module):
     """forward(y, ir, vis_masks, ir_masks) -> (fused (N, 1, H, W), five 32-channel taps).
 
-    output: `leaky_relu` (upstream; unbounded above, slope 0.01 below 0) or `tanh` (in (-1, 1)).
+    The output ends in LeakyReLU as upstream's decoder (unbounded above, slope 0.01 below 0).
     """
 
-    def __init__(self, num_masks: int = NUM_MASKS, output: str = "leaky_relu") -> None:
+    def __init__(self, num_masks: int = NUM_MASKS) -> None:
         super().__init__()
-        if output not in OUTPUTS:
-            raise ValueError(f"teacher output {output!r} unknown; choose one of {OUTPUTS}")
-        self.output = output
         self.image_stem = chain(2, 16, 32)  # its output is the img0 skip
         self.image_proj = conv_act(32, FEAT)
         self.vis_mask_encoder = chain(num_masks, 16, 32, FEAT)
@@ -69,16 +58,16 @@ class SageTeacher(nn.Module):
         # 320 = SPA output (256) + the 64-channel image feature; 96 = 64 + img0 (32).
         self.decoder_a = chain(SPA_OUT + FEAT, 256, 128, 64)
         self.decoder_b = chain(64 + 32, 64, 32, 16)
-        final = nn.LeakyReLU(NEGATIVE_SLOPE) if output == "leaky_relu" else nn.Tanh()
-        self.head = nn.Sequential(nn.Conv2d(16, 1, 3, padding=1), final)
+        self.head = nn.Sequential(nn.Conv2d(16, 1, 3, padding=1), nn.LeakyReLU(NEGATIVE_SLOPE))
 
     def forward(
         self, y: torch.Tensor, ir: torch.Tensor, vis_masks: torch.Tensor, ir_masks: torch.Tensor
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         img0 = self.image_stem(torch.cat([y, ir], 1))
         img = self.image_proj(img0)
-        vis = self.vis_mask_encoder(mask_images(y, vis_masks))
-        irm = self.ir_mask_encoder(mask_images(ir, ir_masks))
+        # Each mask image: the source kept inside one of the K masks.
+        vis = self.vis_mask_encoder(y * vis_masks)
+        irm = self.ir_mask_encoder(ir * ir_masks)
 
         # The refined mask features of each stage feed the next one (max-pooled down, resized up),
         # as upstream's model_main/model.py carries vi_mask / ir_mask through the five stages.

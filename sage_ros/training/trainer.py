@@ -1,25 +1,13 @@
-"""Bi-level distillation of a SAGE student from the SPA teacher (SAGE_SPEC section 4).
+"""Bi-level distillation of a SAGE student from the SPA teacher (SAGE_SPEC section 4; docs/training.md).
 
-Two first-order updates, alternating over batches as upstream does (`train.update: alternate`: even
-global steps update the student, odd ones the teacher; `both` updates both networks on every batch):
-- upper level (teacher): its task loss (intensity, gradients, frozen-segmenter cross-entropy) plus
-  feedback from the student: 0.1 x (3 L_MSE + 3 L_grad + L_cs/3000) with the detached student as
-  reference, plus 0.01 L_fea (L_fea is counted once: upstream train.py, issue 13);
-- lower level (student): 3 L_MSE + 3 L_grad + L_cs/3000 + 0.3 L_fea against the detached teacher.
-The other network runs forward without gradients on the same batch.
-
-Learning rates follow a closed-form cosine from the configured rate to `min_lr` over the run's
-total steps (one step = one batch), for both networks. It is recomputed from (step, total steps) at
-every step, so a resume that extends `--steps` continues on the new horizon instead of restarting.
-
-Runs on one CPU/GPU or under `torchrun` (DDP: gloo on CPU, nccl on CUDA; DistributedSampler).
-Checkpoints hold both networks, both optimisers, the schedule horizon, the step and the config;
-resuming continues the same epoch permutation at the same batch.
+Batches alternate as upstream's: even global steps update the student against the detached teacher, odd ones
+the teacher (its task loss plus feedback from the detached student). Learning rates follow a closed-form
+cosine of (step, total steps), so a resume that extends `--steps` continues on the new horizon. One CPU/GPU or
+`torchrun` (DDP: gloo on CPU, nccl on CUDA); a resume continues the same epoch permutation at the same batch.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -35,45 +23,29 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from sage_ros.networks.student import SageStudent
-from sage_ros.training.config import TrainConfig, config_from_dict
+from sage_ros.training.config import TrainConfig
 from sage_ros.training.datasets import IGNORE_INDEX, PairDataset, records_for
-from sage_ros.training.losses import (
-    distillation_loss,
-    feature_loss,
-    fused_rgb,
-    student_side_loss,
-    teacher_task_loss,
+from sage_ros.training.loop import (
+    CHECKPOINT_NAME,
+    CSV_NAME,
+    CsvLog,
+    TrainingError,
+    atomic_save,
+    resolve_device,
+    summary,
 )
+from sage_ros.training.losses import feature_loss, fused_rgb, student_side_loss, teacher_task_loss
 from sage_ros.training.segmenter import build_segmenter, label_lookup, segmenter_inputs
 from sage_ros.training.teacher import SageTeacher
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint_last.pt"
 STUDENT_NAME = "student.pt"
 ONNX_NAME = "student.onnx"
-CSV_NAME = "metrics.csv"
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before giving up
 
-CSV_FIELDS = [
-    "step",
-    "epoch",
-    "lr_teacher",
-    "lr_student",
-    "teacher_loss",
-    "student_loss",
-    "t_int",
-    "t_grad",
-    "t_seg",
-    "t_feedback",
-    "t_fea",
-    "s_mse",
-    "s_grad",
-    "s_cs",
-    "s_fea",
-    "step_ms",
-    "update",  # teacher | student | both (last: CSVs of earlier runs keep their columns)
-]
+CSV_FIELDS = ["step", "epoch", "lr_teacher", "lr_student", "teacher_loss", "student_loss", "t_int", "t_grad", "t_seg",
+              "t_feedback", "t_fea", "s_mse", "s_grad", "s_cs", "s_fea", "step_ms", "update"]
 
 
 def cosine_lr(step: int, horizon: int, base: float, minimum: float) -> float:
@@ -84,10 +56,6 @@ def cosine_lr(step: int, horizon: int, base: float, minimum: float) -> float:
     """
     t = min(max(step, 0), max(horizon, 1)) / max(horizon, 1)
     return minimum + (base - minimum) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-class TrainingError(RuntimeError):
-    """A training run that cannot start or continue (with what to change)."""
 
 
 @dataclass
@@ -106,17 +74,6 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {preference!r} requested but this torch build sees no CUDA GPU")
-        if preference == "cuda":
-            preference = f"cuda:{local_rank}"
-    return torch.device(preference)
-
-
 def setup_distributed(preference: str) -> DistEnv:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -133,33 +90,6 @@ def setup_distributed(preference: str) -> DistEnv:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-class CsvLog:
-    """Appends one row per step; a resumed run continues the same file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        new = not path.is_file() or path.stat().st_size == 0
-        self.handle = path.open("a", newline="")
-        self.writer = csv.DictWriter(self.handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def _tensorboard(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional; the CSV log always exists
-        return None
-    return SummaryWriter(str(log_dir))
 
 
 @dataclass
@@ -198,28 +128,14 @@ class Trainer:
             records = records[: int(d.limit)]
         if d.top_k <= 0:
             raise TrainingError("data.top_k must be >= 1: the teacher takes top-K mask images")
-        self.dataset = PairDataset(
-            records,
-            crop_hw=tuple(d.crop) if d.crop else None,
-            flip=d.flip,
-            labels=d.labels,
-            mask_root=d.mask_cache,
-            top_k=d.top_k,
-            seed=self.cfg.train.seed,
-            paired_masks=d.paired_masks,
-        )
+        self.dataset = PairDataset(records, tuple(d.crop) if d.crop else None, d.flip, d.labels, d.mask_cache,
+                                   d.top_k, self.cfg.train.seed)
         if d.mask_cache:
             self._ensure_mask_cache(records)
         elif self.env.is_main:
             log.warning("no mask cache configured: every SAM mask is the whole image (no semantic prior)")
-        self.sampler = DistributedSampler(
-            self.dataset,
-            num_replicas=self.env.world_size,
-            rank=self.env.rank,
-            shuffle=True,
-            seed=self.cfg.train.seed,
-            drop_last=True,
-        )
+        self.sampler = DistributedSampler(self.dataset, self.env.world_size, self.env.rank, shuffle=True,
+                                          seed=self.cfg.train.seed, drop_last=True)
         self.steps_per_epoch = len(self.sampler) // self.cfg.train.batch_size
         if self.steps_per_epoch == 0:
             raise TrainingError(
@@ -230,11 +146,8 @@ class Trainer:
         self.total_steps = int(t.max_steps) if t.max_steps else int(t.epochs) * self.steps_per_epoch
 
     def _ensure_mask_cache(self, records: list) -> None:
-        """A configured mask cache must be complete: build what is missing, or refuse clearly.
-
-        With a full SAM checkpoint the missing masks are generated here (single-process runs), exactly
-        as `sage-ros train student masks` would; without one, or under DDP, training stops with what to run.
-        """
+        """A configured mask cache must be complete: single-process runs with a SAM checkpoint build what is
+        missing (as `sage-ros train student masks`); otherwise training stops with what to run."""
         from sage_ros.training.sam import build_cache_for_config, missing_mask_files
 
         d = self.cfg.data
@@ -256,31 +169,21 @@ class Trainer:
                 "multi-process run, in one process: `sage-ros train student masks --config ... --device cuda`"
             )
         if self.env.is_main:
-            log.warning(
-                "mask cache %s lacks %d of %d files: building them now with %s (as `sage-ros train student masks`)",
-                d.mask_cache,
-                missing,
-                2 * len(records),
-                ckpt,
-            )
+            log.warning("mask cache %s lacks %d of %d files: building them now with %s", d.mask_cache, missing,
+                        2 * len(records), ckpt)
             report = build_cache_for_config(self.cfg, records, device=str(self.env.device), progress=True)
             log.info("mask cache: %d written, %d with no mask kept", report.written, report.empty)
-
-    def _class_count(self) -> int:
-        from sage_ros.training.export import class_table_for
-
-        return len(class_table_for(self.cfg.output.classes).names)
 
     def _build_models(self) -> None:
         torch.manual_seed(self.cfg.train.seed)
         device = self.env.device
-        teacher = SageTeacher(num_masks=self.cfg.data.top_k, output=self.cfg.teacher.output).to(device)
+        teacher = SageTeacher(num_masks=self.cfg.data.top_k).to(device)
         student = SageStudent().to(device)
         self.phi = None
         if self.cfg.sam.checkpoint:
             from sage_ros.training.sam import load_phi
 
-            self.phi = load_phi(self.cfg.sam.checkpoint, self.cfg.sam.variant).to(device)
+            self.phi = load_phi(self.cfg.sam.checkpoint).to(device)
         elif self.env.is_main:
             log.warning("sam.checkpoint not set: the contrastive semantic loss L_cs is disabled")
         self._build_segmenter()
@@ -299,36 +202,28 @@ class Trainer:
         self.segmenter, self.label_table, self.seg_inputs = None, None, ("rgb",)
         if not (self.dataset.with_labels and self.weights.teacher_seg):
             return
-        seg = self.cfg.segmenter
+        from sage_ros.training.export import class_table_for
+
+        seg, dataset_names = self.cfg.segmenter, class_table_for(self.cfg.output.classes).names
         if seg.factory == "tiny":
             if not seg.allow_untrained:
                 raise TrainingError(
                     "the data has labels but segmenter.factory is 'tiny', a RANDOM segmenter: its cross-entropy "
-                    f"stays at chance (about ln {self._class_count()}) and teaches the teacher nothing. Use "
+                    f"stays at chance (about ln {len(dataset_names)}) and teaches the teacher nothing. Use "
                     "segmenter.factory: project (this project's trained MSRS network, frozen), your own "
                     "'package.module:callable' + segmenter.weights, or pass --allow-untrained-segmenter "
                     "(segmenter.allow_untrained: true) for code-path checks only"
                 )
             if self.env.is_main:
-                log.warning(
-                    "UNTRAINED SEGMENTER: segmenter.factory 'tiny' is random; the teacher's segmentation loss "
-                    "(weight %.2f) is noise at chance level. Allowed by --allow-untrained-segmenter: for "
-                    "code-path checks only, never for a model you intend to use",
-                    self.weights.teacher_seg,
-                )
+                log.warning("UNTRAINED SEGMENTER: segmenter.factory 'tiny' is random; the teacher's segmentation "
+                            "loss is noise at chance level. For code-path checks only, never for a model to use")
         elif seg.factory != "project" and seg.weights is None and self.env.is_main:
-            log.warning(
-                "segmenter.weights is not set: %s must return a TRAINED module by itself, or the teacher's "
-                "segmentation loss teaches nothing",
-                seg.factory,
-            )
-        module = build_segmenter(seg.factory, self._class_count(), seg.weights)
+            log.warning("segmenter.weights is not set: %s must return a TRAINED module by itself, or the "
+                        "teacher's segmentation loss teaches nothing", seg.factory)
+        module = build_segmenter(seg.factory, len(dataset_names), seg.weights)
         self.seg_inputs = segmenter_inputs(module)
         names = getattr(module, "class_names", None)
         if names:
-            from sage_ros.training.export import class_table_for
-
-            dataset_names = class_table_for(self.cfg.output.classes).names
             table = label_lookup(dataset_names, names, IGNORE_INDEX)
             mapped = {n: names[int(table[i])] for i, n in enumerate(dataset_names)}
             if all(int(table[i]) == 0 for i in range(len(dataset_names))):
@@ -356,7 +251,7 @@ class Trainer:
             "student": _unwrap(self.student).state_dict(),
             "opt_teacher": self.opt_t.state_dict(),
             "opt_student": self.opt_s.state_dict(),
-            "schedule": {"kind": "cosine", "horizon": self.total_steps, "min_lr": self.cfg.train.min_lr},
+            "schedule": {"horizon": self.total_steps},
             "step": self.step,
             "config": self.cfg.to_dict(),
             "config_hash": self.cfg.hash(),
@@ -366,10 +261,7 @@ class Trainer:
         """Write the full training state (rank 0 only), atomically."""
         if not self.env.is_main:
             return None
-        path = Path(path or self.out_dir / CHECKPOINT_NAME)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        path = atomic_save(self.state_dict(), Path(path or self.out_dir / CHECKPOINT_NAME))
         torch.save(_unwrap(self.student).state_dict(), self.out_dir / STUDENT_NAME)
         return path
 
@@ -378,39 +270,24 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"checkpoint {path} does not exist")
         state = torch.load(path, map_location=self.env.device, weights_only=True)
-        if state.get("config_hash") != self.cfg.hash() and self.env.is_main:
-            log.warning(
-                "resuming %s written with config %s under config %s: settings changed: %s",
-                path,
-                state.get("config_hash"),
-                self.cfg.hash(),
-                ", ".join(_changed_settings(_result_settings(state.get("config", {})), self.cfg.result_settings()))
-                or "?",
-            )
+        if state["config_hash"] != self.cfg.hash() and self.env.is_main:
+            old = state["config"]
+            changed = [f"{section}.{k}: {old.get(section, {}).get(k)!r} -> {v!r}"
+                       for section, values in self.cfg.result_settings().items()
+                       for k, v in values.items() if old.get(section, {}).get(k) != v]
+            log.warning("resuming %s under changed settings: %s", path, ", ".join(changed) or "?")
         _unwrap(self.teacher).load_state_dict(state["teacher"])
         _unwrap(self.student).load_state_dict(state["student"])
         self.opt_t.load_state_dict(state["opt_teacher"])
         self.opt_s.load_state_dict(state["opt_student"])
         self.step = int(state["step"])
-        old = _saved_horizon(state)
         self._set_lr(self.step)  # the optimiser state carried the old lr; the schedule decides
         if self.env.is_main:
             log.info("resumed from %s at step %d", path, self.step)
-            if old is not None and old != self.total_steps:
-                t = self.cfg.train
-                log.warning(
-                    "schedule horizon %d -> %d steps: from step %d the learning rates follow the %d-step cosine "
-                    "(student %.3g -> %.3g, teacher %.3g -> %.3g), ending at min_lr %.3g; no restart",
-                    old,
-                    self.total_steps,
-                    self.step,
-                    self.total_steps,
-                    cosine_lr(self.step, old, t.student_lr, t.min_lr),
-                    cosine_lr(self.step, self.total_steps, t.student_lr, t.min_lr),
-                    cosine_lr(self.step, old, t.teacher_lr, t.min_lr),
-                    cosine_lr(self.step, self.total_steps, t.teacher_lr, t.min_lr),
-                    t.min_lr,
-                )
+            if state["schedule"]["horizon"] != self.total_steps:
+                log.warning("schedule horizon %d -> %d steps: from step %d the learning rates follow the %d-step "
+                            "cosine to min_lr (no restart)", state["schedule"]["horizon"], self.total_steps,
+                            self.step, self.total_steps)
 
     # ------------------------------------------------------------------- loop
     def _batches(self, epoch: int, skip: int):
@@ -434,18 +311,6 @@ class Trainer:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok.item() > 0.5)
 
-    def turns(self, step: int | None = None) -> tuple[bool, bool]:
-        """(update the teacher, update the student) at global step `step` (default: the current one).
-
-        alternate: upstream's order, the student on even steps and the teacher on odd ones; the parity
-        runs on across epochs (upstream restarts it per epoch and, after an odd count, gives the
-        teacher the last batch again). both: each step updates both networks.
-        """
-        step = self.step if step is None else step
-        if self.cfg.train.update == "both":
-            return True, True
-        return step % 2 == 1, step % 2 == 0
-
     def _segment(self, fused_t: torch.Tensor, crcb: torch.Tensor, y: torch.Tensor, ir: torch.Tensor):
         makers = {
             "rgb": lambda: fused_rgb(fused_t, crcb),
@@ -457,79 +322,54 @@ class Trainer:
         return self.segmenter(*(makers[k]() for k in self.seg_inputs))
 
     def train_step(self, batch: dict) -> dict | None:
-        """This step's update(s) on `batch` (see `turns`); None when the step was skipped."""
+        """One update on `batch`: the student on even global steps, the teacher on odd ones (upstream's order;
+        the parity runs on across epochs, so resume stays exact); None when the step was skipped."""
         dev = self.env.device
         y, ir, crcb = (batch[k].to(dev, non_blocking=True) for k in ("y", "ir", "crcb"))
         vis_m, ir_m = batch["vis_masks"].to(dev), batch["ir_masks"].to(dev)
-        labels = batch["label"].to(dev) if "label" in batch else None
-        if labels is not None and self.label_table is not None:
-            labels = self.label_table[labels.long().clamp(0, self.label_table.numel() - 1)]
         w = self.weights
-        do_t, do_s = self.turns()
+        teacher_turn = self.step % 2 == 1
         self._set_lr(self.step)
         # Both in training mode, as upstream: the network that only serves as reference this step
         # runs without gradients, its BatchNorm (student) on batch statistics.
         self.teacher.train()
         self.student.train()
-        with torch.set_grad_enabled(do_t):
-            fused_t, taps_t = (self.teacher if do_t else _unwrap(self.teacher))(y, ir, vis_m, ir_m)
-        with torch.set_grad_enabled(do_s):
-            fused_s, taps_s = (self.student if do_s else _unwrap(self.student))(y, ir)
-        s_ref, s_taps_ref = fused_s.detach(), [t.detach() for t in taps_s]
-        t_ref, t_taps_ref = fused_t.detach(), [t.detach() for t in taps_t]
-
-        metrics: dict = {"update": "both" if do_t and do_s else ("teacher" if do_t else "student")}
-        checks = []
-        if do_t:
+        with torch.set_grad_enabled(teacher_turn):
+            fused_t, taps_t = (self.teacher if teacher_turn else _unwrap(self.teacher))(y, ir, vis_m, ir_m)
+        with torch.set_grad_enabled(not teacher_turn):
+            fused_s, taps_s = (_unwrap(self.student) if teacher_turn else self.student)(y, ir)
+        if teacher_turn:
             # Upper level: the teacher's task plus feedback from the (detached) student. The feedback's
             # student-side loss holds no L_fea: the teacher's only L_fea weight is teacher_fea (0.01).
-            logits = None
+            labels, logits = batch.get("label"), None
             if self.segmenter is not None and labels is not None:
+                labels = labels.to(dev)
+                if self.label_table is not None:
+                    labels = self.label_table[labels.long().clamp(0, self.label_table.numel() - 1)]
                 logits = self._segment(fused_t, crcb, y, ir)
-            task, t_parts = teacher_task_loss(fused_t, y, ir, logits, labels, w, IGNORE_INDEX)
-            feedback, _ = student_side_loss(fused_t, s_ref, y, ir, vis_m, ir_m, self.phi, w)
-            fea_t = feature_loss(taps_t, s_taps_ref)
-            loss_t = task + w.teacher_feedback * feedback + w.teacher_fea * fea_t
-            checks.append(loss_t)
-        if do_s:
+            task, parts = teacher_task_loss(fused_t, y, ir, logits, labels, w, IGNORE_INDEX)
+            feedback, _ = student_side_loss(fused_t, fused_s.detach(), y, ir, vis_m, ir_m, self.phi, w)
+            fea = feature_loss(taps_t, [t.detach() for t in taps_s])
+            loss, opt = task + w.teacher_feedback * feedback + w.teacher_fea * fea, self.opt_t
+            metrics = {"update": "teacher", "t_int": parts["int"], "t_grad": parts["grad"], "t_seg": parts["seg"],
+                       "t_feedback": feedback.item(), "t_fea": fea.item()}
+        else:
             # Lower level: distil the (detached) teacher into the student.
-            loss_s, s_parts = distillation_loss(
-                fused_s, t_ref, taps_s, t_taps_ref, y, ir, vis_m, ir_m, self.phi, w
-            )
-            checks.append(loss_s)
-
-        if not self._all_finite(*checks):
-            self.opt_t.zero_grad(set_to_none=True)
-            self.opt_s.zero_grad(set_to_none=True)
+            side, parts = student_side_loss(fused_s, fused_t.detach(), y, ir, vis_m, ir_m, self.phi, w)
+            fea = feature_loss(taps_s, [t.detach() for t in taps_t])
+            loss, opt = side + w.student_fea * fea, self.opt_s
+            metrics = {"update": "student", "s_mse": parts["mse"], "s_grad": parts["grad"], "s_cs": parts["cs"],
+                       "s_fea": fea.item()}
+        opt.zero_grad(set_to_none=True)
+        if not self._all_finite(loss):
             return None
-        if do_t:
-            self.opt_t.zero_grad(set_to_none=True)
-            loss_t.backward()
-            self.opt_t.step()
-            metrics.update(
-                teacher_loss=loss_t.item(),
-                t_int=t_parts["int"],
-                t_grad=t_parts["grad"],
-                t_seg=t_parts["seg"],
-                t_feedback=feedback.item(),
-                t_fea=fea_t.item(),
-            )
-        if do_s:
-            self.opt_s.zero_grad(set_to_none=True)
-            loss_s.backward()
-            self.opt_s.step()
-            metrics.update(
-                student_loss=loss_s.item(),
-                s_mse=s_parts["mse"],
-                s_grad=s_parts["grad"],
-                s_cs=s_parts["cs"],
-                s_fea=s_parts["fea"],
-            )
+        loss.backward()
+        opt.step()
+        metrics["teacher_loss" if teacher_turn else "student_loss"] = loss.item()
         return metrics
 
-    def fit(
-        self, resume: str | Path | None = None, export: bool | None = None, stop_at: int | None = None
-    ) -> FitResult:
+    def fit(self, resume: str | Path | None = None, export: bool | None = None, stop_at: int | None = None,
+            ) -> FitResult:
         """Train to `total_steps` (resuming from a checkpoint path, or 'auto' for the last one here).
 
         stop_at: end this call after that many steps in all (with a checkpoint, without an export),
@@ -542,19 +382,11 @@ class Trainer:
         if resume is not None:
             self.load_checkpoint(resume)
         main = self.env.is_main
-        csv_log = CsvLog(self.out_dir / CSV_NAME) if main else None
-        board = _tensorboard(self.out_dir / "tb") if main and self.cfg.output.tensorboard else None
+        csv_log = CsvLog(self.out_dir / CSV_NAME, CSV_FIELDS) if main else None
         t = self.cfg.train
         if main:
-            log.info(
-                "training %d steps (%d per epoch, batch %d x %d process(es)) on %s; output %s",
-                self.total_steps,
-                self.steps_per_epoch,
-                t.batch_size,
-                self.env.world_size,
-                self.env.device,
-                self.out_dir,
-            )
+            log.info("training %d steps (%d per epoch, batch %d x %d process(es)) on %s; output %s", self.total_steps,
+                     self.steps_per_epoch, t.batch_size, self.env.world_size, self.env.device, self.out_dir)
         history: list[dict] = []
         bad = 0
         try:
@@ -575,22 +407,14 @@ class Trainer:
                     bad = 0
                     self.step += 1
                     self._set_lr(self.step)  # lr_* columns: the rates after this step, as before
-                    metrics.update(
-                        step=self.step,
-                        epoch=epoch,
-                        step_ms=(time.perf_counter() - start) * 1e3,
-                        lr_teacher=self.opt_t.param_groups[0]["lr"],
-                        lr_student=self.opt_s.param_groups[0]["lr"],
-                    )
+                    metrics.update(step=self.step, epoch=epoch, step_ms=(time.perf_counter() - start) * 1e3,
+                                   lr_teacher=self.opt_t.param_groups[0]["lr"],
+                                   lr_student=self.opt_s.param_groups[0]["lr"])
                     history.append(metrics)
                     if main:
                         csv_log.write(metrics)
-                        if board is not None:
-                            for key, value in metrics.items():
-                                if key not in ("step", "epoch", "update"):
-                                    board.add_scalar(key, value, self.step)
                         if self.step % max(t.log_every, 1) == 0 or self.step == 1:
-                            log.info("step %d/%d epoch %d  %s", self.step, self.total_steps, epoch, _summary(metrics))
+                            log.info("step %d/%d epoch %d  %s", self.step, self.total_steps, epoch, summary(metrics))
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.step >= end:
@@ -602,14 +426,10 @@ class Trainer:
             if main and finished and (self.cfg.output.export if export is None else export):
                 from sage_ros.training.export import export_trained_student
 
-                onnx = export_trained_student(
-                    _unwrap(self.student), self.out_dir / ONNX_NAME, self.cfg, self.step
-                )
+                onnx = export_trained_student(_unwrap(self.student), self.out_dir / ONNX_NAME, self.cfg, self.step)
         finally:
             if csv_log is not None:
                 csv_log.close()
-            if board is not None:
-                board.close()
         return FitResult(self.step, history, checkpoint, onnx)
 
     def _check_ranks_in_sync(self) -> None:
@@ -617,71 +437,19 @@ class Trainer:
         if not self.env.distributed:
             return
         total = sum(p.detach().double().sum() for p in _unwrap(self.student).parameters())
-        gathered = [
-            torch.zeros((), dtype=torch.float64, device=self.env.device) for _ in range(self.env.world_size)
-        ]
+        gathered = [torch.zeros((), dtype=torch.float64, device=self.env.device) for _ in range(self.env.world_size)]
         dist.all_gather(gathered, total.to(self.env.device))
         values = [float(g) for g in gathered]
         if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
             raise TrainingError(f"student weights differ across ranks: checksums {values}")
         if self.env.is_main:
-            log.info(
-                "DDP: student weights identical on all %d ranks (checksum %.6f)",
-                self.env.world_size,
-                values[0],
-            )
-
-
-def _summary(metrics: dict) -> str:
-    parts = [f"[{metrics.get('update', '?')}]"]
-    if "teacher_loss" in metrics:
-        parts.append(f"teacher {metrics['teacher_loss']:.4f} (seg {metrics['t_seg']:.4f})")
-    if "student_loss" in metrics:
-        parts.append(
-            f"student {metrics['student_loss']:.4f} (mse {metrics['s_mse']:.4f} grad {metrics['s_grad']:.4f} "
-            f"cs {metrics['s_cs']:.4f} fea {metrics['s_fea']:.4f})"
-        )
-    parts.append(f"{metrics['step_ms']:.0f} ms/step")
-    return "  ".join(parts)
-
-
-def _saved_horizon(state: dict) -> int | None:
-    """The schedule horizon a checkpoint was written under (also from pre-issue-13 scheduler states)."""
-    if isinstance(state.get("schedule"), dict):
-        return int(state["schedule"]["horizon"])
-    old = state.get("sched_student")
-    if isinstance(old, dict) and "T_max" in old:
-        return int(old["T_max"])
-    return None
-
-
-def _result_settings(saved: dict) -> dict:
-    try:
-        return config_from_dict(saved).result_settings()
-    except ValueError:  # a config from another version of the schema: compare it as it is
-        return saved
-
-
-def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'section.key: old -> new' for every setting that differs between two config dicts."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_settings(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+            log.info("DDP: student weights identical on all %d ranks (checksum %.6f)", self.env.world_size, values[0])
 
 
 def teardown_distributed(barrier: bool = False) -> None:
-    """Leave the process group. barrier: first wait until every rank got here (the normal end of a run).
-
-    Without it a rank that finishes first (rank 1 skips the checkpoint and the log rank 0 writes) can tear
-    the gloo group down while its peer is still in it: seen once in CI as the worker aborting in C++
-    ("terminate called without an active exception") after a complete run. Not on the error path, where a
-    dead peer would leave the barrier waiting.
-    """
+    """Leave the process group. barrier (the normal end of a run, not the error path where a dead peer would
+    leave it waiting): wait for every rank first, or a rank that finishes first can tear the gloo group down
+    under its peer (seen in CI as a C++ abort after a complete run)."""
     if dist.is_available() and dist.is_initialized():
         if barrier:
             dist.barrier()

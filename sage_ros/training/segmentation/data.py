@@ -1,14 +1,14 @@
-"""Training frames for the segmentation network, at its own working resolution (1/4 of 640x480).
+"""Frames for the segmentation network at its working resolution (1/4 of 640x480), and their targets.
 
-The network averages its inputs down by 4 before anything else, so training can happen entirely at
-160x120: a full-resolution MSRS pair becomes one 160x120 frame (4x4 area averages of the fused Y,
-visible Y and IR, exactly what the graph's AveragePool computes), and each 128x128 thumbnail of the
-MSRS *train* split (a whole 640x480 frame squashed) is resized to 160x120 and fused there by the
-student (cached on disk once). Targets are built from the human boxes at that resolution.
+A full-resolution MSRS pair becomes one 160x120 frame (4x4 area averages of the fused Y, visible Y and IR,
+what the graph's AveragePool computes); each 128x128 MSRS train thumbnail is resized to 160x120 and fused
+there. The frozen student's fused Y is cached on disk. Targets are built from the human boxes at that
+resolution (docs/segmentation.md, "Training from boxes").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,15 +17,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros.evaluation.boxes import MSRS_YOLO_TO_ID, Box, box_dir, msrs_lights, read_yolo, yolo_rows
+from sage_ros.evaluation.components import IGNORE
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
 from sage_ros.networks.seg_net import downsample
-from sage_ros.training.segmentation.boxes import IGNORE, MSRS_YOLO_TO_ID, box_dir, thermal_region, yolo_rows
-from sage_ros.training.segmentation.data import FusedCache, SegSample, _light_from_name, checkpoint_tag
+from sage_ros.paths import cache_dir
+from sage_ros.training.datasets import read_pair, records_for
 
 log = logging.getLogger(__name__)
 
 LOW_HW = (120, 160)
-TARGET_MODES = ("box", "thermal")
+FULL_HW = (480, 640)
 
 
 @dataclass
@@ -33,35 +35,123 @@ class LowFrame:
     """One frame at the network's working resolution; boxes (K, 5): class id, x0, y0, x1, y1 in [0, 1]."""
 
     name: str
-    light: str
+    light: str  # 'day' | 'night' | 'unknown'
     source: str  # 'msrs' (full-resolution pair) or 'thumb' (128x128 train thumbnail)
     inputs: dict[str, np.ndarray]  # 'fused' | 'visible' | 'infrared' -> (h, w) float32 in [0, 1]
     boxes: np.ndarray
     label: np.ndarray | None = None  # (h, w) uint8 pixel labels (IGNORE where unknown), when the data has them
 
 
-def _norm_boxes(boxes, width: int, height: int) -> np.ndarray:
-    rows = [(b.class_id, b.x0 / width, b.y0 / height, b.x1 / width, b.y1 / height) for b in boxes]
-    return np.asarray(rows, np.float32).reshape(-1, 5)
+@dataclass
+class SplitData:
+    frames: list[LowFrame]
+    boxes: list[list[Box]]  # full-resolution human boxes of the scored annotation set, per frame
 
 
-def frames_from_samples(
-    samples: Sequence[SegSample], box_source: str = "fusion", pixel_labels: bool = False
+def checkpoint_tag(checkpoint: Path) -> str:
+    """A short content hash of the student weights, so a new checkpoint never reuses stale fusions."""
+    digest = hashlib.sha256()
+    with checkpoint.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+class FusedCache:
+    """Fused Y of the frozen student per pair name, computed once and kept as .npz on disk."""
+
+    def __init__(self, checkpoint: str | Path, root: str | Path | None = None, threads: int = 1) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.root = Path(root or cache_dir() / "cache" / "seg_fused") / checkpoint_tag(self.checkpoint)
+        self.threads = threads
+        self._student = None
+
+    def _model(self):
+        if self._student is None:
+            import torch
+
+            from sage_ros.networks.checkpoint import load_student
+
+            torch.set_num_threads(self.threads)
+            self._student = load_student(self.checkpoint)
+        return self._student
+
+    def get(self, name: str, y: np.ndarray, ir: np.ndarray) -> np.ndarray:
+        path = self.root / f"{name}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                fused = data["fused"]
+            if fused.shape == y.shape:
+                return fused
+        import torch
+
+        with torch.inference_mode():
+            out = self._model()(torch.from_numpy(y)[None, None], torch.from_numpy(ir)[None, None])[0]
+        # Clamped exactly as FusionPipeline does, so training sees what the run-time network sees.
+        fused = np.clip(out[0, 0].numpy(), 0.0, 1.0).astype(np.float32)
+        self.root.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, fused=fused)
+        return fused
+
+
+def _light_from_name(name: str) -> str:
+    # MSRS names end in D (day) or N (night).
+    return {"D": "day", "N": "night"}.get(name[-1:].upper(), "unknown")
+
+
+def _low_inputs(name: str, raw: dict[str, np.ndarray], cache: FusedCache) -> dict[str, np.ndarray]:
+    """The three candidate inputs of a full-resolution pair, averaged down by 4 as the exported graph does."""
+    vis_y = visible_to_ycrcb(raw["vis_bgr"]).y
+    ir = infrared_to_grey(raw["ir_u8"])
+    full = {"fused": cache.get(name, vis_y, ir), "visible": vis_y, "infrared": ir}
+    return {k: downsample(v) for k, v in full.items()}
+
+
+def load_split(
+    msrs_root: str | Path, split: str, checkpoint: str | Path, box_source: str = "fusion",
+    cache_root: str | Path | None = None, threads: int = 1, names: Sequence[str] | None = None,
+) -> SplitData:
+    """The pairs of one split of the shared MSRS subset (those named in `names`, default all) that have a
+    `box_source` box file (the 'unlabeled' pairs have none), with those boxes."""
+    msrs_root = Path(msrs_root)
+    records = [r for r in records_for("msrs", msrs_root, split) if names is None or r.name in names]
+    lights = msrs_lights(msrs_root) if (msrs_root / "splits.csv").is_file() else {}
+    cache = FusedCache(checkpoint, cache_root, threads=threads)
+    frames, boxes = [], []
+    for record in records:
+        box_file = box_dir(msrs_root, box_source) / f"{record.name}.txt"
+        if not box_file.is_file():
+            log.info("skipping %s: no %s boxes", record.name, box_source)
+            continue
+        raw = read_pair(record)
+        h, w = raw["ir_u8"].shape
+        pixel_boxes = read_yolo(box_file, w, h)
+        rows = [(b.class_id, b.x0 / w, b.y0 / h, b.x1 / w, b.y1 / h) for b in pixel_boxes]
+        frames.append(LowFrame(record.name, lights.get(record.name) or _light_from_name(record.name), "msrs",
+                               _low_inputs(record.name, raw, cache), np.asarray(rows, np.float32).reshape(-1, 5)))
+        boxes.append(pixel_boxes)
+    return SplitData(frames, boxes)
+
+
+def load_pixel_labels(
+    layout: str, root: str | Path, split: str, checkpoint: str | Path, num_classes: int,
+    cache_root: str | Path | None = None, threads: int = 1,
 ) -> list[LowFrame]:
-    """Full-resolution samples -> frames averaged down by 4 (as the exported graph does).
-
-    With `pixel_labels` the samples' masks are real labels: each 4x4 cell takes the label at its centre.
-    """
+    """A dataset with pixel labels (MSRS `Segmentation_labels`, FMB `Label`) as frames whose 4x4 cells take
+    the label at their centre; ids >= num_classes are IGNORE."""
+    records = [r for r in records_for(layout, root, split) if r.label_path is not None]
+    if not records:
+        raise ValueError(f"{layout} dataset at {root} (split {split}) has no label images")
+    cache = FusedCache(checkpoint, cache_root, threads=threads)
     frames = []
-    for s in samples:
-        h, w = s.mask.shape
-        inputs = {k: downsample(v) for k, v in s.inputs.items()}
-        label = None
-        if pixel_labels:
-            lh, lw = next(iter(inputs.values())).shape
-            label = np.ascontiguousarray(s.mask[2::4, 2::4][:lh, :lw])
-        frames.append(LowFrame(s.name, s.light, "msrs", inputs, _norm_boxes(s.boxes.get(box_source, []), w, h),
-                               label))
+    for record in records:
+        raw = read_pair(record, with_label=True)
+        label = raw["label"]
+        mask = np.where((label >= 0) & (label < num_classes), label, IGNORE).astype(np.uint8)
+        inputs = _low_inputs(record.name, raw, cache)
+        lh, lw = inputs["fused"].shape
+        frames.append(LowFrame(record.name, _light_from_name(record.name), "msrs", inputs, np.zeros((0, 5), np.float32),
+                               np.ascontiguousarray(mask[2::4, 2::4][:lh, :lw])))
     return frames
 
 
@@ -71,7 +161,6 @@ def load_thumbnails(
     box_source: str = "fusion",
     cache_root: str | Path | None = None,
     threads: int = 1,
-    limit: int | None = None,
 ) -> list[LowFrame]:
     """The 128x128 MSRS train thumbnails resized to 160x120 and fused there (fused Y cached on disk).
 
@@ -79,8 +168,6 @@ def load_thumbnails(
     """
     root = Path(root)
     names = sorted(p.stem for p in (root / "ir").glob("*.png"))
-    if limit is not None:
-        names = names[:limit]
     cache = FusedCache(checkpoint, cache_root, threads=threads)
     cache.root = cache.root.parent / f"thumbs_{LOW_HW[1]}x{LOW_HW[0]}_{checkpoint_tag(Path(checkpoint))}"
     frames = []
@@ -104,6 +191,18 @@ def load_thumbnails(
     return frames
 
 
+def load_training_frames(
+    msrs_root: str | Path, thumbs_root: str | Path | None, checkpoint: str | Path, box_source: str = "fusion",
+    cache_root: str | Path | None = None, threads: int = 1,
+) -> tuple[SplitData, list[LowFrame]]:
+    """(train split at full resolution, train split + thumbnails as training frames)."""
+    train = load_split(msrs_root, "train", checkpoint, box_source, cache_root, threads)
+    frames = list(train.frames)
+    if thumbs_root is not None and Path(thumbs_root).is_dir():
+        frames += load_thumbnails(thumbs_root, checkpoint, box_source, cache_root, threads)
+    return train, frames
+
+
 def _float_boxes(path: Path) -> np.ndarray:
     # Normalised YOLO boxes kept as floats (read_yolo rounds to whole pixels, too coarse at 160x120);
     # the lines are read by the same parser as every other YOLO file, so a malformed one is an error.
@@ -119,20 +218,16 @@ def _float_boxes(path: Path) -> np.ndarray:
 def build_target(
     boxes: np.ndarray,
     hw: tuple[int, int],
-    mode: str = "box",
     band: float = 0.5,
-    ir: np.ndarray | None = None,
     separation: float = 0.0,
     lines: np.ndarray | None = None,
     gap_lines: float = 0.0,
 ) -> np.ndarray:
     """Boxes (normalised) -> (h, w) uint8 target: 0 background, class ids, IGNORE where unsure.
 
-    'box': every pixel whose centre is inside a box gets its class, except a ring of `band` pixels on
-    either side of the box's outline (human boxes are a few pixels loose or tight), which is IGNORE.
-    'thermal': inside each box only the warm pixels (Otsu on the IR crop, falling back to the whole
-    box when implausible) get the class, the rest of the box is IGNORE. Larger boxes are painted first
-    so a smaller (usually nearer) object wins; pixels outside every box are background.
+    Every pixel whose centre is inside a box gets its class, except a ring of `band` pixels on either
+    side of the box's outline (human boxes are a few pixels loose or tight), which is IGNORE. Larger boxes
+    are painted first so a smaller (usually nearer) object wins; pixels outside every box are background.
 
     `separation` > 0: where a box lies on a larger object of the same class (parked cars in a row,
     people walking together), the pixels within `separation` pixels outside its outline become
@@ -141,8 +236,6 @@ def build_target(
     mean F1 through merging alone); these lines teach the network to leave a gap. `lines`, an (h, w)
     bool array, receives where they were drawn (for a heavier loss weight there).
     """
-    if mode not in TARGET_MODES:
-        raise ValueError(f"target mode must be one of {TARGET_MODES}, not {mode!r}")
     h, w = hw
     target = np.zeros((h, w), np.uint8)
     if len(boxes) == 0:
@@ -161,14 +254,6 @@ def build_target(
         depth = np.minimum(dy[:, None], dx[None, :])
         ring = np.abs(depth) <= band
         core = inside & ~ring
-        if mode == "thermal" and ir is not None and core.any():
-            rows, cols = np.nonzero(inside)
-            window = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-            crop = np.clip(ir[window] * 255.0, 0, 255).astype(np.uint8)
-            warm = np.zeros((h, w), bool)
-            warm[window] = thermal_region(crop, 0.15, 0.9, 12.0)
-            ring = ring | (core & ~warm)
-            core = core & warm
         target[ring & ~labelled] = IGNORE
         if separation > 0:
             line = (depth <= 0) & (depth > -separation) & (target == int(cls)) & labelled

@@ -26,18 +26,9 @@ FINETUNE_GAP_LINES = 1.5
 # The shipped network is the average of the logits of this recipe's networks for these seeds, calibrated
 # again on the train split (docs/segmentation.md): one network alone over-fits and varies by seed.
 SHIPPED_SEEDS = (0, 1, 2, 3, 4)
-# The appearance cycle (segmentation/appearance.py): each member of the ensemble above carried on from its
-# weights with camera-appearance augmentation (train_net.NetTrainConfig) so that its masks hold on other
-# thermal cameras. Gap lines as in the fine-tuning cycle. NOT part of the shipped network: as measured
-# (docs/segmentation.md, "Other cameras") it cut the M3FD spill but cost the MSRS eval split too much.
-APPEARANCE_STEPS = 400
-APPEARANCE_LR = 1e-3
-APPEARANCE_WARMUP = 20
-APPEARANCE_ZOOM = (0.5, 2.0)
-APPEARANCE_IR_TONE = 0.8
-APPEARANCE_IR_GAMMA = (0.4, 2.5)
-APPEARANCE_IR_EQUALIZE = 0.2
-APPEARANCE_IR_DEGRADE = 0.0  # blur + noise: built, not measured (docs)
-APPEARANCE_FUSED_TONE = 0.5
-# Which members of the ensemble above go through it (those of the measured experiment).
-APPEARANCE_MEMBERS = (0, 1, 2)
+# Augmentation: random zoom range; the camera-appearance options (`train seg --ir-tone ...`, off in the
+# shipped recipe: docs/segmentation.md, "Other cameras") draw IR gammas in IR_GAMMA and equalise with
+# probability IR_EQUALIZE when a tone curve is applied.
+ZOOM = (0.75, 1.33)
+IR_GAMMA = (0.4, 2.5)
+IR_EQUALIZE = 0.2

@@ -1,12 +1,9 @@
 """Training, calibrating and scoring the segmentation network (sage_ros.networks.seg_net) on CPU.
 
-Everything happens at the network's working resolution (160x120 for 640x480 frames; see net_data),
-on whole frames, so one step of 16 frames costs about what one 640x480 frame costs the student.
-Augmentation a 2-core CPU can afford: horizontal flips, random zoom in/out (0.75-1.33, boxes moved with
-the image) and a per-channel gamma; optionally (NetTrainConfig's appearance fields, the appearance cycle in
-appearance.py) other thermal cameras' tone curves, blur and noise on the IR, a milder curve on the fused Y
-and a wider zoom. Loss: cross-entropy with IGNORE pixels left out and
-inverse-square-root-frequency class weights (capped). Deterministic for a given seed and thread count.
+Everything happens at the network's working resolution (160x120 for 640x480 frames; see data.py), on
+whole frames. Augmentation: flips, random zoom (boxes moved with the image), a per-channel gamma and,
+optionally, other thermal cameras' looks (NetTrainConfig's appearance fields). Loss: class-weighted
+cross-entropy, IGNORE left out. Deterministic for a given seed and thread count (docs/segmentation.md).
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,16 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sage_ros.evaluation.boxes import Box
+from sage_ros.evaluation.components import IGNORE, F1Scores, components_to_detections, f1_scores
 from sage_ros.networks.seg_net import DEFAULT_NUM_CLASSES, SegNet
 from sage_ros.training.segmentation import recipe
-from sage_ros.training.segmentation.boxes import IGNORE, Box
-from sage_ros.training.segmentation.evaluate import (
-    F1Scores,
-    components_to_detections,
-    f1_scores,
-    score_images,
-)
-from sage_ros.training.segmentation.net_data import LOW_HW, LowFrame, build_target
+from sage_ros.training.segmentation.data import FULL_HW, LOW_HW, LowFrame, build_target
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +40,20 @@ class NetTrainConfig:
     lr: float = recipe.LR
     weight_decay: float = 1e-4
     warmup: int = 50
+    # Recorded in sidecars; filled boxes are the only targets built (warm-core targets scored lower).
     target_mode: str = "box"
     band: float = 0.5
     class_weight_cap: float = 5.0
-    # Background lines between touching objects of one class (net_data.build_target) and their loss weight.
+    # Background lines between touching objects of one class (data.build_target) and their loss weight.
     separation: float = recipe.SEPARATION
     separation_weight: float = recipe.SEPARATION_WEIGHT
     # Background lines in gaps of at most this many pixels (1/4 resolution) between facing boxes of one class
-    # (net_data.build_target); the shipped recipe uses them in its last, fine-tuning cycle only.
+    # (data.build_target); the shipped recipe uses them in its last, fine-tuning cycle only.
     gap_lines: float = 0.0
     # Share of each batch drawn from the full-resolution pairs (the run-time domain); the rest from
     # the thumbnails when there are any.
     full_res_share: float = 0.5
-    zoom: tuple[float, float] = (0.75, 1.33)
+    zoom: tuple[float, float] = recipe.ZOOM
     # Appearance augmentation for other cameras (docs/segmentation.md, "Other cameras"): each sample's IR
     # gets, with probability `ir_tone`, the tone curve of another thermal camera (gain/level with clipping or
     # a percentile window as 16-to-8-bit AGCs do, histogram equalisation with probability `ir_equalize`,
@@ -68,8 +61,8 @@ class NetTrainConfig:
     # with probability `fused_tone` the fused Y an independent milder curve (it inherits the IR's look at
     # run time). All 0: no extra random draws, the recipe before them bit for bit.
     ir_tone: float = 0.0
-    ir_gamma: tuple[float, float] = (0.4, 2.5)
-    ir_equalize: float = 0.2
+    ir_gamma: tuple[float, float] = recipe.IR_GAMMA
+    ir_equalize: float = recipe.IR_EQUALIZE
     ir_degrade: float = 0.0
     fused_tone: float = 0.0
     seed: int = 0
@@ -123,10 +116,9 @@ def _augment(
     if label is not None:
         # Pixel labels (MSRS Segmentation_labels, FMB): the label itself, moved with the image.
         return np.ascontiguousarray(image), np.ascontiguousarray(label[:, ::-1] if flip else label), None
-    ir = image[config.inputs.index("infrared")] if "infrared" in config.inputs else None
     lines = np.zeros((h, w), bool) if config.separation > 0 or config.gap_lines > 0 else None
-    target = build_target(boxes, (h, w), config.target_mode, config.band, ir=ir, separation=config.separation,
-                          lines=lines, gap_lines=config.gap_lines)
+    target = build_target(boxes, (h, w), config.band, separation=config.separation, lines=lines,
+                          gap_lines=config.gap_lines)
     if s < 1:
         # Reflected borders copy objects without their boxes: leave them out of the loss.
         ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
@@ -197,8 +189,7 @@ def _appearance(image: np.ndarray, config: NetTrainConfig, rng: np.random.Genera
 def class_weights(frames: Sequence[LowFrame], config: NetTrainConfig) -> np.ndarray:
     counts = np.zeros(config.num_classes)
     for f in frames:
-        t = f.label if f.label is not None else build_target(f.boxes, LOW_HW, "box", config.band,
-                                                             gap_lines=config.gap_lines)
+        t = f.label if f.label is not None else build_target(f.boxes, LOW_HW, config.band, gap_lines=config.gap_lines)
         counts += np.bincount(t[t != IGNORE].ravel(), minlength=config.num_classes)[: config.num_classes]
     counts = np.maximum(counts, 1.0)
     return np.clip(np.sqrt(counts[0] / counts), 1.0, config.class_weight_cap).astype(np.float32)
@@ -222,13 +213,14 @@ def train_net(
     frames: Sequence[LowFrame],
     config: NetTrainConfig,
     checkpoint_path: str | Path | None = None,
-    on_log: Callable[[int, float], None] | None = None,
 ) -> tuple[SegNet, list[float]]:
     """Train a new SegNet (resuming from `checkpoint_path` when it holds a matching state)."""
     if not frames:
         raise ValueError("no training frames")
     if config.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {config.precision!r}")
+    if config.target_mode != "box":
+        raise ValueError(f"target mode must be 'box' (filled boxes), got {config.target_mode!r}")
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -295,8 +287,6 @@ def train_net(
             recent = float(np.mean(losses[-config.log_every:]))
             log.info("seg net %s step %d/%d loss %.4f (%.0f s)", "+".join(config.inputs), step + 1,
                      config.steps, recent, time.perf_counter() - t0)
-            if on_log is not None:
-                on_log(step + 1, recent)
         if checkpoint_path is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
             torch.save({"config": asdict(config), "net": net.state_dict(), "optimiser": optimiser.state_dict(),
                         "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
@@ -318,19 +308,11 @@ def low_logits(net: SegNet, frames: Sequence[LowFrame]) -> list[torch.Tensor]:
     return out
 
 
-@torch.inference_mode()
-def full_prediction(
-    logits: torch.Tensor, hw: tuple[int, int], background_bias: float = 0.0, with_probs: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Low-res logits -> full-size (class ids uint8, softmax probabilities (C, H, W) or None), as the
-    graph does (bilinear upsampling of the logits, then ArgMax)."""
-    logits = logits.clone()
-    logits[0] += background_bias
-    full = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0]
-    ids = _first_argmax(full.numpy())
-    if not with_probs:
-        return ids, None
-    return ids, torch.softmax(full, 0).numpy()
+def full_ids(logits: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """Low-res logits -> full-size class ids (uint8), as the graph does (bilinear upsampling, then ArgMax)."""
+    with torch.inference_mode():
+        full = F.interpolate(logits[None], size=hw, mode="bilinear", align_corners=False)[0]
+    return _first_argmax(full.numpy())
 
 
 def _first_argmax(scores: np.ndarray) -> np.ndarray:
@@ -345,56 +327,29 @@ def _first_argmax(scores: np.ndarray) -> np.ndarray:
     return ids
 
 
-def frame_boxes(frame: LowFrame, hw: tuple[int, int]) -> list[Box]:
-    """Normalised frame boxes back to whole pixels of an image of size hw (as boxes.parse_yolo rounds)."""
-    h, w = hw
-    out = []
-    for cls, x0, y0, x1, y1 in frame.boxes:
-        bx0, bx1 = int(np.floor(x0 * w + 1e-6)), int(np.ceil(x1 * w - 1e-6))
-        by0, by1 = int(np.floor(y0 * h + 1e-6)), int(np.ceil(y1 * h - 1e-6))
-        if bx1 > bx0 and by1 > by0:
-            out.append(Box(int(cls), bx0, by0, bx1, by1))
-    return out
-
-
-@dataclass
-class NetScores:
-    f1: dict[str, F1Scores]  # light ('day' | 'night' | 'all') -> component F1 at IoU 0.5
-    ap50: dict[str, dict[int, float]]  # light -> class -> AP50 (scores: mean class probability)
-
-
 def score_logits(
     logits: Sequence[torch.Tensor],
     frames: Sequence[LowFrame],
     ground_truth: Sequence[Sequence[Box]],
-    hw: tuple[int, int] = (480, 640),
-    background_bias: float = 0.0,
+    hw: tuple[int, int] = FULL_HW,
     min_area: int = 6,
-    with_ap: bool = True,
-) -> NetScores:
-    dets, lights = [], []
-    for logit, frame in zip(logits, frames, strict=True):
-        ids, probs = full_prediction(logit, hw, background_bias, with_probs=with_ap)
-        dets.append(components_to_detections(ids, probs, (1, 2, 3), min_area=min_area))
-        lights.append(frame.light)
-    f1, ap = {}, {}
+) -> dict[str, F1Scores]:
+    """Component F1 at IoU 0.5 of the networks' masks by light: 'day', 'night' (where there are such frames)
+    and 'all'."""
+    dets = [components_to_detections(full_ids(logit, hw), None, (1, 2, 3), min_area=min_area) for logit in logits]
+    scores = {}
     for light in ("day", "night", "all"):
-        idx = [i for i, li in enumerate(lights) if light == "all" or li == light]
-        if not idx:
-            continue
-        d = [dets[i] for i in idx]
-        g = [ground_truth[i] for i in idx]
-        f1[light] = f1_scores(d, g)
-        if with_ap:
-            ap[light] = score_images(d, g, None, None, 4).ap50
-    return NetScores(f1, ap)
+        idx = [i for i, frame in enumerate(frames) if light == "all" or frame.light == light]
+        if idx:
+            scores[light] = f1_scores([dets[i] for i in idx], [ground_truth[i] for i in idx])
+    return scores
 
 
 def calibrate_background(
     net: SegNet,
     frames: Sequence[LowFrame],
     ground_truth: Sequence[Sequence[Box]],
-    hw: tuple[int, int] = (480, 640),
+    hw: tuple[int, int] = FULL_HW,
     grid: Sequence[float] = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
     class_grid: Sequence[float] = (-0.5, 0.0, 0.5),
 ) -> dict:
@@ -410,7 +365,7 @@ def calibrate_background(
 
     def mean_f1(candidate: torch.Tensor) -> float:
         shifted = [lg + candidate[:, None, None] for lg in logits]
-        return score_logits(shifted, frames, ground_truth, hw, 0.0, with_ap=False).f1["all"].mean_f1
+        return score_logits(shifted, frames, ground_truth, hw)["all"].mean_f1
 
     scores = {}
     for value in grid:

@@ -1,8 +1,5 @@
-"""Train, calibrate and score segmentation networks: what `sage-ros train seg` and `sage-ros seg eval` run.
-
-Data: the MSRS pairs of one split at full resolution (fused Y of the frozen student cached on disk)
-plus, for training, the 128x128 MSRS train thumbnails. Scores: mask components against the human
-boxes of the eval split at IoU 0.5 (see evaluate.f1_scores), by day, by night and overall.
+"""`sage-ros train seg`'s recipe: a training run with its calibration (`fit`), the recipe's cycles
+(`fit_cycles`), the seed ensemble (`fit_ensemble`), resuming from the files a run leaves, and saving.
 """
 
 from __future__ import annotations
@@ -15,55 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-# The F1 table is the evaluation package's (seg eval prints masks and networks alike); re-exported here.
-from sage_ros.evaluation.components import f1_table  # noqa: F401 - re-export
 from sage_ros.graphs.seg_graph import graph_from_weights
 from sage_ros.model.classes import class_table
 from sage_ros.networks.seg_net import SegEnsemble, SegNet, count_macs, load_net, read_metadata, save_net
 from sage_ros.paths import sha256_of
-from sage_ros.training.segmentation.boxes import Box
-from sage_ros.training.segmentation.data import load_msrs_boxes
-from sage_ros.training.segmentation.net_data import LowFrame, frames_from_samples, load_thumbnails
-from sage_ros.training.segmentation.train_net import (
-    NetScores,
-    NetTrainConfig,
-    calibrate_background,
-    config_json,
-    low_logits,
-    score_logits,
-    train_net,
-)
+from sage_ros.training.segmentation.data import FULL_HW, LowFrame, SplitData
+from sage_ros.training.segmentation.train_net import NetTrainConfig, calibrate_background, config_json, train_net
 
 log = logging.getLogger(__name__)
-
-FULL_HW = (480, 640)
-
-
-@dataclass
-class SplitData:
-    frames: list[LowFrame]
-    boxes: list[list[Box]]  # full-resolution human boxes of the scored annotation set, per frame
-
-
-def load_split(
-    msrs_root: str | Path, split: str, checkpoint: str | Path, box_source: str = "fusion",
-    cache_root: str | Path | None = None, threads: int = 1,
-) -> SplitData:
-    samples = load_msrs_boxes(msrs_root, split, checkpoint, box_source, "box", cache_root, threads=threads)
-    frames = frames_from_samples(samples, box_source)
-    return SplitData(frames, [s.boxes.get(box_source, []) for s in samples])
-
-
-def load_training_frames(
-    msrs_root: str | Path, thumbs_root: str | Path | None, checkpoint: str | Path, box_source: str = "fusion",
-    cache_root: str | Path | None = None, threads: int = 1,
-) -> tuple[SplitData, list[LowFrame]]:
-    """(train split at full resolution, train split + thumbnails as training frames)."""
-    train = load_split(msrs_root, "train", checkpoint, box_source, cache_root, threads)
-    frames = list(train.frames)
-    if thumbs_root is not None and Path(thumbs_root).is_dir():
-        frames += load_thumbnails(thumbs_root, checkpoint, box_source, cache_root, threads)
-    return train, frames
 
 
 def fit(
@@ -127,12 +83,9 @@ def fit_cycles(
     cycle before (a new cosine cycle), calibrated again.
 
     Cycle k's weights go through `work_dir/cycle<k>.npz` and cycle k+1 starts from that file exactly as
-    `train seg --init cycle<k>.npz --steps S --lr LR` would: the result is the same bit for bit as the
-    separate commands (tested). A `cycle<k>.npz` already there whose sidecar records the same cycles, seed
-    and data is used instead of training them again, so the command resumes at a cycle boundary (and a
-    network trained by the first k cycles of this recipe can be carried on). The restart raised the
-    train-split mean F1 in every run here and was neutral on the eval split; the fine-tuning cycle with
-    gap lines (docs/segmentation.md) is what lifted the eval split."""
+    `train seg --init cycle<k>.npz --steps S --lr LR` would (the same bits, tested). A `cycle<k>.npz` already
+    there whose sidecar records the same cycles, seed and data is used instead of training them again, so
+    the command resumes at a cycle boundary."""
     classes = classes or class_table("msrs").to_json()
     counts = frame_counts(frames)
     total = len(restarts) + 1
@@ -164,14 +117,6 @@ def fit_cycles(
     if total == 1:
         return net, info
     return net, info | {"train_seconds": round(seconds, 1), "first_loss": first_loss, "training_cycles": summaries}
-
-
-def fit_two_cycles(
-    config: NetTrainConfig, restart_steps: int, restart_lr: float, frames: Sequence[LowFrame], calib: SplitData,
-    work_dir: Path, classes: list[dict] | None = None,
-) -> tuple[SegNet, dict]:
-    """`fit_cycles` with the warm restart alone (the recipe before the fine-tuning cycle)."""
-    return fit_cycles(config, recipe_restarts(restart_steps, restart_lr), frames, calib, work_dir, classes)
 
 
 def member_path(work_dir: Path, seed: int) -> Path:
@@ -265,17 +210,6 @@ def _cycle_summary(config: NetTrainConfig, info: dict) -> dict:
             "train_seconds": info.get("train_seconds"),
             "final_loss": info.get("final_loss"), "class_biases": info.get("class_biases"),
             "train_mean_f1": info.get("calibrated_train_mean_f1")}
-
-
-def evaluate_net(net: SegNet | SegEnsemble, data: SplitData, min_area: int = 6) -> NetScores:
-    return score_logits(low_logits(net, data.frames), data.frames, data.boxes, FULL_HW, 0.0, min_area)
-
-
-def scores_json(scores: NetScores) -> dict:
-    return {
-        light: f1.to_json() | {"ap50": {str(c): v for c, v in scores.ap50.get(light, {}).items()}}
-        for light, f1 in scores.f1.items()
-    }
 
 
 def save_trained(

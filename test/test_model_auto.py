@@ -1,0 +1,69 @@
+"""`model: auto` (the default): the released student where a GPU, AMX or AVX-512 BF16 runs it fast enough, the
+fast student on other CPUs only once it passes the quality gate; decided from the machine, logged with the
+reason, and never over an explicit choice."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sage_ros.cpu_features import parse_cpuinfo
+from sage_ros.model.model_variants import FAST_GATE_DB, choose_variant
+from sage_ros.pipeline import PipelineSettings, build_pipeline
+from sage_ros.pipeline import builder as builder_module
+
+AVX2 = parse_cpuinfo("model name : Fake AVX2 CPU\nflags : sse4_2 avx avx2 fma\n")
+AVX512_BF16 = parse_cpuinfo("model name : Fake Xeon\nflags : avx2 fma avx512f avx512_vnni avx512_bf16\n")
+AMX = parse_cpuinfo("model name : Fake Sapphire Rapids\nflags : avx2 fma avx512f amx_tile amx_bf16 amx_int8\n")
+NO_GPU = "the tensorrt module is not importable"
+GOOD = {"psnr_db_mean": FAST_GATE_DB[0] + 1.0, "psnr_db_min": FAST_GATE_DB[1] + 1.0, "metrics_within_3pct": True}
+
+
+@pytest.mark.parametrize(
+    "features, gpu_problem, quality, variant, reason",
+    [
+        (AVX2, NO_GPU, GOOD, "fast", "no GPU or bf16 CPU"),
+        (AVX512_BF16, NO_GPU, GOOD, "sage", "bf16"),
+        (AMX, NO_GPU, GOOD, "sage", "bf16"),
+        (AVX2, None, GOOD, "sage", "TensorRT and a CUDA device"),  # a GPU wins over any CPU
+        (AVX2, NO_GPU, None, "sage", "not recorded"),
+        (AVX2, NO_GPU, GOOD | {"psnr_db_mean": FAST_GATE_DB[0] - 0.1}, "sage", "below the gate"),
+        (AVX2, NO_GPU, GOOD | {"psnr_db_min": FAST_GATE_DB[1] - 0.1}, "sage", "below the gate"),
+        (AVX2, NO_GPU, GOOD | {"metrics_within_3pct": False}, "sage", "below the gate"),
+    ],
+)
+def test_auto_chooses_from_the_machine_and_says_why(features, gpu_problem, quality, variant, reason):
+    chosen, why = choose_variant(features, gpu_problem, quality)
+    assert chosen == variant and reason in why and why.startswith(f"model auto -> {variant}")
+
+
+def _machine(monkeypatch, features, quality):
+    monkeypatch.setattr("sage_ros.cpu_features.read_cpu_features", lambda *a, **k: features)
+    monkeypatch.setattr("sage_ros.model.model_variants.fast_quality", lambda: quality)
+    monkeypatch.setattr("sage_ros.backends.tensorrt_problem", lambda: NO_GPU)
+
+
+def test_the_pipeline_runs_what_auto_chose_and_logs_the_reason(monkeypatch, checkpoint_path, caplog):
+    from sage_ros.model.model_variants import fast_onnx
+
+    _machine(monkeypatch, AVX2, GOOD)
+    with caplog.at_level(logging.INFO, logger=builder_module.__name__):
+        pipeline = build_pipeline(PipelineSettings(backend="onnxruntime", segmentation=False))
+    assert pipeline.notes[0].startswith("model auto -> fast") and pipeline.notes[0] in caplog.text
+    assert str(fast_onnx()) in pipeline.notes[1]
+    pipeline.close()
+    _machine(monkeypatch, AVX512_BF16, GOOD)
+    pipeline = build_pipeline(PipelineSettings(weights=checkpoint_path, backend="onnxruntime", segmentation=False))
+    assert pipeline.notes[0].startswith("model auto -> sage") and "fast_student" not in pipeline.notes[1]
+    pipeline.close()
+
+
+@pytest.mark.parametrize("explicit", ["sage", "fast"])
+def test_an_explicit_model_always_wins(monkeypatch, checkpoint_path, explicit):
+    _machine(monkeypatch, AVX2 if explicit == "sage" else AMX, GOOD)
+    pipeline = build_pipeline(PipelineSettings(model=explicit, weights=checkpoint_path, backend="onnxruntime",
+                                               segmentation=False))
+    assert not any(note.startswith("model auto") for note in pipeline.notes)
+    assert ("fast_student" in pipeline.notes[0]) == (explicit == "fast")
+    pipeline.close()
