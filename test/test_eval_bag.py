@@ -37,7 +37,7 @@ def models(tmp_path_factory, checkpoint_path: Path):
     from sage_ros.model.model_files import export_checkpoint
 
     folder = tmp_path_factory.mktemp("models")
-    return {"plain": export_checkpoint(checkpoint_path, folder / "student.onnx", builder="numpy")}
+    return {"plain": export_checkpoint(checkpoint_path, folder / "student.onnx")}
 
 
 def _pipeline(onnx: Path):

@@ -38,35 +38,54 @@ def _grey(fused: np.ndarray) -> np.ndarray:
     return np.round(np.clip(fused, 0, 1) * 255)
 
 
-def test_torch_free_model_equals_pytorch_export_on_the_sample_pairs(checkpoint_path: Path, tmp_path: Path):
-    pytest.importorskip("torch", reason="the reference is PyTorch's own export")
+def test_the_built_graph_fuses_as_pytorch_on_the_sample_pairs(checkpoint_path: Path, tmp_path: Path):
+    """The one builder's graph of the released checkpoint against the PyTorch student itself, on the six pairs."""
+    torch = pytest.importorskip("torch", reason="the reference is the PyTorch network")
     from sage_ros.model.model_files import export_checkpoint
-
-    # The default (fusion-only) model both ways: by PyTorch's exporter and by the torch-free builder.
-    by_torch = export_checkpoint(checkpoint_path, tmp_path / "torch.onnx", builder="torch")
-    by_numpy = export_checkpoint(checkpoint_path, tmp_path / "numpy.onnx", builder="numpy")
-    a, b = onnx.load(by_torch), onnx.load(by_numpy)
-    assert _io(a) == _io(b)
-    assert not [n for n in b.graph.node if n.op_type == "BatchNormalization"]
+    from sage_ros.networks.checkpoint import load_student
     from sage_ros.tensorrt.onnx_checks import check_onnx_for_tensorrt
 
-    report = check_onnx_for_tensorrt(b)  # the robot's TensorRT route takes the torch-free model too
+    path = export_checkpoint(checkpoint_path, tmp_path / "student.onnx")
+    model = onnx.load(path)
+    assert _io(model) == [("vis_y", 1, [1, 1, "height", "width"]), ("ir", 1, [1, 1, "height", "width"]),
+                          ("fused_y", 1, [1, 1, "height", "width"])]
+    assert not [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    report = check_onnx_for_tensorrt(model)  # the robot's TensorRT route takes this model
     assert report.ok and not report.warnings, report.summary()
-    meta_a = json.loads(by_torch.with_suffix(".json").read_text())
-    meta_b = json.loads(by_numpy.with_suffix(".json").read_text())
-    assert (meta_a.pop("builder"), meta_b.pop("builder")) == ("torch", "numpy")
-    assert meta_a == meta_b  # same provenance (checkpoint sha256), interface, outputs
-    assert meta_b["outputs"] == ["fused_y"] and [o.name for o in b.graph.output] == ["fused_y"]
-    sa = ort.InferenceSession(str(by_torch), providers=["CPUExecutionProvider"])
-    sb = ort.InferenceSession(str(by_numpy), providers=["CPUExecutionProvider"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["outputs"] == ["fused_y"] and len(meta["checkpoint_sha256"]) == 64
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    student = load_student(checkpoint_path).eval()
     n = 0
     for name, y, ir in _pairs(checkpoint_path.parent):
-        (fa,) = sa.run(None, {"vis_y": y, "ir": ir})
-        (fb,) = sb.run(None, {"vis_y": y, "ir": ir})
-        diff = np.abs(_grey(fa) - _grey(fb)).max()
+        (built,) = session.run(None, {"vis_y": y, "ir": ir})
+        with torch.inference_mode():
+            reference = student(torch.from_numpy(y), torch.from_numpy(ir))[0].numpy()
+        diff = np.abs(_grey(built) - _grey(reference)).max()
         assert diff <= 1, f"{name}: fused images differ by {diff} grey levels"
         n += 1
     assert n == 6
+
+
+def test_shallower_narrower_students_build_too(tmp_path: Path):
+    """The fast student's blocks (other depth and width) are read off its state dict: same outputs as PyTorch."""
+    torch = pytest.importorskip("torch")
+    from sage_ros.networks.export import export_student
+    from sage_ros.networks.fast_student import FastArch, FastStudent
+
+    torch.manual_seed(0)
+    student = FastStudent(FastArch(width=8, full_res_convs=1, low_res_convs=2)).eval()
+    for module in student.modules():  # non-trivial BatchNorm statistics, so folding is exercised
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = export_student(student, tmp_path / "fast.onnx", model="test")
+    y, ir = np.random.default_rng(0).random((2, 1, 1, 37, 50), dtype=np.float32)
+    (built,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"vis_y": y, "ir": ir})
+    with torch.inference_mode():
+        reference = student(torch.from_numpy(y), torch.from_numpy(ir))[0].numpy()
+    assert built.shape == (1, 1, 37, 50) and np.abs(built - reference).max() < 1e-4
+    assert json.loads(path.with_suffix(".json").read_text())["model"] == "test"
 
 
 def test_builder_does_not_need_torch(checkpoint_path: Path, tmp_path: Path):
@@ -76,7 +95,7 @@ def test_builder_does_not_need_torch(checkpoint_path: Path, tmp_path: Path):
         "import sys; sys.modules['torch'] = None\n"
         "from pathlib import Path\n"
         "import sage_ros.model.model_files as mf\n"
-        f"p = mf.export_checkpoint(Path({str(checkpoint_path)!r}), Path({str(out)!r}), builder='numpy')\n"
+        f"p = mf.export_checkpoint(Path({str(checkpoint_path)!r}), Path({str(out)!r}))\n"
         "print(p)\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
@@ -159,7 +178,7 @@ def test_weights_fetch_without_torch_builds_the_model_and_says_where_files_came_
     assert "checkpoints.pt  sha256 ecfde477ca4c... verified  (mirror " in out
     assert "torch-free builder" in out
     meta = json.loads((dest / "sage_student.json").read_text())
-    assert meta["builder"] == "numpy" and meta["checkpoint_sha256"].startswith("ecfde477")
+    assert meta["checkpoint_sha256"].startswith("ecfde477")
     model = onnx.load(dest / "sage_student.onnx")
     assert [i.name for i in model.graph.input] == ["vis_y", "ir"]
     # The student graph is fusion-only: class ids come from the segmentation graph, after fusion.

@@ -158,7 +158,7 @@ def test_quality_against_full_resolution_on_a_sample_pair(official_dir: Path, tm
     from sage_ros.backends import BackendConfig, create_backend
     from sage_ros.model.model_files import export_checkpoint
 
-    model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx", builder="numpy")
+    model = export_checkpoint(official_dir / "checkpoints.pt", tmp_path / "student.onnx")
     backend = create_backend(BackendConfig(name="onnxruntime", onnx_path=model, threads=2))
     ir = cv2.imread(str(official_dir / "Ir/00003.png"), cv2.IMREAD_GRAYSCALE)
     vis = cv2.imread(str(official_dir / "Vis/00003.png"))

@@ -172,7 +172,7 @@ def backends(checkpoint_path: Path, tmp_path_factory):
     from sage_ros.model.model_files import export_checkpoint
 
     tmp = tmp_path_factory.mktemp("scale")
-    released = _backend(export_checkpoint(checkpoint_path, tmp / "released.onnx", builder="numpy"))
+    released = _backend(export_checkpoint(checkpoint_path, tmp / "released.onnx"))
     scaled = _backend(ensure_scale_onnx(onnx_path=tmp / "scale.onnx"))
     yield released, scaled
     released.close()

@@ -101,15 +101,14 @@ def _against_reference(official: Path, name: str, fused_rgb: np.ndarray) -> str:
 
 def _say_model_build(args: argparse.Namespace) -> None:
     """Tell the user when the ONNX model is about to be built (a few seconds, once) and how."""
-    from sage_ros.model.model_files import onnx_is_current, torch_available
+    from sage_ros.model.model_files import onnx_is_current
     from sage_ros.pipeline.builder import resolve_model
 
     if args.backend == "torch" or resolve_model(str(args.model), args.backend)[0] != "sage":
         return
     model = default_onnx()
     if not onnx_is_current(model, Path(args.weights)):
-        how = "PyTorch's exporter" if torch_available() else "the torch-free builder (no PyTorch needed)"
-        print(f"building the ONNX model {model} from the checkpoint with {how}...", flush=True)
+        print(f"building the ONNX model {model} from the checkpoint (torch-free, once)...", flush=True)
     else:
         print(f"ONNX model {model}: current (built from this checkpoint)", flush=True)
 

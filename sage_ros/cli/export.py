@@ -13,8 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a student checkpoint to ONNX for the runtime backends",
-        description="Export the student to ONNX with a JSON metadata sidecar (PyTorch's exporter when torch is "
-        "installed, else the torch-free builder: same graph).",
+        description="Export the student to ONNX with a JSON metadata sidecar (the torch-free builder; no PyTorch "
+        "needed).",
     )
     parser.add_argument("--weights", type=Path, default=None, help=f"checkpoint (default {default_checkpoint()})")
     parser.add_argument("--out", type=Path, default=None, help=f"ONNX file (default {default_onnx()})")
@@ -23,13 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sage_ros.model.model_files import export_checkpoint
-    from sage_ros.networks.checkpoint import WeightsError
 
     weights = args.weights or default_checkpoint()
     out = args.out or default_onnx()
     try:
         path = export_checkpoint(Path(weights), Path(out))
-    except (WeightsError, RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, ValueError) as exc:  # CheckpointError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"exported {path} (metadata {path.with_suffix('.json')})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -53,9 +52,8 @@ def run_fetch(args: argparse.Namespace) -> int:
         return 0
     from sage_ros.model.model_files import ensure_onnx
 
-    # Without PyTorch the model is built by the torch-free builder (model/onnx_builder.py).
-    builder = "PyTorch's exporter" if importlib.util.find_spec("torch") else "the torch-free builder"
-    print(f"building the ONNX model from the checkpoint with {builder} (once; reused while current)", flush=True)
+    print("building the ONNX model from the checkpoint with the torch-free builder (once; reused while current)",
+          flush=True)
 
     try:
         onnx_path = ensure_onnx(None if args.dest is None else Path(args.dest) / "sage_student.onnx",

@@ -1,11 +1,11 @@
-"""Build the student's ONNX graph from the released checkpoint without PyTorch.
+"""The one builder of a student's ONNX graph (released, fast, scale-adapted or trained here), without PyTorch.
 
 A robot that only fuses needs ONNX Runtime or OpenVINO, not PyTorch (5.9 GB from PyPI with CUDA wheels).
 This module reads the checkpoint's zip/pickle with a restricted unpickler that accepts only tensors and
 plain containers (anything else, e.g. a pickled callable, is refused before it can run: a safety
 property, like `torch.load(weights_only=True)`), folds BatchNorm into the convolutions in numpy and
-writes the same graph as `model.export.export_student`: inputs `vis_y`, `ir` (1, 1, height, width),
-output `fused_y`, opset 17, no BatchNormalization node.
+writes the graph: inputs `vis_y`, `ir` (1, 1, height, width), output `fused_y`, opset 17, no
+BatchNormalization node. Blocks of any depth and width (the fast student's) are read off the state dict.
 """
 
 from __future__ import annotations
@@ -184,9 +184,16 @@ def _unwrap(obj: object, path: Path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # The student architecture (model/student.py) as (conv, batchnorm) pairs in state-dict names.
 
-def _block(prefix: str) -> list[tuple[str, str | None, int]]:
-    # conv_block: indices 0/3/6 are Conv3x3, 1/4/7 BatchNorm2d.
-    return [(f"{prefix}.{i}", f"{prefix}.{i + 1}", 1) for i in (0, 3, 6)]
+def _block(prefix: str, indices: tuple[int, ...] = (0, 3, 6)) -> list[tuple[str, str | None, int]]:
+    # conv_block: Conv3x3 at indices 0/3/6 (the released student), each followed by BatchNorm2d.
+    return [(f"{prefix}.{i}", f"{prefix}.{i + 1}", 1) for i in indices]
+
+
+def _block_in(state: Mapping[str, np.ndarray], prefix: str) -> list[tuple[str, str | None, int]]:
+    """The (conv, batchnorm) pairs of one block as the state dict has them (the fast student's are shallower)."""
+    indices = sorted(int(k.split(".")[1]) for k, v in state.items()
+                     if k.startswith(f"{prefix}.") and k.endswith(".weight") and np.ndim(v) == 4)
+    return _block(prefix, tuple(indices))
 
 
 def expected_keys() -> set[str]:
@@ -254,11 +261,10 @@ class GraphParts:
 
 
 def build_student_model_proto(state: Mapping[str, np.ndarray]):
-    """The fusion-only student graph (BatchNorm folded) from a numpy state dict."""
+    """The fusion-only student graph (BatchNorm folded) from a numpy state dict of any block depth and width."""
     import onnx
     from onnx import TensorProto, helper
 
-    check_student_state(state)
     parts = GraphParts()
 
     def conv(x: str, conv_key: str, bn_key: str | None, pad: int) -> str:
@@ -271,7 +277,7 @@ def build_student_model_proto(state: Mapping[str, np.ndarray]):
         return parts.node("LeakyRelu", [x], alpha=NEGATIVE_SLOPE)
 
     def block(x: str, prefix: str) -> str:
-        for conv_key, bn_key, pad in _block(prefix):
+        for conv_key, bn_key, pad in _block_in(state, prefix):
             x = leaky(conv(x, conv_key, bn_key, pad))
         return x
 
@@ -318,6 +324,21 @@ def build_student_onnx(checkpoint: str | Path):
     """Checkpoint (.pt zip) -> fusion-only student onnx.ModelProto, without PyTorch."""
     state = read_checkpoint_arrays(checkpoint)
     try:
-        return build_student_model_proto(state)
+        check_student_state(state)
     except CheckpointError as exc:
         raise CheckpointError(f"weights file {checkpoint}: {exc}") from exc
+    return build_student_model_proto(state)
+
+
+def save_student_onnx(model, out_path: str | Path, metadata: dict) -> Path:
+    """Write a built student graph and its JSON sidecar (interface + metadata)."""
+    import json
+
+    import onnx
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    meta = {"inputs": list(INPUT_NAMES), "outputs": [OUTPUT_NAME], "opset": OPSET} | metadata
+    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_path

@@ -1,7 +1,7 @@
 """Every model file derived from another, built once into the models cache and rebuilt when its source changes.
 
-Derived files: the released student's fusion graph (from the downloaded checkpoint: PyTorch's exporter
-where torch is installed, else the torch-free `onnx_builder`), the scale-adapted student's graph, the
+Derived files: the released student's fusion graph (from the downloaded checkpoint, by the torch-free
+`graphs.onnx_builder`), the scale-adapted student's graph, the
 segmentation graph (from the shipped network weights), and int8 QDQ copies. Each is written beside its
 target and moved into place, with a JSON sidecar recording what it was built from (`provenance`), so a
 stale file is detected by content, never by file times, and a reader never sees half a file.
@@ -9,7 +9,6 @@ stale file is detected by content, never by file times, and a reader never sees 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -21,7 +20,6 @@ from sage_ros.paths import default_checkpoint, default_onnx, models_dir, sha256_
 
 log = logging.getLogger(__name__)
 
-BUILDER_ENV = "SAGE_ROS_ONNX_BUILDER"  # "torch" or "numpy": force one student builder (tests, debugging)
 SEG_WEIGHTS = "seg_net_msrs.npz"  # the shipped segmentation network (its members: seg_net_msrs.m<i>.npz)
 SEG_GRAPH = "seg_net_msrs.onnx"  # its graph in the models cache
 # Bumped when a builder's output changes for the same source, so cached files are rebuilt.
@@ -61,55 +59,27 @@ def cached_build(target: Path, provenance: dict, build: Callable[[Path], dict], 
     return target
 
 
-def torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None
-
-
-def _student_builder() -> str:
-    forced = os.environ.get(BUILDER_ENV, "").strip().lower()
-    if forced in ("torch", "numpy"):
-        return forced
-    # PyTorch's exporter where it is installed (development); the torch-free builder elsewhere.
-    return "torch" if torch_available() else "numpy"
-
-
-def build_student_model(checkpoint: Path, builder: str | None = None):
-    """The fusion graph (inputs vis_y, ir; output fused_y) of a released-format checkpoint, as onnx.ModelProto."""
-    import onnx
-
-    builder = builder or _student_builder()
-    if builder == "numpy":
-        from sage_ros.graphs.onnx_builder import build_student_onnx
-
-        return build_student_onnx(checkpoint)
-    from sage_ros.networks.checkpoint import load_student
-    from sage_ros.networks.export import export_student
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_student(load_student(checkpoint), Path(tmp) / "student.onnx")
-        return onnx.load(str(path))
-
-
 def student_provenance(checkpoint: Path) -> dict:
     # `outputs`: earlier exports joined a segmentation network into the same graph; those are rebuilt.
     return {"checkpoint_sha256": sha256_of(checkpoint), "outputs": ["fused_y"]}
 
 
-def export_checkpoint(checkpoint: Path, onnx_path: Path, builder: str | None = None) -> Path:
+def export_checkpoint(checkpoint: Path, onnx_path: Path) -> Path:
     """The student checkpoint as a fusion graph with its sidecar (always rebuilt: `ensure_onnx` caches)."""
     import onnx
 
+    from sage_ros.graphs.onnx_builder import build_student_onnx
+
     checkpoint, onnx_path = Path(checkpoint), Path(onnx_path)
-    builder = builder or _student_builder()
-    model = build_student_model(checkpoint, builder)  # fails before anything is written
+    model = build_student_onnx(checkpoint)  # fails before anything is written
 
     def write(tmp: Path) -> dict:
         onnx.save(model, str(tmp))
         return {"inputs": ["vis_y", "ir"], "outputs": ["fused_y"], "opset": 17, "model": "sage_student",
-                "checkpoint": str(checkpoint), "builder": builder}
+                "checkpoint": str(checkpoint)}
 
     onnx_path.with_suffix(".json").unlink(missing_ok=True)  # explicit export: always build
-    return cached_build(onnx_path, student_provenance(checkpoint), write, f"student by {builder}")
+    return cached_build(onnx_path, student_provenance(checkpoint), write, "student")
 
 
 def onnx_is_current(onnx_path: Path, checkpoint: Path) -> bool:
