@@ -14,8 +14,6 @@ from sage_ros.training.datasets import (
     IGNORE_INDEX,
     DatasetError,
     PairDataset,
-    find_pairs,
-    msrs_records,
     paired_crop_flip,
     read_pair,
     records_for,
@@ -87,8 +85,8 @@ def test_missing_folders_and_labels_give_clear_errors(tmp_path: Path) -> None:
         records_for("kaist", tmp_path)
     (tmp_path / "Ir").mkdir()
     (tmp_path / "Vis").mkdir()
-    with pytest.raises(DatasetError, match="no image pairs"):
-        find_pairs(tmp_path / "Ir", tmp_path / "Vis")
+    with pytest.raises(DatasetError, match="no pairs with matching names"):
+        records_for("sage", tmp_path)
 
 
 def test_mask_cache_roundtrip_topk_and_fill(tmp_path: Path) -> None:
@@ -127,8 +125,8 @@ def test_msrs_subset_split_filter(msrs_dir: Path) -> None:
     with (msrs_dir / "splits.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     count = {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")}
-    train = msrs_records(msrs_dir, "train")
-    evaluation = msrs_records(msrs_dir, "eval")
+    train = records_for("msrs", msrs_dir, "train")
+    evaluation = records_for("msrs", msrs_dir, "eval")
     assert len(train) == count["train"] > 0 and len(evaluation) == count["eval"] > 0
     assert not {r.name for r in train} & {r.name for r in evaluation}
-    assert len(msrs_records(msrs_dir, "all")) == len(rows)
+    assert len(records_for("msrs", msrs_dir, "all")) == len(rows)

@@ -20,7 +20,7 @@ from sage_ros.cli import main as cli_main
 from sage_ros.model.classes import load_class_table
 from sage_ros.pipeline import FusionPipeline
 from sage_ros.training.config import ConfigError, config_from_dict, load_config
-from sage_ros.training.datasets import sage_records
+from sage_ros.training.datasets import records_for
 from sage_ros.training.mask_cache import load_masks, mask_path
 from sage_ros.training.sam import build_mask_cache, save_tiny_sam
 from sage_ros.training.trainer import CSV_NAME, Trainer
@@ -47,7 +47,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, official_dir: Path) -> P
         cv2.imwrite(str(pairs / "Label" / f"{i:05d}.png"), label)
     sam_path = save_tiny_sam(root / "tiny_sam.pt", img_size=64)
     report = build_mask_cache(
-        sage_records(pairs),
+        records_for("sage", pairs),
         sam_path,
         root / "masks",
         top_k=4,
@@ -185,7 +185,7 @@ def test_cli_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.Capture
             str(tmp_path / "out"),
         ]
     )
-    assert rc == 2 and "FMB layout expects" in capsys.readouterr().err
+    assert rc == 2 and "no infrared/visible folder pair found" in capsys.readouterr().err
     rc = cli_main(["train", "student", "fit", "--set", "train.learning_rate=1"])
     assert rc == 2 and "unknown keys ['learning_rate']" in capsys.readouterr().err
     rc = cli_main(["train", "student", "masks", "--config", str(tmp_path / "absent.yaml")])

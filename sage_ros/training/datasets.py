@@ -13,7 +13,7 @@ A sample is a dict of arrays of one size (after the paired crop/flip):
     label    (H, W) int64                  class ids (only when the dataset has labels; never scaled)
     ir_masks, vis_masks (K, H, W) float32  SAM masks from the cache (only when top_k > 0)
 
-Layouts (folder names matched case-insensitively):
+Layouts (`pairing.datasets.discover`, folder names matched case-insensitively):
     FMB   <root>/<split>/{Infrared, Visible, Label}         split: train | test
     MSRS  <root>/<split>/{ir, vi, Segmentation_labels}      split: train | test
           or the evaluation subset <root>/{ir, vi} + splits.csv (name,split,...; no labels)
@@ -22,14 +22,13 @@ Layouts (folder names matched case-insensitively):
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
-from sage_ros.pairing.datasets import DatasetError, Pair, find_child_dir, images_by_stem
+from sage_ros.pairing.datasets import DatasetError, Pair, discover
 from sage_ros.training.mask_cache import load_pair_masks
 
 #: label value for pixels without a class (padding added by crops larger than the image)
@@ -41,79 +40,14 @@ LAYOUTS = ("fmb", "msrs", "sage")
 PairRecord = Pair
 
 
-def find_pairs(
-    ir_dir: str | Path, vis_dir: str | Path, label_dir: str | Path | None = None
-) -> list[PairRecord]:
-    """Pair images of two folders by file stem; labels (if a folder is given) by the same stem."""
-    ir_dir, vis_dir = Path(ir_dir), Path(vis_dir)
-    for folder in (ir_dir, vis_dir):
-        if not folder.is_dir():
-            raise DatasetError(f"image folder {folder} does not exist")
-    irs, viss = images_by_stem(ir_dir), images_by_stem(vis_dir)
-    labels = images_by_stem(Path(label_dir)) if label_dir is not None and Path(label_dir).is_dir() else {}
-    names = sorted(set(irs) & set(viss))
-    if not names:
-        raise DatasetError(f"no image pairs with matching names in {ir_dir} and {vis_dir}")
-    return [PairRecord(n, irs[n], viss[n], labels.get(n)) for n in names]
-
-
-def fmb_records(root: str | Path, split: str = "train") -> list[PairRecord]:
-    """FMB (Liu et al., ICCV 2023): <root>/<split>/{Infrared, Visible, Label}."""
-    base = Path(root) / split
-    ir, vis = find_child_dir(base, "Infrared", "ir"), find_child_dir(base, "Visible", "vi", "vis")
-    if ir is None or vis is None:
-        raise DatasetError(f"FMB layout expects {base}/Infrared and {base}/Visible")
-    return find_pairs(ir, vis, find_child_dir(base, "Label", "labels"))
-
-
-def _read_splits(path: Path) -> dict[str, str]:
-    with path.open(newline="") as handle:
-        return {row["name"]: row["split"] for row in csv.DictReader(handle)}
-
-
-def msrs_records(root: str | Path, split: str = "train") -> list[PairRecord]:
-    """MSRS: the full release (<root>/<split>/{ir, vi, Segmentation_labels}) or the shared subset.
-
-    The shared evaluation subset has <root>/{ir, vi} and a splits.csv whose `split` column says
-    train / eval / unlabeled; `split` selects its rows ('all' keeps every pair).
-    """
-    root = Path(root)
-    base = root / split
-    ir, vis = find_child_dir(base, "ir", "Infrared"), find_child_dir(base, "vi", "Visible")
-    if ir is not None and vis is not None:
-        return find_pairs(ir, vis, find_child_dir(base, "Segmentation_labels", "Label", "labels"))
-    ir, vis = find_child_dir(root, "ir"), find_child_dir(root, "vi")
-    if ir is None or vis is None:
-        raise DatasetError(f"MSRS layout expects {base}/{{ir,vi}} or {root}/{{ir,vi}}")
-    records = find_pairs(ir, vis, find_child_dir(root, "Segmentation_labels", "labels"))
-    splits_csv = root / "splits.csv"
-    if split != "all" and splits_csv.is_file():
-        wanted = {n for n, s in _read_splits(splits_csv).items() if s == split}
-        records = [r for r in records if r.name in wanted]
-        if not records:
-            raise DatasetError(f"no MSRS pairs with split {split!r} in {splits_csv}")
-    return records
-
-
-def sage_records(root: str | Path, split: str | None = None) -> list[PairRecord]:
-    """The SAGE sample layout: <root>/{Ir, Vis[, Label]} (the `split` argument is ignored)."""
-    root = Path(root)
-    ir, vis = find_child_dir(root, "Ir", "ir", "Infrared"), find_child_dir(root, "Vis", "vi", "Visible")
-    if ir is None or vis is None:
-        raise DatasetError(f"SAGE layout expects {root}/Ir and {root}/Vis")
-    return find_pairs(ir, vis, find_child_dir(root, "Label", "labels"))
-
-
-def records_for(layout: str, root: str | Path, split: str = "train") -> list[PairRecord]:
-    """Records of a dataset by layout name: fmb | msrs | sage."""
-    layout = layout.lower()
-    if layout == "fmb":
-        return fmb_records(root, split)
-    if layout == "msrs":
-        return msrs_records(root, split)
-    if layout == "sage":
-        return sage_records(root)
-    raise DatasetError(f"unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+def records_for(layout: str, root: str | Path, split: str | None = "train") -> list[PairRecord]:
+    """The pairs of a dataset folder, found as everywhere else (`pairing.datasets.discover`: split sub-folder,
+    or splits.csv beside ir/ vi/). layout: fmb | msrs | sage (checked; sage has no splits); split `all` or None
+    keeps every pair."""
+    if layout.lower() not in LAYOUTS:
+        raise DatasetError(f"unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    use_split = None if layout.lower() == "sage" or split in (None, "all") else split
+    return list(discover(root, use_split).pairs)
 
 
 def read_pair(record: PairRecord, with_label: bool = False) -> dict[str, np.ndarray]:

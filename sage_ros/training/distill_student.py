@@ -28,7 +28,7 @@ from sage_ros.networks.checkpoint import load_student
 from sage_ros.networks.fast_student import FastArch, FastStudent, save_fast_weights
 from sage_ros.networks.student import WIDTH as TEACHER_WIDTH
 from sage_ros.paths import sha256_of
-from sage_ros.training.datasets import msrs_records, read_pair, shared_default
+from sage_ros.training.datasets import read_pair, records_for, shared_default
 from sage_ros.training.loop import StepLoop, TrainingError, add_run_arguments, config_from_args, run_command
 from sage_ros.training.losses import feature_loss, gradient_term
 
@@ -74,12 +74,12 @@ class PairBank:
     """All training pairs in memory as uint8 (Y, IR) stacks: 223 MSRS frames are about 140 MB."""
 
     def __init__(self, msrs_root: Path, thumbs_root: Path | None, limit: int | None = None) -> None:
-        records = msrs_records(msrs_root, "train")[:limit]
+        records = records_for("msrs", msrs_root, "train")[:limit]
         self.frames = [_y_ir_u8(r) for r in records]
         self.names = [r.name for r in records]
         self.thumbs: np.ndarray | None = None
         if thumbs_root is not None and Path(thumbs_root).is_dir():
-            self.thumbs = np.stack([_y_ir_u8(r) for r in msrs_records(thumbs_root, "all")[:limit]])
+            self.thumbs = np.stack([_y_ir_u8(r) for r in records_for("msrs", thumbs_root, "all")[:limit]])
         thumbs = 0 if self.thumbs is None else len(self.thumbs)
         log.info("data: %d MSRS train frames, %d thumbnails", len(self.frames), thumbs)
 

@@ -35,7 +35,7 @@ from sage_ros.networks.checkpoint import load_student
 from sage_ros.networks.fast_student import FastArch, FastStudent, save_fast_weights
 from sage_ros.paths import sha256_of
 from sage_ros.pipeline import detail_gain, resize_area
-from sage_ros.training.datasets import msrs_records, read_pair
+from sage_ros.training.datasets import read_pair, records_for
 from sage_ros.training.loop import CSV_NAME, StepLoop, TrainingError, add_run_arguments, config_from_args, run_command
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class ScaleBank:
     """Train frames (Y, IR) and the teacher's full-resolution fused Y per scale, in memory (float16 targets)."""
 
     def __init__(self, cfg: ScaleAdaptConfig, teacher: torch.nn.Module, device: torch.device) -> None:
-        records = msrs_records(cfg.data, "train")[: cfg.limit]
+        records = records_for("msrs", cfg.data, "train")[: cfg.limit]
         if not records:
             raise TrainingError(f"no train pairs in {cfg.data} (splits.csv `train` rows)")
         self.y: list[np.ndarray] = []
