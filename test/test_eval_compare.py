@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
-from sage_ros.evaluation.compare import compare, main
 from sage_ros.evaluation.report import latency_summary, markdown_table
+
+_spec = importlib.util.spec_from_file_location(
+    "compare_methods", Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py")
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+compare, main = _module.compare, _module.main
 
 
 @pytest.fixture()

@@ -9,14 +9,13 @@ DEST=docs/sample_report
 rm -rf "$WORK"
 mkdir -p "$WORK"
 # The released checkpoint, exported once (BN folded, dynamic size).
-python -c "from sage_ros.networks.checkpoint import load_student; from sage_ros.networks.export import export_student; \
-export_student(load_student('$SHARED/sage_official/checkpoints.pt'), '$WORK/sage_student.onnx')"
+sage-ros export --weights "$SHARED/sage_official/checkpoints.pt" --out "$WORK/sage_student.onnx"
 sage-ros make-bag "$SHARED/datasets/msrs" --split eval --out "$WORK/msrs_eval_bag" \
     --rate 10 --jitter-ms 5 --thermal-offset-ms 15
 rm -f "$DEST"/*.png "$DEST"/report.json "$DEST"/report.md "$DEST"/peers.md "$DEST"/peers.json
 # The output bag (~100 MB) stays in $WORK: only the report and plots are committed.
 sage-ros eval-bag "$WORK/msrs_eval_bag" --out "$DEST" --model "$WORK/sage_student.onnx" \
     --backend onnxruntime --threads 1 --no-output-bag || test $? -eq 1
-python -m sage_ros.evaluation.compare --ir "$SHARED/datasets/msrs/ir" --vis "$SHARED/datasets/msrs/vi" \
+python benchmarks/compare_methods.py --ir "$SHARED/datasets/msrs/ir" --vis "$SHARED/datasets/msrs/vi" \
     --model "$WORK/sage_student.onnx" --method "SeAFusion=$SHARED/datasets/msrs/peers/SeAFusion" \
     --method "LSAFusion=$SHARED/datasets/msrs/peers/LSAFusion" --out "$DEST/peers.md"

@@ -3,7 +3,7 @@
 Published methods ship fused images, not models; this scores every folder of fused images on the
 pairs all of them cover, with exactly the metric code eval-bag uses (F = Y of the colour image).
 
-    python -m sage_ros.evaluation.compare --ir IR_DIR --vis VIS_DIR --model student.onnx \\
+    python benchmarks/compare_methods.py --ir IR_DIR --vis VIS_DIR --model student.onnx \\
         --method SeAFusion=peers/SeAFusion --method LSAFusion=peers/LSAFusion --out table.md
 """
 
@@ -19,10 +19,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sage_ros.evaluation.baselines import BASELINES, luminance_of_bgr, luminance_of_rgb
-from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer
-from sage_ros.evaluation.report import markdown_table
-from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sage_ros.evaluation.baselines import BASELINES, luminance_of_bgr, luminance_of_rgb  # noqa: E402
+from sage_ros.evaluation.metrics import FUSION_METRICS, FusionScorer  # noqa: E402
+from sage_ros.evaluation.report import markdown_table  # noqa: E402
+from sage_ros.pairing.datasets import images_by_stem, read_infrared, read_visible  # noqa: E402
 
 
 def compare(
