@@ -152,8 +152,3 @@ def fused_to_rgb8(fused_y: np.ndarray, vis: VisibleChannels, block_pixels: int =
             np.floor(c, out=c)
             out[band, :, index] = c
     return out
-
-
-def fused_to_grey8(fused_y: np.ndarray) -> np.ndarray:
-    """Fused luminance as uint8 grey (what the fusion metrics score)."""
-    return unit_to_uint8(fused_y)

@@ -52,26 +52,6 @@ def fast_weights() -> Path:
     return path
 
 
-def variant_of(model: str | Path | None) -> str | None:
-    """The variant a `--model` / `model_path` value names, or None when it is a file path (or empty).
-
-    A file that exists wins over a variant name, so a model file called `fast` in the working folder
-    still loads as a file.
-    """
-    if model is None or str(model) == "":
-        return None
-    text = str(model)
-    if text in VARIANTS and not Path(text).is_file():
-        return text
-    return None
-
-
-def check_variant(name: str) -> str:
-    if name not in VARIANTS:
-        raise ModelVariantError(f"unknown model variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    return name
-
-
 def fast_quality() -> dict | None:
     """What `benchmarks/fast_student.py --record` measured of the shipped fast student, or None."""
     try:

@@ -124,19 +124,6 @@ def cost_table(models: dict[str, nn.Module], height: int = 480, width: int = 640
     return rows
 
 
-def format_cost_table(rows: list[dict], height: int = 480, width: int = 640) -> str:
-    lines = [
-        f"| model | parameters | GMAC per {width}x{height} frame | MAC per pixel | MACs vs first |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['gmac']:.2f} | {r['mac_per_pixel']:,.0f} | "
-            f"{100 * r['mac_ratio']:.1f} % |"
-        )
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------- weights
 
 

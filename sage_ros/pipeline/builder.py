@@ -28,9 +28,6 @@ from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, Segmenter
 
 log = logging.getLogger(__name__)
 
-MODEL_CHOICES = ("auto", "sage", "fast")  # or a path to an ONNX fusion model
-
-
 class PipelineError(RuntimeError):
     """Settings or model files that cannot make a pipeline, with what to do about it."""
 
