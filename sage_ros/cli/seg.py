@@ -1,11 +1,11 @@
 """`sage-ros seg eval`: score the segmentation network; its trainer, `sage-ros train seg`, is defined here too.
 
-    sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 on the eval split, of a
-                             network or of a folder of masks (`sage-ros fuse --masks`); masks also on any
-                             folder with YOLO, COCO or VOC boxes (--boxes, --class-map), with the spill
-                             of mask pixels outside boxes
+    sage-ros seg eval        component-vs-box precision/recall/F1 at IoU 0.5 of a folder of masks
+                             (`sage-ros fuse --masks`) on the MSRS eval split or on any folder with YOLO,
+                             COCO or VOC boxes (--boxes, --class-map), with the spill of mask pixels
+                             outside boxes
 
-`train seg` and `eval --net` need the `training` extra (PyTorch); `eval --masks` needs only numpy and OpenCV.
+`train seg` needs the `training` extra (PyTorch); `eval` needs only numpy and OpenCV.
 """
 
 from __future__ import annotations
@@ -114,9 +114,7 @@ def register(subparsers) -> None:
         "(--msrs, --split, --box-source). Example: seg eval --masks out/msrs_masks --masks out/m3fd_masks "
         "--boxes m3fd/Annotation --class-map People=person Car=car Bus=car Truck=car Motorcycle=bike")
     _data_options(evaluate)
-    what = evaluate.add_mutually_exclusive_group()
-    what.add_argument("--net", type=Path, default=None, help="network weights .npz (default: the shipped one)")
-    what.add_argument("--masks", type=Path, default=None, action=_DatasetOption,
+    evaluate.add_argument("--masks", type=Path, default=None, action=_DatasetOption, required=True,
                       help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`); "
                       "repeat for several datasets")
     evaluate.add_argument("--boxes", type=Path, action=_DatasetOption, metavar="PATH",
@@ -244,7 +242,7 @@ class _DatasetOption(argparse.Action):
     """`--masks` starts a dataset; the dataset options after it (--boxes, --layout, ...) belong to it.
 
     argparse has no repeated option groups, so the datasets are collected in order into `datasets`
-    (a list of dicts); `masks` keeps the last folder as before, for the --net exclusion.
+    (a list of dicts); `masks` keeps the last folder.
     """
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
@@ -275,13 +273,12 @@ def _eval(args) -> int:
             return 2
     labelled = [d for d in datasets if "boxes" in d]
     results = {}
-    # MSRS: each --masks without --boxes, or else (nothing labelled given) the network.
-    msrs_masks = [d["masks"] for d in datasets if "boxes" not in d] or ([] if labelled else [args.masks])
+    msrs_masks = [d["masks"] for d in datasets if "boxes" not in d]
     if msrs_masks and not (args.msrs / "splits.csv").is_file():
         log.error("%s has no splits.csv: pass --msrs with the MSRS pairs, boxes/ and splits.csv", args.msrs)
         return 1
     for masks in msrs_masks:
-        name, scores = _eval_net(args) if masks is None else _eval_masks(args, masks)
+        name, scores = _eval_masks(args, masks)
         if scores is None:
             return 1
         print(f"### {name}: components vs {args.box_source} boxes at IoU 0.5, {args.split} split\n")
@@ -365,23 +362,3 @@ def _eval_masks(args, masks: Path):
             scores[light] = f1_scores([dets[n] for n in chosen], [gts[n] for n in chosen],
                                       frame_spill=[spill[n] for n in chosen]).to_json()
     return f"masks {masks}", scores
-
-
-def _eval_net(args):
-    from sage_ros.networks.seg_net import SegNetError, default_net_path, load_net
-    from sage_ros.training.segmentation.data import load_split
-    from sage_ros.training.segmentation.train_net import low_logits, score_logits
-
-    checkpoint = _checkpoint(args)
-    if checkpoint is None:
-        return "net", None
-    path = args.net or default_net_path()
-    try:
-        net = load_net(path)
-    except SegNetError as exc:
-        log.error("%s", exc)
-        return "net", None
-    data = load_split(args.msrs, args.split, checkpoint, args.box_source, args.cache_dir, args.threads)
-    scores = score_logits(low_logits(net, data.frames), data.frames, data.boxes, min_area=args.min_area)
-    return f"{path.name} ({'+'.join(net.inputs)})", {light: f1.to_json() for light, f1 in scores.items()}
-
