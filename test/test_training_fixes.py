@@ -1,4 +1,4 @@
-"""Regression tests for issue 13: the teacher's loss arithmetic, the untrained-segmenter guard, the
+"""Regression tests for issue 13: the teacher's loss arithmetic, the frozen task segmenter, the
 mask-cache guard, and the learning-rate schedule across a resume that extends `--steps`.
 
 Real pairs (three SAGE sample pairs, centre-cropped small), a tiny random SAM for L_cs, CPU, one thread.
@@ -17,6 +17,7 @@ import torch
 from sage_ros.training import losses
 from sage_ros.training.config import config_from_dict
 from sage_ros.training.sam import save_tiny_sam
+from sage_ros.training.segmenter import ProjectSegmenter
 from sage_ros.training.trainer import Trainer, TrainingError
 
 CROP = (64, 96)
@@ -96,33 +97,12 @@ def test_teacher_loss_equals_the_hand_sum_with_l_fea_counted_once(workspace: Pat
     assert metrics["teacher_loss"] == pytest.approx(expected.item(), rel=1e-5, abs=1e-7)
 
 
-# -------------------------------------------------------------------- bug 2: untrained segmenter
-def test_labelled_data_with_the_random_segmenter_is_refused(workspace: Path) -> None:
-    cfg = _config(workspace, "run_seg", steps=1, data={"labels": True}, segmenter={"factory": "tiny"})
-    with pytest.raises(TrainingError, match="allow-untrained-segmenter"):
-        Trainer(config_from_dict(cfg))
-
-
-def test_random_segmenter_only_with_the_explicit_flag_and_a_loud_warning(
-    workspace: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    cfg = _config(
-        workspace,
-        "run_seg_allowed",
-        steps=1,
-        data={"labels": True},
-        segmenter={"factory": "tiny", "allow_untrained": True},
-    )
-    trainer = Trainer(config_from_dict(cfg))
-    assert trainer.segmenter is not None
-    assert "UNTRAINED SEGMENTER" in caplog.text
-
-
+# -------------------------------------------------------------------- the task segmenter
 def test_project_segmenter_is_frozen_maps_labels_by_name_and_trains_the_teacher(workspace: Path) -> None:
     cfg = _config(workspace, "run_seg_project", steps=2, data={"labels": True}, segmenter={"factory": "project"})
     trainer = Trainer(config_from_dict(cfg))
     seg = trainer.segmenter
-    assert seg is not None and getattr(seg, "trained", False)
+    assert seg is not None and isinstance(seg, ProjectSegmenter)
     assert not any(p.requires_grad for p in seg.parameters()) and not seg.training
     # MSRS ids: car 1, person 2, bike 3 keep their ids; curve..bump (4-8) are background (0) to a
     # network that knows only car/person/bike.
@@ -196,19 +176,6 @@ def test_cosine_schedule_matches_torch_on_one_leg_and_stays_flat_past_the_horizo
         assert cosine_lr(step, 10, 2e-3, 1e-5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
     # torch's chained form swings back up past T_max (what a resume with more steps hit); ours does not.
     assert [cosine_lr(s, 10, 2e-3, 1e-5) for s in (10, 15, 20)] == [pytest.approx(1e-5)] * 3
-
-
-def test_cli_untrained_segmenter_flag(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sage_ros.cli import main as cli_main
-
-    common = ["train", "student", "fit", "--set", f"data.root={workspace / 'pairs'}", "--set", "data.layout=sage"]
-    common += ["--set", "data.crop=[32,48]", "--set", "data.workers=0", "--set", "train.batch_size=2"]
-    common += ["--set", "segmenter.factory=tiny", "--set", "output.classes=msrs", "--set", "train.threads=1"]
-    common += ["--steps", "1", "--device", "cpu", "--no-export"]
-    assert cli_main([*common, "--out", str(tmp_path / "a")]) == 2
-    assert "allow-untrained-segmenter" in capsys.readouterr().err
-    assert cli_main([*common, "--out", str(tmp_path / "b"), "--allow-untrained-segmenter"]) == 0
-    assert (tmp_path / "b" / "checkpoint_last.pt").is_file()
 
 
 def test_paired_mask_counts_and_removed_options(tmp_path: Path) -> None:

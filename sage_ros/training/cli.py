@@ -29,9 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--resume", nargs="?", const="auto", default=None,
                      help="resume from a checkpoint file, or with no value from OUT/checkpoint_last.pt")
     fit.add_argument("--no-export", action="store_true", help="skip the ONNX export at the end")
-    fit.add_argument("--allow-untrained-segmenter", action="store_true",
-                     help="train on labelled data with the random 'tiny' segmenter (code-path checks only: its "
-                     "cross-entropy is chance level and teaches the teacher nothing)")
     fit.set_defaults(train_func=_fit)
 
     masks = sub.add_parser("masks", help="build the SAM mask cache (top-K masks by area per image)")
@@ -63,8 +60,6 @@ def _config(args: argparse.Namespace):
         overrides.append(f"train.device={args.device}")
     if getattr(args, "out", None) is not None and args.train_command == "fit":
         overrides.append(f"output.dir={args.out}")
-    if getattr(args, "allow_untrained_segmenter", False):
-        overrides.append("segmenter.allow_untrained=true")
     return load_config(args.config, overrides)
 
 

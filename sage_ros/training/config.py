@@ -53,11 +53,9 @@ class SamConfig:
 @dataclass
 class SegmenterConfig:
     # 'project' = this project's trained MSRS segmentation network (frozen; labels mapped by class
-    # name), 'package.module:callable' (num_classes -> nn.Module, RGB in [0,1] -> logits), or
-    # 'tiny' (random: refused on labelled data unless allow_untrained / --allow-untrained-segmenter).
+    # name), or 'package.module:callable' (num_classes -> nn.Module, RGB in [0,1] -> logits).
     factory: str = "project"
     weights: str | None = None  # state dict for the factory's module, or the project network's .npz
-    allow_untrained: bool = False
 
 
 @dataclass
@@ -101,7 +99,6 @@ class TrainConfig:
         for key in ("device", "threads", "log_every", "checkpoint_every"):
             d["train"].pop(key, None)
         d["data"].pop("workers", None)
-        d["segmenter"].pop("allow_untrained", None)
         return d
 
     def hash(self) -> str:

@@ -43,11 +43,10 @@ def export_trained_student(student: nn.Module, out_path: str | Path, cfg: TrainC
             "steps": int(steps),
             "dataset": {"layout": cfg.data.layout, "split": cfg.data.split},
             "sam_checkpoint": Path(cfg.sam.checkpoint).name if cfg.sam.checkpoint else None,
-            # Provenance of the teacher's task loss: a random segmenter here means it taught nothing.
+            # Provenance of the teacher's task loss.
             "segmenter": {
                 "factory": cfg.segmenter.factory,
                 "weights": Path(cfg.segmenter.weights).name if cfg.segmenter.weights else None,
-                "untrained_allowed": bool(cfg.segmenter.allow_untrained),
             },
             "sage_ros_version": __version__,
         },

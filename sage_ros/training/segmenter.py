@@ -11,8 +11,6 @@ Factories (`segmenter.factory`):
   + infrared), loaded frozen by `ProjectSegmenter`.
 - `package.module:callable`: your own, `callable(num_classes) -> nn.Module`, weights from
   `segmenter.weights`.
-- `tiny`: a small random network that only exercises the code path (refused on labelled data unless
-  explicitly allowed: its cross-entropy stays at chance, ln C, and teaches the teacher nothing).
 """
 
 from __future__ import annotations
@@ -34,24 +32,6 @@ INPUT_KINDS = ("rgb", "fused_y", "vis_y", "ir")
 CLASS_ALIASES = {"bicycle": "bike", "motorcycle": "bike", "motorbike": "bike", "people": "person"}
 
 
-class TinySegmenter(nn.Module):
-    """Two convolutions; random weights (seeded) — exercises the loss path, knows no classes."""
-
-    trained = False
-
-    def __init__(self, num_classes: int, width: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, num_classes, 3, padding=1)
-        )
-        torch.random.set_rng_state(generator_state)
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.net(rgb)
-
-
 def freeze(module: nn.Module) -> nn.Module:
     """No parameter is trained and BatchNorm/Dropout stay in inference mode; inputs still get gradients."""
     for p in module.parameters():
@@ -67,7 +47,6 @@ class ProjectSegmenter(nn.Module):
     as the runtime pipeline does.
     """
 
-    trained = True
     _KIND_TO_INPUT = {"fused": "fused_y", "infrared": "ir", "visible": "vis_y"}
 
     def __init__(self, net: nn.Module, kinds: Sequence[str], class_names: Sequence[str], source: Path) -> None:
@@ -131,23 +110,16 @@ def build_segmenter(factory: str, num_classes: int, weights: str | Path | None =
     """Instantiate the configured segmenter, load its weights (if any) and freeze it."""
     if factory == "project":
         return load_project_segmenter(weights)
-    if factory == "tiny":
-        module = TinySegmenter(num_classes)
-    else:
-        mod_name, sep, attr = factory.partition(":")
-        if not sep:
-            raise ValueError(
-                f"segmenter factory {factory!r} must be 'project', 'tiny' or 'package.module:callable'"
-            )
-        try:
-            fn = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"segmenter factory {factory!r} cannot be imported: {exc}") from exc
-        module = fn(num_classes)
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"segmenter factory {factory!r} returned {type(module).__name__}, not an nn.Module"
-            )
+    mod_name, sep, attr = factory.partition(":")
+    if not sep:
+        raise ValueError(f"segmenter factory {factory!r} must be 'project' or 'package.module:callable'")
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"segmenter factory {factory!r} cannot be imported: {exc}") from exc
+    module = fn(num_classes)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"segmenter factory {factory!r} returned {type(module).__name__}, not an nn.Module")
     if weights is not None:
         path = Path(weights)
         if not path.is_file():

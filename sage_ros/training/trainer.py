@@ -198,26 +198,14 @@ class Trainer:
         self._set_lr(0)
 
     def _build_segmenter(self) -> None:
-        """The frozen task segmenter (labelled data only); a random one needs an explicit opt-in."""
+        """The frozen task segmenter (labelled data only)."""
         self.segmenter, self.label_table, self.seg_inputs = None, None, ("rgb",)
         if not (self.dataset.with_labels and self.weights.teacher_seg):
             return
         from sage_ros.training.export import class_table_for
 
         seg, dataset_names = self.cfg.segmenter, class_table_for(self.cfg.output.classes).names
-        if seg.factory == "tiny":
-            if not seg.allow_untrained:
-                raise TrainingError(
-                    "the data has labels but segmenter.factory is 'tiny', a RANDOM segmenter: its cross-entropy "
-                    f"stays at chance (about ln {len(dataset_names)}) and teaches the teacher nothing. Use "
-                    "segmenter.factory: project (this project's trained MSRS network, frozen), your own "
-                    "'package.module:callable' + segmenter.weights, or pass --allow-untrained-segmenter "
-                    "(segmenter.allow_untrained: true) for code-path checks only"
-                )
-            if self.env.is_main:
-                log.warning("UNTRAINED SEGMENTER: segmenter.factory 'tiny' is random; the teacher's segmentation "
-                            "loss is noise at chance level. For code-path checks only, never for a model to use")
-        elif seg.factory != "project" and seg.weights is None and self.env.is_main:
+        if seg.factory != "project" and seg.weights is None and self.env.is_main:
             log.warning("segmenter.weights is not set: %s must return a TRAINED module by itself, or the "
                         "teacher's segmentation loss teaches nothing", seg.factory)
         module = build_segmenter(seg.factory, len(dataset_names), seg.weights)
