@@ -14,6 +14,7 @@ import numpy as np
 
 from sage_ros.cli import _live_demo
 from sage_ros.cli._live_demo import LOCAL_DDS_ENV, domain_in_use, local_dds_env, pick_domain_id
+from sage_ros.image.encodings import _YUV_CODES, MalformedImageError, UnsupportedEncodingError
 
 __all__ = ["LOCAL_DDS_ENV", "NodeProcess", "Probe", "compressed_image_message", "domain_in_use", "exported_student",
            "local_dds_env", "pick_domain_id", "restrict_dds_to_host"]
@@ -122,3 +123,26 @@ def compressed_image_message(image: np.ndarray, fmt: str, stamp_ns: int, frame_i
     assert ok, f"OpenCV could not encode a {image.shape} {image.dtype} image as {fmt}"
     return TYPESTORE.types[COMPRESSED_TYPE](header=header(stamp_ns, frame_id), format=fmt,
                                             data=encoded.reshape(-1).astype(np.uint8))
+
+
+def bgr8_to_yuv422(bgr: np.ndarray, encoding: str = "yuv422") -> np.ndarray:
+    """BGR -> packed HxWx2 UYVY (`yuv422`, `uyvy`) or YUYV (`yuv422_yuy2`, `yuyv`), for the encoding tests."""
+    if encoding not in _YUV_CODES:
+        raise UnsupportedEncodingError(f"{encoding!r} is not a yuv422 encoding")
+    if bgr.shape[1] % 2:
+        raise MalformedImageError("yuv422 needs an even width")
+    # Video-range BT.601, the inverse of what OpenCV (and cameras) use for 4:2:2 decoding.
+    b, g, r = (bgr[..., i].astype(np.float32) for i in range(3))
+    y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b
+    u_full = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b
+    v_full = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b
+    # 4:2:2 shares U and V between horizontal pixel pairs: average each pair.
+    u = (u_full[:, 0::2] + u_full[:, 1::2]) / 2.0
+    v = (v_full[:, 0::2] + v_full[:, 1::2]) / 2.0
+    h, w = y.shape
+    packed = np.empty((h, w, 2), np.float32)
+    packed[..., 0 if encoding in ("yuv422_yuy2", "yuyv") else 1] = y
+    chroma = packed[..., 1 if encoding in ("yuv422_yuy2", "yuyv") else 0]
+    chroma[:, 0::2] = u
+    chroma[:, 1::2] = v
+    return np.clip(np.rint(packed), 0, 255).astype(np.uint8)

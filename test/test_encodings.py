@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from harness import bgr8_to_yuv422
 
 from sage_ros.image.encodings import (
     ImageInputError,
     InvalidPixelsError,
     MalformedImageError,
     UnsupportedEncodingError,
-    bgr8_to_yuv422,
     decode_image,
     decode_msg,
     encode_image,

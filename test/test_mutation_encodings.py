@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from harness import bgr8_to_yuv422
 
 from sage_ros.image.encodings import (
     THERMAL_ENCODINGS,
@@ -15,7 +16,6 @@ from sage_ros.image.encodings import (
     InvalidPixelsError,
     MalformedImageError,
     UnsupportedEncodingError,
-    bgr8_to_yuv422,
     check_fields,
     check_message,
     decode_image,

@@ -20,6 +20,7 @@ from sage_ros.evaluation.report import build_report, mean_metrics, render_markdo
 from sage_ros.evaluation.runner import EvalOptions, evaluate_bag
 from sage_ros.image.thermal import MODES, NormalizerConfig
 from sage_ros.node.settings import PARAMS
+from sage_ros.paths import write_atomic
 from sage_ros.pipeline import PipelineError, build_pipeline
 
 SLOP_DEFAULT = next(p.default for p in PARAMS if p.name == "sync.slop")  # one value for node and eval-bag
@@ -88,15 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing output bag in --out")
     add_pipeline_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _write_whole(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_failed(out_dir: Path, bag_out: Path | None, exc: OSError) -> int:
@@ -190,8 +182,8 @@ def _run(args: argparse.Namespace, out_dir: Path) -> int:
         # The report goes last and whole (temporary file, then rename): a report.json that exists
         # describes outputs that were all written.
         md = render_markdown(report, {k: v.name for k, v in plots.items()})
-        _write_whole(out_dir / "report.md", lambda p: p.write_text(md))
-        _write_whole(out_dir / "report.json", lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
+        write_atomic(out_dir / "report.md", md)
+        write_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     except OSError as exc:
         return _write_failed(out_dir, bag_out, exc)
 

@@ -253,7 +253,7 @@ def encode_image(
     """The inverse of `decode_image`: array in the encoding's own layout -> message fields.
 
     `row_padding` extra zero bytes per row exercise `step` handling in tests and tools.
-    For the yuv422 family pass the packed HxWx2 array (see `bgr8_to_yuv422`).
+    For the yuv422 family pass the packed HxWx2 array (tests make one with `harness.bgr8_to_yuv422`).
     """
     layout = _layout(encoding)
     arr = np.asarray(image)
@@ -268,29 +268,6 @@ def encode_image(
     if row_padding:
         typed = np.concatenate([typed, np.zeros((height, row_padding), np.uint8)], axis=1)
     return ImageFields(encoding, height, width, typed.shape[1], bool(is_bigendian), typed.tobytes())
-
-
-def bgr8_to_yuv422(bgr: np.ndarray, encoding: str = "yuv422") -> np.ndarray:
-    """BGR -> packed HxWx2 UYVY (`yuv422`, `uyvy`) or YUYV (`yuv422_yuy2`, `yuyv`), for tests and tools."""
-    if encoding not in _YUV_CODES:
-        raise UnsupportedEncodingError(f"{encoding!r} is not a yuv422 encoding")
-    if bgr.shape[1] % 2:
-        raise MalformedImageError("yuv422 needs an even width")
-    # Video-range BT.601, the inverse of what OpenCV (and cameras) use for 4:2:2 decoding.
-    b, g, r = (bgr[..., i].astype(np.float32) for i in range(3))
-    y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b
-    u_full = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b
-    v_full = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b
-    # 4:2:2 shares U and V between horizontal pixel pairs: average each pair.
-    u = (u_full[:, 0::2] + u_full[:, 1::2]) / 2.0
-    v = (v_full[:, 0::2] + v_full[:, 1::2]) / 2.0
-    h, w = y.shape
-    packed = np.empty((h, w, 2), np.float32)
-    packed[..., 0 if encoding in ("yuv422_yuy2", "yuyv") else 1] = y
-    chroma = packed[..., 1 if encoding in ("yuv422_yuy2", "yuyv") else 0]
-    chroma[:, 0::2] = u
-    chroma[:, 1::2] = v
-    return np.clip(np.rint(packed), 0, 255).astype(np.uint8)
 
 
 def fill_msg(msg: Any, fields: ImageFields) -> Any:

@@ -280,8 +280,7 @@ class FusionNode(LifecycleNode):
                 self._problem("stale", f"dropped a pair {age:.2f} s old (max_pair_age {max_age} s)")
                 return
         try:
-            # Below the RGB size class ids are a segmentation pass at the RGB size: deferred until the fused
-            # image is out, and run only while a mask or overlay subscriber exists.
+            # Class ids wait until the fused image is out, and run only while a mask or overlay subscriber exists.
             out = self.processor.process(thermal, rgb, classes=False)
         except ImageInputError as exc:
             cause = classify_error(exc)
@@ -306,7 +305,7 @@ class FusionNode(LifecycleNode):
             self.stats.drop("superseded_at_deactivate")  # deactivated meanwhile: still counted
             return
         published = ["fused"]
-        # Latency is the fused image's: masks and overlays follow it (a segmentation pass below the RGB size).
+        # Latency is the fused image's: masks and overlays follow it.
         fused_at = time.monotonic()
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
         # Extra outputs cost conversion (and the overlay a blend): only when someone listens.

@@ -10,14 +10,13 @@ import datetime as _dt
 import fcntl
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_ros.paths import sha256_of
+from sage_ros.paths import sha256_of, write_atomic
 from sage_ros.tensorrt.shapes import ShapeError, ShapeProfile
 
 log = logging.getLogger(__name__)
@@ -122,12 +121,6 @@ def make_sidecar(engine_path: Path, spec: EngineSpec, machine: MachineInfo, buil
         "build_seconds": round(float(build_seconds), 3),
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def read_sidecar(path: str | Path) -> dict:
@@ -299,9 +292,9 @@ class EngineCache:
         if not data:
             raise EngineCacheError(f"building {path.name} failed: the builder returned no engine")
         seconds = time.monotonic() - start
-        _write_atomic(path, bytes(data))
+        write_atomic(path, bytes(data))
         sidecar = make_sidecar(path, spec, self.machine, seconds)
-        _write_atomic(sidecar_path(path), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(sidecar_path(path), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
         log.info("engine cache: built %s in %.1f s (%.1f MB)", path.name, seconds, len(data) / 1e6)
         engine, error = self._deserialize(bytes(data))
         if error is not None:
