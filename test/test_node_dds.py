@@ -302,8 +302,8 @@ def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[n
     from sensor_msgs.msg import Image
 
     from sage_ros.image.encodings import fill_msg
+    from sage_ros.model.classes import overlay
     from sage_ros.node.fusion_node import FusionNode
-    from sage_ros.node.processing import make_overlay
 
     context = Context()
     rclpy.init(context=context, domain_id=pick_domain_id(60))
@@ -312,8 +312,8 @@ def _in_process(params: dict, thermal: ImageFields, rgb: ImageFields) -> tuple[n
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         out = node.processor.process(fill_msg(Image(), thermal), fill_msg(Image(), rgb), classes=True)
         assert out.class_ids is not None and node.class_table is not None
-        return out.fused_rgb, out.class_ids, make_overlay(out.fused_rgb, out.class_ids, node.class_table,
-                                                          node.settings["overlay.alpha"])
+        return out.fused_rgb, out.class_ids, overlay(out.fused_rgb, out.class_ids, node.class_table,
+                                                     node.settings["overlay.alpha"])
     finally:
         node.trigger_cleanup()
         node.destroy_node()

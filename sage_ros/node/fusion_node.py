@@ -32,7 +32,6 @@ from sage_ros.image.encodings import (
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
     check_message,
-    decode_msg,
 )
 from sage_ros.image.imaging import ImageInputError
 from sage_ros.image.registration import Registration
@@ -135,7 +134,6 @@ class FusionNode(LifecycleNode):
             pipeline,
             ThermalNormalizer(settings.thermal),
             Registration(settings["registration.homography"], settings["registration.aspect_tolerance"]),
-            decoder=decode_msg,
         )
         self.class_table = pipeline.segmenter.class_table if pipeline.segmenter is not None else None
         # Never a new NodeStats: totals stay monotonic over cleanup/configure (see docs/node.md).

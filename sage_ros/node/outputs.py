@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from sage_ros.node.processing import PairOutput, make_overlay
+from sage_ros.model.classes import overlay
+from sage_ros.node.processing import PairOutput
 from sage_ros.node.qos import describe_qos, qos_profile, user_overrides
 from sage_ros.node.topics import TOPICS
 
@@ -95,7 +96,7 @@ class OutputPublishers:
         if self.listened("mask") and self.publish("mask", image_msg(header, class_ids, "mono8")):
             published.append("mask")
         if self.listened("overlay"):
-            blended = make_overlay(out.fused_rgb, class_ids, table, alpha)
+            blended = overlay(out.fused_rgb, class_ids, table, alpha)
             if self.publish("overlay", image_msg(header, blended, "rgb8")):
                 published.append("overlay")
         return published

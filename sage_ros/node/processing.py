@@ -22,7 +22,6 @@ from sage_ros.image.encodings import (
 )
 from sage_ros.image.registration import Registration, RegistrationError
 from sage_ros.image.thermal import ThermalNormalizer
-from sage_ros.model.classes import ClassTable, overlay
 from sage_ros.pipeline import FusionPipeline
 
 # Drop causes, as counted in diagnostics; also the keys `classify_error` returns.
@@ -75,10 +74,8 @@ class PairProcessor:
         pipeline: FusionPipeline,
         normalizer: ThermalNormalizer | None = None,
         registration: Registration | None = None,
-        decoder: Callable[[Any], np.ndarray] = decode_msg,
     ) -> None:
         self.pipeline = pipeline
-        self.decode = decoder
         self.normalizer = normalizer or ThermalNormalizer()
         self.registration = registration or Registration()
         self._scaled: Registration | None = None
@@ -90,10 +87,10 @@ class PairProcessor:
             raise UnsupportedEncodingError(
                 f"thermal encoding {msg.encoding!r} not supported; use one of {', '.join(THERMAL_ENCODINGS)}"
             )
-        return self.normalizer.normalize(self.decode(msg))
+        return self.normalizer.normalize(decode_msg(msg))
 
     def visible_bgr(self, msg: Any) -> np.ndarray:
-        return to_bgr8(self.decode(msg), msg.encoding)
+        return to_bgr8(decode_msg(msg), msg.encoding)
 
     def process(self, thermal_msg: Any, rgb_msg: Any, classes: bool = True) -> PairOutput:
         vis = self.visible_bgr(rgb_msg)
@@ -121,8 +118,3 @@ class PairProcessor:
             )
             self._scaled_key = key
         return self._scaled
-
-
-def make_overlay(fused_rgb: np.ndarray, class_ids: np.ndarray, table: ClassTable, alpha: float) -> np.ndarray:
-    """Colour overlay of class ids on the fused image (thin wrapper so the node imports one place)."""
-    return overlay(fused_rgb, class_ids, table, alpha)

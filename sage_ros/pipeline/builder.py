@@ -1,18 +1,9 @@
 """The one place that decides what a fusion pipeline is made of: `build_pipeline(PipelineSettings)`.
 
-Every entry point (the node, `sage-ros fuse`, `eval-bag`, `demo`, the benchmarks) turns its own options
-into `PipelineSettings` and calls `build_pipeline`; none assembles backends or stages itself.
-
-Choices made here, each with a start-up note saying what and why (`FusionPipeline.notes`):
-- the student: the released one (`sage`, exported from the checkpoint when needed), the shipped fast one
-  (`fast`), or a user's ONNX file; on which backend and precision;
-- below the RGB size: the scale-adapted student in place of the released one (`scale_adapted`), only when
-  the main student IS the released one (judged by provenance) and no explicit TensorRT engine was given;
-- segmentation: the shipped network's graph at its working scale, on the released student's fusion made
-  there (so the same masks for every student), with abstention below `min_confidence`, on the CPU runtime
-  beside the student's backend; or none.
-Students and the segmentation session start on first use, so a rig that fuses at one size loads one model
-and a node without mask subscribers loads no segmentation; the model files are checked here, at once.
+Every entry point (the node, `sage-ros fuse`, `eval-bag`, `demo`, the benchmarks) fills `PipelineSettings`
+and calls it. It chooses the student (`auto`, `sage`, `fast` or an ONNX file), backend and precision, the
+scale-adapted student below the RGB size, and the segmentation stage; each choice is a start-up note
+(`FusionPipeline.notes`). Model files are checked here; sessions start on first use.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """Image pair in, fused colour image (and, on request, class ids) out: the imaging math around the students.
 
-This is the single fusion path shared by `sage-ros fuse`, the ROS node and bag evaluation, so all three
-produce identical pixels for identical inputs. `sage_ros.pipeline.builder.build_pipeline` decides what
-goes into it; nothing else assembles one.
-
-Fusion resolution (`resolution`): `thermal` (default) runs the student at about the thermal camera's own
-pixel count in the RGB frame's aspect, then brings the fused luminance back to the RGB size keeping the
-RGB camera's detail: the fused Y is upsampled and the visible Y's high-frequency layer (full-res Y minus
-its own down-up-sampled copy) is added back; colour (chroma) is never downsampled. `rgb` fuses at the RGB
-size (the released pipeline, bit for bit); `WxH` fixes the size. When both images already have the same
-size (folder pairs, MSRS), `thermal` and `rgb` are the same thing.
-
-Below the RGB size the pipeline runs its `reduced` student when it has one (the scale-adapted student,
-sage_ros/model/scale_student.py); at the RGB size always its main student. Each is started on first use,
-so a rig that only ever fuses at one size loads one model. Class ids come from the segmentation stage
-(sage_ros/pipeline/segmentation.py) on the registered pair, the same whatever student fused it.
+The single fusion path of `sage-ros fuse`, the node and bag evaluation (identical pixels for identical inputs);
+`builder.build_pipeline` decides what goes into it. Resolution `rgb` fuses at the RGB size (the released
+pipeline, bit for bit); `thermal` (default) at about the thermal camera's pixel count, below the RGB size with
+the `reduced` (scale-adapted) student when there is one, then adds the RGB camera's detail back
+(`upsample_with_detail`); `WxH` fixes the size (docs/speed.md). Students start on first use.
 """
 
 from __future__ import annotations

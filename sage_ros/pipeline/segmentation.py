@@ -1,17 +1,10 @@
-"""Class ids from the segmentation network, always its own graph, whatever student fused the published image.
+"""Class ids from the segmentation network, its own graph, the same whatever student fused the published image.
 
-The network learned objects at MSRS's scale (640x480 frames) on the released student's fusion, and it
-averages its inputs down by 4 before anything else. So the stage makes that input itself: the visible Y
-and the registered IR are resized to the working size (the RGB frame's aspect with about
-`WORKING_PIXELS` pixels, whatever the camera's resolution), the released student fuses them at a quarter
-of that size (160x120 for 640x480: about 1/17 of its cost at 640x512), and the network returns class
-probabilities on that grid. They are brought back to the RGB size by bilinear interpolation, and each
-pixel takes its most probable class unless that probability is below `min_confidence` (abstention): then
-it is background. So every student (released, fast, scale-adapted, a user's own), at every fusion
-resolution, gets the same masks for the same pair, and a 1280x720 camera pays for 640x480.
-
-Both graphs run on a CPU runtime (OpenVINO, else ONNX Runtime), beside whatever backend runs the student,
-TensorRT included (docs/jetson.md says why). Torch-free.
+The visible Y and registered IR are resized to a working size (the RGB aspect, ~`WORKING_PIXELS` px, the scale
+the network learned), the released student fuses them at a quarter of it (the grid the network pools its
+inputs to, and the fusion it was trained on), the network gives class probabilities there; they are brought
+back to the RGB size and each pixel takes its most probable class, or background below `min_confidence`.
+Both graphs run on a CPU runtime beside any student backend (docs/segmentation.md, docs/jetson.md). Torch-free.
 """
 
 from __future__ import annotations
