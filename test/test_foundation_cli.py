@@ -29,3 +29,36 @@ def test_missing_extra_keeps_the_cli_working(monkeypatch, capsys) -> None:
     assert main(["make-bag", "some/folder", "--out", "x"]) == 1
     err = capsys.readouterr().err
     assert "needs the Python package 'rosbags'" in err and "pip install -e '.[eval]'" in err
+
+
+def test_the_readme_command_line_lists_exactly_the_flags_that_exist() -> None:
+    """Each `sage-ros ...` entry of README's command-line block names every option of that command and no other
+    (`[MODEL]` stands for the shared model options; `train` defers to `sage-ros train VERB --help`)."""
+    import re
+    from pathlib import Path
+
+    from sage_ros.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("## The command line", 1)[1].split("```", 2)[1]
+    entries = re.split(r"\n(?=sage-ros )", block.split("\nMODEL (")[0].strip())
+    model_flags = set(re.findall(r"--\[?(?:no-\])?[a-z][a-z0-9-]*", block.split("\nMODEL (")[1]))
+    model_flags = {f.replace("[no-]", "") for f in model_flags}
+    subparsers = build_parser()._subparsers._group_actions[0].choices
+    checked = 0
+    for entry in entries:
+        words = entry.split()
+        if words[1] == "train":
+            continue
+        parser = subparsers[words[1]]
+        if words[1] in ("weights", "seg"):
+            parser = parser._subparsers._group_actions[0].choices[words[2]]
+        listed = {f.replace("[no-]", "") for f in re.findall(r"--(?:\[no-\])?[a-z][a-z0-9-]*", entry)}
+        if "[MODEL]" in entry:
+            listed |= {f.replace("[no-]", "") for f in model_flags}
+        real = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+        real -= {"--help"} | {o for o in real if o.startswith("--no-") and f"--{o[5:]}" in real}
+        listed -= {"--help"}  # "exit status in --help"
+        assert listed == real, (words[:3], sorted(listed - real), sorted(real - listed))
+        checked += 1
+    assert checked >= 8

@@ -26,13 +26,14 @@ _SHARED_THUMBS = _SHARED / "msrs_train_128"
 _BOX_SOURCES = ["fusion", "infrared", "visible"]
 
 
-def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: cache)")
+def _data_options(parser: argparse.ArgumentParser, training: bool = True) -> None:
     parser.add_argument("--msrs", type=Path, default=_SHARED_MSRS, help="MSRS pairs with boxes/ and splits.csv")
     parser.add_argument("--box-source", choices=_BOX_SOURCES, default="fusion",
                         help="human boxes to train on / score against (default: fusion, drawn on fused images)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="where the student's fused outputs are cached")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    if training:
+        parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: cache)")
+        parser.add_argument("--cache-dir", type=Path, default=None, help="where the student's fused outputs are cached")
+        parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +114,7 @@ def register(subparsers) -> None:
         "--class-names and --name after it belong to it. A --masks without --boxes is scored on MSRS "
         "(--msrs, --split, --box-source). Example: seg eval --masks out/msrs_masks --masks out/m3fd_masks "
         "--boxes m3fd/Annotation --class-map People=person Car=car Bus=car Truck=car Motorcycle=bike")
-    _data_options(evaluate)
+    _data_options(evaluate, training=False)
     evaluate.add_argument("--masks", type=Path, default=None, action=_DatasetOption, required=True,
                       help="folder of 8-bit class-id PNGs named like the pairs (from `sage-ros fuse --masks`); "
                       "repeat for several datasets")
