@@ -6,7 +6,7 @@ One process, one run:
    timed interleaved (released, fast, released, fast, ...) so machine load hits both alike; median of
    --runs after --warmup; CPU flags printed next to the numbers;
 3. quality: the nine fusion metrics (sage_ros.evaluation.metrics, F = Y of the colour output, as eval-bag and
-   evaluation.compare score) of both models on every MSRS `eval` pair of splits.csv, the fast/released
+   benchmarks/compare_methods.py score) of both models on every MSRS `eval` pair of splits.csv, the fast/released
    ratio per metric (acceptance: >= 0.97 on each), and the PSNR of the fast student's fused Y (8-bit)
    against the released student's.
 

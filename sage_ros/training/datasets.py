@@ -130,7 +130,7 @@ def _pad_to(arr: np.ndarray, hw: tuple[int, int], ay: int, ax: int, value: float
 class PairDataset:
     """Map-style dataset of registered pairs with paired random crops and flips.
 
-    records: from `records_for` / `find_pairs`. crop_hw: (H, W) random crop, None keeps full frames.
+    records: from `records_for`. crop_hw: (H, W) random crop, None keeps full frames.
     labels: 'auto' (when every record has one), True (required) or False. mask_root / top_k: the
     SAM mask cache (see mask_cache; as many IR as visible masks per pair, as upstream's), top_k=0 skips
     masks. Randomness derives from (seed, epoch, index) so DataLoader workers and DDP ranks never repeat

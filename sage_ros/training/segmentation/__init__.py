@@ -1,4 +1,4 @@
-"""Segmentation network training and scoring (`sage-ros train seg`, `sage-ros seg eval --net`).
+"""Segmentation network training (`sage-ros train seg`); masks are scored by `sage-ros seg eval` (sage_ros.evaluation).
 
     recipe        the shipped network's training recipe (defaults of NetTrainConfig and `train seg`)
     data          frames at the network's working resolution (fused Y cached), box targets
