@@ -50,8 +50,8 @@ def main() -> int:
     print("| backend | size | student ms | segmentation ms | segmentation / student |")
     print("| --- | --- | ---: | ---: | ---: |")
     for label, backend, precision in variants():
-        pipeline = build_pipeline(PipelineSettings(backend=backend, precision=precision, threads=args.threads,
-                                                   resolution="rgb"))
+        pipeline = build_pipeline(PipelineSettings(model="sage", backend=backend, precision=precision,
+                                                   threads=args.threads, resolution="rgb"))
         for h, w in SIZES:
             ir = cv2.resize(ir0, (w, h), interpolation=cv2.INTER_AREA)
             vis = cv2.resize(vis0, (w, h), interpolation=cv2.INTER_AREA)

@@ -177,7 +177,8 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
         with torch.no_grad():
             ref, ref_taps = d.teacher(y, ir)
             out, taps = student(y, ir)
-            return distill_loss(out, taps, ref, ref_taps, y, ir, d.adapters, cfg.source_scale, cfg.fea_weight)[0].item()
+            return distill_loss(out, taps, ref, ref_taps, y, ir, d.adapters, cfg.source_scale, cfg.fea_weight,
+                                cfg.intensity_scale)[0].item()
 
     before = probe_loss(straight)
     straight.fit(resume=False, checkpoint_every=4, log_every=100)

@@ -54,8 +54,9 @@ def test_the_pipeline_runs_what_auto_chose_and_logs_the_reason(monkeypatch, chec
     assert str(fast_onnx()) in pipeline.notes[1]
     pipeline.close()
     _machine(monkeypatch, AVX512_BF16, GOOD)
-    pipeline = build_pipeline(PipelineSettings(weights=checkpoint_path, backend="onnxruntime", segmentation=False))
-    assert pipeline.notes[0].startswith("model auto -> sage") and "fast_student" not in pipeline.notes[1]
+    pipeline = build_pipeline(PipelineSettings(backend="onnxruntime", segmentation=False))
+    assert pipeline.notes[0].startswith("model auto -> sage: the CPU runs it in bf16")
+    assert "fast_student" not in pipeline.notes[1]
     pipeline.close()
 
 
@@ -66,4 +67,13 @@ def test_an_explicit_model_always_wins(monkeypatch, checkpoint_path, explicit):
                                                segmentation=False))
     assert not any(note.startswith("model auto") for note in pipeline.notes)
     assert ("fast_student" in pipeline.notes[0]) == (explicit == "fast")
+    pipeline.close()
+
+
+def test_given_weights_mean_the_released_student(monkeypatch, checkpoint_path):
+    """`--weights X.pt` with `auto` (e.g. the torch backend on a user's checkpoint) runs that checkpoint."""
+    _machine(monkeypatch, AVX2, GOOD)
+    pipeline = build_pipeline(PipelineSettings(weights=checkpoint_path, backend="onnxruntime", segmentation=False))
+    assert pipeline.notes[0] == f"model auto -> sage: weights {checkpoint_path.name} given"
+    assert "fast_student" not in pipeline.notes[1]
     pipeline.close()

@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also publish the pairs as live ROS 2 topics through the fusion node and save what it published",
     )
     add_pipeline_arguments(parser)
-    # The demo reproduces upstream's own fused images (compared below): exact fp32 unless asked otherwise.
-    parser.set_defaults(precision="fp32")
+    # The demo reproduces upstream's own fused images (compared below): the released student in exact fp32
+    # unless asked otherwise.
+    parser.set_defaults(precision="fp32", model="sage")
     parser.set_defaults(func=run)
 
 
@@ -104,7 +105,7 @@ def _say_model_build(args: argparse.Namespace) -> None:
     from sage_ros.model.model_files import onnx_is_current
     from sage_ros.pipeline.builder import resolve_model
 
-    if args.backend == "torch" or resolve_model(str(args.model), args.backend)[0] != "sage":
+    if args.backend == "torch" or resolve_model(str(args.model), args.backend, args.weights)[0] != "sage":
         return
     model = default_onnx()
     if not onnx_is_current(model, Path(args.weights)):

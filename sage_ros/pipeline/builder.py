@@ -45,14 +45,17 @@ class PipelineSettings:
         object.__setattr__(self, "resolution", parse_resolution(self.resolution))
 
 
-def resolve_model(model: str, backend: str) -> tuple[str, str]:
-    """(the model `auto` stands for, why; empty for an explicit choice), decided from the machine, never from load."""
+def resolve_model(model: str, backend: str, weights: Path | None = None) -> tuple[str, str]:
+    """(the model `auto` stands for, why; empty for an explicit choice), decided from the machine, never from load.
+    Given weights (a student checkpoint) mean the released topology: `auto` is then `sage`."""
     from sage_ros.backends import tensorrt_problem
     from sage_ros.cpu_features import read_cpu_features
     from sage_ros.model.model_variants import choose_variant, fast_quality
 
     if model != "auto" or Path(model).is_file():
         return model, ""
+    if weights is not None and Path(weights).suffix != ".npz":
+        return "sage", f"model auto -> sage: weights {Path(weights).name} given"
     gpu_problem = tensorrt_problem() if backend in ("auto", "tensorrt") else f"backend {backend}"
     return choose_variant(read_cpu_features(), gpu_problem, fast_quality())
 
@@ -63,7 +66,7 @@ def student_config(settings: PipelineSettings) -> BackendConfig:
     from sage_ros.model.model_variants import ModelVariantError, fast_onnx, fast_weights
     from sage_ros.paths import default_checkpoint
 
-    model = resolve_model(str(settings.model or "auto"), settings.backend)[0]
+    model = resolve_model(str(settings.model or "auto"), settings.backend, settings.weights)[0]
     weights = Path(settings.weights) if settings.weights else None
     torch = settings.backend == "torch"
     try:
@@ -201,7 +204,7 @@ def build_pipeline(settings: PipelineSettings,
     except (ScaleStudentError, SegNetError, SegmentationError, BackendError, OSError, ValueError) as exc:
         raise PipelineError(str(exc)) from exc
     model = config.onnx_path if config.name != "torch" else config.weights_path
-    why = resolve_model(str(settings.model or "auto"), settings.backend)[1]
+    why = resolve_model(str(settings.model or "auto"), settings.backend, settings.weights)[1]
     notes = ([why] if why else []) + [f"student {model} on {config.name} ({config.precision}), fusion resolution "
              f"{_resolution_text(settings.resolution)}"]
     if reduced_why:

@@ -51,7 +51,8 @@ class DistillConfig:
     crop: int = 128
     lr: float = 2e-3
     min_lr: float = 1e-5
-    source_scale: float = 0.05
+    source_scale: float = 0.05  # the gradient source term
+    intensity_scale: float = 0.05  # the intensity (MSE) source term
     fea_weight: float = 0.3
     seed: int = 0
     width: int = 16
@@ -110,6 +111,7 @@ def distill_loss(
     adapters: nn.ModuleList,
     source_scale: float,
     fea_weight: float,
+    intensity_scale: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """3 L_MSE + 3 L_grad + fea_weight L_fea with the source terms scaled (see the module docstring)."""
     mse_ref = F.mse_loss(out, ref)
@@ -117,7 +119,7 @@ def distill_loss(
     grad_ref = gradient_term(out, ref, ref)
     grad_src = gradient_term(out, y, ir)
     fea = feature_loss([a(t) for a, t in zip(adapters, taps, strict=True)], ref_taps)
-    l_mse = 4.0 * mse_ref + source_scale * mse_src
+    l_mse = 4.0 * mse_ref + intensity_scale * mse_src
     l_grad = 3.0 * grad_ref + source_scale * 9.0 * grad_src
     total = 3.0 * l_mse + 3.0 * l_grad + fea_weight * fea
     parts = {"mse_ref": mse_ref, "mse_src": mse_src, "grad_ref": grad_ref, "grad_src": grad_src, "fea": fea}
@@ -169,7 +171,8 @@ class Distiller(StepLoop):
             ref, ref_taps = self.teacher(y, ir)
         self.student.train()
         out, taps = self.student(y, ir)
-        loss, parts = distill_loss(out, taps, ref, ref_taps, y, ir, self.adapters, cfg.source_scale, cfg.fea_weight)
+        loss, parts = distill_loss(out, taps, ref, ref_taps, y, ir, self.adapters, cfg.source_scale, cfg.fea_weight,
+                                    cfg.intensity_scale)
         if not torch.isfinite(loss):
             raise TrainingError(f"step {self.step}: non-finite loss {loss.item()}: lower --lr")
         self.opt.zero_grad(set_to_none=True)
