@@ -2,8 +2,9 @@
 
 Recipe, loss and the reasons behind them: docs/model_card.md (fast student). In short: the teacher is the
 released student (frozen), run on the student's crop for its output and its five feature taps; the loss is
-the SAGE student step without L_cs, 3 L_MSE + 3 L_grad + 0.3 L_fea, with the source terms of L_MSE and L_grad
-scaled by `source_scale` and L_fea through five 1x1 adapters (width -> 32, discarded after training).
+the SAGE student step without L_cs, 3 L_MSE + 3 L_grad + 0.3 L_fea, with the source terms of L_MSE and
+L_grad scaled by `intensity_scale` and `source_scale`, and L_fea through five 1x1 adapters (width -> 32,
+discarded after training).
 Data: MSRS train frames (random crops and flips) and, with probability `thumbs_prob` per step, a batch of
 MSRS train thumbnails. Step k draws from a generator seeded with (seed, k): a resumed run equals an
 uninterrupted one. Outputs in --out: checkpoint_last.pt, metrics.csv, train.log, fast_student.npz and its
