@@ -123,7 +123,7 @@ def test_an_explicit_engine_gets_no_scale_adapted_student(checkpoint_path: Path,
 def test_segmentation_off_gives_no_segmenter_and_no_class_ids(checkpoint_path: Path):
     pipeline = build_pipeline(_settings(checkpoint_path, segmentation=False))
     try:
-        assert pipeline.segmenter is None and not pipeline.has_segmentation
+        assert pipeline.segmenter is None
         ir, vis = _pair()
         result = pipeline.fuse(ir, vis)
         assert result.class_ids is None and result.segment_later is None

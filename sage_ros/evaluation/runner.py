@@ -386,7 +386,7 @@ def evaluate_bag(
                 t: {"type": typ, "count": source.counts.get(t, 0)} for t, typ in sorted(source.topics.items())
             },
             backend=pipeline.description,  # updated once a pair has started the student
-            has_segmentation=pipeline.has_segmentation,
+            has_segmentation=pipeline.segmenter is not None,
             options=options,
         )
         for p in source.problems:

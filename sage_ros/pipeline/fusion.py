@@ -197,10 +197,6 @@ class FusionPipeline:
         self.notes = notes
 
     @property
-    def has_segmentation(self) -> bool:
-        return self.segmenter is not None
-
-    @property
     def description(self) -> str:
         """The backends started so far (a student starts with the first pair it fuses)."""
         started = [s for s in (self.student, self.reduced) if s is not None and s.started]
