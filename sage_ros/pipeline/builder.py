@@ -61,12 +61,13 @@ def resolve_model(model: str, backend: str, weights: Path | None = None) -> tupl
 
 
 def student_config(settings: PipelineSettings) -> BackendConfig:
-    """The main student's BackendConfig, its model file exported (sage) or quantised (int8) when needed."""
+    """The main student's BackendConfig (settings.model already concrete: `build_pipeline` resolves `auto`), its
+    model file exported (sage) or quantised (int8) when needed."""
     from sage_ros.model.model_files import ensure_int8, ensure_onnx
     from sage_ros.model.model_variants import ModelVariantError, fast_onnx, fast_weights
     from sage_ros.paths import default_checkpoint
 
-    model = resolve_model(str(settings.model or "auto"), settings.backend, settings.weights)[0]
+    model = str(settings.model or "sage")
     weights = Path(settings.weights) if settings.weights else None
     torch = settings.backend == "torch"
     try:
@@ -195,8 +196,10 @@ def build_pipeline(settings: PipelineSettings,
     from sage_ros.paths import default_checkpoint
     from sage_ros.pipeline.segmentation import SegmentationError
 
+    # `auto` resolved once, here: the student's config gets the concrete model, the notes say why.
+    resolved, why = resolve_model(str(settings.model or "auto"), settings.backend, settings.weights)
     try:
-        config = student_config(settings)
+        config = student_config(replace(settings, model=resolved))
         check_startable(config)
         main = Student(lambda: create(config), "student")
         reduced, reduced_why = reduced_student(settings, config, create)
@@ -204,7 +207,6 @@ def build_pipeline(settings: PipelineSettings,
     except (ScaleStudentError, SegNetError, SegmentationError, BackendError, OSError, ValueError) as exc:
         raise PipelineError(str(exc)) from exc
     model = config.onnx_path if config.name != "torch" else config.weights_path
-    why = resolve_model(str(settings.model or "auto"), settings.backend, settings.weights)[1]
     notes = ([why] if why else []) + [f"student {model} on {config.name} ({config.precision}), fusion resolution "
              f"{_resolution_text(settings.resolution)}"]
     if reduced_why:

@@ -166,8 +166,9 @@ class Segmenter:
         network, student = self._sessions()
         vis_w, ir_w = resize_plane(vis_y, hw), resize_plane(ir, hw)
         fused = student.run({"vis_y": resize_area(vis_w, low)[None, None], "ir": resize_area(ir_w, low)[None, None]})
-        # Each fused pixel repeated over its 4x4 block: the network's first average pool gives it back exactly.
-        fused_w = np.repeat(np.repeat(np.clip(fused[0][0, 0], 0.0, 1.0), _SIDE_MULTIPLE, 0), _SIDE_MULTIPLE, 1)
+        # Each fused pixel repeated over its 4x4 block (one nearest-neighbour pass): the network's first average
+        # pool gives it back exactly.
+        fused_w = cv2.resize(np.clip(fused[0][0, 0], 0.0, 1.0), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
         planes = {"fused_y": fused_w, "ir": ir_w, "vis_y": vis_w}
         feeds = {name: np.ascontiguousarray(planes[name], np.float32)[None, None] for name in self.inputs}
         return np.asarray(network.run(feeds)[0], np.float32)[0]
