@@ -97,3 +97,23 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, caplog):
 
     code = main(["train", "seg", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "h.npz")])
     assert code == 1 and "not found" in caplog.text
+
+
+def test_the_input_tone_range_comes_from_the_train_split(msrs_dir):
+    """`train seg` stores the tone range of its train split's pairs (visible Y and IR) in the network's sidecar:
+    every level's range holds the median train frame's quantile of that level."""
+    import csv
+
+    from sage_ros.image.tone_range import ToneRange, quantiles
+    from sage_ros.training.datasets import read_pair, records_for
+    from sage_ros.training.segmentation.data import input_tone
+
+    with (msrs_dir / "splits.csv").open(newline="") as handle:
+        n_train = sum(row["split"] == "train" for row in csv.DictReader(handle))
+    tone = input_tone(msrs_dir)
+    assert f"{n_train} pairs" in tone["from"]
+    ir = ToneRange.from_json(tone["ir"])
+    table = np.array([quantiles(read_pair(r)["ir_u8"] / 255.0, ir.levels) for r in records_for("msrs", msrs_dir)])
+    median = np.median(table, axis=0)
+    assert np.all(np.array(ir.low) <= median + 1e-6) and np.all(median <= np.array(ir.high) + 1e-6)
+    assert ToneRange.from_json(tone["vis_y"]).high[-1] > ToneRange.from_json(tone["vis_y"]).low[0]

@@ -190,3 +190,44 @@ def test_the_session_starts_on_first_use_and_the_classes_come_from_the_sidecar(s
     plane = np.full((60, 80), 0.5, np.float32)
     assert segmenter(plane, plane).shape == (60, 80)
     assert segmenter.runtime.startswith("onnxruntime")
+
+
+# ---------------------------------------------------------------- another camera's tone
+
+
+def _without_tone(tmp_path: Path, seg_graph: Path) -> Path:
+    meta = json.loads(seg_graph.with_suffix(".json").read_text())
+    meta.pop("input_tone")
+    plain = tmp_path / "no_tone.onnx"
+    plain.write_bytes(seg_graph.read_bytes())
+    plain.with_suffix(".json").write_text(json.dumps(meta))
+    return plain
+
+
+def test_another_cameras_inputs_are_brought_into_the_training_tone_range(tmp_path: Path, seg_graph: Path,
+                                                                          student_graph: Path, official_dir: Path):
+    """The upstream sample pairs (another camera: IR median ~82/255 where MSRS's is ~19) are remapped into the
+    shipped network's training range before it runs; the remapping is exactly `into_tone_range` at the working
+    size, and a frame already inside the range is segmented as if the range were not there."""
+    from sage_ros.image.tone_range import into_tone_range
+
+    shipped = Segmenter(seg_graph, student_graph, runtime="onnxruntime", threads=1)
+    plain = Segmenter(_without_tone(tmp_path, seg_graph), student_graph, runtime="onnxruntime", threads=1)
+    assert set(shipped.tone) == {"vis_y", "ir"} and plain.tone == {}
+    ir = infrared_to_grey(cv2.imread(str(official_dir / "Ir" / "00000.png"), cv2.IMREAD_GRAYSCALE))
+    vis = visible_to_ycrcb(cv2.imread(str(official_dir / "Vis" / "00000.png"), cv2.IMREAD_COLOR)).y
+    hw = working_size(vis.shape)
+    vis_w, ir_w = resize_plane(vis, hw), resize_plane(ir, hw)
+    inside = into_tone_range(vis_w, shipped.tone["vis_y"]), into_tone_range(ir_w, shipped.tone["ir"])
+    assert np.mean(inside[1]) < 0.6 * np.mean(ir_w)  # the sample camera's IR is far brighter than MSRS's
+    probs = shipped.probabilities(vis, ir)
+    assert not np.allclose(probs, plain.probabilities(vis, ir), atol=1e-3)
+    assert np.allclose(probs, plain.probabilities(*inside), atol=1e-5)
+    assert np.array_equal(shipped.probabilities(*inside), plain.probabilities(*inside))
+
+
+def test_a_bad_tone_range_in_the_sidecar_is_refused(tmp_path: Path, seg_graph: Path, student_graph: Path):
+    bad = _sidecar(tmp_path / "bad_tone.onnx", input_tone={"ir": {"levels": [50, 10], "low": [0, 0], "high": [1, 1]}})
+    bad.write_bytes(seg_graph.read_bytes())
+    with pytest.raises(SegmentationError, match="bad input_tone.*levels must increase"):
+        Segmenter(bad, student_graph)

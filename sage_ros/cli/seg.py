@@ -227,8 +227,11 @@ def run_train(args: argparse.Namespace) -> int:
     if args.labels:
         info |= {"targets": f"pixel labels ({args.labels[0]})", "dataset": str(args.labels[1])}
     else:
+        from sage_ros.training.segmentation.data import input_tone
+
         info |= {"box_source": args.box_source, "targets": "box pseudo-masks from human boxes",
-                 "dataset": "MSRS train split (full resolution) + MSRS train thumbnails"}
+                 "dataset": "MSRS train split (full resolution) + MSRS train thumbnails",
+                 "input_tone": input_tone(args.msrs)}
     save_trained(net, info, args.out, classes=table.to_json())
     if len(seeds) > 1:
         print(f"ensemble of {len(seeds)} networks (seeds {seeds}) written to {args.out} (+ .onnx, .json beside "

@@ -121,10 +121,12 @@ def shipped_seg_weights() -> Path:
 
 def ensure_seg_graph(weights: Path | None = None, out_onnx: Path | None = None) -> Path:
     """The segmentation network's graph (probabilities; `seg_graph`), built torch-free into the models cache."""
-    from sage_ros.graphs.seg_graph import graph_from_weights, weights_sha256
+    from sage_ros.graphs.seg_graph import graph_from_weights, read_metadata, weights_sha256
 
     weights = Path(weights) if weights else shipped_seg_weights()
-    provenance = {"weights_sha256": weights_sha256(weights), "graph_format": SEG_GRAPH_FORMAT}
+    # The input tone range lives in the sidecar only: a change to it rebuilds the graph's sidecar too.
+    provenance = {"weights_sha256": weights_sha256(weights), "graph_format": SEG_GRAPH_FORMAT,
+                  "input_tone": read_metadata(weights).get("input_tone")}
 
     def write(tmp: Path) -> dict:
         graph_from_weights(weights, tmp)

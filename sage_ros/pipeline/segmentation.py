@@ -1,8 +1,10 @@
 """Class ids from the segmentation network, its own graph, the same whatever student fused the published image.
 
 The visible Y and registered IR are resized to a working size (the RGB aspect, ~`WORKING_PIXELS` px, the scale
-the network learned), the released student fuses them at a quarter of it (the grid the network pools its
-inputs to, and the fusion it was trained on), the network gives class probabilities there; they are brought
+the network learned) and, where the network's sidecar gives the tone range of its training frames, brought into
+it (`image.tone_range`: another camera's gain and level; untouched inside the range), the released student
+fuses them at a quarter of it (the grid the network pools its inputs to, and the fusion it was trained on),
+the network gives class probabilities there; they are brought
 back to the RGB size and each pixel takes its most probable class, or background below `min_confidence`.
 Both graphs run on a CPU runtime beside any student backend (docs/segmentation.md, docs/jetson.md). Torch-free.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sage_ros.image.tone_range import ToneRange, into_tone_range
 from sage_ros.model.classes import ClassTable, load_class_table
 from sage_ros.pipeline.fusion import resize_area
 
@@ -129,6 +132,12 @@ class Segmenter:
         if meta.get("outputs") != ["probs"] or not set(self.inputs) <= {"fused_y", "ir", "vis_y"}:
             raise SegmentationError(f"segmentation graph {self.path} is not a probability graph of fused_y/ir/vis_y "
                                     "(rebuild it: `sage-ros weights fetch` rebuilds the shipped one)")
+        try:
+            # Only the segmentation's inputs are remapped: the published fused image never is.
+            self.tone = {k: ToneRange.from_json(v) for k, v in (meta.get("input_tone") or {}).items()
+                         if k in ("vis_y", "ir")}
+        except ValueError as exc:
+            raise SegmentationError(f"segmentation graph {self.path}: bad input_tone in its sidecar: {exc}") from exc
         if not 0.0 <= float(min_confidence) < 1.0:
             raise SegmentationError(f"min_confidence {min_confidence} must be in [0, 1)")
         self.meta = meta
@@ -165,6 +174,10 @@ class Segmenter:
         low = (hw[0] // _SIDE_MULTIPLE, hw[1] // _SIDE_MULTIPLE)
         network, student = self._sessions()
         vis_w, ir_w = resize_plane(vis_y, hw), resize_plane(ir, hw)
+        if "vis_y" in self.tone:
+            vis_w = into_tone_range(vis_w, self.tone["vis_y"])
+        if "ir" in self.tone:
+            ir_w = into_tone_range(ir_w, self.tone["ir"])
         fused = student.run({"vis_y": resize_area(vis_w, low)[None, None], "ir": resize_area(ir_w, low)[None, None]})
         # Each fused pixel repeated over its 4x4 block (one nearest-neighbour pass): the network's first average
         # pool gives it back exactly.

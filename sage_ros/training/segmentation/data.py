@@ -20,6 +20,7 @@ import numpy as np
 from sage_ros.evaluation.boxes import MSRS_YOLO_TO_ID, Box, box_dir, msrs_lights, read_yolo, yolo_rows
 from sage_ros.evaluation.components import IGNORE
 from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
+from sage_ros.image.tone_range import tone_bounds
 from sage_ros.networks.seg_net import downsample
 from sage_ros.paths import cache_dir
 from sage_ros.training.datasets import read_pair, records_for
@@ -201,6 +202,19 @@ def load_training_frames(
     if thumbs_root is not None and Path(thumbs_root).is_dir():
         frames += load_thumbnails(thumbs_root, checkpoint, box_source, cache_root, threads)
     return train, frames
+
+
+def input_tone(msrs_root: Path, split: str = "train") -> dict:
+    """The tone range of the network's run-time inputs (`image.tone_range`): for the visible Y and the IR, the
+    10th-90th percentile over this split's full-resolution pairs of each quantile level. The segmentation stage
+    brings another camera's frames into it (docs/segmentation.md, "Other cameras"); it goes in the sidecar."""
+    planes: dict[str, list[np.ndarray]] = {"vis_y": [], "ir": []}
+    for record in records_for("msrs", msrs_root, split):
+        raw = read_pair(record)
+        planes["vis_y"].append(visible_to_ycrcb(raw["vis_bgr"]).y)
+        planes["ir"].append(infrared_to_grey(raw["ir_u8"]))
+    ranges = {name: tone_bounds(frames).to_json() for name, frames in planes.items()}
+    return {**ranges, "from": f"MSRS {split} split, {len(planes['ir'])} pairs, 10th-90th percentile over frames"}
 
 
 def _float_boxes(path: Path) -> np.ndarray:
