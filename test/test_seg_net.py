@@ -76,6 +76,7 @@ def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
     for them, computed as the segmentation stage makes them: visible Y and IR resized to the working size, the
     released student's fusion at a quarter of it, the network on that grid."""
     pairs = _pairs_with_people_and_cars(msrs_dir)
+    from sage_ros.image.tone_range import ToneRange, into_tone_range
     from sage_ros.model.model_files import export_checkpoint
     from sage_ros.networks.checkpoint import load_student
     from sage_ros.pipeline.fusion import resize_area
@@ -88,6 +89,7 @@ def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
     # A 240x320 crop of each pair keeps every runtime call short.
     crops = []
     student = load_student(checkpoint_path)
+    tone = read_metadata(weights).get("input_tone") or {}
     for pair in pairs:
         ir = cv2.imread(str(msrs_dir / "ir" / f"{pair}.png"), cv2.IMREAD_GRAYSCALE)[200:440, 160:480]
         vis = cv2.imread(str(msrs_dir / "vi" / f"{pair}.png"), cv2.IMREAD_COLOR)[200:440, 160:480]
@@ -95,6 +97,9 @@ def net_files(tmp_path_factory, checkpoint_path: Path, msrs_dir: Path):
         hw = working_size(y.shape)
         low = (hw[0] // 4, hw[1] // 4)
         working = {"visible": resize_plane(y, hw), "infrared": resize_plane(ir_f, hw)}
+        for kind, name in (("visible", "vis_y"), ("infrared", "ir")):  # the training frames' tone range, if given
+            if name in tone:
+                working[kind] = into_tone_range(working[kind], ToneRange.from_json(tone[name]))
         with torch.inference_mode():
             quarter = {k: torch.from_numpy(resize_area(v, low))[None, None] for k, v in working.items()}
             quarter["fused"] = torch.clamp(student(quarter["visible"], quarter["infrared"])[0], 0, 1)
