@@ -55,7 +55,6 @@ class DistillConfig:
     source_scale: float = 0.05  # the gradient source term
     intensity_scale: float = 0.05  # the intensity (MSE) source term
     fea_weight: float = 0.3
-    sf_weight: float = 0.0  # pull of the spatial frequency toward the released student's (0: off)
     seed: int = 0
     width: int = 16
     full_res_convs: int = 2
@@ -103,15 +102,6 @@ class PairBank:
         return np.stack(out).astype(np.float32) / np.float32(255.0)
 
 
-def spatial_frequency(x: torch.Tensor) -> torch.Tensor:
-    """Spatial frequency of a batch of images taken as one: sqrt(mean row difference^2 + mean column
-    difference^2), the SF fusion metric the fast student is gated on (it came out 3-4 % low without a term on
-    it). Over the whole batch, because a flat crop (sky, wall) has next to no SF of its own to compare."""
-    rows = (x[..., :, 1:] - x[..., :, :-1]).square().mean()
-    cols = (x[..., 1:, :] - x[..., :-1, :]).square().mean()
-    return (rows + cols + 1e-12).sqrt()
-
-
 def distill_loss(
     out: torch.Tensor,
     taps: tuple[torch.Tensor, ...],
@@ -123,10 +113,8 @@ def distill_loss(
     source_scale: float,
     fea_weight: float,
     intensity_scale: float,
-    sf_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """3 L_MSE + 3 L_grad + fea_weight L_fea with the source terms scaled (see the module docstring), plus
-    sf_weight times the squared relative spatial-frequency error against the released student."""
+    """3 L_MSE + 3 L_grad + fea_weight L_fea with the source terms scaled (see the module docstring)."""
     mse_ref = F.mse_loss(out, ref)
     mse_src = 3.0 * F.mse_loss(out, y) + 2.0 * F.mse_loss(out, ir)
     grad_ref = gradient_term(out, ref, ref)
@@ -134,17 +122,15 @@ def distill_loss(
     fea = feature_loss([a(t) for a, t in zip(adapters, taps, strict=True)], ref_taps)
     l_mse = 4.0 * mse_ref + intensity_scale * mse_src
     l_grad = 3.0 * grad_ref + source_scale * 9.0 * grad_src
-    sf = (spatial_frequency(out) / spatial_frequency(ref) - 1.0).square()
-    total = 3.0 * l_mse + 3.0 * l_grad + fea_weight * fea + sf_weight * sf
-    parts = {"mse_ref": mse_ref, "mse_src": mse_src, "grad_ref": grad_ref, "grad_src": grad_src, "fea": fea,
-             "sf": sf}
+    total = 3.0 * l_mse + 3.0 * l_grad + fea_weight * fea
+    parts = {"mse_ref": mse_ref, "mse_src": mse_src, "grad_ref": grad_ref, "grad_src": grad_src, "fea": fea}
     return total, {k: v.item() for k, v in parts.items()}
 
 
 class Distiller(StepLoop):
     """Teacher, student, adapters, optimiser and schedule of one run; `fit()` runs to `cfg.steps`."""
 
-    csv_fields = ["step", "lr", "loss", "mse_ref", "mse_src", "grad_ref", "grad_src", "fea", "sf", "thumbs", "step_ms"]
+    csv_fields = ["step", "lr", "loss", "mse_ref", "mse_src", "grad_ref", "grad_src", "fea", "thumbs", "step_ms"]
 
     def __init__(self, cfg: DistillConfig, out_dir: Path, device: str = "cpu", bank: PairBank | None = None) -> None:
         super().__init__(cfg, out_dir, device)
@@ -187,7 +173,7 @@ class Distiller(StepLoop):
         self.student.train()
         out, taps = self.student(y, ir)
         loss, parts = distill_loss(out, taps, ref, ref_taps, y, ir, self.adapters, cfg.source_scale, cfg.fea_weight,
-                                    cfg.intensity_scale, cfg.sf_weight)
+                                    cfg.intensity_scale)
         if not torch.isfinite(loss):
             raise TrainingError(f"step {self.step}: non-finite loss {loss.item()}: lower --lr")
         self.opt.zero_grad(set_to_none=True)
