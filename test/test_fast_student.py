@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import csv
 import importlib.util
 import json
@@ -59,7 +60,10 @@ def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(msr
     npz, shipped = fast_weights(), fast_onnx()
     meta = json.loads(shipped.with_suffix(".json").read_text())
     assert meta["weights_sha256"] == sha256_of(npz), "the shipped ONNX was not exported from the shipped weights"
-    assert read_fast_metadata(npz)[0] == SHIPPED_ARCH
+    arch, meta = read_fast_metadata(npz)
+    # The trained topology, plus the unsharp gain calibrated on train frames after training.
+    assert dataclasses.replace(arch, detail_gain=0.0) == SHIPPED_ARCH
+    assert arch.detail_gain == meta["detail_calibration"]["gain"]
     model = load_fast_student(npz)
     y, ir = _pair(msrs_dir)
     with torch.inference_mode():
@@ -75,6 +79,58 @@ def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(msr
             assert np.abs(got - expected).max() < 1e-4, (name, graph.name, np.abs(got - expected).max())
     if "openvino" not in backends:
         pytest.skip("openvino not installed: checked onnxruntime and torch only")
+
+
+def test_the_detail_stage_is_the_same_in_torch_and_in_the_graph(tmp_path):
+    """A fast student with an unsharp gain: its fixed kernel keeps flat areas flat (it sums to 1), torch and the
+    torch-free graph agree (reflected borders included), and without a gain the stage is not there at all."""
+    import onnxruntime as ort
+
+    from sage_ros.networks.export import export_student
+    from sage_ros.networks.fast_student import DETAIL_SIZE, detail_kernel
+
+    kernel = detail_kernel(0.25)
+    assert kernel.shape == (DETAIL_SIZE, DETAIL_SIZE) and kernel.sum() == pytest.approx(1.0, abs=1e-6)
+    assert kernel[3, 3] > 1.0 and (np.delete(kernel.ravel(), 24) < 0).all()
+    assert "detail.weight" not in FastStudent(SHIPPED_ARCH).state_dict()
+    torch.manual_seed(0)
+    model = FastStudent(dataclasses.replace(SHIPPED_ARCH, detail_gain=0.25)).eval()
+    plain = FastStudent(SHIPPED_ARCH).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "detail.weight"})
+    y, ir = torch.rand(1, 1, 37, 52), torch.rand(1, 1, 37, 52)
+    with torch.inference_mode():
+        sharp, soft = model(y, ir)[0], plain(y, ir)[0]
+    assert 0.0 < float((sharp - soft).abs().max())
+    graph = export_student(model, tmp_path / "detail.onnx")
+    got = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(
+        None, {"vis_y": y.numpy(), "ir": ir.numpy()})[0]
+    assert np.abs(got - sharp.numpy()).max() < 1e-5
+
+
+def test_the_detail_gain_matches_the_teachers_spatial_frequency():
+    """On frames where the 'student' is a blurred copy of the 'teacher', the calibrated gain gives the student's
+    outputs the teacher's mean spatial frequency; a student already as sharp gets no gain."""
+    from sage_ros.training.distill_student import _spatial_frequency, calibrate_detail_gain
+
+    class Blur(torch.nn.Module):
+        def __init__(self, sigma: float) -> None:
+            super().__init__()
+            self.sigma = sigma
+
+        def forward(self, y, ir):
+            if not self.sigma:
+                return y, ()
+            blurred = cv2.GaussianBlur(y[0, 0].numpy(), (0, 0), self.sigma, borderType=cv2.BORDER_REFLECT)
+            return torch.from_numpy(blurred)[None, None], ()
+
+    rng = np.random.default_rng(0)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (2, 60, 80), dtype=np.uint8).transpose(1, 2, 0), (0, 0), 1.5)
+              .transpose(2, 0, 1).copy() for _ in range(3)]
+    gain, info = calibrate_detail_gain(Blur(0.7), Blur(0.0), frames)
+    assert gain > 0.05 and info["sf_before"] < 0.95 * info["sf_released"]
+    assert info["sf_after"] == pytest.approx(info["sf_released"], rel=0.01)
+    assert calibrate_detail_gain(Blur(0.0), Blur(0.7), frames)[0] == 0.0
+    assert _spatial_frequency(torch.zeros(1, 1, 5, 5)) == 0.0
 
 
 def test_fast_weights_that_do_not_fit_are_refused_with_a_clear_error(tmp_path):
@@ -205,7 +261,10 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
     with (tmp_path / "b" / "metrics.csv").open() as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 9))
     npz, onnx_path, sidecar = second.finish()
-    assert load_fast_student(npz).arch == cfg.arch and onnx_path.is_file() and sidecar.is_file()
+    arch = load_fast_student(npz).arch
+    assert dataclasses.replace(arch, detail_gain=0.0) == cfg.arch and onnx_path.is_file() and sidecar.is_file()
+    calibration = read_fast_metadata(npz)[1]["detail_calibration"]
+    assert calibration["frames"] == len(bank.frames) and arch.detail_gain == calibration["gain"] >= 0.0
 
 
 # ---------------------------------------------------------------------------------------------- node

@@ -302,7 +302,17 @@ def build_student_model_proto(state: Mapping[str, np.ndarray]):
     x4 = block(adjust(concat(resize_like(x3, x2), x2), "adjust_channels4"), "module4")
     x5 = block(adjust(concat(resize_like(x4, x1), x1), "adjust_channels5"), "module5")
     decoded = conv(x5, "final_decoder.0", None, 1)
-    parts.nodes.append(helper.make_node("Tanh", [decoded], [OUTPUT_NAME], name="/Tanh"))
+    if "detail.weight" not in state:
+        parts.nodes.append(helper.make_node("Tanh", [decoded], [OUTPUT_NAME], name="/Tanh"))
+    else:
+        # A fast student's fixed unsharp mask (networks/fast_student.py): reflected borders, then the kernel.
+        kernel = np.asarray(state["detail.weight"], np.float32)
+        r = int(kernel.shape[-1]) // 2
+        padded = parts.node("Pad", [parts.node("Tanh", [decoded]),
+                                    parts.const("detail.pads", np.array([0, 0, r, r, 0, 0, r, r], np.int64))],
+                            mode="reflect")
+        parts.nodes.append(helper.make_node("Conv", [padded, parts.const("detail.weight", kernel)], [OUTPUT_NAME],
+                                            name="/DetailConv", kernel_shape=[2 * r + 1] * 2, pads=[0] * 4))
 
     dims = [1, 1, "height", "width"]
     graph = helper.make_graph(

@@ -7,7 +7,11 @@ What changes:
 - `width` channels instead of 32 (cost of a 3x3 conv grows with width squared);
 - `full_res_convs` conv layers in the two full-resolution blocks (module1, module5), which carry
   about three quarters of the released student's multiply-adds; the H/2 and H/4 blocks keep
-  `low_res_convs`.
+  `low_res_convs`;
+- `detail_gain`: where it is not 0, a fixed 7x7 unsharp mask after the Tanh, out + g (out - Gauss_1px(out))
+  (state-dict key `detail.weight`, reflected borders). A small student renders fine texture a few percent
+  softer than the released one; the gain is chosen after training so that its spatial frequency on train
+  frames matches the released student's (`training.distill_student.calibrate_detail_gain`).
 
 The weights this project distilled on MSRS live in `sage_ros/data/fast_student.npz` (plain float32
 arrays, unfolded BatchNorm, the architecture in the `arch` entry) and their fusion-only ONNX export in
@@ -34,6 +38,7 @@ class FastArch:
     width: int = 16
     full_res_convs: int = 2
     low_res_convs: int = 3
+    detail_gain: float = 0.0
 
 
 SHIPPED_ARCH = FastArch()
@@ -71,6 +76,29 @@ class FastStudent(SageStudent):
         self.adjust_channels5 = channel_adjust(2 * w, w)
         self.module5 = _block(w, w, arch.full_res_convs)
         self.final_decoder = nn.Sequential(nn.Conv2d(w, 1, 3, padding=1, bias=True), nn.Tanh())
+        self.detail: nn.Conv2d | None = None
+        if arch.detail_gain:
+            self.detail = nn.Conv2d(1, 1, DETAIL_SIZE, padding=DETAIL_SIZE // 2, padding_mode="reflect", bias=False)
+            self.detail.weight.data.copy_(torch.from_numpy(detail_kernel(arch.detail_gain))[None, None])
+            self.detail.weight.requires_grad_(False)
+
+    def forward(self, y: torch.Tensor, ir: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        fused, taps = super().forward(y, ir)
+        return (fused if self.detail is None else self.detail(fused)), taps
+
+
+DETAIL_SIZE = 7  # the unsharp mask's kernel: a Gaussian of sigma 1 px, cut at 3 sigma
+
+
+def detail_kernel(gain: float) -> np.ndarray:
+    """(7, 7) float32 kernel of out + gain (out - Gauss_1px(out)): identity times (1 + gain) minus gain times a
+    normalised Gaussian of sigma 1 px."""
+    r = np.arange(DETAIL_SIZE, dtype=np.float64) - DETAIL_SIZE // 2
+    g = np.exp(-0.5 * r**2)
+    gauss = np.outer(g, g) / np.outer(g, g).sum()
+    kernel = -float(gain) * gauss
+    kernel[DETAIL_SIZE // 2, DETAIL_SIZE // 2] += 1.0 + float(gain)
+    return kernel.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ cost
