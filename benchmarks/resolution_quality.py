@@ -25,6 +25,7 @@ would give that reproduced full-resolution fusion exactly at the small size. It 
 upsampler costs from what the student's response at the smaller scale costs.
 
     python benchmarks/resolution_quality.py --model MODEL.onnx [--limit N] [--upscaled]
+    python benchmarks/resolution_quality.py --model auto --reference sage   # today's defaults vs the released
 """
 
 from __future__ import annotations
@@ -169,7 +170,10 @@ def run_set(name, pairs, full: FusionPipeline, low: FusionPipeline, thermal_hw_o
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="fusion ONNX model")
+    parser.add_argument("--model", required=True, help="fusion ONNX model, or auto / sage / fast")
+    parser.add_argument("--reference", default=None,
+                        help="the full-resolution reference's model (default: --model); e.g. `--model auto "
+                        "--reference sage`: today's defaults against the released student at full resolution")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="at most N MSRS pairs (0: the whole eval split)")
@@ -185,12 +189,14 @@ def main() -> int:
                         help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
     args = parser.parse_args()
     print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
-    def pipeline(resolution: str, scale_adapted: bool = args.scale_adapted):
-        return build_pipeline(PipelineSettings(model=str(args.model), backend=args.backend, threads=args.threads,
+    def pipeline(resolution: str, scale_adapted: bool = args.scale_adapted, model: str = args.model):
+        return build_pipeline(PipelineSettings(model=model, backend=args.backend, threads=args.threads,
                                                precision="fp32", resolution=resolution, scale_adapted=scale_adapted,
                                                segmentation=False))
 
-    full, low = pipeline("rgb"), pipeline("thermal")
+    full, low = pipeline("rgb", model=args.reference or args.model), pipeline("thermal")
+    for note in full.notes:
+        print("reference:", note)
     for note in low.notes:
         print(note)
     released = pipeline("thermal", scale_adapted=False) if low.reduced else None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
