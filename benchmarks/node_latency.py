@@ -249,8 +249,10 @@ def main() -> int:
     try:
         for i, name in enumerate(names):
             domain = pick_domain_id(31 + 7 * i)
+            # A configuration that picks its model by `model.variant` passes no model_path (rcl cannot parse an
+            # empty `-p model_path:=`).
             params = {
-                "model_path": "" if "model.variant" in CONFIGS[name] else str(model), "backend": args.backend,
+                **({} if "model.variant" in CONFIGS[name] else {"model_path": str(model)}), "backend": args.backend,
                 "threads": args.threads,
                 "qos.reliability": "reliable", "registration.homography": homography,
                 "diagnostics.period": 0.5, "diagnostics.latency_window": max(1, args.frames),
