@@ -37,8 +37,13 @@ pytestmark = [
 
 # Runs in a child process: the launch file from the colcon install, through the launch API (what
 # `ros2 launch sage_ros sage_fusion.launch.py k:=v ...` does), until SIGINT.
+# The driver restores Python's own SIGINT handler first. launch only listens through the wakeup fd of that handler
+# (launch.utilities.AsyncSafeSignalManager); a SIGINT disposition of SIG_IGN inherited from the test process (some
+# native library in the pytest process leaves it so at the C level; a shell never does) would make Ctrl-C a no-op.
 DRIVER = """
+import signal
 import sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from launch import LaunchDescription, LaunchService
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
