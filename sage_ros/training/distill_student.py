@@ -212,10 +212,10 @@ class Distiller(StepLoop):
 
 
 def _spatial_frequency(x: torch.Tensor) -> float:
-    """SF of a (1, 1, H, W) image in [0, 1], in grey levels: sqrt(mean row diff^2 + mean column diff^2)."""
-    x = x.double() * 255.0
-    return float(((x[..., :, 1:] - x[..., :, :-1]).square().mean() + (x[..., 1:, :] - x[..., :-1, :]).square().mean())
-                 .sqrt())
+    """The SF fusion metric (`evaluation.metrics`) of a (1, 1, H, W) image in [0, 1], in grey levels."""
+    from sage_ros.evaluation.metrics import spatial_frequency
+
+    return spatial_frequency(x[0, 0].double().numpy() * 255.0)
 
 
 @torch.no_grad()
