@@ -13,6 +13,7 @@ process and ROS domain, all with the default model (released student + segmentat
   ONNX Runtime ignores the cap (its kernels dispatch on cpuid alone), so these two need OpenVINO.
 - `auto`:  `new` with `model.variant: auto` instead of the released student's file: every default (the fast
   student where it passes its quality gate and the CPU has no bf16), scored against `old`.
+- `auto-avx2`: `auto` with the AVX2 cap: every default as an AVX2-only CPU gets it, scored against `old-avx2`.
 
 Paced and interleaved: pair k goes to old, then new, then res, each sent once the previous came back,
 so every configuration sees the same machine load (this machine is shared) and the numbers are latency,
@@ -62,6 +63,7 @@ CONFIGS = {
     "new-avx2": {"fusion.resolution": "thermal", "precision": "auto"},
     # Every default, the model included: `model.variant: auto` (the fast student where it passes its gate).
     "auto": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto"},
+    "auto-avx2": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto"},
 }
 LABELS = {
     "old": "rgb res, fp32 (old defaults)",
@@ -70,16 +72,18 @@ LABELS = {
     "old-avx2": "old defaults, AVX2 kernels",
     "new-avx2": "new defaults, AVX2 kernels",
     "auto": "new defaults with model auto",
+    "auto-avx2": "every default, AVX2 kernels (model auto sees an AVX2-only CPU)",
 }
 AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
-ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP}
+ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP, "auto-avx2": AVX2_CAP}
 # The old defaults had Fast DDS's own transport settings; the node now starts with the package's
 # large-frames profile (sage_ros/node/dds_profile.py). --old-transport same gives the old nodes the new
 # transport too, which isolates resolution and precision.
 OLD_TRANSPORT = {"SAGE_ROS_DDS_PROFILE": "fastdds"}
 OLD_CONFIGS = ("old", "old-avx2")
 # Each configuration's speed-up and PSNR are against the old defaults on the same kernels.
-BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2", "auto": "old"}
+BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2", "auto": "old",
+            "auto-avx2": "old-avx2"}
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -222,7 +222,9 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
     torch.set_num_threads(1)
     bank = PairBank(msrs_dir, _thumbnails(msrs_dir, tmp_path / "thumbs"), limit=4)
     assert bank.thumbs is not None and len(bank.frames) > 1, bank.names
-    cfg = DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir), steps=8, batch=2, crop=64, thumbs_prob=0.25)
+    # 4 distillation steps, then 4 of scale adaptation (whole frames at two of the ratios).
+    cfg = DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir), steps=4, batch=2, crop=64, thumbs_prob=0.25,
+                        scale_steps=4, scales=(1.0, 2.0))
 
     straight = Distiller(cfg, tmp_path / "a", bank=bank)
     probe = torch.from_numpy(bank.batch(np.random.default_rng(123), 4, 64, False))
@@ -240,19 +242,21 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
     straight.fit(resume=False, checkpoint_every=4, log_every=100)
     assert probe_loss(straight) < 0.8 * before
 
-    # Stop after step 4 (as SIGTERM does), then resume in a new Distiller: same weights as straight through.
+    # Stop after step 5, inside the scale adaptation (as SIGTERM does), then resume in a new Distiller: same
+    # weights as straight through (the scale optimiser's moments are in the checkpoint).
     first = Distiller(cfg, tmp_path / "b", bank=bank)
     step = first.train_step
 
-    def stop_after_four() -> dict:
+    def stop_after_five() -> dict:
         row = step()
-        if first.step == 3:
+        if first.step == 4:
             first.request_stop()
         return row
 
-    first.train_step = stop_after_four
+    first.train_step = stop_after_five
     first.fit(resume=False, checkpoint_every=4, log_every=100)
-    assert first.step == 4
+    assert first.step == 5
+    assert first.scale_opt.state, "the scale adaptation has not stepped"
     second = Distiller(cfg, tmp_path / "b", bank=bank)
     second.fit(resume=True, checkpoint_every=4, log_every=100)
     assert second.step == 8
@@ -310,3 +314,17 @@ def test_distillation_refuses_a_gpu_it_does_not_have(checkpoint_path, msrs_dir, 
         pytest.skip("a CUDA GPU is present: nothing to refuse")
     with pytest.raises(TrainingError, match="no CUDA GPU"):
         Distiller(DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir)), tmp_path, device="cuda")
+
+
+@pytest.mark.parametrize("scales, message", [("1,0.5", "every ratio must be >= 1"), ("1,two", "comma-separated")])
+def test_train_fast_refuses_bad_scales(tmp_path, scales, message):
+    import argparse
+
+    from sage_ros.training.distill_student import _make, add_arguments
+    from sage_ros.training.loop import TrainingError
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--data", str(tmp_path), "--scales", scales])
+    with pytest.raises(TrainingError, match=message):
+        _make(args)

@@ -6,9 +6,13 @@ the SAGE student step without L_cs, 3 L_MSE + 3 L_grad + 0.3 L_fea, with the sou
 L_grad scaled by `intensity_scale` and `source_scale`, and L_fea through five 1x1 adapters (width -> 32,
 discarded after training).
 Data: MSRS train frames (random crops and flips) and, with probability `thumbs_prob` per step, a batch of
-MSRS train thumbnails. Step k draws from a generator seeded with (seed, k): a resumed run equals an
-uninterrupted one. Outputs in --out: checkpoint_last.pt, metrics.csv, train.log, fast_student.npz and its
-fusion-only ONNX + JSON (BatchNorm folded, statistics as trained); `--ship DIR` copies the last three.
+MSRS train thumbnails. Then, in the same run, `scale_steps` more steps adapt the student to the fusion sizes
+the node uses (the scale-adapted student's recipe, `training.scale_adapt`): whole train frames, the thermal
+camera simulated at 1/s per side for s in `scales` (1: the frame as it is), BatchNorm statistics frozen,
+L1 + L1 of differences against the released student at full size, taken after the pipeline's upsampler.
+Step k draws from a generator seeded with (seed, k): a resumed run equals an uninterrupted one.
+Outputs in --out: checkpoint_last.pt, metrics.csv, train.log, fast_student.npz and its fusion-only
+ONNX + JSON (BatchNorm folded, statistics as trained); `--ship DIR` copies the last three.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from sage_ros.paths import sha256_of
 from sage_ros.training.datasets import read_pair, records_for, shared_default
 from sage_ros.training.loop import StepLoop, TrainingError, add_run_arguments, config_from_args, run_command
 from sage_ros.training.losses import feature_loss, gradient_term
+from sage_ros.training.scale_adapt import adapt_loss, final_luma, simulated_pair
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,12 @@ class DistillConfig:
     source_scale: float = 0.3  # the gradient source term
     intensity_scale: float = 0.0  # the intensity (MSE) source term
     fea_weight: float = 0.3
+    # Scale adaptation after the distillation: steps, peak learning rate (cosine to 2 % of it), frames per step
+    # and the RGB / thermal size ratios per side (1: native). Measured: docs/model_card.md (fast student).
+    scale_steps: int = 400
+    scale_lr: float = 1e-4
+    scale_batch: int = 2
+    scales: tuple[float, ...] = (1.0, 1.4, 1.667, 2.0)
     detail_frames: int = 32  # train frames the unsharp gain is calibrated on after training (0: no detail stage)
     seed: int = 0
     width: int = 16
@@ -64,6 +76,10 @@ class DistillConfig:
     @property
     def arch(self) -> FastArch:
         return FastArch(self.width, self.full_res_convs, self.low_res_convs)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.scale_steps
 
 
 def _y_ir_u8(record: object) -> np.ndarray:
@@ -129,9 +145,10 @@ def distill_loss(
 
 
 class Distiller(StepLoop):
-    """Teacher, student, adapters, optimiser and schedule of one run; `fit()` runs to `cfg.steps`."""
+    """Teacher, student, adapters, optimisers and schedules of one run; `fit()` runs to `cfg.total_steps`."""
 
-    csv_fields = ["step", "lr", "loss", "mse_ref", "mse_src", "grad_ref", "grad_src", "fea", "thumbs", "step_ms"]
+    csv_fields = ["step", "lr", "loss", "mse_ref", "mse_src", "grad_ref", "grad_src", "fea", "thumbs", "scale",
+                  "step_ms"]
 
     def __init__(self, cfg: DistillConfig, out_dir: Path, device: str = "cpu", bank: PairBank | None = None) -> None:
         super().__init__(cfg, out_dir, device)
@@ -149,20 +166,79 @@ class Distiller(StepLoop):
         params = list(self.student.parameters()) + list(self.adapters.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(cfg.steps, 1), eta_min=cfg.min_lr)
+        # A second optimiser for the scale adaptation: it starts with fresh moments, as the scale-adapted
+        # student's run does from the released weights.
+        self.scale_opt = torch.optim.Adam(self.student.parameters(), lr=cfg.scale_lr)
+        self._scale_targets: dict[float, list[np.ndarray]] | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.total_steps
 
     def state(self) -> dict:
         return {"student": self.student.state_dict(), "adapters": self.adapters.state_dict(),
-                "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+                "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "scale_opt": self.scale_opt.state_dict()}
 
     def load_state(self, state: dict) -> None:
         self.student.load_state_dict(state["student"])
         self.adapters.load_state_dict(state["adapters"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
+        if "scale_opt" in state:  # absent in checkpoints written before the scale adaptation existed
+            self.scale_opt.load_state_dict(state["scale_opt"])
         # A resume with another --steps re-aims the cosine at the new end (the decay stays continuous).
         self.sched.T_max = max(self.cfg.steps, 1)
 
     def train_step(self) -> dict:
+        return self.distill_step() if self.step < self.cfg.steps else self.scale_step()
+
+    def scale_targets(self) -> dict[float, list[np.ndarray]]:
+        """The released student's fused Y at full size for every train frame and scale (float16, in memory:
+        about 2.4 MB a frame at 640x480 and four scales), computed once when the scale adaptation starts."""
+        if self._scale_targets is None:
+            targets: dict[float, list[np.ndarray]] = {s: [] for s in self.cfg.scales}
+            with torch.no_grad():
+                for frame in self.bank.frames:
+                    y = frame[0].astype(np.float32) / np.float32(255.0)
+                    for scale in self.cfg.scales:
+                        ir_reg = simulated_pair(y, frame[1], scale)[2]
+                        ref = self.teacher(_tensor(y, self.device), _tensor(ir_reg, self.device))[0].clamp(0, 1)
+                        targets[scale].append(ref[0, 0].cpu().numpy().astype(np.float16))
+            log.info("scale adaptation: released student's targets for %d frames x %d scales",
+                     len(self.bank.frames), len(self.cfg.scales))
+            self._scale_targets = targets
+        return self._scale_targets
+
+    def scale_step(self) -> dict:
+        """One step of the scale adaptation (the module docstring): whole frames, BatchNorm frozen."""
+        cfg, device = self.cfg, self.device
+        k = self.step - cfg.steps
+        lr = cfg.scale_lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * k / max(1, cfg.scale_steps))))
+        for group in self.scale_opt.param_groups:
+            group["lr"] = lr
+        targets = self.scale_targets()
+        rng = np.random.default_rng([cfg.seed, self.step])
+        scale = float(cfg.scales[int(rng.integers(len(cfg.scales)))])
+        self.student.eval()  # the statistics the distillation ended with, as at run time
+        loss = torch.zeros((), device=device)
+        for i in rng.integers(len(self.bank.frames), size=cfg.scale_batch):
+            # No mirroring: the teacher's answer to a mirrored frame is not its mirrored answer.
+            frame = self.bank.frames[int(i)]
+            y = frame[0].astype(np.float32) / np.float32(255.0)
+            y_small, ir_cam, _ = simulated_pair(y, frame[1], scale)
+            ys = _tensor(y_small, device)
+            final = final_luma(self.student(ys, _tensor(ir_cam, device))[0], _tensor(y, device), ys)
+            target = _tensor(targets[scale][int(i)].astype(np.float32), device)
+            loss = loss + adapt_loss(final, target, 1.0) / cfg.scale_batch
+        if not torch.isfinite(loss):
+            raise TrainingError(f"step {self.step}: non-finite scale-adaptation loss: lower --scale-lr")
+        self.scale_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.scale_opt.step()
+        return {"lr": lr, "loss": loss.item(), "scale": scale}
+
+    def distill_step(self) -> dict:
         cfg = self.cfg
         lr = self.opt.param_groups[0]["lr"]
         rng = np.random.default_rng([cfg.seed, self.step])
@@ -209,6 +285,10 @@ class Distiller(StepLoop):
         npz = save_fast_weights(student, self.out_dir / NPZ_NAME, meta)
         onnx_path = export_fast_onnx(npz, self.out_dir / ONNX_NAME)
         return [npz, onnx_path, onnx_path.with_suffix(".json")]
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
 
 
 def _spatial_frequency(x: torch.Tensor) -> float:
@@ -265,8 +345,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `sage-ros train fast` on `p` (defaults: the shipped recipe)."""
     add_run_arguments(p, DistillConfig)
     p.add_argument("--thumbs", default=shared_default("datasets", "msrs_train_128"), help="MSRS thumbnails")
+    p.add_argument("--scales", default=",".join(str(s) for s in DistillConfig.scales),
+                   help="RGB / thermal size ratios per side of the scale adaptation (1: native)")
+
+
+def _make(args: argparse.Namespace) -> Distiller:
+    try:
+        scales = tuple(float(s) for s in str(args.scales).split(","))
+    except ValueError:
+        raise TrainingError(f"--scales {args.scales!r}: comma-separated numbers, e.g. 1,1.4,1.667,2") from None
+    if any(s < 1.0 for s in scales):
+        raise TrainingError(f"--scales {args.scales}: every ratio must be >= 1 (fusion at or below the RGB size)")
+    return Distiller(config_from_args(DistillConfig, args, scales=scales), args.out, args.device)
 
 
 def run(args: argparse.Namespace) -> int:
     """`sage-ros train fast` (see `run_command`)."""
-    return run_command("fast", args, lambda a: Distiller(config_from_args(DistillConfig, a), a.out, a.device))
+    return run_command("fast", args, _make)

@@ -73,7 +73,8 @@ def summary(row: dict) -> str:
 
 
 class StepLoop:
-    """`cfg.steps` updates of a student of the released one (`train fast`, `train scale`), resumable.
+    """`total_steps` (`cfg.steps` unless overridden) updates of a student of the released one (`train fast`,
+    `train scale`), resumable.
 
     Subclasses build their networks after `__init__`, and give `train_step()` (one update, its metrics row),
     `state()` / `load_state()` (the checkpoint besides step and config; it must hold every random state, so
@@ -92,6 +93,11 @@ class StepLoop:
             raise TrainingError(f"teacher checkpoint {cfg.teacher} does not exist: run `sage-ros weights fetch`")
         self.step = 0
         self._stop_requested = False
+
+    @property
+    def total_steps(self) -> int:
+        """Where `fit()` ends (a run of several phases overrides it)."""
+        return int(self.cfg.steps)
 
     def state(self) -> dict:
         raise NotImplementedError
@@ -129,7 +135,7 @@ class StepLoop:
         history: list[dict] = []
         csv_log = CsvLog(self.out_dir / CSV_NAME, self.csv_fields)
         try:
-            while self.step < self.cfg.steps and not self._stop_requested:
+            while self.step < self.total_steps and not self._stop_requested:
                 start = time.perf_counter()
                 row = self.train_step()
                 self.step += 1
@@ -137,7 +143,7 @@ class StepLoop:
                 history.append(row)
                 csv_log.write(row)
                 if self.step % log_every == 0 or self.step == 1:
-                    log.info("step %d/%d  %s", self.step, self.cfg.steps, summary(row))
+                    log.info("step %d/%d  %s", self.step, self.total_steps, summary(row))
                 if checkpoint_every and self.step % checkpoint_every == 0:
                     self.save_checkpoint()
         finally:
@@ -189,9 +195,9 @@ def run_command(name: str, args: argparse.Namespace, make: Callable[[argparse.Na
         signal.signal(signal.SIGTERM, loop.request_stop)
         signal.signal(signal.SIGINT, loop.request_stop)
         loop.fit(resume=not args.no_resume, checkpoint_every=args.checkpoint_every, log_every=args.log_every)
-        if loop.step < loop.cfg.steps:
+        if loop.step < loop.total_steps:
             log.info("stopped at step %d of %d with a checkpoint; run the same command again to resume",
-                     loop.step, loop.cfg.steps)
+                     loop.step, loop.total_steps)
             return 3
         outputs = loop.finish()
         if args.ship:
