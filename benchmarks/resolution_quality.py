@@ -187,14 +187,18 @@ def main() -> int:
                         "RGB size when --model is an export of the released student)")
     parser.add_argument("--oracle", action="store_true",
                         help="also the oracle: full-resolution fused Y shrunk to the fusion size, same upsampler")
+    parser.add_argument("--precision", default="fp32",
+                        help="precision of the pipeline under test (the full-resolution reference stays fp32): auto "
+                        "is what the node runs (bf16 on a CPU with it)")
     args = parser.parse_args()
     print(f"CPU: {cpu_flags_line()}  (shared 2-core machine, loaded by other jobs: times are indicative)")
-    def pipeline(resolution: str, scale_adapted: bool = args.scale_adapted, model: str = args.model):
+    def pipeline(resolution: str, scale_adapted: bool = args.scale_adapted, model: str = args.model,
+                 precision: str = args.precision):
         return build_pipeline(PipelineSettings(model=model, backend=args.backend, threads=args.threads,
-                                               precision="fp32", resolution=resolution, scale_adapted=scale_adapted,
+                                               precision=precision, resolution=resolution, scale_adapted=scale_adapted,
                                                segmentation=False))
 
-    full, low = pipeline("rgb", model=args.reference or args.model), pipeline("thermal")
+    full, low = pipeline("rgb", model=args.reference or args.model, precision="fp32"), pipeline("thermal")
     for note in full.notes:
         print("reference:", note)
     for note in low.notes:
