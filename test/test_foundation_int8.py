@@ -36,3 +36,16 @@ def test_int8_model_stays_close_to_fp32_on_held_out_pairs(student_onnx: Path, of
         psnr = 10 * np.log10(255**2 / np.mean((a - b) ** 2))
         # Measured 39-42 dB across pairs and runtimes: 8-bit activations cost about 1 grey level.
         assert psnr >= 38.0, f"{name}: int8 PSNR {psnr:.1f} dB against fp32"
+
+
+def test_int8_copy_of_a_shipped_model_goes_to_the_cache(tmp_path, monkeypatch):
+    """`--precision int8 --model fast` must not write into the installed package."""
+    from sage_ros.model.model_files import int8_path
+    from sage_ros.model.model_variants import fast_onnx
+
+    monkeypatch.setenv("SAGE_ROS_HOME", str(tmp_path / "home"))
+    from sage_ros.paths import models_dir
+
+    assert int8_path(fast_onnx()) == models_dir() / "fast_student_int8.onnx"
+    assert str(models_dir()).startswith(str(tmp_path))
+    assert int8_path(tmp_path / "mine.onnx") == tmp_path / "mine_int8.onnx"  # a user's model: beside it

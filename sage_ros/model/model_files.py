@@ -111,8 +111,16 @@ def ensure_int8(onnx_path: Path, calibration_dir: Path | None = None) -> Path:
         quantize_int8(onnx_path, tmp, calibration_dir)
         return {"model": "int8 QDQ", "source": onnx_path.name}
 
-    return cached_build(onnx_path.with_name(onnx_path.stem + "_int8.onnx"), provenance, write,
-                        f"int8, calibrated on pairs from {calibration_dir}")
+    return cached_build(int8_path(onnx_path), provenance, write, f"int8, calibrated on pairs from {calibration_dir}")
+
+
+def int8_path(onnx_path: Path) -> Path:
+    """Where the int8 copy of `onnx_path` goes: beside it, except for a model shipped inside the package
+    (the fast student), whose copy goes to the models cache: an installed package is no place to write."""
+    onnx_path = Path(onnx_path)
+    package_data = Path(__file__).resolve().parents[1] / "data"
+    folder = models_dir() if onnx_path.resolve().parent == package_data else onnx_path.parent
+    return folder / (onnx_path.stem + "_int8.onnx")
 
 
 def shipped_seg_weights() -> Path:
