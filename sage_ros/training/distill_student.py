@@ -37,7 +37,7 @@ from sage_ros.paths import sha256_of
 from sage_ros.training.datasets import read_pair, records_for, shared_default
 from sage_ros.training.loop import StepLoop, TrainingError, add_run_arguments, config_from_args, run_command
 from sage_ros.training.losses import feature_loss, gradient_term
-from sage_ros.training.scale_adapt import adapt_loss, final_luma, simulated_pair
+from sage_ros.training.scale_adapt import adapt_loss, final_luma, parse_scales, plane_tensor, simulated_pair
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +201,10 @@ class Distiller(StepLoop):
             with torch.no_grad():
                 for frame in self.bank.frames:
                     y = frame[0].astype(np.float32) / np.float32(255.0)
+                    y_t = plane_tensor(y, self.device)
                     for scale in self.cfg.scales:
                         ir_reg = simulated_pair(y, frame[1], scale)[2]
-                        ref = self.teacher(_tensor(y, self.device), _tensor(ir_reg, self.device))[0].clamp(0, 1)
+                        ref = self.teacher(y_t, plane_tensor(ir_reg, self.device))[0].clamp(0, 1)
                         targets[scale].append(ref[0, 0].cpu().numpy().astype(np.float16))
             log.info("scale adaptation: released student's targets for %d frames x %d scales",
                      len(self.bank.frames), len(self.cfg.scales))
@@ -227,9 +228,9 @@ class Distiller(StepLoop):
             frame = self.bank.frames[int(i)]
             y = frame[0].astype(np.float32) / np.float32(255.0)
             y_small, ir_cam, _ = simulated_pair(y, frame[1], scale)
-            ys = _tensor(y_small, device)
-            final = final_luma(self.student(ys, _tensor(ir_cam, device))[0], _tensor(y, device), ys)
-            target = _tensor(targets[scale][int(i)].astype(np.float32), device)
+            ys = plane_tensor(y_small, device)
+            final = final_luma(self.student(ys, plane_tensor(ir_cam, device))[0], plane_tensor(y, device), ys)
+            target = plane_tensor(targets[scale][int(i)].astype(np.float32), device)
             loss = loss + adapt_loss(final, target, 1.0) / cfg.scale_batch
         if not torch.isfinite(loss):
             raise TrainingError(f"step {self.step}: non-finite scale-adaptation loss: lower --scale-lr")
@@ -285,10 +286,6 @@ class Distiller(StepLoop):
         npz = save_fast_weights(student, self.out_dir / NPZ_NAME, meta)
         onnx_path = export_fast_onnx(npz, self.out_dir / ONNX_NAME)
         return [npz, onnx_path, onnx_path.with_suffix(".json")]
-
-
-def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
 
 
 def _spatial_frequency(x: torch.Tensor) -> float:
@@ -350,12 +347,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _make(args: argparse.Namespace) -> Distiller:
-    try:
-        scales = tuple(float(s) for s in str(args.scales).split(","))
-    except ValueError:
-        raise TrainingError(f"--scales {args.scales!r}: comma-separated numbers, e.g. 1,1.4,1.667,2") from None
-    if any(s < 1.0 for s in scales):
-        raise TrainingError(f"--scales {args.scales}: every ratio must be >= 1 (fusion at or below the RGB size)")
+    scales = parse_scales(args.scales, native=True)
     return Distiller(config_from_args(DistillConfig, args, scales=scales), args.out, args.device)
 
 

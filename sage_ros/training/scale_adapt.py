@@ -90,13 +90,14 @@ class ScaleBank:
                 self.ir8.append(ir8)
                 for s in cfg.scales:
                     _, _, ir_reg = simulated_pair(y, ir8, s)
-                    t = teacher(_tensor(y, device), _tensor(ir_reg, device))[0].clamp(0, 1)
+                    t = teacher(plane_tensor(y, device), plane_tensor(ir_reg, device))[0].clamp(0, 1)
                     self.target[s].append(t[0, 0].cpu().numpy().astype(np.float16))
         log.info("data: %d MSRS train frames x %d scales, teacher outputs in %.0f s", len(records),
                  len(cfg.scales), time.perf_counter() - start)
 
 
-def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+def plane_tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An (H, W) plane as a (1, 1, H, W) float32 tensor on `device`."""
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
 
 
@@ -156,10 +157,10 @@ class ScaleAdapter(StepLoop):
             # No mirroring: the teacher's answer to a mirrored frame is not its mirrored answer.
             y, ir8, target = self.bank.y[i], self.bank.ir8[i], self.bank.target[scale][i].astype(np.float32)
             y_small, ir_cam, _ = simulated_pair(y, ir8, scale)
-            ys_t = _tensor(y_small, device)
-            out = self.student(ys_t, _tensor(ir_cam, device))[0]
-            final = final_luma(out, _tensor(y, device), ys_t)
-            loss = loss + adapt_loss(final, _tensor(target, device), cfg.grad_weight) / cfg.batch
+            ys_t = plane_tensor(y_small, device)
+            out = self.student(ys_t, plane_tensor(ir_cam, device))[0]
+            final = final_luma(out, plane_tensor(y, device), ys_t)
+            loss = loss + adapt_loss(final, plane_tensor(target, device), cfg.grad_weight) / cfg.batch
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -199,7 +200,7 @@ class ScaleAdapter(StepLoop):
             for y, ir8 in zip(self.bank.y, self.bank.ir8, strict=True):
                 for scale in self.cfg.scales:
                     y_small, ir_cam, _ = simulated_pair(y, ir8, scale)
-                    out = self.student.eval()(_tensor(y_small, self.device), _tensor(ir_cam, self.device))[0]
+                    out = self.student.eval()(plane_tensor(y_small, self.device), plane_tensor(ir_cam, self.device))[0]
                     gains.append(detail_gain(out.clamp(0, 1)[0, 0].cpu().numpy(), y_small))
         return float(np.mean(gains))
 
@@ -212,13 +213,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N train frames")
 
 
-def _make(args: argparse.Namespace) -> ScaleAdapter:
+def parse_scales(text: str, native: bool) -> tuple[float, ...]:
+    """`--scales` (comma-separated RGB / thermal size ratios per side): each > 1, or >= 1 where `native`
+    (full size kept in the loss); TrainingError with the rule otherwise."""
     try:
-        scales = tuple(float(s) for s in str(args.scales).split(","))
+        scales = tuple(float(s) for s in str(text).split(","))
     except ValueError:
-        raise TrainingError(f"--scales {args.scales!r}: comma-separated numbers, e.g. 1.4,1.667,2") from None
-    if any(s <= 1.0 for s in scales):
-        raise TrainingError(f"--scales {args.scales}: every ratio must be > 1 (fusion below the RGB size)")
+        raise TrainingError(f"--scales {text!r}: comma-separated numbers, e.g. 1.4,1.667,2") from None
+    if any(s < 1.0 or (s == 1.0 and not native) for s in scales):
+        rule = ">= 1 (fusion at or below the RGB size)" if native else "> 1 (fusion below the RGB size)"
+        raise TrainingError(f"--scales {text}: every ratio must be {rule}")
+    return scales
+
+
+def _make(args: argparse.Namespace) -> ScaleAdapter:
+    scales = parse_scales(args.scales, native=False)
     return ScaleAdapter(config_from_args(ScaleAdaptConfig, args, scales=scales), args.out, args.device)
 
 
