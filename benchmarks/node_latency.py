@@ -347,7 +347,8 @@ def main() -> int:
     chosen = {}
     for name in names:
         text = logs[name].read_text(errors="replace") if logs[name].is_file() else ""
-        backend = re.search(r"configured: backend (.+?), model", text)
+        # The student's start-up line (it starts with the first pair): "student started: openvino (bf16) ..."
+        backend = re.search(r"student started: (.+?)(?: \(precision auto| \[|$)", text, re.M)
         why = re.search(r"precision auto -> (\S+) on (\S+): ([^\[\n]+)", text)
         chosen[name] = (backend.group(1) if backend else "?", why.group(3).strip() if why else "explicit")
 

@@ -17,12 +17,14 @@ The same cap lets a benchmark run an AVX2-only CPU's code paths on an AVX-512 ma
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # Flags that matter for inference speed, in the order they are printed.
 INTERESTING = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 BF16_GATE_DB = 40.0
@@ -106,14 +108,31 @@ def parse_cpuinfo(text: str) -> CpuFeatures:
     return CpuFeatures(flags, model, len(flag_sets))
 
 
+def usable_cores(listed: int, cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The logical CPUs this process may run on: the ones listed, fewer where its affinity mask or a cgroup
+    CPU quota (a container's `--cpus`) allows fewer. A property of how the machine is set up, never of its
+    load. 0 where nothing is known."""
+    counts = [listed] if listed > 0 else []
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            counts.append(max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return min(counts) if counts else 0
+
+
 def read_cpu_features(path: Path = CPUINFO, environ: Mapping[str, str] | None = None) -> CpuFeatures:
-    """This machine's CPU features as the runtimes may use them (after any ONEDNN_MAX_CPU_ISA cap); an
-    empty set where /proc/cpuinfo cannot be read (not Linux)."""
+    """This machine's CPU features as the runtimes may use them (after any ONEDNN_MAX_CPU_ISA cap, with the
+    cores this process may use); an empty flag set where /proc/cpuinfo cannot be read (not Linux)."""
     environ = os.environ if environ is None else environ
     try:
         features = parse_cpuinfo(Path(path).read_text(errors="replace"))
     except OSError:
         features = CpuFeatures(frozenset(), "", os.cpu_count() or 0)
+    features = replace(features, cores=usable_cores(features.cores))
     return apply_isa_cap(features, environ.get(ISA_CAP_ENV))
 
 

@@ -126,6 +126,10 @@ def test_jittered_pairs_fused_once_with_rgb_stamp_and_nothing_across_slop(runnin
         assert int(status[f"sync_pending_{name}"]) + _drop(status, f"sync_unpaired_{name}") == 3, status
     assert float(status["latency_p50_ms"]) > float(status["inference_p50_ms"]) > 0
     assert "with QoS RELIABLE depth 5" in proc.log_text()
+    # The student started in the worker with the first pair; its Python log line reached the node's log,
+    # with why `precision: auto` chose what it did.
+    assert "student started: onnxruntime" in proc.log_text(), proc.log_text()[-2000:]
+    assert "precision auto -> fp32 on onnxruntime" in proc.log_text(), proc.log_text()[-2000:]
 
 
 def _drop(status, key):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from sage_ros.cpu_features import CpuFeatures
@@ -21,6 +22,15 @@ VARIANTS = ("auto", "sage", "fast")
 # MSRS eval split: PSNR of its fused Y against the released one's, mean and worst pair, and every fusion metric
 # within 3 %. `python benchmarks/fast_student.py --record` measures that and writes it into its JSON.
 FAST_GATE_DB = (35.0, 28.0)
+# What "fast enough" means for the released student on a CPU with AVX-512 BF16 but no AMX: its cost there is
+# per core and nearly linear in cores (OpenVINO bf16, the scale-adapted student at a 640x512 thermal camera's
+# fusion size beside 1280x720 RGB, 763x429: 237 ms on 1 thread, 123 ms on 2, 2-core AMD EPYC, 2026-12-07).
+# 10 Hz with masks leaves the student about 40 ms of the 100 ms (segmentation ~30 ms, decode/register/colour
+# ~11 ms, transport ~20 ms on that CPU), so it takes ceil(237 / 40) = 6 usable CPUs. Fewer: the fast student
+# (81 ms on 1 thread, 42 ms on 2). AMX runs the released student several times faster per core: always it.
+RELEASED_BF16_MS_PER_CORE = 237.0
+STUDENT_BUDGET_MS = 40.0
+RELEASED_BF16_MIN_CORES = math.ceil(RELEASED_BF16_MS_PER_CORE / STUDENT_BUDGET_MS)
 FAST_ONNX_NAME = "fast_student.onnx"
 FAST_WEIGHTS_NAME = "fast_student.npz"
 
@@ -62,16 +72,24 @@ def fast_quality() -> dict | None:
 
 def choose_variant(features: CpuFeatures, gpu_problem: str | None, quality: dict | None) -> tuple[str, str]:
     """(`sage` or `fast`, why) for `auto`: the released student where a GPU (TensorRT can run: `gpu_problem` is
-    None), AMX or AVX-512 BF16 runs it fast enough; elsewhere the fast student, if it passes the quality gate."""
+    None), AMX, or AVX-512 BF16 on enough cores runs it fast enough; elsewhere the fast student, if it passes
+    the quality gate. Decided from the machine (flags, usable cores), never from its load."""
     if gpu_problem is None:
         return "sage", "model auto -> sage: TensorRT and a CUDA device are here"
-    if features.bf16 or features.amx:
+    if features.amx:
+        return "sage", f"model auto -> sage: the CPU runs it in bf16 on AMX ({features.summary()})"
+    if features.bf16 and (features.cores >= RELEASED_BF16_MIN_CORES or features.cores <= 0):
         return "sage", f"model auto -> sage: the CPU runs it in bf16 ({features.summary()})"
+    if features.bf16:
+        cpu = (f"AVX-512 BF16 on {features.cores} usable CPUs (the released student needs "
+               f">= {RELEASED_BF16_MIN_CORES} for 10 Hz with masks)")
+    else:
+        cpu = "no GPU or bf16 CPU"
     if not quality:
-        return "sage", "model auto -> sage: the fast student's quality against it is not recorded"
+        return "sage", f"model auto -> sage: {cpu}, but the fast student's quality against it is not recorded"
     mean, worst = float(quality["psnr_db_mean"]), float(quality["psnr_db_min"])
     measured = f"{mean:.1f} dB mean, {worst:.1f} dB worst pair against it on MSRS eval"
     if mean < FAST_GATE_DB[0] or worst < FAST_GATE_DB[1] or not quality.get("metrics_within_3pct"):
-        return "sage", (f"model auto -> sage: no GPU or bf16 CPU, but the fast student ({measured}) is below the "
+        return "sage", (f"model auto -> sage: {cpu}, but the fast student ({measured}) is below the "
                         f"gate ({FAST_GATE_DB[0]:g} / {FAST_GATE_DB[1]:g} dB, every metric within 3 %)")
-    return "fast", f"model auto -> fast: no GPU or bf16 CPU ({features.summary()}); fast student {measured}"
+    return "fast", f"model auto -> fast: {cpu} ({features.summary()}); fast student {measured}"

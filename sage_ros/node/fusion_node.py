@@ -44,6 +44,7 @@ from sage_ros.node.processing import (
     PairProcessor,
     classify_error,
 )
+from sage_ros.node.ros_logging import RosLogHandler, forward_package_logs, stop_forwarding
 from sage_ros.node.settings import DOUBLE_ARRAY, PARAMS, NodeSettings
 from sage_ros.node.stats import ERROR, INPUTS, OK, WARN, Health, NodeStats
 from sage_ros.node.synchroniser import Synchroniser
@@ -66,6 +67,9 @@ class FusionNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        # What starts lazily in the worker (students, precision choices, TensorRT engine builds) logs through
+        # Python logging: into this node's log.
+        self._log_handler: RosLogHandler | None = forward_package_logs(self.get_logger())
         for spec in PARAMS:
             descriptor = ParameterDescriptor(description=spec.description)
             if spec.default == DOUBLE_ARRAY:
@@ -116,6 +120,11 @@ class FusionNode(LifecycleNode):
             self.get_logger().warning(text)
 
     # --- lifecycle -----------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        stop_forwarding(self._log_handler)
+        self._log_handler = None
+        super().destroy_node()
+
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         log = self.get_logger()
         try:

@@ -149,7 +149,8 @@ class Student:
                 if self._make is None:
                     raise BackendError(f"the {self.label} was closed")
                 self._backend = self._make()
-                log.info("%s started: %s", self.label, self._backend.description)
+                note = getattr(self._backend, "precision_note", None)
+                log.info("%s started: %s%s", self.label, self._backend.description, f" ({note})" if note else "")
             return self._backend
 
     def gain_for(self, fused_small: np.ndarray, y_small: np.ndarray) -> float | None:
