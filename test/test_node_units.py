@@ -42,6 +42,9 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
     p = NodeSettings(defaults(model_path=str(tmp_path / "m.onnx"), threads=2)).pipeline
     assert (p.model, p.backend, p.threads) == (str(tmp_path / "m.onnx"), "auto", 2)
     assert (p.resolution, p.scale_adapted) == ("thermal", True)
+    assert (p.min_confidence, p.min_object_confidence) == (0.6, 0.8)
+    tuned = NodeSettings(defaults(**{"segmentation.min_object_confidence": 0.0})).pipeline
+    assert tuned.min_object_confidence == 0.0  # 0: every region kept whole
     d = NodeSettings(defaults()).pipeline
     assert (d.model, d.threads) == ("auto", 0)  # no model_path: model.variant; 0: the runtime decides
 
@@ -57,10 +60,15 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
         ("overlay.alpha", 1.5),
         ("registration.homography", [1.0, 2.0]),
         ("max_pair_age", -1.0),
+        ("segmentation.min_confidence", 1.0),
+        ("segmentation.min_object_confidence", -0.1),
+        ("segmentation.min_object_confidence", 1.0),
     ],
 )
 def test_bad_parameter_values_name_the_parameter(name, value):
-    with pytest.raises(ValueError, match=name.split(".")[0]):
+    # Where the message names the whole parameter, the test asks for the whole name.
+    match = name.replace(".", r"\.") if name.startswith("segmentation.") else name.split(".")[0]
+    with pytest.raises(ValueError, match=match):
         NodeSettings(defaults(**{name: value}))
 
 

@@ -129,7 +129,8 @@ def test_every_cpu_runtime_gives_the_torch_class_probabilities(net_files, runtim
     # Skipped only where the runtime is not installed: a graph that fails to load is a failure.
     if importlib.util.find_spec(runtime) is None:
         pytest.skip(f"{runtime} is not installed")
-    segmenter = Segmenter(net_files["seg"], net_files["model"], runtime=runtime, threads=1, min_confidence=0.0)
+    segmenter = Segmenter(net_files["seg"], net_files["model"], runtime=runtime, threads=1, min_confidence=0.0,
+                          min_object_confidence=0.0)
     try:
         outs = [(segmenter.probabilities(c["y"], c["ir"]), segmenter(c["y"], c["ir"])) for c in net_files["crops"]]
     finally:

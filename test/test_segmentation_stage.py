@@ -79,7 +79,8 @@ def test_resizing_inside_equals_running_on_a_pre_resized_input(seg_graph: Path, 
         probs = segmenter.probabilities(resize_plane(vis, hw), resize_plane(ir, hw))
         assert probs.shape == (len(segmenter.class_table.names), hw[0] // 4, hw[1] // 4)
         assert ids.shape == (720, 1280) and ids.dtype == np.uint8
-        assert np.array_equal(ids, ids_from_probabilities(probs, (720, 1280), threshold)), threshold
+        assert np.array_equal(ids, ids_from_probabilities(probs, (720, 1280), threshold,
+                                                          segmenter.min_object_confidence)), threshold
     # The probabilities of the full-size frame are on the same grid: the camera's resolution is not the cost.
     assert segmenter.probabilities(vis, ir).shape == probs.shape
     segmenter.min_confidence = 0.0
@@ -143,6 +144,44 @@ def test_probabilities_are_upsampled_bilinearly_before_the_decision():
     # 0.75 is below 0.8: the blended pixels abstain, the pure ones keep their class.
     assert ids_from_probabilities(probs, (1, 4), 0.8)[0].tolist() == [0, 0, 0, 1]
     assert ids_from_probabilities(probs, (3, 4), 0.7).tolist() == [[0, 0, 1, 1]] * 3
+
+
+def test_object_abstention_drops_unsure_regions_and_trims_the_fringe_of_sure_ones():
+    """Three class-1 regions on one row: one never above 0.75 (dropped at 0.8), one peaking at 0.95 with a
+    fringe at 0.62-0.66 (below 0.7 x 0.95: trimmed) and 0.7 (kept), and a class-2 region peaking at exactly 0.8
+    (kept whole). min_object_confidence 0 leaves every region as the pixel threshold made it."""
+    row = [(0.0, 0.0),
+           (0.72, 0.0), (0.75, 0.0), (0.72, 0.0),  # unsure region
+           (0.0, 0.0),
+           (0.62, 0.0), (0.70, 0.0), (0.95, 0.0), (0.66, 0.0),  # sure core, fringe
+           (0.0, 0.0),
+           (0.0, 0.8), (0.0, 0.61),  # class 2: peak exactly 0.8; 0.61 >= 0.7 x 0.8 = 0.56
+           (0.0, 0.0)]
+    probs = _probabilities(*[[1.0 - a - b, a, b] for a, b in row])
+    hw = (1, len(row))
+    plain = ids_from_probabilities(probs, hw, 0.6)[0].tolist()
+    assert plain == [0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 2, 2, 0]
+    assert ids_from_probabilities(probs, hw, 0.6, 0.0)[0].tolist() == plain
+    assert ids_from_probabilities(probs, hw, 0.6, 0.8)[0].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 2, 2, 0]
+    # The fringe is measured against each region's own peak, not a global one: at 0.7 the class-1 region
+    # peaking at 0.75 is kept, its 0.72 pixels too (0.72 >= 0.7 x 0.75).
+    assert ids_from_probabilities(probs, hw, 0.6, 0.7)[0].tolist() == [0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 2, 2, 0]
+
+
+def test_object_abstention_is_per_connected_region_in_two_dimensions():
+    """Two class-1 blobs of one frame, 8-connected each: the unsure one goes, the sure one stays."""
+    probs = np.zeros((2, 12, 12), np.float32)
+    probs[0] = 1.0
+    probs[1, 2:5, 2:5], probs[1, 7:10, 7:10] = 0.7, 0.99
+    probs[1, 5, 5] = 0.7  # a diagonal neighbour of (4, 4): part of the unsure blob at 8-connectivity
+    probs[0] = 1.0 - probs[1]
+    ids = ids_from_probabilities(probs, (12, 12), 0.6, 0.8)
+    assert ids[8, 8] == 1 and ids[3, 3] == 0 and ids[5, 5] == 0
+    probs[1, 6, 6] = 0.7  # a diagonal chain now links the two: one region peaking at 0.99, its 0.7 pixels
+    # stay (0.7 >= 0.7 x 0.99)
+    probs[0] = 1.0 - probs[1]
+    ids = ids_from_probabilities(probs, (12, 12), 0.6, 0.8)
+    assert ids[3, 3] == 1 and ids[5, 5] == 1 and ids[8, 8] == 1
 
 
 # ---------------------------------------------------------------- graphs it accepts

@@ -8,7 +8,7 @@ from pathlib import Path
 from sage_ros.backends import BACKEND_NAMES, PRECISIONS
 from sage_ros.paths import default_checkpoint, default_onnx
 from sage_ros.pipeline import PipelineSettings, parse_resolution
-from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MIN_CONFIDENCE}; 0 = never abstain)",
     )
     group.add_argument(
+        "--min-object-confidence", type=float, default=DEFAULT_MIN_OBJECT_CONFIDENCE,
+        help=f"segmentation: a region of one class whose most confident pixel is below this is background, and a "
+        f"kept region loses its pixels below 0.7 of that peak (default {DEFAULT_MIN_OBJECT_CONFIDENCE}; 0 = off)",
+    )
+    group.add_argument(
         "--calib", type=Path, default=None,
         help="folder of real pairs (Ir/ + Vis/) for int8 calibration (default: the sample pairs)",
     )
@@ -70,5 +75,6 @@ def pipeline_settings(args: argparse.Namespace, segmentation: bool = True) -> Pi
         model=str(args.model), weights=args.weights, backend=args.backend, precision=args.precision,
         threads=args.threads or 0, device=args.device, engine_dir=args.engine_dir, resolution=args.resolution,
         scale_adapted=args.scale_adapted, segmentation=segmentation, min_confidence=args.min_confidence,
+        min_object_confidence=args.min_object_confidence,
         calib=args.calib,
     )

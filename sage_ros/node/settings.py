@@ -15,7 +15,7 @@ from sage_ros.image.registration import parse_homography
 from sage_ros.image.thermal import MODES, NormalizerConfig
 from sage_ros.model.model_variants import VARIANTS
 from sage_ros.pipeline import PipelineSettings, parse_resolution
-from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE
 
 RELIABILITIES = ("best_effort", "reliable")
 # Inputs also take `auto`: match the publishers found on each topic (as `ros2 topic echo` does).
@@ -49,6 +49,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "fuse there as it fuses at full size; same cost); false: the released student at every size"),
     ParamSpec("segmentation.min_confidence", DEFAULT_MIN_CONFIDENCE,
               "a pixel whose most probable class is below this probability is background (0 = never abstain)"),
+    ParamSpec("segmentation.min_object_confidence", DEFAULT_MIN_OBJECT_CONFIDENCE,
+              "a region of one class whose most confident pixel is below this is background; a kept region loses "
+              "its pixels below 0.7 of that peak (0 = keep every region whole)"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
@@ -125,9 +128,9 @@ class NodeSettings:
         _positive("threads", v["threads"], allow_zero=True)
         if not 0.0 <= v["overlay.alpha"] <= 1.0:
             raise ValueError(f"parameter overlay.alpha={v['overlay.alpha']} must be in [0, 1]")
-        if not 0.0 <= v["segmentation.min_confidence"] < 1.0:
-            raise ValueError(f"parameter segmentation.min_confidence={v['segmentation.min_confidence']} must be "
-                             "in [0, 1)")
+        for name in ("segmentation.min_confidence", "segmentation.min_object_confidence"):
+            if not 0.0 <= v[name] < 1.0:
+                raise ValueError(f"parameter {name}={v[name]} must be in [0, 1)")
         try:
             parse_homography(v["registration.homography"])
         except ValueError as exc:
@@ -154,6 +157,7 @@ class NodeSettings:
             resolution=resolution,
             scale_adapted=bool(v["fusion.scale_adapted"]),
             min_confidence=float(v["segmentation.min_confidence"]),
+            min_object_confidence=float(v["segmentation.min_object_confidence"]),
         )
 
     @property

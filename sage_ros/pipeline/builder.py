@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sage_ros.backends import BackendConfig, BackendError, FusionBackend, auto_order, create_backend
 from sage_ros.pipeline.fusion import DEFAULT_RESOLUTION, FusionPipeline, Student, parse_resolution
-from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, Segmenter
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class PipelineSettings:
     scale_adapted: bool = True  # below the RGB size, the scale-adapted student in place of the released one
     segmentation: bool = True  # class ids available (computed only when asked for)
     min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this class probability: background
+    min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE  # a region peaking below this: background
     calib: Path | None = None  # int8 calibration pairs (default: the sample pairs)
 
     def __post_init__(self) -> None:
@@ -184,7 +185,7 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
     if not default_checkpoint().is_file() and not default_onnx().is_file():
         return None  # fusion needs no download (the fast student is shipped); masks do: said in the notes
     return Segmenter(ensure_seg_graph(), ensure_onnx(), runtime, settings.threads, precision,
-                     settings.min_confidence)
+                     settings.min_confidence, min_object_confidence=settings.min_object_confidence)
 
 
 def build_pipeline(settings: PipelineSettings,
@@ -213,7 +214,8 @@ def build_pipeline(settings: PipelineSettings,
         notes.append(reduced_why)
     if segmenter is not None:
         notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
-                     f"student's fusion there, min confidence {segmenter.min_confidence:g}")
+                     f"student's fusion there, min confidence {segmenter.min_confidence:g}, min object confidence "
+                     f"{segmenter.min_object_confidence:g}")
     elif settings.segmentation:
         notes.append(f"segmentation: off: masks need the released student (it makes the network's input) and "
                      f"{default_checkpoint()} is missing: run `sage-ros weights fetch`")

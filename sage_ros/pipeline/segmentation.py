@@ -5,7 +5,9 @@ the network learned) and, where the network's sidecar gives the tone range of it
 it (`image.tone_range`: another camera's gain and level; untouched inside the range), the released student
 fuses them at a quarter of it (the grid the network pools its inputs to, and the fusion it was trained on),
 the network gives class probabilities there; they are brought
-back to the RGB size and each pixel takes its most probable class, or background below `min_confidence`.
+back to the RGB size and each pixel takes its most probable class, or background below `min_confidence`; a
+region of one class whose most confident pixel stays below `min_object_confidence` is background, and a kept
+region loses its fringe below `PEAK_FRACTION` of that peak.
 Both graphs run on a CPU runtime beside any student backend (docs/segmentation.md, docs/jetson.md). Torch-free.
 """
 
@@ -26,6 +28,12 @@ WORKING_PIXELS = 640 * 480  # the MSRS frame the network was trained on
 # Below this class probability a pixel is background. Calibrated on the MSRS train split for precision
 # (docs/segmentation.md, "Abstention"); 0 turns abstention off.
 DEFAULT_MIN_CONFIDENCE = 0.6
+# Object-level abstention: a connected region of one class is kept only where its most confident pixel reaches
+# this, and then only its pixels of at least PEAK_FRACTION of that peak (a near car's region no longer runs on
+# into the sky and road at 0.6-0.7). Chosen together on the MSRS train split by the same precision rule
+# (docs/segmentation.md, "Object-level abstention"); 0 turns it off.
+DEFAULT_MIN_OBJECT_CONFIDENCE = 0.8
+PEAK_FRACTION = 0.7
 _SIDE_MULTIPLE = 4  # the graph pools by 4 first: whole 4x4 blocks keep the probability grid aligned
 
 
@@ -50,9 +58,10 @@ def resize_plane(plane: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(plane, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def ids_from_probabilities(probs: np.ndarray, out_hw: tuple[int, int], min_confidence: float = 0.0) -> np.ndarray:
+def ids_from_probabilities(probs: np.ndarray, out_hw: tuple[int, int], min_confidence: float = 0.0,
+                           min_object_confidence: float = 0.0) -> np.ndarray:
     """(C, h, w) class probabilities -> HxW uint8 class ids at out_hw: bilinear, most probable class,
-    background (0) where that class's probability is below min_confidence."""
+    background (0) where that class's probability is below min_confidence, then `drop_unsure_objects`."""
     best = ids = None
     for cls in range(probs.shape[0]):
         plane = cv2.resize(np.ascontiguousarray(probs[cls], np.float32), (out_hw[1], out_hw[0]),
@@ -65,7 +74,26 @@ def ids_from_probabilities(probs: np.ndarray, out_hw: tuple[int, int], min_confi
         np.maximum(best, plane, out=best)
     if min_confidence > 0.0:
         ids[best < np.float32(min_confidence)] = 0
+    if min_object_confidence > 0.0:
+        drop_unsure_objects(ids, best, min_object_confidence)
     return ids
+
+
+def drop_unsure_objects(ids: np.ndarray, confidence: np.ndarray, min_peak: float,
+                        fraction: float = PEAK_FRACTION) -> None:
+    """In place: each 8-connected region of one class becomes background unless its most confident pixel reaches
+    min_peak; a kept region loses its pixels below `fraction` of that peak. confidence: HxW, the probability of
+    each pixel's class."""
+    present = np.flatnonzero(np.bincount(ids.ravel()))  # a sort-free np.unique: 1280x720 ids at every frame
+    for cls in present[present > 0]:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((ids == cls).view(np.uint8), connectivity=8)
+        for index in range(1, count):
+            x, y, w, h = (int(v) for v in stats[index, :4])
+            region = labels[y:y + h, x:x + w] == index
+            conf = confidence[y:y + h, x:x + w]
+            peak = float(conf[region].max())
+            drop = region if peak < min_peak else region & (conf < np.float32(fraction * peak))
+            ids[y:y + h, x:x + w][drop] = 0
 
 
 class CpuGraph:
@@ -119,7 +147,8 @@ class Segmenter:
 
     def __init__(self, graph: str | Path, student: str | Path, runtime: str = "auto", threads: int = 0,
                  precision: str = "fp32", min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-                 working_pixels: int = WORKING_PIXELS) -> None:
+                 working_pixels: int = WORKING_PIXELS,
+                 min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE) -> None:
         self.path, self.student = Path(graph), Path(student)
         for what, path in (("segmentation graph", self.path), ("student graph", self.student)):
             if not path.is_file():
@@ -138,10 +167,12 @@ class Segmenter:
                          if k in ("vis_y", "ir")}
         except ValueError as exc:
             raise SegmentationError(f"segmentation graph {self.path}: bad input_tone in its sidecar: {exc}") from exc
-        if not 0.0 <= float(min_confidence) < 1.0:
-            raise SegmentationError(f"min_confidence {min_confidence} must be in [0, 1)")
+        for name, value in (("min_confidence", min_confidence), ("min_object_confidence", min_object_confidence)):
+            if not 0.0 <= float(value) < 1.0:
+                raise SegmentationError(f"{name} {value} must be in [0, 1)")
         self.meta = meta
         self.min_confidence = float(min_confidence)
+        self.min_object_confidence = float(min_object_confidence)
         self.working_pixels = int(working_pixels)
         self._options = (runtime, threads, precision)
         self._graphs: tuple[CpuGraph, CpuGraph] | None = None
@@ -187,7 +218,8 @@ class Segmenter:
         return np.asarray(network.run(feeds)[0], np.float32)[0]
 
     def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
-        return ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence)
+        return ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence,
+                                      self.min_object_confidence)
 
     def close(self) -> None:
         with self._lock:
