@@ -61,6 +61,19 @@ def test_only_the_levels_outside_are_moved():
     assert np.all(q_out[-3:] < q_in[-3:] - 0.2)
 
 
+def test_a_mass_of_pixels_at_one_level_is_not_remapped_for_ever():
+    """3 % of the pixels at 0 (a cold sky): the 0.5-2 % levels tie there, and no pixel-wise curve can put them
+    apart. A range that asks for the 1 % level above 0 must not make such a frame count as outside again once
+    remapped: the second pass returns it as it is."""
+    frame = _ramp(0.05, 0.6)
+    frame.ravel()[: frame.size * 3 // 100] = 0.0
+    tone = ToneRange(tuple(LEVELS), tuple([0.0] + [0.02] * (len(LEVELS) - 1)),
+                     tuple([0.0] + [0.3] * (len(LEVELS) - 1)))
+    once = into_tone_range(frame, tone)
+    assert not np.array_equal(once, frame)  # the top levels did move into the range
+    assert into_tone_range(once, tone) is once
+
+
 def test_the_bounds_leave_out_odd_frames_and_never_decrease():
     frames = [_ramp(0.1, 0.3) for _ in range(38)] + [_ramp(0.0, 1.0), _ramp(0.5, 0.6)]
     tone = tone_bounds(frames, lower=10.0, upper=90.0)
