@@ -63,7 +63,7 @@ class DistillConfig:
     fea_weight: float = 0.3
     # Scale adaptation after the distillation: steps, peak learning rate (cosine to 2 % of it), frames per step
     # and the RGB / thermal size ratios per side (1: native). Measured: docs/model_card.md (fast student).
-    scale_steps: int = 400
+    scale_steps: int = 1200
     scale_lr: float = 1e-4
     scale_batch: int = 2
     scales: tuple[float, ...] = (1.0, 1.4, 1.667, 2.0)
