@@ -8,7 +8,7 @@ from pathlib import Path
 from sage_ros.backends import BACKEND_NAMES, PRECISIONS
 from sage_ros.paths import default_checkpoint, default_onnx
 from sage_ros.pipeline import PipelineSettings, parse_resolution
-from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, PEAK_FRACTION
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--min-object-confidence", type=float, default=DEFAULT_MIN_OBJECT_CONFIDENCE,
         help=f"segmentation: a region of one class whose most confident pixel is below this is background, and a "
-        f"kept region loses its pixels below 0.7 of that peak (default {DEFAULT_MIN_OBJECT_CONFIDENCE}; 0 = off)",
+        f"kept region loses its pixels below {PEAK_FRACTION:g} of that peak (default {DEFAULT_MIN_OBJECT_CONFIDENCE}; "
+        "0 = off)",
     )
     group.add_argument(
         "--calib", type=Path, default=None,

@@ -25,9 +25,11 @@ FAST_GATE_DB = (35.0, 28.0)
 # What "fast enough" means for the released student on a CPU with AVX-512 BF16 but no AMX: its cost there is
 # per core and nearly linear in cores (OpenVINO bf16, the scale-adapted student at a 640x512 thermal camera's
 # fusion size beside 1280x720 RGB, 763x429: 237 ms on 1 thread, 123 ms on 2, 2-core AMD EPYC, 2026-12-07).
-# 10 Hz with masks leaves the student about 40 ms of the 100 ms (segmentation ~30 ms, decode/register/colour
-# ~11 ms, transport ~20 ms on that CPU), so it takes ceil(237 / 40) = 6 usable CPUs. Fewer: the fast student
-# (81 ms on 1 thread, 42 ms on 2). AMX runs the released student several times faster per core: always it.
+# 10 Hz with masks leaves the student about 40 ms of the 100 ms: the rest of a pair (decode, register, colour,
+# the segmentation pass sharing the cores, transport) measured 40-50 ms on that CPU (benchmarks/node_latency.py
+# --masks: e2e p50 99-110 ms with the fast student at 60-63 ms inside the node), so it takes ceil(237 / 40) = 6
+# usable CPUs. Fewer: the fast student (81 ms on 1 thread, 42 ms on 2). AMX runs the released student several
+# times faster per core: always it.
 RELEASED_BF16_MS_PER_CORE = 237.0
 STUDENT_BUDGET_MS = 40.0
 RELEASED_BF16_MIN_CORES = math.ceil(RELEASED_BF16_MS_PER_CORE / STUDENT_BUDGET_MS)

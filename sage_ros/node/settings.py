@@ -15,7 +15,7 @@ from sage_ros.image.registration import parse_homography
 from sage_ros.image.thermal import MODES, NormalizerConfig
 from sage_ros.model.model_variants import VARIANTS
 from sage_ros.pipeline import PipelineSettings, parse_resolution
-from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE
+from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, PEAK_FRACTION
 
 RELIABILITIES = ("best_effort", "reliable")
 # Inputs also take `auto`: match the publishers found on each topic (as `ros2 topic echo` does).
@@ -51,7 +51,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               "a pixel whose most probable class is below this probability is background (0 = never abstain)"),
     ParamSpec("segmentation.min_object_confidence", DEFAULT_MIN_OBJECT_CONFIDENCE,
               "a region of one class whose most confident pixel is below this is background; a kept region loses "
-              "its pixels below 0.7 of that peak (0 = keep every region whole)"),
+              f"its pixels below {PEAK_FRACTION:g} of that peak (0 = keep every region whole)"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
