@@ -50,6 +50,15 @@ def _node_reliability(probe: Probe, topic: str, kind: str) -> set[str]:
     return {i.qos_profile.reliability.name for i in infos if i.node_name == "sage_fusion"}
 
 
+def _wait_for_log_after(proc: NodeProcess, mark: int, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in proc.log_text()[mark:]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_qos_parameters_changed_before_configure_apply_at_the_next_activation(onnx_model, tmp_path):
     domain = pick_domain_id(44)
     params = _params(onnx_model, **{"qos.reliability": "reliable", "qos.depth": 5,
@@ -61,21 +70,23 @@ def test_qos_parameters_changed_before_configure_apply_at_the_next_activation(on
     probe = Probe(domain, output_reliability="best_effort", diagnostics=False)
     try:
         assert probe.wait_for_node(60.0), proc.log_text()[-3000:]
-        log = proc.log_text()
-        assert "publishing /fused/image_raw with QoS RELIABLE depth 5" in log, log[-3000:]
-        assert "subscribed /rgb/image_raw with QoS RELIABLE depth 5" in log
-        assert "publishing /fused/camera_info with QoS RELIABLE depth 3" in log
+        # The node is discovered by its first publisher; the others (and their log lines) may come a moment
+        # later, so each line is waited for, never read from one snapshot.
+        for line in ("publishing /fused/image_raw with QoS RELIABLE depth 5",
+                     "subscribed /rgb/image_raw with QoS RELIABLE depth 5",
+                     "publishing /fused/camera_info with QoS RELIABLE depth 3"):
+            assert _wait_for_log_after(proc, 0, line, 30.0), proc.log_text()[-3000:]
         assert lifecycle(probe, proc, "deactivate") and lifecycle(probe, proc, "cleanup"), proc.log_text()
         mark = len(proc.log_text())
         set_parameters(probe, proc, {"qos.reliability": "best_effort", "qos.depth": 9,
                                      "output_qos.reliability": "best_effort", "output_qos.depth": 7})
         assert lifecycle(probe, proc, "configure") and lifecycle(probe, proc, "activate"), proc.log_text()
         assert probe.wait_for_node(60.0), proc.log_text()[-3000:]
-        log = proc.log_text()[mark:]
-        assert "publishing /fused/image_raw with QoS BEST_EFFORT depth 7" in log, log
-        for name in ("thermal", "rgb"):
-            assert f"subscribed /{name}/image_raw with QoS BEST_EFFORT depth 9" in log, log
-        assert "publishing /fused/camera_info with QoS BEST_EFFORT depth 3" in log, log  # the user's depth
+        for line in ("publishing /fused/image_raw with QoS BEST_EFFORT depth 7",
+                     "subscribed /thermal/image_raw with QoS BEST_EFFORT depth 9",
+                     "subscribed /rgb/image_raw with QoS BEST_EFFORT depth 9",
+                     "publishing /fused/camera_info with QoS BEST_EFFORT depth 3"):  # the last: the user's depth
+            assert _wait_for_log_after(proc, mark, line, 30.0), proc.log_text()[mark:]
         # What DDS sees (reliability travels in discovery; depth does not, hence the log above).
         assert probe.wait_until(lambda: _node_reliability(probe, "/fused/image_raw", "publisher")
                                 == {"BEST_EFFORT"}, 20.0), _node_reliability(probe, "/fused/image_raw", "publisher")
