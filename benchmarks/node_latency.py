@@ -275,18 +275,25 @@ def main() -> int:
             said = re.search(r"Fast DDS profile: (.*)", logs[name].read_text(errors="replace"))
             print(f"{name}: Fast DDS profile: {said.group(1) if said else '(not logged)'}")
 
-        def send_and_wait(name: str, stamp: int) -> tuple[float, object] | None:
+        def send_and_wait(name: str, stamp: int) -> tuple[float, object, float | None] | None:
             probe = probes[name]
             probe.publish("thermal/image_raw", thermal_fields, stamp, "thermal")
             probe.publish("rgb/image_raw", rgb_fields, stamp, "rgb")
 
-            def found():
-                return next(((t, m) for t, m in probe.messages("fused/image_raw") if stamp_of(m) == stamp), None)
+            def found(topic: str = "fused/image_raw"):
+                return next(((t, m) for t, m in probe.messages(topic) if stamp_of(m) == stamp), None)
 
             if not probe.wait_until(lambda: found() is not None, args.pair_timeout):
                 return None
             recv, msg = found()
-            return (recv - stamp) * 1e-6, msg
+            mask_ms = None
+            if args.masks:
+                # The node computes the mask after the fused image is out. The next pair (of any node) is sent
+                # only once the mask is back too: otherwise one node's segmentation pass runs on the same cores
+                # as the next node's fusion, and the table would show that contention, not a node's latency.
+                if probe.wait_until(lambda: found("segmentation/mask") is not None, args.pair_timeout):
+                    mask_ms = (found("segmentation/mask")[0] - stamp) * 1e-6
+            return (recv - stamp) * 1e-6, msg, mask_ms
 
         # The same per-pair work without ROS, in this process (decode, normalise, register, model, colour):
         # one run per configuration per round, between the node pairs, so it sees the same load. The
@@ -299,6 +306,7 @@ def main() -> int:
             processor.process(th_msg, rgb_msg, classes=args.masks)  # warm-up
         in_process: dict[str, list[float]] = {n: [] for n in names}
         e2e: dict[str, list[float]] = {n: [] for n in names}
+        mask_e2e: dict[str, list[float]] = {n: [] for n in names}  # stamp -> mask received (--masks)
         quality: dict[str, list[float]] = {n: [] for n in names}
         lost = dict.fromkeys(names, 0)
         for k in range(args.frames + 1):  # pair 0 warms every node up and is not counted
@@ -311,6 +319,8 @@ def main() -> int:
                     continue
                 if k:
                     e2e[name].append(got[0])
+                    if got[2] is not None:
+                        mask_e2e[name].append(got[2])
                 images[name] = image_of(got[1])
             if k and local_names:
                 time_round(local, local_names, k, th_msg, rgb_msg, in_process, args.masks)
@@ -374,6 +384,11 @@ def main() -> int:
                             for key in ("latency", "processing", "inference"))
         print(f"| {name}: {LABELS[name]} | {chosen[name][0]} | {p['p50']:.0f} | {p['p95']:.0f} | {speed} | "
               f"{inside} | {rate} | {q} |")
+    if args.masks:
+        print("\nmask: stamp -> segmentation/mask received here (computed after the fused image is out), ms:")
+        for name in names:
+            m = percentiles_ms(mask_e2e[name]) if mask_e2e[name] else {"p50": float("nan"), "p95": float("nan")}
+            print(f"  {name}: p50 {m['p50']:.0f}, p95 {m['p95']:.0f} ({len(mask_e2e[name])} masks)")
     print("\nsame pairs in this process without ROS (decode + normalise + register + model + colour), interleaved:")
     print_in_process(in_process, local_names)
     capped = [n for n in names if n in ENVS]
