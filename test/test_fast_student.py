@@ -64,6 +64,17 @@ def test_shipped_fast_student_exports_and_matches_torch_on_every_cpu_backend(msr
     # The trained topology, plus the unsharp gain calibrated on train frames after training.
     assert dataclasses.replace(arch, detail_gain=0.0) == SHIPPED_ARCH
     assert arch.detail_gain == meta["detail_calibration"]["gain"]
+    # And the softening below the RGB size calibrated after that: the same in both files, and what the
+    # builder gives the fast student on every backend.
+    from sage_ros.model.model_variants import small_unsharp_of
+    from sage_ros.pipeline import PipelineSettings, build_pipeline
+
+    amount = meta["reduced_scale"]["unsharp"]
+    assert amount < 0 and small_unsharp_of(npz) == small_unsharp_of(shipped) == amount
+    for name in ("onnxruntime", "torch"):
+        pipeline = build_pipeline(PipelineSettings(model="fast", backend=name, threads=1, segmentation=False))
+        assert pipeline.student.small_unsharp == amount and not pipeline.student.started
+        pipeline.close()
     model = load_fast_student(npz)
     y, ir = _pair(msrs_dir)
     with torch.inference_mode():
@@ -224,7 +235,7 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
     assert bank.thumbs is not None and len(bank.frames) > 1, bank.names
     # 4 distillation steps, then 4 of scale adaptation (whole frames at two of the ratios).
     cfg = DistillConfig(teacher=str(checkpoint_path), data=str(msrs_dir), steps=4, batch=2, crop=64, thumbs_prob=0.25,
-                        scale_steps=4, scales=(1.0, 2.0))
+                        scale_steps=4, scales=(1.0, 2.0), reduced_frames=2)
 
     straight = Distiller(cfg, tmp_path / "a", bank=bank)
     probe = torch.from_numpy(bank.batch(np.random.default_rng(123), 4, 64, False))
@@ -269,6 +280,34 @@ def test_short_distillation_lowers_the_loss_and_resumes_exactly(checkpoint_path,
     assert dataclasses.replace(arch, detail_gain=0.0) == cfg.arch and onnx_path.is_file() and sidecar.is_file()
     calibration = read_fast_metadata(npz)[1]["detail_calibration"]
     assert calibration["frames"] == len(bank.frames) and arch.detail_gain == calibration["gain"] >= 0.0
+    # The softening below the RGB size: the amount with the smallest largest metric difference, in both files.
+    from sage_ros.model.model_variants import small_unsharp_of
+    from sage_ros.training.distill_student import SMALL_UNSHARP_AMOUNTS
+
+    reduced = read_fast_metadata(npz)[1]["reduced_scale"]
+    assert reduced["frames"] == 2 and reduced["scale"] == cfg.reduced_scale
+    per_amount = reduced["per_amount"]
+    assert len(per_amount) == len(SMALL_UNSHARP_AMOUNTS) and all(np.isfinite(v) for v in per_amount.values())
+    chosen = per_amount[f"{reduced['unsharp']:+.2f}"]
+    assert chosen == min(per_amount.values()) == reduced["largest_difference_pct"]["chosen"]
+    assert small_unsharp_of(npz) == small_unsharp_of(onnx_path) == reduced["unsharp"]
+
+
+def test_small_unsharp_of_files_without_it_is_zero(tmp_path):
+    from sage_ros.model.model_variants import small_unsharp_of
+
+    assert small_unsharp_of(None) == small_unsharp_of(tmp_path / "missing.onnx") == 0.0
+    model = tmp_path / "user.onnx"
+    model.write_bytes(b"not read here")
+    assert small_unsharp_of(model) == 0.0  # no sidecar
+    model.with_suffix(".json").write_text("{broken")
+    assert small_unsharp_of(model) == 0.0
+    model.with_suffix(".json").write_text(json.dumps({"distillation": {"reduced_scale": {"unsharp": -0.07}}}))
+    assert small_unsharp_of(model) == -0.07
+    np.savez(tmp_path / "w.npz", a=np.zeros(2), __meta__=np.array(json.dumps({"reduced_scale": {"unsharp": -0.05}})))
+    assert small_unsharp_of(tmp_path / "w.npz") == -0.05
+    np.savez(tmp_path / "old.npz", a=np.zeros(2))
+    assert small_unsharp_of(tmp_path / "old.npz") == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- node

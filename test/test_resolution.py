@@ -16,10 +16,12 @@ from sage_ros.image.thermal import NormalizerConfig, ThermalNormalizer
 from sage_ros.node.processing import PairProcessor, scale_homography
 from sage_ros.pipeline import (
     FusionPipeline,
+    Student,
     detail_gain,
     fusion_size,
     parse_resolution,
     resize_area,
+    unsharp,
     upsample_with_detail,
 )
 
@@ -59,6 +61,43 @@ def test_detail_layer_restores_the_visible_image_exactly_when_fused_equals_visib
     flat = np.full_like(small, 0.3)
     assert detail_gain(flat, small) == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(upsample_with_detail(flat, vis_y, small), 0.3, atol=1e-6)
+
+
+def _finest_band_energy(image: np.ndarray) -> float:
+    return float(np.mean((image - cv2.GaussianBlur(image, (0, 0), 1.0)) ** 2))
+
+
+def test_unsharp_moves_only_the_finest_band():
+    rng = np.random.default_rng(4)
+    image = cv2.GaussianBlur(rng.random((64, 80), dtype=np.float32), (0, 0), 0.8)
+    assert unsharp(image, 0.0) is image
+    softer, sharper = unsharp(image, -0.1), unsharp(image, 0.1)
+    assert _finest_band_energy(softer) < _finest_band_energy(image) < _finest_band_energy(sharper)
+    # The coarse content (and a flat image) are left as they are.
+    coarse = cv2.GaussianBlur(image, (0, 0), 4.0)
+    np.testing.assert_allclose(cv2.GaussianBlur(softer, (0, 0), 4.0), coarse, atol=2e-3)
+    np.testing.assert_allclose(unsharp(np.full((20, 20), 0.4, np.float32), -0.1), 0.4, atol=1e-6)
+
+
+def test_a_students_small_unsharp_applies_below_the_rgb_size_only():
+    ir, vis = _pair(120, 160, seed=5)
+    ir_cam = resize_area(ir, (60, 80))
+    plain, soft = Student(_Recorder()), Student(_Recorder(), small_unsharp=-0.1)
+    low_plain = FusionPipeline(plain, "thermal").fuse(ir_cam, vis).fused_y
+    low_soft = FusionPipeline(soft, "thermal").fuse(ir_cam, vis).fused_y
+    assert _finest_band_energy(low_soft) < _finest_band_energy(low_plain)
+    # The pure functions in this order: the detail gain measured on the network's own output, then the
+    # softening, then the upsampler.
+    from sage_ros.image.imaging import infrared_to_grey, visible_to_ycrcb
+
+    y = visible_to_ycrcb(vis).y
+    y_small = resize_area(y, (60, 80))
+    small = np.clip((y_small + infrared_to_grey(ir_cam)) / 2, 0, 1)
+    want = upsample_with_detail(unsharp(small, -0.1), y, y_small, detail_gain(small, y_small))
+    np.testing.assert_allclose(low_soft, want, atol=1e-6)
+    # At the RGB size (the released pipeline, bit for bit) nothing changes.
+    np.testing.assert_array_equal(FusionPipeline(soft, "rgb").fuse(ir, vis).fused_rgb,
+                                  FusionPipeline(plain, "rgb").fuse(ir, vis).fused_rgb)
 
 
 class _Recorder(FusionBackend):

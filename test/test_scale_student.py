@@ -275,7 +275,7 @@ def test_detail_gain_follows_the_frame_against_the_training_reference():
     assert abs(model.gain_for(fused, y_small) - measured / 0.8) < 1e-6
     assert Student(_never, "adapted", 1.0, detail_reference=0.5).gain_for(fused, y_small) == 1.0  # capped
     assert Student(_never, "adapted", 1.0).gain_for(fused, y_small) == 1.0  # no reference: fixed
-    assert Student(_never, "released").gain_for(fused, y_small) is None  # measured by the pipeline
+    assert Student(_never, "released").gain_for(fused, y_small) == measured  # no fixed gain: measured per frame
     assert not model.started  # the gain needs no backend
 
 

@@ -26,10 +26,10 @@ FAST_GATE_DB = (35.0, 28.0)
 # per core and nearly linear in cores (OpenVINO bf16, the scale-adapted student at a 640x512 thermal camera's
 # fusion size beside 1280x720 RGB, 763x429: 237 ms on 1 thread, 123 ms on 2, 2-core AMD EPYC, 2026-12-07).
 # 10 Hz with masks leaves the student about 40 ms of the 100 ms: the rest of a pair (decode, register, colour,
-# the segmentation pass sharing the cores, transport) measured 40-50 ms on that CPU (benchmarks/node_latency.py
-# --masks: e2e p50 99-110 ms with the fast student at 60-63 ms inside the node), so it takes ceil(237 / 40) = 6
-# usable CPUs. Fewer: the fast student (81 ms on 1 thread, 42 ms on 2). AMX runs the released student several
-# times faster per core: always it.
+# transport) measured 35-40 ms on that CPU and the mask follows the fused image by 45-50 ms
+# (benchmarks/node_latency.py --masks: e2e p50 80-84 ms with the fast student at 44-45 ms inside the node), so
+# it takes ceil(237 / 40) = 6 usable CPUs. Fewer: the fast student (81 ms on 1 thread, 42 ms on 2). AMX runs
+# the released student several times faster per core: always it.
 RELEASED_BF16_MS_PER_CORE = 237.0
 STUDENT_BUDGET_MS = 40.0
 RELEASED_BF16_MIN_CORES = math.ceil(RELEASED_BF16_MS_PER_CORE / STUDENT_BUDGET_MS)
@@ -70,6 +70,29 @@ def fast_quality() -> dict | None:
         return json.loads(fast_onnx().with_suffix(".json").read_text()).get("quality_vs_released")
     except (OSError, ValueError, ModelVariantError):
         return None
+
+
+def small_unsharp_of(model_path: str | Path | None) -> float:
+    """The `unsharp` amount a student's training calibrated for its output below the RGB size (0: none).
+
+    Read from the distillation metadata (`reduced_scale.unsharp`, written by `sage-ros train fast`): the ONNX
+    graph's JSON sidecar, or the `__meta__` entry of the .npz the torch backend loads. Files without it
+    (the released student, a user's export) get 0: their output goes to the upsampler as it is.
+    """
+    if model_path is None:
+        return 0.0
+    path = Path(model_path)
+    try:
+        if path.suffix == ".npz":
+            import numpy as np
+
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
+        else:
+            meta = json.loads(path.with_suffix(".json").read_text()).get("distillation") or {}
+        return float((meta.get("reduced_scale") or {}).get("unsharp", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return 0.0  # no readable metadata: nothing to apply (the model file itself is checked elsewhere)
 
 
 def choose_variant(features: CpuFeatures, gpu_problem: str | None, quality: dict | None) -> tuple[str, str]:

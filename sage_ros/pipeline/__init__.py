@@ -12,6 +12,7 @@ from sage_ros.pipeline.fusion import (
     fusion_size,
     parse_resolution,
     resize_area,
+    unsharp,
     upsample_with_detail,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "fusion_size",
     "parse_resolution",
     "resize_area",
+    "unsharp",
     "upsample_with_detail",
 ]

@@ -193,6 +193,7 @@ def build_pipeline(settings: PipelineSettings,
     """The pipeline these settings describe. create: starts a backend from a config (the node passes one
     that starts it at inference priority). Raises PipelineError (or BackendError) with what to do."""
     from sage_ros.graphs.seg_graph import SegNetError
+    from sage_ros.model.model_variants import small_unsharp_of
     from sage_ros.model.scale_student import ScaleStudentError
     from sage_ros.paths import default_checkpoint
     from sage_ros.pipeline.segmentation import SegmentationError
@@ -202,7 +203,10 @@ def build_pipeline(settings: PipelineSettings,
     try:
         config = student_config(replace(settings, model=resolved))
         check_startable(config)
-        main = Student(lambda: create(config), "student")
+        # The fast student's .npz goes with it on every backend (int8 copies and engines have no sidecar).
+        own_weights = config.weights_path is not None and Path(config.weights_path).suffix == ".npz"
+        main = Student(lambda: create(config), "student",
+                       small_unsharp=small_unsharp_of(config.weights_path if own_weights else config.onnx_path))
         reduced, reduced_why = reduced_student(settings, config, create)
         segmenter = segmenter_for(settings, config) if settings.segmentation else None
     except (ScaleStudentError, SegNetError, SegmentationError, BackendError, OSError, ValueError) as exc:

@@ -99,6 +99,14 @@ def detail_gain(fused_small: np.ndarray, vis_y_small: np.ndarray, sigma: float =
     return float(np.clip(np.dot(band_f.ravel(), band_y.ravel()) / den, 0.0, 1.5))
 
 
+def unsharp(image: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """image + amount * (image - Gauss_sigma(image)): a negative amount softens the finest band, a positive
+    one sharpens it; 0 returns the image itself. Not clipped (the upsampler clips the final image)."""
+    if amount == 0.0:
+        return image
+    return image + np.float32(amount) * (image - cv2.GaussianBlur(image, (0, 0), sigma))
+
+
 def upsample_with_detail(
     fused_small: np.ndarray, vis_y: np.ndarray, vis_y_small: np.ndarray, gain: float | None = None
 ) -> np.ndarray:
@@ -126,13 +134,17 @@ class Student:
     detail_gain / detail_reference: below the RGB size, the detail layer's gain for this network (None:
     measured per frame, `detail_gain`); with a reference the fixed gain is scaled by min(1, measured /
     reference), the network's mean measured gain on its training frames (scale_student.detail_reference).
+    small_unsharp: below the RGB size, the `unsharp` amount applied to the network's output before the
+    upsampler (its training calibrates it: a fixed in-graph sharpening chosen at full size overshoots there).
     """
 
     def __init__(self, make: Callable[[], FusionBackend] | FusionBackend, label: str = "student",
-                 detail_gain: float | None = None, detail_reference: float | None = None) -> None:
+                 detail_gain: float | None = None, detail_reference: float | None = None,
+                 small_unsharp: float = 0.0) -> None:
         self.label = label
         self.detail_gain = detail_gain
         self.detail_reference = detail_reference
+        self.small_unsharp = float(small_unsharp)
         self._make = None if isinstance(make, FusionBackend) else make
         self._backend: FusionBackend | None = make if isinstance(make, FusionBackend) else None
         self._lock = threading.Lock()
@@ -153,11 +165,18 @@ class Student:
                 log.info("%s started: %s%s", self.label, self._backend.description, f" ({note})" if note else "")
             return self._backend
 
-    def gain_for(self, fused_small: np.ndarray, y_small: np.ndarray) -> float | None:
-        """The detail layer's gain for this frame (None: measured, as for the released student)."""
-        if self.detail_gain is None or self.detail_reference is None:
+    def gain_for(self, fused_small: np.ndarray, y_small: np.ndarray) -> float:
+        """The detail layer's gain for this frame, from the network's own output (before `small_unsharp`)."""
+        if self.detail_gain is None:
+            return detail_gain(fused_small, y_small)
+        if self.detail_reference is None:
             return self.detail_gain
         return self.detail_gain * min(1.0, detail_gain(fused_small, y_small) / self.detail_reference)
+
+    def below_rgb_size(self, fused_small: np.ndarray, vis_y: np.ndarray, y_small: np.ndarray) -> np.ndarray:
+        """This network's output at the fusion size -> the fused Y at the RGB size (gain, softening, upsampler)."""
+        gain = self.gain_for(fused_small, y_small)
+        return upsample_with_detail(unsharp(fused_small, self.small_unsharp), vis_y, y_small, gain)
 
     def close(self) -> None:
         with self._lock:
@@ -245,7 +264,7 @@ class FusionPipeline:
             y_small = resize_area(vis.y, fhw)
             student = self.reduced or self.student
             fused_small, inference_ms = self._run(student, y_small, ir_grey)
-            fused_y = upsample_with_detail(fused_small, vis.y, y_small, student.gain_for(fused_small, y_small))
+            fused_y = student.below_rgb_size(fused_small, vis.y, y_small)
         result = FusionResult(fused_to_rgb8(fused_y, vis), fused_y, None, inference_ms, fhw)
         if self.segmenter is not None:
             # The IR as fused (at the fusion size below the RGB size): the stage resizes it straight to its
