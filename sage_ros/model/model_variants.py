@@ -26,8 +26,8 @@ FAST_GATE_DB = (35.0, 28.0)
 # per core and nearly linear in cores (OpenVINO bf16, the scale-adapted student at a 640x512 thermal camera's
 # fusion size beside 1280x720 RGB, 763x429: 237 ms on 1 thread, 123 ms on 2, 2-core AMD EPYC, 2026-12-07).
 # 10 Hz with masks leaves the student about 40 ms of the 100 ms: the rest of a pair (decode, register, colour,
-# transport) measured 35-40 ms on that CPU and the mask follows the fused image by 45-50 ms
-# (benchmarks/node_latency.py --masks: e2e p50 80-84 ms with the fast student at 44-45 ms inside the node), so
+# transport) measured 35-40 ms on that CPU and the mask follows the fused image by 45-60 ms
+# (benchmarks/node_latency.py --masks: e2e p50 80-96 ms with the fast student at 44-52 ms inside the node), so
 # it takes ceil(237 / 40) = 6 usable CPUs. Fewer: the fast student (81 ms on 1 thread, 42 ms on 2). AMX runs
 # the released student several times faster per core: always it.
 RELEASED_BF16_MS_PER_CORE = 237.0
