@@ -54,13 +54,14 @@ class NodeProcess(_live_demo.NodeProcess):
         except OSError:
             return ""
 
-    def wait_for_log(self, text: str, timeout: float) -> bool:
+    def wait_for_log(self, text: str, timeout: float, after: int = 0) -> bool:
+        """Whether `text` appears in the log (from character `after` on) within `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.log_text():
+            if text in self.log_text()[after:]:
                 return True
             if not self.alive():
-                return text in self.log_text()
+                return text in self.log_text()[after:]
             time.sleep(0.05)
         return False
 

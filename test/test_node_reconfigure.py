@@ -50,15 +50,6 @@ def _node_reliability(probe: Probe, topic: str, kind: str) -> set[str]:
     return {i.qos_profile.reliability.name for i in infos if i.node_name == "sage_fusion"}
 
 
-def _wait_for_log_after(proc: NodeProcess, mark: int, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in proc.log_text()[mark:]:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_qos_parameters_changed_before_configure_apply_at_the_next_activation(onnx_model, tmp_path):
     domain = pick_domain_id(44)
     params = _params(onnx_model, **{"qos.reliability": "reliable", "qos.depth": 5,
@@ -75,7 +66,7 @@ def test_qos_parameters_changed_before_configure_apply_at_the_next_activation(on
         for line in ("publishing /fused/image_raw with QoS RELIABLE depth 5",
                      "subscribed /rgb/image_raw with QoS RELIABLE depth 5",
                      "publishing /fused/camera_info with QoS RELIABLE depth 3"):
-            assert _wait_for_log_after(proc, 0, line, 30.0), proc.log_text()[-3000:]
+            assert proc.wait_for_log(line, 30.0), proc.log_text()[-3000:]
         assert lifecycle(probe, proc, "deactivate") and lifecycle(probe, proc, "cleanup"), proc.log_text()
         mark = len(proc.log_text())
         set_parameters(probe, proc, {"qos.reliability": "best_effort", "qos.depth": 9,
@@ -86,7 +77,7 @@ def test_qos_parameters_changed_before_configure_apply_at_the_next_activation(on
                      "subscribed /thermal/image_raw with QoS BEST_EFFORT depth 9",
                      "subscribed /rgb/image_raw with QoS BEST_EFFORT depth 9",
                      "publishing /fused/camera_info with QoS BEST_EFFORT depth 3"):  # the last: the user's depth
-            assert _wait_for_log_after(proc, mark, line, 30.0), proc.log_text()[mark:]
+            assert proc.wait_for_log(line, 30.0, after=mark), proc.log_text()[mark:]
         # What DDS sees (reliability travels in discovery; depth does not, hence the log above).
         assert probe.wait_until(lambda: _node_reliability(probe, "/fused/image_raw", "publisher")
                                 == {"BEST_EFFORT"}, 20.0), _node_reliability(probe, "/fused/image_raw", "publisher")
