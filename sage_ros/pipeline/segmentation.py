@@ -22,6 +22,8 @@ import numpy as np
 
 from sage_ros.image.tone_range import ToneRange, into_tone_range
 from sage_ros.model.classes import ClassTable, load_class_table
+from sage_ros.pipeline.cpu_graph import CpuGraph, SegmentationError
+from sage_ros.pipeline.detection import ObjectDetector, paint_boxes
 from sage_ros.pipeline.fusion import resize_area
 
 WORKING_PIXELS = 640 * 480  # the MSRS frame the network was trained on
@@ -35,10 +37,6 @@ DEFAULT_MIN_CONFIDENCE = 0.6
 DEFAULT_MIN_OBJECT_CONFIDENCE = 0.8
 PEAK_FRACTION = 0.7
 _SIDE_MULTIPLE = 4  # the graph pools by 4 first: whole 4x4 blocks keep the probability grid aligned
-
-
-class SegmentationError(RuntimeError):
-    """A segmentation graph that is missing, broken, or cannot run here."""
 
 
 def working_size(rgb_hw: tuple[int, int], pixels: int = WORKING_PIXELS) -> tuple[int, int]:
@@ -96,45 +94,6 @@ def drop_unsure_objects(ids: np.ndarray, confidence: np.ndarray, min_peak: float
             ids[y:y + h, x:x + w][drop] = 0
 
 
-class CpuGraph:
-    """run(feeds) -> list of outputs, on OpenVINO (`auto` prefers it) or ONNX Runtime, on the CPU.
-
-    precision: fp32 or bf16 (OpenVINO only). `runtime` after construction says which one runs it.
-    """
-
-    def __init__(self, model: Path, runtime: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
-        if runtime in ("auto", "openvino"):
-            try:
-                import openvino as ov
-            except ImportError:
-                if runtime == "openvino":
-                    raise SegmentationError("segmentation with runtime openvino: openvino is not installed") from None
-            else:
-                config: dict = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-                                "PERFORMANCE_HINT": "LATENCY"}
-                if threads:
-                    config["INFERENCE_NUM_THREADS"] = int(threads)
-                core = ov.Core()
-                compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
-                request, outputs = compiled.create_infer_request(), list(compiled.outputs)
-                self._run = lambda feeds: [request.infer(feeds)[o] for o in outputs]
-                self.runtime = f"openvino ({config['INFERENCE_PRECISION_HINT']})"
-                return
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise SegmentationError("segmentation needs OpenVINO or ONNX Runtime (pip install openvino)") from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        self._run = lambda feeds: session.run(None, feeds)
-        self.runtime = "onnxruntime (fp32)"
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._run(feeds)
-
-
 class Segmenter:
     """Callable (vis_y, ir) -> class ids (HxW uint8 at vis_y's size); both inputs HxW float32 in [0, 1], each at
     any size of the same registered frame (each is resized straight to the working size).
@@ -148,7 +107,8 @@ class Segmenter:
     def __init__(self, graph: str | Path, student: str | Path, runtime: str = "auto", threads: int = 0,
                  precision: str = "fp32", min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                  working_pixels: int = WORKING_PIXELS,
-                 min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE) -> None:
+                 min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE,
+                 detector: ObjectDetector | None = None) -> None:
         self.path, self.student = Path(graph), Path(student)
         for what, path in (("segmentation graph", self.path), ("student graph", self.student)):
             if not path.is_file():
@@ -174,6 +134,7 @@ class Segmenter:
         self.min_confidence = float(min_confidence)
         self.min_object_confidence = float(min_object_confidence)
         self.working_pixels = int(working_pixels)
+        self.detector = detector
         self._options = (runtime, threads, precision)
         self._graphs: tuple[CpuGraph, CpuGraph] | None = None
         self._lock = threading.Lock()
@@ -218,9 +179,16 @@ class Segmenter:
         return np.asarray(network.run(feeds)[0], np.float32)[0]
 
     def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
-        return ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence,
-                                      self.min_object_confidence)
+        ids = ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence,
+                                     self.min_object_confidence)
+        if self.detector is not None:
+            # The detector's boxes replace the network's regions of their class that they touch: it knows cars
+            # and people on any camera, the network only on the one it learned.
+            paint_boxes(ids, self.detector(vis_y, ir))
+        return ids
 
     def close(self) -> None:
         with self._lock:
             self._graphs = None
+            if self.detector is not None:
+                self.detector.close()
