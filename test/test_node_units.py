@@ -45,6 +45,7 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
     assert (p.min_confidence, p.min_object_confidence) == (0.6, 0.8)
     tuned = NodeSettings(defaults(**{"segmentation.min_object_confidence": 0.0})).pipeline
     assert tuned.min_object_confidence == 0.0  # 0: every region kept whole
+    assert p.detector and not NodeSettings(defaults(**{"segmentation.detector": False})).pipeline.detector
     d = NodeSettings(defaults()).pipeline
     assert (d.model, d.threads) == ("auto", 0)  # no model_path: model.variant; 0: the runtime decides
 

@@ -267,3 +267,27 @@ def test_without_the_released_student_the_fast_one_fuses_and_masks_say_what_is_m
         assert result.fused_rgb.shape == (48, 64, 3) and result.class_ids is None
     finally:
         pipeline.close()
+
+
+def test_the_object_detector_joins_the_masks_unless_turned_off_or_not_fetched(checkpoint_path: Path,
+                                                                              detector_graph: Path, monkeypatch,
+                                                                              tmp_path: Path):
+    pipeline = build_pipeline(_settings(checkpoint_path))
+    try:
+        assert pipeline.segmenter.detector is not None and pipeline.segmenter.detector.path == detector_graph
+        assert any(n.startswith("object detector: nanodet_coco.onnx") for n in pipeline.notes), pipeline.notes
+    finally:
+        pipeline.close()
+    pipeline = build_pipeline(_settings(checkpoint_path, detector=False))
+    try:
+        assert pipeline.segmenter.detector is None and "object detector: off" in pipeline.notes
+    finally:
+        pipeline.close()
+    # Files not fetched: masks from the network alone, and the note says how to get the detector.
+    monkeypatch.setattr("sage_ros.model.detector_files.detector_dir", lambda: tmp_path / "no_detector")
+    pipeline = build_pipeline(_settings(checkpoint_path))
+    try:
+        assert pipeline.segmenter is not None and pipeline.segmenter.detector is None
+        assert any("object detector: not fetched" in n and "weights fetch" in n for n in pipeline.notes)
+    finally:
+        pipeline.close()
