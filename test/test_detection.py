@@ -105,8 +105,8 @@ def test_detector_refuses_missing_graph_and_bad_scores(tmp_path):
         ObjectDetector(tmp_path / "none.onnx")
     graph = tmp_path / "g.onnx"
     graph.write_bytes(b"x")
-    with pytest.raises(ValueError, match="two values"):
-        ObjectDetector(graph, min_scores=(0.5, 1.5))
+    with pytest.raises(ValueError, match="must be in"):
+        ObjectDetector(graph, min_score=1.5)
 
 
 def test_fetch_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):

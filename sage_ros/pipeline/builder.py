@@ -230,8 +230,8 @@ def build_pipeline(settings: PipelineSettings,
         notes.append(f"segmentation: {segmenter.path.name} at ~{segmenter.working_pixels} px on the released "
                      f"student's fusion there, min confidence {segmenter.min_confidence:g}, min object confidence "
                      f"{segmenter.min_object_confidence:g}")
-        notes.append(f"object detector: {segmenter.detector.path.name} on the visible Y and IR, min scores "
-                     f"{segmenter.detector.min_scores[0]:g} / {segmenter.detector.min_scores[1]:g}"
+        notes.append(f"object detector: {segmenter.detector.path.name} on the mean of the visible Y and the IR, "
+                     f"min score {segmenter.detector.min_score:g}"
                      if segmenter.detector is not None else
                      "object detector: off" if not settings.detector else
                      "object detector: not fetched (masks from the MSRS-trained network alone, weak on other "

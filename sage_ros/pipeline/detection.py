@@ -1,10 +1,11 @@
-"""Cars, people and bikes as boxes, from a COCO object detector run on the visible and the thermal plane.
+"""Cars, people and bikes as boxes, from a COCO object detector run on the visible and thermal planes.
 
 The segmentation network learned one camera pair (MSRS); a detector trained on COCO's many cameras knows what
-a car or a person looks like on any of them. The segmentation stage runs it on the visible Y and on the IR
-(each as a grey image: the stage has no colour), keeps the classes the masks use, and paints each box into the
-class ids (`paint_boxes`), after the network's own regions of that class that the box covers are removed
-(`docs/segmentation.md`, "The object detector"). Pure numpy decoding: NanoDet's per-level class scores and
+a car or a person looks like on any of them. The segmentation stage runs it once per pair on the mean of the
+visible Y and the IR (a grey image: the stage has no colour; one pass finds what two passes, one per plane, found,
+at half the cost), keeps the classes the masks use, and paints each box into the class ids (`paint_boxes`), after
+the network's own regions of that class that the box touches are removed (`docs/segmentation.md`, "The object
+detector"). Pure numpy decoding: NanoDet's per-level class scores and
 distance distributions (GFL) at strides 8, 16, 32. Torch-free.
 """
 
@@ -28,9 +29,10 @@ STRIDES = (8, 16, 32)
 _MEAN = np.array([103.53, 116.28, 123.675], np.float32).reshape(3, 1, 1)
 _STD = np.array([57.375, 57.12, 58.395], np.float32).reshape(3, 1, 1)
 DEFAULT_INPUT_PIXELS = 640 * 480  # the segmentation's working size (416x416 finds fewer of M3FD's cars)
-# A box is kept from this score on, on the visible Y and on the IR. Chosen on the MSRS train split with the
-# detector alone (it never saw MSRS; docs/segmentation.md, "The object detector").
-DEFAULT_MIN_SCORES = (0.5, 0.4)
+# A box is kept from this score on. Chosen on the MSRS train split with the detector alone (it never saw MSRS),
+# among the scores that keep the published masks at <= 0.5 false components per object-free frame
+# (docs/segmentation.md, "The object detector").
+DEFAULT_MIN_SCORE = 0.45
 NMS_IOU = 0.5
 
 
@@ -62,12 +64,18 @@ def input_size(frame_hw: tuple[int, int], pixels: int = DEFAULT_INPUT_PIXELS, mu
             max(multiple, multiple * round(w * scale / multiple)))
 
 
-def detector_input(plane: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A HxW [0, 1] grey plane as the detector's (1, 3, h, w) input."""
+def _resized(plane: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     plane = np.asarray(plane, np.float32)
-    small = cv2.resize(plane, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if hw[0] < plane.shape[0]
-                       else cv2.INTER_LINEAR)
-    grey = np.clip(small, 0.0, 1.0) * np.float32(255.0)
+    if plane.shape[:2] == tuple(hw):
+        return plane
+    shrink = hw[0] * hw[1] < plane.shape[0] * plane.shape[1]
+    return cv2.resize(plane, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def detector_input(vis_y: np.ndarray, ir: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The detector's (1, 3, h, w) input: the mean of two HxW [0, 1] planes of one registered frame (any sizes),
+    each resized to hw, as a grey image."""
+    grey = np.clip(0.5 * (_resized(vis_y, hw) + _resized(ir, hw)), 0.0, 1.0) * np.float32(255.0)
     return ((grey[None] - _MEAN) / _STD)[None].astype(np.float32)
 
 
@@ -172,21 +180,20 @@ def _pixels(b: ObjectBox, h: int, w: int) -> tuple[int, int, int, int]:
 
 
 class ObjectDetector:
-    """Callable (vis_y, ir) -> boxes: the detector on each HxW [0, 1] grey plane of one registered frame (any
-    sizes), boxes of both merged by NMS, in pixels of vis_y.
+    """Callable (vis_y, ir) -> boxes: the detector once on the mean of the two HxW [0, 1] planes of one registered
+    frame (any sizes), boxes in pixels of vis_y.
 
     graph: the detector's ONNX graph (`model.detector_files`); its session starts on first use.
-    min_scores: the lowest score kept on the visible Y and on the IR."""
+    min_score: the lowest score kept."""
 
     def __init__(self, graph: str | Path, runtime: str = "auto", threads: int = 0, precision: str = "fp32",
-                 min_scores: tuple[float, float] = DEFAULT_MIN_SCORES,
-                 input_pixels: int = DEFAULT_INPUT_PIXELS) -> None:
+                 min_score: float = DEFAULT_MIN_SCORE, input_pixels: int = DEFAULT_INPUT_PIXELS) -> None:
         self.path = Path(graph)
         if not self.path.is_file():
             raise FileNotFoundError(f"detector graph {self.path} does not exist (`sage-ros weights fetch` builds it)")
-        if len(min_scores) != 2 or not all(0.0 < float(m) < 1.0 for m in min_scores):
-            raise ValueError(f"detector min scores {min_scores}: two values (visible, infrared) in (0, 1)")
-        self.min_scores = (float(min_scores[0]), float(min_scores[1]))
+        if not 0.0 < float(min_score) < 1.0:
+            raise ValueError(f"detector min score {min_score} must be in (0, 1)")
+        self.min_score = float(min_score)
         self.input_pixels = int(input_pixels)
         self._options = (runtime, threads, precision)
         self._graph = None
@@ -200,19 +207,13 @@ class ObjectDetector:
     def runtime(self) -> str:
         return self._graph.runtime if self._graph is not None else f"{self._options[0]} (not started)"
 
-    def detect(self, plane: np.ndarray, min_score: float, out_hw: tuple[int, int] | None = None) -> list[ObjectBox]:
-        """Boxes on one plane from min_score on, in pixels of out_hw (default: the plane's own size)."""
-        out_hw = out_hw or plane.shape[:2]
-        hw = input_size(plane.shape[:2], self.input_pixels)
-        graph = self._session()
-        outputs = graph.run({graph.input_name: detector_input(plane, hw)})
-        boxes = non_max_suppression(decode(outputs, hw, min_score))
-        return scale_boxes(boxes, out_hw[0] / hw[0], out_hw[1] / hw[1], out_hw)
-
     def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> list[ObjectBox]:
         out_hw = vis_y.shape[:2]
-        return non_max_suppression(self.detect(vis_y, self.min_scores[0], out_hw)
-                                   + self.detect(ir, self.min_scores[1], out_hw))
+        hw = input_size(out_hw, self.input_pixels)
+        graph = self._session()
+        outputs = graph.run({graph.input_name: detector_input(vis_y, ir, hw)})
+        boxes = non_max_suppression(decode(outputs, hw, self.min_score))
+        return scale_boxes(boxes, out_hw[0] / hw[0], out_hw[1] / hw[1], out_hw)
 
     def close(self) -> None:
         self._graph = None
