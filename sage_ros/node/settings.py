@@ -53,8 +53,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "a region of one class whose most confident pixel is below this is background; a kept region loses "
               f"its pixels below {PEAK_FRACTION:g} of that peak (0 = keep every region whole)"),
     ParamSpec("segmentation.detector", True,
-              "true: the COCO object detector's boxes (visible Y and IR) replace the network's regions of their "
-              "class (cars and people on any camera; needs `sage-ros weights fetch`); false: the network alone"),
+              "true: the COCO object detector's boxes (on the mean of the visible Y and IR) replace the network's "
+              "regions of their class (cars and people on any camera; needs `sage-ros weights fetch`); false: the "
+              "network alone"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
