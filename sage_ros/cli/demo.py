@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"  6 sample pairs + upstream results: sha256 verified, in {official}", flush=True)
+    if args.detector:
+        from sage_ros.cli.weights import fetch_detector_files
+
+        fetch_detector_files()  # the masks' object detector, as `weights fetch` gets it (once)
     if args.weights is None:
         args.weights = official / CHECKPOINT.local
     _say_model_build(args)

