@@ -16,7 +16,7 @@ from sage_ros.model.weights import FetchError
 from sage_ros.pipeline.detection import (
     COCO_CLASSES,
     STRIDES,
-    ObjectBox,
+    Detection,
     ObjectDetector,
     decode,
     input_size,
@@ -69,10 +69,10 @@ def test_decode_refuses_outputs_of_another_input_size():
 
 
 def test_non_max_suppression_per_class():
-    a = ObjectBox(1, 0.9, 0, 0, 10, 10)
-    b = ObjectBox(1, 0.8, 1, 1, 11, 11)  # same class, IoU 0.68: dropped
-    c = ObjectBox(2, 0.7, 1, 1, 11, 11)  # another class: kept
-    d = ObjectBox(1, 0.6, 20, 20, 30, 30)  # no overlap: kept
+    a = Detection(1, 0.9, 0, 0, 10, 10)
+    b = Detection(1, 0.8, 1, 1, 11, 11)  # same class, IoU 0.68: dropped
+    c = Detection(2, 0.7, 1, 1, 11, 11)  # another class: kept
+    d = Detection(1, 0.6, 20, 20, 30, 30)  # no overlap: kept
     assert non_max_suppression([d, c, b, a]) == [a, c, d]
 
 
@@ -89,8 +89,8 @@ def test_paint_boxes_replaces_the_touched_region_and_keeps_objects_apart():
     ids[20:40, 0:60] = 1  # the network's car region running on into the road
     ids[5:15, 70:78] = 2  # a person the detector did not find: kept
     ids[45:55, 70:78] = 1  # a car region no box touches: kept
-    near = ObjectBox(1, 0.9, 30, 22, 50, 38)
-    far = ObjectBox(1, 0.8, 5, 21, 36, 39)  # a larger box behind the near car's
+    near = Detection(1, 0.9, 30, 22, 50, 38)
+    far = Detection(1, 0.8, 5, 21, 36, 39)  # a larger box behind the near car's
     paint_boxes(ids, [far, near])
     assert (ids[20:40, 0:4] == 0).all() and (ids[20, 50:60] == 0).all()  # the spill around the boxes is gone
     assert (ids[5:15, 70:78] == 2).all() and (ids[45:55, 70:78] == 1).all()

@@ -24,6 +24,7 @@ import numpy as np
 # The box readers live in `sage_ros.evaluation.boxes`; MSRS_YOLO_TO_ID, Box, parse_yolo and read_yolo are
 # re-exported for make-bag and the bag evaluation's callers.
 from sage_ros.evaluation.boxes import MSRS_YOLO_TO_ID, Box, LabelledSet, parse_yolo, read_yolo  # noqa: F401
+from sage_ros.pipeline.detection import Detection
 
 #: Label value meaning "not scored" (pixels of a box that are not sure to be the object).
 IGNORE = 255
@@ -36,19 +37,6 @@ class LabelledBox(Protocol):
     def class_id(self) -> int: ...
 
     def as_xyxy(self) -> tuple[float, float, float, float]: ...
-
-
-@dataclass(frozen=True)
-class Detection:
-    class_id: int
-    score: float
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-    def as_xyxy(self) -> tuple[float, float, float, float]:
-        return self.x0, self.y0, self.x1, self.y1
 
 
 def components_to_detections(

@@ -37,8 +37,9 @@ NMS_IOU = 0.5
 
 
 @dataclass(frozen=True)
-class ObjectBox:
-    """A detected object: our class id, the detector's score, corners in pixels (x1, y1 exclusive)."""
+class Detection:
+    """A detected object: class id, score, corners in pixels (x1, y1 exclusive). The detector's boxes and the mask
+    components that scoring matches to human boxes (`evaluation.components`) are both this."""
 
     class_id: int
     score: float
@@ -80,7 +81,7 @@ def detector_input(vis_y: np.ndarray, ir: np.ndarray, hw: tuple[int, int]) -> np
 
 
 def decode(outputs: Sequence[np.ndarray], hw: tuple[int, int], min_score: float,
-           class_map: dict[int, int] = COCO_TO_ID) -> list[ObjectBox]:
+           class_map: dict[int, int] = COCO_TO_ID) -> list[Detection]:
     """NanoDet outputs (per stride: class scores (1, cells, classes) after the sigmoid, and box distributions
     (1, cells, 4 * (reg_max + 1))) -> boxes in input pixels with our class ids, before NMS."""
     cells_per_level = {(hw[0] // s) * (hw[1] // s): s for s in STRIDES}
@@ -94,7 +95,7 @@ def decode(outputs: Sequence[np.ndarray], hw: tuple[int, int], min_score: float,
     if set(scores) != set(STRIDES) or set(dists) != set(STRIDES):
         raise ValueError("detector outputs are not NanoDet's class scores and box distributions per stride")
     keep_classes = np.array(sorted(class_map))
-    boxes: list[ObjectBox] = []
+    boxes: list[Detection] = []
     for stride in STRIDES:
         cls = scores[stride][:, keep_classes]
         best = cls.argmax(1)
@@ -111,13 +112,13 @@ def decode(outputs: Sequence[np.ndarray], hw: tuple[int, int], min_score: float,
         cx = (cx + 0.5) * stride
         cy = (cy + 0.5) * stride
         for k, cell in enumerate(cells):
-            boxes.append(ObjectBox(class_map[int(keep_classes[best[cell]])], float(score[cell]),
+            boxes.append(Detection(class_map[int(keep_classes[best[cell]])], float(score[cell]),
                                    float(cx[k] - dist[k, 0]), float(cy[k] - dist[k, 1]),
                                    float(cx[k] + dist[k, 2]), float(cy[k] + dist[k, 3])))
     return boxes
 
 
-def box_iou(a: ObjectBox, b: ObjectBox) -> float:
+def box_iou(a: Detection, b: Detection) -> float:
     ix = min(a.x1, b.x1) - max(a.x0, b.x0)
     iy = min(a.y1, b.y1) - max(a.y0, b.y0)
     if ix <= 0 or iy <= 0:
@@ -126,32 +127,32 @@ def box_iou(a: ObjectBox, b: ObjectBox) -> float:
     return inter / (a.area + b.area - inter)
 
 
-def non_max_suppression(boxes: Sequence[ObjectBox], iou: float = NMS_IOU) -> list[ObjectBox]:
+def non_max_suppression(boxes: Sequence[Detection], iou: float = NMS_IOU) -> list[Detection]:
     """Highest score first; a box overlapping a kept box of its class by more than `iou` is dropped."""
-    kept: list[ObjectBox] = []
+    kept: list[Detection] = []
     for box in sorted(boxes, key=lambda b: -b.score):
         if all(k.class_id != box.class_id or box_iou(k, box) <= iou for k in kept):
             kept.append(box)
     return kept
 
 
-def scale_boxes(boxes: Sequence[ObjectBox], sy: float, sx: float, hw: tuple[int, int]) -> list[ObjectBox]:
+def scale_boxes(boxes: Sequence[Detection], sy: float, sx: float, hw: tuple[int, int]) -> list[Detection]:
     """Boxes multiplied by (sx, sy) and clipped to a frame of hw; empty ones dropped."""
     out = []
     for b in boxes:
         x0, x1 = np.clip([b.x0 * sx, b.x1 * sx], 0, hw[1])
         y0, y1 = np.clip([b.y0 * sy, b.y1 * sy], 0, hw[0])
         if x1 - x0 >= 1 and y1 - y0 >= 1:
-            out.append(ObjectBox(b.class_id, b.score, float(x0), float(y0), float(x1), float(y1)))
+            out.append(Detection(b.class_id, b.score, float(x0), float(y0), float(x1), float(y1)))
     return out
 
 
-def paint_boxes(ids: np.ndarray, boxes: Sequence[ObjectBox], ring: int = 1) -> np.ndarray:
+def paint_boxes(ids: np.ndarray, boxes: Sequence[Detection], ring: int = 1) -> np.ndarray:
     """In place and returned: each region of the network's class ids that a box of its class touches is removed,
     then each box is filled with its class, larger boxes first so that a nearer (smaller, overlapping) object
     stays on top, each inside a `ring`-pixel background outline so that touching objects stay separate regions."""
     h, w = ids.shape
-    by_class: dict[int, list[ObjectBox]] = {}
+    by_class: dict[int, list[Detection]] = {}
     for b in boxes:
         by_class.setdefault(b.class_id, []).append(b)
     for cls, group in by_class.items():
@@ -174,7 +175,7 @@ def paint_boxes(ids: np.ndarray, boxes: Sequence[ObjectBox], ring: int = 1) -> n
     return ids
 
 
-def _pixels(b: ObjectBox, h: int, w: int) -> tuple[int, int, int, int]:
+def _pixels(b: Detection, h: int, w: int) -> tuple[int, int, int, int]:
     return (min(max(int(round(b.x0)), 0), w), min(max(int(round(b.y0)), 0), h),
             min(max(int(round(b.x1)), 0), w), min(max(int(round(b.y1)), 0), h))
 
@@ -207,7 +208,7 @@ class ObjectDetector:
     def runtime(self) -> str:
         return self._graph.runtime if self._graph is not None else f"{self._options[0]} (not started)"
 
-    def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> list[ObjectBox]:
+    def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> list[Detection]:
         out_hw = vis_y.shape[:2]
         hw = input_size(out_hw, self.input_pixels)
         graph = self._session()
