@@ -109,6 +109,17 @@ def test_detector_refuses_missing_graph_and_bad_scores(tmp_path):
         ObjectDetector(graph, min_score=1.5)
 
 
+def test_a_corrupt_detector_graph_says_what_to_do(tmp_path):
+    from sage_ros.pipeline.cpu_graph import SegmentationError
+
+    graph = tmp_path / "nanodet_coco.onnx"
+    graph.write_bytes(b"\x08\x07 not a model")
+    detector = ObjectDetector(graph, "onnxruntime")  # files are checked here, sessions start on first use
+    plane = np.zeros((48, 64), np.float32)
+    with pytest.raises(SegmentationError, match="could not be loaded.*weights fetch"):
+        detector(plane, plane)
+
+
 def test_fetch_refuses_a_tarball_that_is_not_the_pinned_one(tmp_path):
     from sage_ros.model.detector_files import fetch_detector
 

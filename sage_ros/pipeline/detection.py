@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sage_ros.pipeline.cpu_graph import CpuGraph
+from sage_ros.pipeline.cpu_graph import CpuGraph, SegmentationError
 
 # COCO class index -> our class id (1 car, 2 person, 3 bike): bus and truck are cars, a motorcycle is a bike,
 # as the M3FD and MSRS labels count them.
@@ -199,9 +199,15 @@ class ObjectDetector:
         self._options = (runtime, threads, precision)
         self._graph = None
 
-    def _session(self):
+    def _session(self) -> CpuGraph:
         if self._graph is None:
-            self._graph = CpuGraph(self.path, *self._options)
+            try:
+                self._graph = CpuGraph(self.path, *self._options)
+            except SegmentationError:
+                raise
+            except Exception as exc:  # the runtimes raise their own types for a bad file
+                raise SegmentationError(f"object detector graph {self.path} could not be loaded ({exc}): delete it "
+                                        "and run `sage-ros weights fetch` to rebuild it") from exc
         return self._graph
 
     @property
