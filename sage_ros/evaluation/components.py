@@ -24,7 +24,7 @@ import numpy as np
 # The box readers live in `sage_ros.evaluation.boxes`; MSRS_YOLO_TO_ID, Box, parse_yolo and read_yolo are
 # re-exported for make-bag and the bag evaluation's callers.
 from sage_ros.evaluation.boxes import MSRS_YOLO_TO_ID, Box, LabelledSet, parse_yolo, read_yolo  # noqa: F401
-from sage_ros.pipeline.detection import Detection
+from sage_ros.pipeline.detection import Detection, box_iou  # noqa: F401 - box_iou re-exported for callers
 
 #: Label value meaning "not scored" (pixels of a box that are not sure to be the object).
 IGNORE = 255
@@ -73,17 +73,6 @@ def components_to_detections(
             score = float(sums[index] / area) if probs is not None else area / largest
             detections.append(Detection(int(cls), score, x, y, x + w, y + h))
     return detections
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU of two (x0, y0, x1, y1) boxes with exclusive right/bottom edges."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def nanmean(values: Iterable[float]) -> float:

@@ -118,20 +118,23 @@ def decode(outputs: Sequence[np.ndarray], hw: tuple[int, int], min_score: float,
     return boxes
 
 
-def box_iou(a: Detection, b: Detection) -> float:
-    ix = min(a.x1, b.x1) - max(a.x0, b.x0)
-    iy = min(a.y1, b.y1) - max(a.y0, b.y0)
-    if ix <= 0 or iy <= 0:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes with exclusive right/bottom edges (suppression here, matching in
+    `evaluation.components`)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
         return 0.0
-    inter = ix * iy
-    return inter / (a.area + b.area - inter)
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def non_max_suppression(boxes: Sequence[Detection], iou: float = NMS_IOU) -> list[Detection]:
     """Highest score first; a box overlapping a kept box of its class by more than `iou` is dropped."""
     kept: list[Detection] = []
     for box in sorted(boxes, key=lambda b: -b.score):
-        if all(k.class_id != box.class_id or box_iou(k, box) <= iou for k in kept):
+        if all(k.class_id != box.class_id or box_iou(k.as_xyxy(), box.as_xyxy()) <= iou for k in kept):
             kept.append(box)
     return kept
 
@@ -214,9 +217,10 @@ class ObjectDetector:
     def runtime(self) -> str:
         return self._graph.runtime if self._graph is not None else f"{self._options[0]} (not started)"
 
-    def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> list[Detection]:
-        out_hw = vis_y.shape[:2]
-        hw = input_size(out_hw, self.input_pixels)
+    def __call__(self, vis_y: np.ndarray, ir: np.ndarray, out_hw: tuple[int, int] | None = None) -> list[Detection]:
+        """Boxes in pixels of out_hw (default: vis_y's size; the planes may be a resized copy of that frame)."""
+        out_hw = tuple(out_hw or vis_y.shape[:2])
+        hw = input_size(vis_y.shape[:2], self.input_pixels)
         graph = self._session()
         outputs = graph.run({graph.input_name: detector_input(vis_y, ir, hw)})
         boxes = non_max_suppression(decode(outputs, hw, self.min_score))

@@ -160,12 +160,20 @@ class Segmenter:
                                             f"not be loaded: {exc}") from exc
             return self._graphs
 
+    def working_planes(self, vis_y: np.ndarray, ir: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The visible Y and IR resized to the working size (before any tone remap): the network's and the
+        detector's input, made once per frame."""
+        hw = working_size(vis_y.shape, self.working_pixels)
+        return resize_plane(vis_y, hw), resize_plane(ir, hw)
+
     def probabilities(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
         """(C, h, w) class probabilities at a quarter of the working size."""
-        hw = working_size(vis_y.shape, self.working_pixels)
+        return self._probabilities(*self.working_planes(vis_y, ir))
+
+    def _probabilities(self, vis_w: np.ndarray, ir_w: np.ndarray) -> np.ndarray:
+        hw = vis_w.shape
         low = (hw[0] // _SIDE_MULTIPLE, hw[1] // _SIDE_MULTIPLE)
         network, student = self._sessions()
-        vis_w, ir_w = resize_plane(vis_y, hw), resize_plane(ir, hw)
         if "vis_y" in self.tone:
             vis_w = into_tone_range(vis_w, self.tone["vis_y"])
         if "ir" in self.tone:
@@ -179,12 +187,14 @@ class Segmenter:
         return np.asarray(network.run(feeds)[0], np.float32)[0]
 
     def __call__(self, vis_y: np.ndarray, ir: np.ndarray) -> np.ndarray:
-        ids = ids_from_probabilities(self.probabilities(vis_y, ir), vis_y.shape, self.min_confidence,
+        vis_w, ir_w = self.working_planes(vis_y, ir)
+        ids = ids_from_probabilities(self._probabilities(vis_w, ir_w), vis_y.shape, self.min_confidence,
                                      self.min_object_confidence)
         if self.detector is not None:
             # The detector's boxes replace the network's regions of their class that they touch: it knows cars
-            # and people on any camera, the network only on the one it learned.
-            paint_boxes(ids, self.detector(vis_y, ir))
+            # and people on any camera, the network only on the one it learned. It reads the same working-size
+            # planes (its input is about that size), not the full frames again.
+            paint_boxes(ids, self.detector(vis_w, ir_w, out_hw=vis_y.shape[:2]))
         return ids
 
     def close(self) -> None:
