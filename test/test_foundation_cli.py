@@ -62,3 +62,19 @@ def test_the_readme_command_line_lists_exactly_the_flags_that_exist() -> None:
         assert listed == real, (words[:3], sorted(listed - real), sorted(real - listed))
         checked += 1
     assert checked >= 8
+
+
+def test_detector_min_score_flag_reaches_the_pipeline_settings_and_refuses_bad_values(capsys) -> None:
+    from sage_ros.cli._common import pipeline_settings
+    from sage_ros.node.settings import PARAMS
+
+    parser = build_parser()
+    node_default = next(p.default for p in PARAMS if p.name == "segmentation.detector_min_score")
+    fuse = ["fuse", "--ir", "i", "--vis", "v", "--out", "o"]
+    assert pipeline_settings(parser.parse_args(fuse)).detector_min_score == node_default
+    args = parser.parse_args(fuse + ["--detector-min-score", "0.3"])
+    assert pipeline_settings(args).detector_min_score == 0.3
+    for bad in ("0", "1.5", "high"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(fuse + ["--detector-min-score", bad])
+        assert "--detector-min-score" in capsys.readouterr().err

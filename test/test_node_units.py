@@ -46,6 +46,8 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
     tuned = NodeSettings(defaults(**{"segmentation.min_object_confidence": 0.0})).pipeline
     assert tuned.min_object_confidence == 0.0  # 0: every region kept whole
     assert p.detector and not NodeSettings(defaults(**{"segmentation.detector": False})).pipeline.detector
+    assert p.detector_min_score == 0.45
+    assert NodeSettings(defaults(**{"segmentation.detector_min_score": 0.3})).pipeline.detector_min_score == 0.3
     d = NodeSettings(defaults()).pipeline
     assert (d.model, d.threads) == ("auto", 0)  # no model_path: model.variant; 0: the runtime decides
 
@@ -64,6 +66,8 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
         ("segmentation.min_confidence", 1.0),
         ("segmentation.min_object_confidence", -0.1),
         ("segmentation.min_object_confidence", 1.0),
+        ("segmentation.detector_min_score", 0.0),
+        ("segmentation.detector_min_score", 1.0),
     ],
 )
 def test_bad_parameter_values_name_the_parameter(name, value):

@@ -278,6 +278,12 @@ def test_the_object_detector_joins_the_masks_unless_turned_off_or_not_fetched(ch
         assert any(n.startswith("object detector: nanodet_coco.onnx") for n in pipeline.notes), pipeline.notes
     finally:
         pipeline.close()
+    pipeline = build_pipeline(_settings(checkpoint_path, detector_min_score=0.3))
+    try:
+        assert pipeline.segmenter.detector.min_score == 0.3
+        assert any(n.startswith("object detector:") and "min score 0.3" in n for n in pipeline.notes), pipeline.notes
+    finally:
+        pipeline.close()
     pipeline = build_pipeline(_settings(checkpoint_path, detector=False))
     try:
         assert pipeline.segmenter.detector is None and "object detector: off" in pipeline.notes

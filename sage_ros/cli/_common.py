@@ -8,6 +8,7 @@ from pathlib import Path
 from sage_ros.backends import BACKEND_NAMES, PRECISIONS
 from sage_ros.paths import default_checkpoint, default_onnx
 from sage_ros.pipeline import PipelineSettings, parse_resolution
+from sage_ros.pipeline.detection import DEFAULT_MIN_SCORE
 from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, PEAK_FRACTION
 
 
@@ -59,12 +60,27 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="segmentation: without the COCO object detector's boxes (the MSRS-trained network alone)",
     )
     group.add_argument(
+        "--detector-min-score", type=_score, default=DEFAULT_MIN_SCORE,
+        help=f"segmentation: the object detector's lowest kept box score, in (0, 1) (default {DEFAULT_MIN_SCORE}; "
+        "lower finds more distant objects and paints more false ones)",
+    )
+    group.add_argument(
         "--calib", type=Path, default=None,
         help="folder of real pairs (Ir/ + Vis/) for int8 calibration (default: the sample pairs)",
     )
     group.add_argument("--threads", type=int, default=0, help="CPU threads per runtime (default: the runtime's)")
     group.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     group.add_argument("--engine-dir", type=Path, default=None, help="TensorRT engine cache folder")
+
+
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not in (0, 1)")
+    return value
 
 
 def _resolution(text: str) -> str | tuple[int, int]:
@@ -81,5 +97,6 @@ def pipeline_settings(args: argparse.Namespace, segmentation: bool = True) -> Pi
         threads=args.threads or 0, device=args.device, engine_dir=args.engine_dir, resolution=args.resolution,
         scale_adapted=args.scale_adapted, segmentation=segmentation, min_confidence=args.min_confidence,
         min_object_confidence=args.min_object_confidence, detector=args.detector,
+        detector_min_score=args.detector_min_score,
         calib=args.calib,
     )

@@ -15,6 +15,7 @@ from sage_ros.image.registration import parse_homography
 from sage_ros.image.thermal import MODES, NormalizerConfig
 from sage_ros.model.model_variants import VARIANTS
 from sage_ros.pipeline import PipelineSettings, parse_resolution
+from sage_ros.pipeline.detection import DEFAULT_MIN_SCORE
 from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, PEAK_FRACTION
 
 RELIABILITIES = ("best_effort", "reliable")
@@ -56,6 +57,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "true: the COCO object detector's boxes (on the mean of the visible Y and IR) replace the network's "
               "regions of their class (cars and people on any camera; needs `sage-ros weights fetch`); false: the "
               "network alone"),
+    ParamSpec("segmentation.detector_min_score", DEFAULT_MIN_SCORE,
+              "the detector's lowest kept box score, in (0, 1): lower finds more distant objects and paints more "
+              "false ones (the default was chosen on MSRS; see docs/segmentation.md)"),
     ParamSpec("threads", 0, "CPU threads for the backend; 0 lets the runtime decide"),
     ParamSpec("device", "cpu", "torch device (torch backend only)"),
     ParamSpec("engine_path", "", "TensorRT: an explicit engine file"),
@@ -135,6 +139,9 @@ class NodeSettings:
         for name in ("segmentation.min_confidence", "segmentation.min_object_confidence"):
             if not 0.0 <= v[name] < 1.0:
                 raise ValueError(f"parameter {name}={v[name]} must be in [0, 1)")
+        if not 0.0 < v["segmentation.detector_min_score"] < 1.0:
+            raise ValueError(f"parameter segmentation.detector_min_score={v['segmentation.detector_min_score']} "
+                             "must be in (0, 1)")
         try:
             parse_homography(v["registration.homography"])
         except ValueError as exc:
@@ -163,6 +170,7 @@ class NodeSettings:
             min_confidence=float(v["segmentation.min_confidence"]),
             min_object_confidence=float(v["segmentation.min_object_confidence"]),
             detector=bool(v["segmentation.detector"]),
+            detector_min_score=float(v["segmentation.detector_min_score"]),
         )
 
     @property

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sage_ros.backends import BackendConfig, BackendError, FusionBackend, auto_order, create_backend
+from sage_ros.pipeline.detection import DEFAULT_MIN_SCORE
 from sage_ros.pipeline.fusion import DEFAULT_RESOLUTION, FusionPipeline, Student, parse_resolution
 from sage_ros.pipeline.segmentation import DEFAULT_MIN_CONFIDENCE, DEFAULT_MIN_OBJECT_CONFIDENCE, Segmenter
 
@@ -41,6 +42,7 @@ class PipelineSettings:
     min_confidence: float = DEFAULT_MIN_CONFIDENCE  # below this class probability: background
     min_object_confidence: float = DEFAULT_MIN_OBJECT_CONFIDENCE  # a region peaking below this: background
     detector: bool = True  # the COCO object detector's boxes in the masks (when its files are fetched)
+    detector_min_score: float = DEFAULT_MIN_SCORE  # the detector's lowest kept box score
     calib: Path | None = None  # int8 calibration pairs (default: the sample pairs)
 
     def __post_init__(self) -> None:
@@ -190,7 +192,8 @@ def segmenter_for(settings: PipelineSettings, config: BackendConfig) -> Segmente
     detector = None
     if settings.detector:
         try:
-            detector = ObjectDetector(ensure_detector_graph(), runtime, settings.threads, precision)
+            detector = ObjectDetector(ensure_detector_graph(), runtime, settings.threads, precision,
+                                      min_score=settings.detector_min_score)
         except FileNotFoundError:
             pass  # masks from the network alone: said in the notes
     return Segmenter(ensure_seg_graph(), ensure_onnx(), runtime, settings.threads, precision,
