@@ -51,6 +51,7 @@ from sage_ros.cpu_features import read_cpu_features  # noqa: E402
 from sage_ros.image.encodings import encode_image  # noqa: E402
 from sage_ros.image.registration import Registration  # noqa: E402
 from sage_ros.image.thermal import ThermalNormalizer  # noqa: E402
+from sage_ros.node.outputs import MaskSchedule  # noqa: E402
 from sage_ros.node.processing import PairProcessor  # noqa: E402
 from sage_ros.node.stats import percentiles_ms  # noqa: E402
 from sage_ros.pipeline import PipelineSettings, build_pipeline  # noqa: E402
@@ -64,6 +65,11 @@ CONFIGS = {
     # Every default, the model included: `model.variant: auto` (the fast student where it passes its gate).
     "auto": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto"},
     "auto-avx2": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto"},
+    # Every default, masks at most 3 a second (`segmentation.max_rate`): the fused image for every pair.
+    "auto-mask3": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto",
+                   "segmentation.max_rate": 3.0},
+    "auto-avx2-mask3": {"fusion.resolution": "thermal", "precision": "auto", "model.variant": "auto",
+                        "segmentation.max_rate": 3.0},
 }
 LABELS = {
     "old": "rgb res, fp32 (old defaults)",
@@ -73,9 +79,11 @@ LABELS = {
     "new-avx2": "new defaults, AVX2 kernels",
     "auto": "new defaults with model auto",
     "auto-avx2": "every default, AVX2 kernels (model auto sees an AVX2-only CPU)",
+    "auto-mask3": "every default, masks at most 3 Hz",
+    "auto-avx2-mask3": "every default, AVX2 kernels, masks at most 3 Hz",
 }
 AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
-ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP, "auto-avx2": AVX2_CAP}
+ENVS = {"old-avx2": AVX2_CAP, "new-avx2": AVX2_CAP, "auto-avx2": AVX2_CAP, "auto-avx2-mask3": AVX2_CAP}
 # The old defaults had Fast DDS's own transport settings; the node now starts with the package's
 # large-frames profile (sage_ros/node/dds_profile.py). --old-transport same gives the old nodes the new
 # transport too, which isolates resolution and precision.
@@ -83,7 +91,7 @@ OLD_TRANSPORT = {"SAGE_ROS_DDS_PROFILE": "fastdds"}
 OLD_CONFIGS = ("old", "old-avx2")
 # Each configuration's speed-up and PSNR are against the old defaults on the same kernels.
 BASELINE = {"old": "old", "new": "old", "res": "old", "old-avx2": "old-avx2", "new-avx2": "old-avx2", "auto": "old",
-            "auto-avx2": "old-avx2"}
+            "auto-avx2": "old-avx2", "auto-mask3": "old", "auto-avx2-mask3": "old-avx2"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -275,6 +283,9 @@ def main() -> int:
             said = re.search(r"Fast DDS profile: (.*)", logs[name].read_text(errors="replace"))
             print(f"{name}: Fast DDS profile: {said.group(1) if said else '(not logged)'}")
 
+        # Which pairs each node masks (`segmentation.max_rate`, by stamp): the same rule as the node's.
+        schedules = {n: MaskSchedule(float(CONFIGS[n].get("segmentation.max_rate", 0.0))) for n in names}
+
         def send_and_wait(name: str, stamp: int) -> tuple[float, object, float | None] | None:
             probe = probes[name]
             probe.publish("thermal/image_raw", thermal_fields, stamp, "thermal")
@@ -287,12 +298,13 @@ def main() -> int:
                 return None
             recv, msg = found()
             mask_ms = None
-            if args.masks:
+            if args.masks and schedules[name].due(stamp):
                 # The node computes the mask after the fused image is out. The next pair (of any node) is sent
                 # only once the mask is back too: otherwise one node's segmentation pass runs on the same cores
                 # as the next node's fusion, and the table would show that contention, not a node's latency.
                 if probe.wait_until(lambda: found("segmentation/mask") is not None, args.pair_timeout):
                     mask_ms = (found("segmentation/mask")[0] - stamp) * 1e-6
+                    schedules[name].masked(stamp)
             return (recv - stamp) * 1e-6, msg, mask_ms
 
         # The same per-pair work without ROS, in this process (decode, normalise, register, model, colour):
@@ -336,6 +348,7 @@ def main() -> int:
             for name in names:
                 probe = probes[name]
                 before = len(probe.messages("fused/image_raw"))
+                masks_before = len(probe.messages("segmentation/mask")) if args.masks else 0
                 sent, start = 0, time.monotonic()
                 while time.monotonic() - start < args.seconds:
                     stamp = time.time_ns()
@@ -347,7 +360,9 @@ def main() -> int:
                 p50 = percentiles_ms(e2e[name])["p50"] if e2e[name] else 1000.0
                 time.sleep(min(10.0, p50 / 1000.0 + 0.5))
                 fused = len(probe.messages("fused/image_raw")) - before
-                sustained[name] = (sent, fused, fused / (time.monotonic() - start))
+                masks = len(probe.messages("segmentation/mask")) - masks_before if args.masks else 0
+                elapsed = time.monotonic() - start
+                sustained[name] = (sent, fused, fused / elapsed, masks / elapsed)
     finally:
         for probe in probes.values():
             probe.close()
@@ -375,6 +390,8 @@ def main() -> int:
         speed = f"x{base / p['p50']:.2f}" if base and e2e[name] else "-"
         sent_fused = sustained.get(name)
         rate = f"{sent_fused[2]:.2f} ({sent_fused[0]}/{sent_fused[1]})" if sent_fused else "-"
+        if sent_fused and args.masks:
+            rate += f", masks {sent_fused[3]:.2f} Hz"
         q = f"{min(quality[name]):.1f}" if quality[name] else "-"
         side = node_side.get(name, {})
         # The node's processing counts from the RGB image's arrival (a thermal image arriving later is in it):

@@ -68,6 +68,8 @@ def test_default_settings_are_valid_and_describe_the_pipeline(tmp_path):
         ("segmentation.min_object_confidence", 1.0),
         ("segmentation.detector_min_score", 0.0),
         ("segmentation.detector_min_score", 1.0),
+        ("segmentation.max_rate", -1.0),
+        ("segmentation.max_rate", float("nan")),
     ],
 )
 def test_bad_parameter_values_name_the_parameter(name, value):

@@ -39,7 +39,7 @@ from sage_ros.image.thermal import ThermalNormalizer
 from sage_ros.node.diagnostics import DiagnosticsPublisher
 from sage_ros.node.handoff import NewestSlot
 from sage_ros.node.inputs import InputSubscriptions
-from sage_ros.node.outputs import OutputPublishers, image_msg
+from sage_ros.node.outputs import MaskSchedule, OutputPublishers, image_msg
 from sage_ros.node.processing import (
     PairProcessor,
     classify_error,
@@ -88,6 +88,7 @@ class FusionNode(LifecycleNode):
         self._sync = Synchroniser()
         self._inputs: InputSubscriptions | None = None  # this activation's (kept closed while inactive)
         self._outputs: OutputPublishers | None = None  # this activation's
+        self._mask_schedule: MaskSchedule | None = None  # this activation's
         self._camera_info: CameraInfo | None = None
         self._worker: InferenceWorker | None = None
         self._lingering: list[InferenceWorker] = []  # stopped at deactivate but still inside the model
@@ -160,6 +161,7 @@ class FusionNode(LifecycleNode):
         self._inputs.open()
         names = ["fused", "fused_info"] + (["mask", "overlay"] if self.class_table is not None else [])
         self._outputs = OutputPublishers(self, names, s["output_qos.reliability"], s["output_qos.depth"])
+        self._mask_schedule = MaskSchedule(float(s["segmentation.max_rate"]))
         self.stats.activated(time.monotonic())
         # A worker of an earlier activation may still be inside the model: this one starts once it is out.
         self._lingering = [w for w in self._lingering if w.thread.is_alive()]
@@ -321,12 +323,17 @@ class FusionNode(LifecycleNode):
             info.header = header
             if outputs.publish("fused_info", info):
                 published.append("fused_info")
-        published += outputs.publish_classes(
-            header, out, self.class_table, s["overlay.alpha"],
-            # Not a dropped pair (its fused image is published): logged, and the mask/overlay skipped.
-            lambda exc: self._problem("failed_segmentation", f"segmentation failed on a {rgb.width}x{rgb.height} "
-                                      f"pair: {exc}", detail=type(exc).__name__),
-        )
+        schedule = self._mask_schedule
+        if schedule is not None and schedule.due(stamp_ns):
+            classes = outputs.publish_classes(
+                header, out, self.class_table, s["overlay.alpha"],
+                # Not a dropped pair (its fused image is published): logged, and the mask/overlay skipped.
+                lambda exc: self._problem("failed_segmentation", f"segmentation failed on a {rgb.width}x"
+                                          f"{rgb.height} pair: {exc}", detail=type(exc).__name__),
+            )
+            if classes:
+                schedule.masked(stamp_ns)
+            published += classes
         self.stats.published(published)
         self.stats.output_published(fused_at, latency_ms, (fused_at - received) * 1000.0, out.inference_ms)
 

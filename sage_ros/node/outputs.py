@@ -33,6 +33,27 @@ def image_msg(header: Any, array: np.ndarray, encoding: str) -> Image:
     return msg
 
 
+class MaskSchedule:
+    """Which pairs get a mask (and overlay) at `segmentation.max_rate`: a mask is due once its RGB stamp is a
+    period (less a tenth, for camera jitter) past the last masked pair's; 0 = every pair.
+
+    Sensor time, not wall time: a bag replayed faster than real time gets the same pairs masked. A stamp before
+    the last one (a looped bag, a restarted driver) starts over."""
+
+    def __init__(self, max_rate_hz: float) -> None:
+        if not 0.0 <= max_rate_hz < float("inf"):
+            raise ValueError(f"mask rate {max_rate_hz} Hz must be >= 0 and finite")
+        self._min_gap_ns = int(0.9e9 / max_rate_hz) if max_rate_hz > 0 else 0
+        self._last_ns: int | None = None
+
+    def due(self, stamp_ns: int) -> bool:
+        last = self._last_ns
+        return last is None or stamp_ns < last or stamp_ns - last >= self._min_gap_ns
+
+    def masked(self, stamp_ns: int) -> None:
+        self._last_ns = stamp_ns
+
+
 class OutputPublishers:
     """`names` (keys of TOPICS) published with `output_qos.*` (or the user's qos_overrides) until `close()`."""
 

@@ -57,6 +57,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "true: the COCO object detector's boxes (on the mean of the visible Y and IR) replace the network's "
               "regions of their class (cars and people on any camera; needs `sage-ros weights fetch`); false: the "
               "network alone"),
+    ParamSpec("segmentation.max_rate", 0.0,
+              "masks (and overlays) at most this often (Hz, by the RGB stamps), the fused image for every pair: on "
+              "a small CPU the fused image keeps the camera's rate; 0 = a mask for every pair"),
     ParamSpec("segmentation.detector_min_score", DEFAULT_MIN_SCORE,
               "the detector's lowest kept box score, in (0, 1): lower finds more distant objects and paints more "
               "false ones (the default was chosen on MSRS; see docs/segmentation.md)"),
@@ -134,6 +137,9 @@ class NodeSettings:
             _positive(name, v[name])
         _positive("max_pair_age", v["max_pair_age"], allow_zero=True)
         _positive("threads", v["threads"], allow_zero=True)
+        if not 0.0 <= v["segmentation.max_rate"] < float("inf"):  # NaN fails too
+            raise ValueError(f"parameter segmentation.max_rate={v['segmentation.max_rate']} must be >= 0 (Hz; 0 = "
+                             "a mask for every pair)")
         if not 0.0 <= v["overlay.alpha"] <= 1.0:
             raise ValueError(f"parameter overlay.alpha={v['overlay.alpha']} must be in [0, 1]")
         for name in ("segmentation.min_confidence", "segmentation.min_object_confidence"):
