@@ -19,9 +19,11 @@ from sage_ros.pipeline.detection import (
     Detection,
     ObjectDetector,
     decode,
+    detector_input,
     input_size,
     non_max_suppression,
     paint_boxes,
+    scale_boxes,
 )
 
 HW = (64, 96)
@@ -61,6 +63,30 @@ def test_decode_keeps_only_mapped_classes_above_the_score():
             (32, 2): (3, 0.7, (1, 1, 1, 1))}    # motorcycle -> bike
     boxes = decode(_outputs(hits), HW, 0.5)
     assert sorted((b.class_id, round(b.score, 2)) for b in boxes) == [(2, 0.8), (3, 0.7)]
+
+
+def test_every_kept_coco_class_maps_to_ours():
+    hits = {(8, k): (cls, 0.9, (1, 1, 1, 1)) for k, cls in enumerate((0, 1, 2, 3, 5, 7))}
+    ids = sorted(b.class_id for b in decode(_outputs(hits), HW, 0.5))
+    # person; bicycle, motorcycle -> bike; car, bus, truck -> car (as MSRS and M3FD count them)
+    assert ids == [1, 1, 1, 2, 3, 3]
+
+
+def test_detector_input_is_the_normalised_mean_of_the_two_planes_at_its_size():
+    vis = np.full((48, 64), 0.8, np.float32)
+    ir = np.full((24, 32), 0.2, np.float32)  # another size of the same frame: resized too
+    x = detector_input(vis, ir, (32, 32))
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32
+    grey = 0.5 * 255.0  # the mean of 0.8 and 0.2
+    expected = (grey - np.array([103.53, 116.28, 123.675])) / np.array([57.375, 57.12, 58.395])
+    np.testing.assert_allclose(x[0, :, 5, 7], expected, rtol=1e-5)
+
+
+def test_scale_boxes_scales_each_axis_and_drops_boxes_outside_the_frame():
+    inside = Detection(1, 0.9, 10, 20, 30, 40)
+    outside = Detection(2, 0.9, 200, 5, 220, 9)  # right of a 100-px-wide frame once scaled
+    kept = scale_boxes([inside, outside], sy=2.0, sx=0.5, hw=(100, 100))
+    assert kept == [Detection(1, 0.9, 5.0, 40.0, 15.0, 80.0)]
 
 
 def test_decode_refuses_outputs_of_another_input_size():
@@ -145,6 +171,24 @@ def _sample(official_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     y = visible_to_ycrcb(cv2.imread(str(official_dir / "Vis" / f"{name}.png"), cv2.IMREAD_COLOR)).y
     ir = infrared_to_grey(cv2.imread(str(official_dir / "Ir" / f"{name}.png"), cv2.IMREAD_UNCHANGED))
     return y, ir
+
+
+def test_paint_boxes_skips_boxes_under_two_pixels():
+    ids = np.zeros((20, 20), np.uint8)
+    paint_boxes(ids, [Detection(2, 0.9, 5, 5, 6, 15), Detection(1, 0.9, 2, 2, 18, 3)])
+    assert not ids.any()  # one pixel wide or high: nothing a robot could use, nor a component scoring counts
+
+
+def test_real_detector_boxes_land_in_the_requested_frame(detector_graph, official_dir):
+    """Boxes come back in out_hw's pixels, each axis scaled on its own (the stage passes working-size planes
+    and asks for the RGB frame's size)."""
+    y, ir = _sample(official_dir, "00000")
+    detector = ObjectDetector(detector_graph, "onnxruntime")
+    same = detector(y, ir)
+    stretched = detector(y, ir, out_hw=(2 * y.shape[0], y.shape[1]))
+    assert len(same) >= 3 and len(stretched) == len(same)
+    for a, b in zip(sorted(same, key=lambda d: d.x0), sorted(stretched, key=lambda d: d.x0), strict=True):
+        np.testing.assert_allclose((b.x0, b.x1, b.y0, b.y1), (a.x0, a.x1, 2 * a.y0, 2 * a.y1), atol=1e-3)
 
 
 def test_real_detector_finds_the_sample_pairs_cars(detector_graph, official_dir, m3fd_boxes_dir):
