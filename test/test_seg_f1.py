@@ -94,6 +94,32 @@ def test_f1_per_class_counts_and_empty_frames():
     assert scores.boxes_per_image == pytest.approx(4 / 3)
 
 
+def test_diagonal_pixels_are_one_component():
+    ids = np.zeros((10, 10), np.uint8)
+    for k in range(6):
+        ids[2 + k, 2 + k] = 2  # a diagonal line: one 8-connected object, six 4-connected specks
+    assert components_to_detections(ids, None, (2,), min_area=6) == [Detection(2, 1.0, 2, 2, 8, 8)]
+
+
+def test_two_components_on_one_box_count_one_match_and_one_false():
+    box = [Box(2, 0, 0, 10, 20)]
+    halves = [Detection(2, 1.0, 0, 0, 10, 18), Detection(2, 1.0, 0, 2, 10, 20)]  # IoU 0.9 each with the box
+    assert match_components(halves, box, 2) == (1, 2, 1)
+
+
+def test_a_class_neither_predicted_nor_labelled_is_left_out_of_the_mean():
+    scores = f1_scores([[Detection(2, 1.0, 0, 0, 10, 10)]], [[Box(2, 0, 0, 10, 10)]])
+    assert math.isnan(scores.per_class[1].f1) and math.isnan(scores.per_class[3].f1)
+    assert scores.mean_f1 == 1.0  # person alone: cars and bikes did not occur
+
+
+def test_boxes_of_unscored_classes_leave_a_frame_empty():
+    # A box of a class outside the scored ones (here 4) is not an object the frame is scored on.
+    scores = f1_scores([[Detection(1, 1.0, 0, 0, 5, 5)]], [[Box(4, 20, 20, 30, 30)]])
+    assert scores.empty_frames == 1 and scores.false_components_per_empty_frame == 1.0
+    assert scores.boxes_per_image == 0.0
+
+
 def test_filled_boxes_score_f1_one():
     boxes = [Box(2, 10, 10, 20, 40), Box(1, 50, 50, 120, 90), Box(3, 150, 20, 190, 60)]
     ids = np.zeros((100, 200), np.uint8)
