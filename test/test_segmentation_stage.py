@@ -67,6 +67,17 @@ def test_working_size_examples():
     assert working_size((240, 320)) == (480, 640)  # a small frame is enlarged to the scale the network knows
 
 
+def test_resize_plane_averages_pixels_to_shrink_and_interpolates_to_enlarge():
+    # Shrinking averages each block (a thin hot object keeps its share of the block instead of vanishing
+    # between bilinear taps); enlarging interpolates.
+    stripes = np.zeros((8, 8), np.float32)
+    stripes[:, ::4] = 1.0  # one hot column in every 4
+    np.testing.assert_allclose(resize_plane(stripes, (2, 2)), 0.25, atol=1e-6)
+    ramp = np.array([[0.0, 1.0]], np.float32).repeat(2, 0)
+    up = resize_plane(ramp, (2, 4))
+    assert up.shape == (2, 4) and 0.0 < up[0, 1] < up[0, 2] < 1.0
+
+
 def test_resizing_inside_equals_running_on_a_pre_resized_input(seg_graph: Path, student_graph: Path, scene):
     """A 1280x720 frame is segmented at the working size: the same class ids as the probabilities of the inputs
     resized there beforehand, brought to 1280x720 with the same threshold; the graph runs at about 640x480."""
