@@ -40,6 +40,7 @@ GOOD = {"psnr_db_mean": FAST_GATE_DB[0] + 1.0, "psnr_db_min": FAST_GATE_DB[1] + 
         (CpuFeatures(AVX512_BF16.flags), NO_GPU, GOOD, "sage", "bf16"),  # cores unknown: as before
         (AVX2, None, GOOD, "sage", "TensorRT and a CUDA device"),  # a GPU wins over any CPU
         (AVX2, NO_GPU, None, "sage", "not recorded"),
+        (AVX2, NO_GPU, {}, "sage", "not recorded"),  # a model card without the measurement
         (AVX2, NO_GPU, GOOD | {"psnr_db_mean": FAST_GATE_DB[0] - 0.1}, "sage", "below the gate"),
         (AVX2, NO_GPU, GOOD | {"psnr_db_min": FAST_GATE_DB[1] - 0.1}, "sage", "below the gate"),
         (AVX2, NO_GPU, GOOD | {"metrics_within_3pct": False}, "sage", "below the gate"),
