@@ -12,7 +12,8 @@ input QoS follows the publishers by default (`qos.reliability: auto`, re-checked
 Run: `fusion_node`, `python -m sage_ros.node.run` or `ros2 run sage_ros fusion_node` (sage_ros/node/run.py).
 
 Its parts: `inputs` (subscriptions, auto QoS, DDS loss), `synchroniser` (pairing), `handoff` (newest-pair
-mailbox), `worker` (inference thread), `outputs` (publishers, Image messages), `qos`, `throttle`, `stats`.
+mailbox), `worker` (inference thread), `outputs` (publishers, Image messages, which pairs get a mask), `qos`,
+`throttle`, `stats`.
 """
 
 from __future__ import annotations

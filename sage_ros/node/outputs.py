@@ -1,4 +1,5 @@
-"""The node's output publishers of one activation, and sensor_msgs/Image building.
+"""The node's output publishers of one activation, sensor_msgs/Image building, and which pairs get a mask
+(`MaskSchedule`, `segmentation.max_rate`).
 
 A worker that outlived its deactivation (its join timed out while the model ran) may still finish a
 pair: the publishers it captured are closed by then, so it publishes nothing (the pair is counted as
