@@ -12,6 +12,13 @@ One process, one run:
 
     python benchmarks/fast_student.py [--fast-npz runs/fast/fast_student.npz] [--out results.md] [--record]
 
+    python benchmarks/fast_student.py --shapes 16/2/3,16/1/3,12/2/3,8/2/3,8/1/3 [--size 768x432]
+
+--shapes only times candidate shapes (width / full-resolution convs / low-resolution convs) with random
+weights (the cost of a graph does not depend on its weights) on OpenVINO fp32 at the node's fusion size,
+interleaved, as ratios against the shipped shape: what a smaller student would buy before training one. Run it
+under `ONEDNN_MAX_CPU_ISA=AVX2` to see an AVX2-only CPU's kernels.
+
 --record writes the quality result (all eval pairs) into the fast student's JSON sidecar as
 `quality_vs_released`: what `model: auto` reads before it lets the fast student replace the released one.
 """
@@ -201,6 +208,41 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shape_speed(shapes: list[str], size: str, threads: int, runs: int, warmup: int) -> list[dict]:
+    """ms per frame of a fast student of each `width/full/low` shape (random weights, unsharp mask included),
+    OpenVINO fp32, timed interleaved; ratio against the shipped shape, which always runs first."""
+    import dataclasses
+
+    import openvino as ov
+
+    from sage_ros.networks.export import export_student
+    from sage_ros.networks.fast_student import SHIPPED_ARCH, FastArch, FastStudent, conv_macs
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    shipped = f"{SHIPPED_ARCH.width}/{SHIPPED_ARCH.full_res_convs}/{SHIPPED_ARCH.low_res_convs}"
+    core, compiled = ov.Core(), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in [shipped] + [s for s in shapes if s != shipped]:
+            width, full, low = (int(v) for v in shape.split("/"))
+            arch = dataclasses.replace(FastArch(width, full, low), detail_gain=0.15)
+            model = FastStudent(arch).eval()
+            graph = export_student(model, Path(tmp) / f"{width}_{full}_{low}.onnx")
+            compiled[shape] = (core.compile_model(core.read_model(str(graph)), "CPU", {
+                "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}), conv_macs(model, h, w) / 1e9)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.random((1, 1, h, w), dtype=np.float32) for name in ("vis_y", "ir")}
+    times: dict[str, list[float]] = {shape: [] for shape in compiled}
+    for k in range(warmup + runs):
+        for shape, (model, _) in compiled.items():
+            start = time.perf_counter()
+            model(feeds)
+            if k >= warmup:
+                times[shape].append((time.perf_counter() - start) * 1e3)
+    base = statistics.median(times[shipped])
+    return [{"shape": shape, "gmac": gmac, "ms": statistics.median(times[shape]),
+             "speedup": base / statistics.median(times[shape])} for shape, (_, gmac) in compiled.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=REPO.parent / "shared/sage_official/checkpoints.pt")
@@ -218,7 +260,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the markdown here (and .json beside it)")
     parser.add_argument("--record", action="store_true",
                         help="write the quality result into the fast ONNX's JSON sidecar (model: auto reads it)")
+    parser.add_argument("--shapes", default=None,
+                        help="only time these width/full/low shapes against the shipped one (comma-separated)")
+    parser.add_argument("--size", default="768x432", help="--shapes: frame WxH (default: the node's fusion size "
+                        "for a 640x512 thermal camera beside 1280x720 RGB)")
     args = parser.parse_args()
+    if args.shapes:
+        print(f"CPU: {read_cpu_features().summary()}; threads {args.threads}; OpenVINO fp32, {args.size}, median of "
+              f"{args.runs}; load average at start {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        print("| shape (width / full-res convs / low-res convs) | GMAC | ms | speed-up vs shipped |")
+        print("|---|---:|---:|---:|")
+        for row in shape_speed(args.shapes.split(","), args.size, args.threads, args.runs, args.warmup):
+            print(f"| {row['shape']} | {row['gmac']:.2f} | {row['ms']:.1f} | x{row['speedup']:.2f} |")
+        return 0
     for path, what in ((args.checkpoint, "released checkpoint"), (args.fast_npz, "fast student weights")):
         if not path.is_file():
             parser.error(f"{what} {path} does not exist")

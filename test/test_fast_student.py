@@ -367,3 +367,27 @@ def test_train_fast_refuses_bad_scales(tmp_path, scales, message):
     args = parser.parse_args(["--out", str(tmp_path), "--data", str(tmp_path), "--scales", scales])
     with pytest.raises(TrainingError, match=message):
         _make(args)
+
+
+def test_the_shape_sweep_times_the_shipped_shape_first_and_counts_each_shapes_work():
+    """`benchmarks/fast_student.py --shapes`: the shipped shape is the baseline (x1.00, listed first, even when not
+    asked for), every asked shape gets its own graph (its multiply-adds, not the shipped one's)."""
+    pytest.importorskip("openvino", reason="the sweep times OpenVINO graphs")
+    spec = importlib.util.spec_from_file_location(
+        "fast_student_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "fast_student.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.shape_speed(["8/2/3", "16/1/3"], "64x48", threads=1, runs=1, warmup=0)
+    shipped = f"{SHIPPED_ARCH.width}/{SHIPPED_ARCH.full_res_convs}/{SHIPPED_ARCH.low_res_convs}"
+    assert [r["shape"] for r in rows] == [shipped, "8/2/3", "16/1/3"]
+    assert rows[0]["speedup"] == 1.0
+    expected = {r["shape"]: FastStudent(dataclasses.replace(SHIPPED_ARCH, width=int(r["shape"].split("/")[0]),
+                                                            full_res_convs=int(r["shape"].split("/")[1]),
+                                                            low_res_convs=int(r["shape"].split("/")[2])))
+                for r in rows}
+    from sage_ros.networks.fast_student import conv_macs
+
+    for row in rows:
+        # The sweep's graphs carry the 7x7 unsharp mask (49 MAC per pixel), as a trained student does.
+        assert row["gmac"] * 1e9 == pytest.approx(conv_macs(expected[row["shape"]], 48, 64) + 49 * 48 * 64)
+        assert row["ms"] > 0
