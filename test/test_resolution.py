@@ -227,3 +227,96 @@ def test_fuse_folder_takes_a_lower_resolution_thermal_folder(tmp_path: Path):
     # rgb resolution cannot use an unregistered smaller IR image: reported, not raised.
     report = fuse_folder(FusionPipeline(backend, "rgb"), tmp_path / "ir", tmp_path / "vis", tmp_path / "out2")
     assert "differ in size" in report.failed["a"]
+
+
+# Edges of the image math that hand mutation of pipeline/fusion.py showed no test held (2026-12-08).
+
+
+def test_the_smallest_fusion_side_is_accepted_and_one_less_is_not():
+    assert parse_resolution("16x16") == (16, 16)
+    for bad in ("15x100", "100x15"):
+        with pytest.raises(ValueError, match="too small"):
+            parse_resolution(bad)
+
+
+def test_a_thermal_camera_with_a_few_more_pixels_than_the_rgb_one_changes_nothing():
+    # 1.1x the RGB pixel count: never fused above the RGB size.
+    assert fusion_size("thermal", (480, 640), (528, 640)) == (480, 640)
+
+
+def test_resize_area_averages_pixels():
+    checker = (np.indices((9, 9)).sum(axis=0) % 2).astype(np.float32)  # alternating 0 / 1
+    # A third per side: each output pixel is the mean of its 3x3 block (sampling would give 0 or 1).
+    blocks = checker.reshape(3, 3, 3, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(resize_area(checker, (3, 3)), blocks, atol=1e-6)
+
+
+def test_the_finest_band_is_the_image_minus_a_one_pixel_gaussian():
+    from sage_ros.pipeline.fusion import finest_band
+
+    impulse = np.zeros((21, 21), np.float32)
+    impulse[10, 10] = 1.0
+    g = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    centre = (g[4] / g.sum()) ** 2  # the 2-D Gaussian's centre weight at sigma 1 px
+    assert finest_band(impulse)[10, 10] == pytest.approx(1.0 - centre, abs=2e-3)
+
+
+def test_detail_gain_on_a_flat_visible_image_is_one_and_is_clamped_at_one_and_a_half():
+    rng = np.random.default_rng(6)
+    y = cv2.GaussianBlur(rng.random((48, 64), dtype=np.float32), (0, 0), 0.7)
+    assert detail_gain(y, np.full_like(y, 0.5)) == 1.0
+    base = cv2.GaussianBlur(y, (0, 0), 3.0)  # the same coarse content, a scaled finest band
+    assert detail_gain(base + 1.3 * (y - base), y) == pytest.approx(1.3, abs=0.05)
+    assert detail_gain(base + 3.0 * (y - base), y) == 1.5
+
+
+def test_the_detail_layer_never_leaves_zero_to_one():
+    vis_y = np.zeros((32, 32), np.float32)
+    vis_y[::2] = 1.0  # detail the small image cannot hold
+    small = resize_area(vis_y, (16, 16))
+    out = upsample_with_detail(np.full_like(small, 0.9), vis_y, small, gain=1.0)
+    assert out.max() == 1.0 and out.min() >= 0.0
+
+
+def test_ir_at_the_rgb_size_is_fused_as_the_same_ir_shrunk_by_pixel_averaging():
+    ir, vis = _pair(120, 160, seed=7)
+    ir[::2, ::2] = 40  # fine structure that averaging and sampling treat differently
+    ir_unit = ir.astype(np.float32) / 255.0  # normalised thermal, as the node gives it
+    a = FusionPipeline(_Recorder(), "thermal").fuse(ir_unit, vis, thermal_hw=(60, 80))
+    b = FusionPipeline(_Recorder(), "thermal").fuse(resize_area(ir_unit, (60, 80)), vis)
+    np.testing.assert_array_equal(a.fused_rgb, b.fused_rgb)
+
+
+class _Overshoot(FusionBackend):
+    """A backend whose output leaves [0, 1] (as a Tanh-free or int8 graph can)."""
+
+    name = "overshoot"
+
+    def _infer(self, vis_y: np.ndarray, ir: np.ndarray) -> BackendOutput:
+        return BackendOutput(vis_y[0, 0] * 3.0 - 1.0)
+
+
+def test_a_students_output_is_clipped_to_zero_to_one_before_anything_uses_it():
+    ir, vis = _pair(64, 80, seed=8)
+    result = FusionPipeline(_Overshoot(), "rgb").fuse(ir, vis)
+    assert result.fused_y.min() >= 0.0 and result.fused_y.max() <= 1.0
+
+
+class _Closing(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        self.name = "closing"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_reduced_student_is_described_once_started_and_closed_with_the_pipeline():
+    main, reduced = _Closing(), _Closing()
+    pipeline = FusionPipeline(main, "thermal", reduced=Student(reduced, label="scale-adapted student"))
+    ir, vis = _pair(120, 160)
+    pipeline.fuse(resize_area(ir, (60, 80)), vis)
+    assert "scale-adapted student" in pipeline.description
+    pipeline.close()
+    assert reduced.closed and main.closed
