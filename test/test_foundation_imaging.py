@@ -81,3 +81,34 @@ def test_fast_colour_path_equals_reference_arithmetic() -> None:
     vis = visible_to_ycrcb(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
     y = rng.random((37, 53), dtype=np.float32) * 1.4 - 0.2  # out-of-range values exercise the clamp
     np.testing.assert_array_equal(fused_to_rgb8(y, vis), unit_to_uint8(ycrcb_to_rgb(y, vis.cr, vis.cb)))
+
+
+# Edges that hand mutation of image/imaging.py showed no test held (2026-12-08).
+
+
+def test_every_visible_layout_gives_the_same_channels_as_bgr() -> None:
+    import cv2
+
+    rng = np.random.default_rng(9)
+    level = rng.integers(0, 256, size=(6, 7), dtype=np.uint8)
+    colour = rng.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+    for same, bgr in ((level, cv2.cvtColor(level, cv2.COLOR_GRAY2BGR)),
+                      (level[..., None], cv2.cvtColor(level, cv2.COLOR_GRAY2BGR)),
+                      (cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA), colour)):
+        a, b = visible_to_ycrcb(same), visible_to_ycrcb(bgr)
+        for name in ("y", "cr", "cb"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_colour_infrared_is_read_in_bgr_order_and_float_infrared_is_clamped() -> None:
+    import cv2
+
+    pixel = np.array([[[10, 200, 90]]], np.uint8)  # BGR
+    assert infrared_to_grey(pixel)[0, 0] == pytest.approx(cv2.cvtColor(pixel, cv2.COLOR_BGR2GRAY)[0, 0] / 255.0)
+    np.testing.assert_array_equal(infrared_to_grey(np.array([[-0.2, 0.5, 1.3]], np.float32)), [[0.0, 0.5, 1.0]])
+
+
+def test_a_fused_image_of_another_size_than_the_visible_one_is_a_clear_error() -> None:
+    vis = visible_to_ycrcb(np.zeros((10, 12, 3), np.uint8))
+    with pytest.raises(ImageInputError, match="does not match visible"):
+        fused_to_rgb8(np.zeros((10, 13), np.float32), vis)

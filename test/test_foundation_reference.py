@@ -49,6 +49,9 @@ def test_fuse_matches_upstream_reference(variant: str, fused_dirs, official_dir:
         assert ours is not None, f"{variant} wrote no {ref_path.name}"
         diff = np.abs(ours.astype(int) - ref.astype(int))
         assert diff.max() <= 2, f"{variant} {ref_path.name}: max |diff| {diff.max()}"
+        # Upstream's bytes, but for float rounding in the network: about 3e-5 of the values differ (by 1) on
+        # onnxruntime. A colour coefficient off by 0.001 moves far more of them.
+        assert (diff > 0).mean() <= 1e-3, f"{variant} {ref_path.name}: {(diff > 0).mean():.2e} of values differ"
         assert psnr(ours, ref) >= 60.0, f"{variant} {ref_path.name}: PSNR {psnr(ours, ref):.1f} dB"
 
 

@@ -49,7 +49,9 @@ def visible_to_ycrcb(vis_bgr: np.ndarray) -> VisibleChannels:
     if vis_bgr.dtype != np.uint8:
         raise ImageInputError(f"visible image: expected uint8, got {vis_bgr.dtype}")
     if vis_bgr.ndim == 2 or vis_bgr.shape[2] == 1:
-        grey = vis_bgr.reshape(vis_bgr.shape[:2]).astype(np.float32) / 255.0
+        # The same arithmetic as the colour path below, so a mono8 camera and the same frame sent as bgr8 give
+        # the same bytes.
+        grey = vis_bgr.reshape(vis_bgr.shape[:2]).astype(np.float32) * np.float32(1.0 / 255.0)
         half = np.full_like(grey, 128.0 / 255.0)
         return VisibleChannels(grey, half, half)
     if vis_bgr.shape[2] == 4:
